@@ -1,0 +1,1 @@
+"""Sluiceway: streaming to clients over HTTP."""

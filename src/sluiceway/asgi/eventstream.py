@@ -1,0 +1,205 @@
+"""The SSE response, for any Starlette/FastAPI (ASGI) app.
+
+``EventStreamResponse`` streams either an async iterable you provide (events, strings, dicts or
+pre-encoded bytes) or a hub :class:`~sluiceway.hub.Subscription`. Either way it sends the right
+headers, an optional initial ``retry:``, keep-alive comments when idle, notices a client that
+left at once and closes the producer (its ``finally`` blocks run), and ends at an event
+boundary when the server shuts down.
+
+>>> from starlette.applications import Starlette
+>>> from starlette.routing import Route
+>>> from sluiceway.asgi import EventStreamResponse
+>>> from sluiceway.sse import Event
+>>> async def ticks(request):
+...     async def produce():
+...         for n in range(3):
+...             yield Event(data=str(n), id=str(n))
+...     return EventStreamResponse(produce(), ping_interval=15, retry=2000)
+>>> app = Starlette(routes=[Route("/ticks", ticks)])
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterable, AsyncIterator, Callable, Mapping
+from typing import Any
+
+from starlette.types import Message, Receive, Scope, Send
+
+from sluiceway.asgi.shutdown import register
+from sluiceway.hub.core import to_data
+from sluiceway.hub.subscription import CloseReason, Subscription
+from sluiceway.sse import Event, encode, encode_comment, encode_event, encode_retry
+
+Item = Event | str | bytes | Mapping[str, Any]
+
+SSE_HEADERS: list[tuple[bytes, bytes]] = [
+    (b"content-type", b"text/event-stream; charset=utf-8"),
+    (b"cache-control", b"no-cache"),
+    # Tells nginx (and proxies that copy its convention) not to buffer the stream.
+    (b"x-accel-buffering", b"no"),
+]
+
+_PING = encode_comment("ping")
+
+
+def encode_item(item: Item) -> bytes:
+    """One item of a producer as SSE bytes.
+
+    ``Event`` → encoded; ``str`` → one event with that data; ``bytes`` → sent as they are
+    (already SSE); a mapping → ``Event(**mapping)``, non-string ``data`` sent as JSON.
+    """
+    if isinstance(item, bytes):
+        return item
+    if isinstance(item, str):
+        return encode_event(item)
+    if isinstance(item, Event):
+        return encode(item)
+    fields = dict(item)
+    if "data" in fields and fields["data"] is not None:
+        fields["data"] = to_data(fields["data"])
+    return encode(Event(**fields))
+
+
+class EventStreamResponse:
+    """An ASGI response streaming Server-Sent Events.
+
+    ``content``: an async iterable of :data:`Item` or a hub :class:`Subscription`.
+    ``ping_interval``: seconds of silence before a keep-alive comment (``None``: never; for a
+    subscription the hub's ``ping_interval`` applies). ``retry``: reconnection delay in ms sent
+    first. ``headers``: extra response headers.
+    """
+
+    def __init__(
+        self,
+        content: AsyncIterable[Item] | Subscription,
+        *,
+        status_code: int = 200,
+        headers: Mapping[str, str] | None = None,
+        ping_interval: float | None = 15.0,
+        retry: int | None = None,
+    ) -> None:
+        self.content = content
+        self.status_code = status_code
+        self.ping_interval = ping_interval
+        self.retry = retry
+        self.raw_headers = list(SSE_HEADERS)
+        for name, value in (headers or {}).items():
+            self.raw_headers.append((name.lower().encode("latin-1"), value.encode("latin-1")))
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await send(
+            {"type": "http.response.start", "status": self.status_code, "headers": self.raw_headers}
+        )
+        if scope.get("method") == "HEAD":
+            await send({"type": "http.response.body", "body": b""})
+            if isinstance(self.content, Subscription):
+                self.content.release()
+            return
+        if self.retry is not None:
+            await send(_body(encode_retry(self.retry)))
+        if isinstance(self.content, Subscription):
+            await _stream_subscription(self.content, receive, send)
+        else:
+            await _stream_iterable(self.content, self.ping_interval, receive, send)
+
+
+def _body(chunk: bytes, more: bool = True) -> Message:
+    return {"type": "http.response.body", "body": chunk, "more_body": more}
+
+
+async def _watch_disconnect(receive: Receive, on_disconnect: Callable[[], None]) -> None:
+    while (await receive())["type"] != "http.disconnect":
+        pass
+    on_disconnect()
+
+
+async def _stream_subscription(sub: Subscription, receive: Receive, send: Send) -> None:
+    """The hub's hot path: one write per wake-up, whatever number of events is pending."""
+    loop = asyncio.get_running_loop()
+    sub.task = asyncio.current_task()
+    stats = sub.hub.stats
+    listener = loop.create_task(
+        _watch_disconnect(receive, lambda: sub.close(CloseReason.DISCONNECT))
+    )
+    forget = register(lambda: sub.close(CloseReason.SHUTDOWN, flush=True))
+    try:
+        while True:
+            chunk = sub.next_chunk()
+            if chunk is None:
+                if sub.close_reason is not None:
+                    break
+                await sub.wait()
+                continue
+            sub.writing_since = loop.time()
+            await send({"type": "http.response.body", "body": chunk, "more_body": True})
+            sub.last_write = loop.time()
+            sub.writing_since = 0.0
+            stats.bytes_sent += len(chunk)
+        if sub.close_reason is not CloseReason.DISCONNECT:
+            await send(_body(b"", more=False))
+    except asyncio.CancelledError:
+        if sub.close_reason is not CloseReason.WRITE_TIMEOUT:
+            raise
+        # We cancelled our own write to a socket that accepts nothing: end without the final
+        # chunk (it could not be written either); the server closes the connection.
+        task = asyncio.current_task()
+        if task is not None:
+            task.uncancel()
+    finally:
+        forget()
+        listener.cancel()
+        sub.release()
+
+
+async def _stream_iterable(
+    content: AsyncIterable[Item], ping_interval: float | None, receive: Receive, send: Send
+) -> None:
+    """Any producer: a pump task writes its items, pings fill the silences, and a client that
+    leaves (or a shutdown) cancels the pump, so the producer's ``finally`` runs at once."""
+    loop = asyncio.get_running_loop()
+    iterator: AsyncIterator[Item] = aiter(content)
+    lock = asyncio.Lock()  # pump and pinger must not interleave their writes
+    last_write = loop.time()
+
+    async def write(chunk: bytes) -> None:
+        nonlocal last_write
+        async with lock:
+            await send(_body(chunk))
+        last_write = loop.time()
+
+    async def pump() -> None:
+        async for item in iterator:
+            await write(encode_item(item))
+
+    async def pinger(interval: float) -> None:
+        while True:
+            await asyncio.sleep(max(interval - (loop.time() - last_write), 0.0))
+            if loop.time() - last_write >= interval:
+                await write(_PING)
+
+    pump_task = loop.create_task(pump())
+    listener = loop.create_task(_watch_disconnect(receive, pump_task.cancel))
+    ping_task = loop.create_task(pinger(ping_interval)) if ping_interval else None
+    forget = register(pump_task.cancel)
+    disconnected = False
+    try:
+        with contextlib.suppress(asyncio.CancelledError):
+            await pump_task
+        disconnected = listener.done()
+    finally:
+        forget()
+        for task in (listener, ping_task):
+            if task is not None:
+                task.cancel()
+        if not pump_task.done():  # we ourselves are being cancelled
+            pump_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await pump_task
+        aclose = getattr(iterator, "aclose", None)
+        if aclose is not None:
+            await aclose()  # runs the producer's finally if the pump stopped between items
+    if not disconnected:
+        async with lock:
+            await send(_body(b"", more=False))

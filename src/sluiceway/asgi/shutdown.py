@@ -1,0 +1,66 @@
+"""Ending streams when the server shuts down.
+
+An SSE response never finishes on its own, and uvicorn waits for open responses before it runs
+the application's lifespan shutdown, so the application cannot learn from its lifespan that it
+must end its streams: without help, a shutdown hangs until the clients leave. Every running
+:class:`~sluiceway.asgi.EventStreamResponse` registers here; :func:`close_all_streams` ends
+them at an event boundary. ``sluiceway serve`` calls it when shutdown begins; in your own
+uvicorn app call :func:`end_streams_on_uvicorn_exit` once at import time.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+from collections.abc import Callable
+
+_closers: set[Callable[[], None]] = set()
+_drained: asyncio.Event | None = None
+
+
+def register(closer: Callable[[], None]) -> Callable[[], None]:
+    """Remember a running stream's ``closer``; returns the function that forgets it."""
+    _closers.add(closer)
+
+    def forget() -> None:
+        _closers.discard(closer)
+        if _drained is not None and not _closers:
+            _drained.set()
+
+    return forget
+
+
+def open_stream_count() -> int:
+    return len(_closers)
+
+
+async def close_all_streams(grace: float = 5.0) -> None:
+    """Ask every running stream to end, and wait at most ``grace`` s for them to do so."""
+    global _drained
+    if not _closers:
+        return
+    _drained = asyncio.Event()
+    for closer in list(_closers):
+        closer()
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(_drained.wait(), grace)
+    _drained = None
+
+
+def end_streams_on_uvicorn_exit(timeout: float = 5.0) -> None:
+    """Make uvicorn end running event streams when it is asked to exit (idempotent)."""
+    import uvicorn
+
+    server_class = uvicorn.Server
+    if getattr(server_class.shutdown, "_sluiceway", False):
+        return
+    original = server_class.shutdown
+
+    @functools.wraps(original)
+    async def shutdown(self: uvicorn.Server, sockets: object = None) -> None:
+        await close_all_streams(timeout)
+        await original(self, sockets)  # type: ignore[arg-type]
+
+    shutdown._sluiceway = True  # type: ignore[attr-defined]
+    server_class.shutdown = shutdown  # type: ignore[method-assign]

@@ -1,0 +1,43 @@
+"""The hub: topics with bounded, resumable history, and the subscriptions that follow them.
+
+>>> from sluiceway.hub import Hub
+>>> hub = Hub()
+>>> event_id = await hub.publish("news", {"title": "hello"})   # doctest: +SKIP
+>>> async with await hub.subscribe(["news"], last_event_id=event_id) as sub:  # doctest: +SKIP
+...     async for chunk in sub:
+...         ...
+"""
+
+from sluiceway.hub.config import HubConfig, OverflowPolicy
+from sluiceway.hub.core import RESET_EVENT, HistoryPage, Hub, check_topic_name, to_data
+from sluiceway.hub.errors import (
+    HistoryGone,
+    HubClosed,
+    HubError,
+    InvalidEventId,
+    InvalidTopic,
+    TooManyTopics,
+)
+from sluiceway.hub.stats import HubStats
+from sluiceway.hub.subscription import CloseReason, Subscription
+from sluiceway.hub.topic import StoredEvent
+
+__all__ = [
+    "RESET_EVENT",
+    "CloseReason",
+    "HistoryGone",
+    "HistoryPage",
+    "Hub",
+    "HubClosed",
+    "HubConfig",
+    "HubError",
+    "HubStats",
+    "InvalidEventId",
+    "InvalidTopic",
+    "OverflowPolicy",
+    "StoredEvent",
+    "Subscription",
+    "TooManyTopics",
+    "check_topic_name",
+    "to_data",
+]

@@ -1,0 +1,64 @@
+"""The hub's bounds, each with its policy, in one place."""
+
+from __future__ import annotations
+
+import fnmatch
+from dataclasses import dataclass, field
+from enum import StrEnum
+
+
+class OverflowPolicy(StrEnum):
+    """What happens to a subscriber that falls further behind than its buffer allows.
+
+    ``close``: its stream ends; the client reconnects with its last id and replays the rest from
+    history, so nothing is lost as long as history still holds it (else it gets a reset event).
+    ``keep_latest``: it skips ahead to the newest event (dashboards, tickers); the skipped
+    events are never sent to it, and the gap is visible in the ids.
+    """
+
+    CLOSE = "close"
+    KEEP_LATEST = "keep_latest"
+
+
+@dataclass(frozen=True, slots=True)
+class HubConfig:
+    """Bounds of a :class:`~sluiceway.hub.Hub`.
+
+    Memory: every topic keeps at most ``history_size`` events and ``history_bytes`` bytes of
+    encoded events; subscribers do not copy events, they read the topic's history through a
+    cursor, so a subscriber costs a few hundred bytes however far behind it is. A subscriber may
+    lag at most ``buffer_events`` / ``buffer_bytes`` behind the newest event (and never further
+    than history reaches); past that, its topic's :class:`OverflowPolicy` applies.
+    """
+
+    history_size: int = 1000
+    history_ttl: float = 3600.0
+    history_bytes: int = 16 * 1024 * 1024
+    buffer_events: int = 1000
+    buffer_bytes: int = 1024 * 1024
+    #: Largest single write to one subscriber; a subscriber that is behind gets its backlog in
+    #: writes of about this size.
+    max_chunk_bytes: int = 64 * 1024
+    #: A subscriber whose socket accepts nothing for this long is dropped.
+    write_timeout: float = 30.0
+    #: Keep-alive comment after this many idle seconds.
+    ping_interval: float = 15.0
+    #: Most topics that may exist at once (a topic with no history and no subscriber is
+    #: forgotten, so this bounds the memory of topics created by typos or scans).
+    max_topics: int = 100_000
+    #: Topic name patterns (fnmatch) that use ``keep_latest`` instead of ``close``.
+    keep_latest_topics: tuple[str, ...] = field(default_factory=tuple)
+
+    def __post_init__(self) -> None:
+        positive_ints = ("history_size", "history_bytes", "buffer_events", "buffer_bytes")
+        for name in (*positive_ints, "max_topics"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be at least 1")
+        for name in ("history_ttl", "write_timeout", "ping_interval"):
+            if getattr(self, name) <= 0:
+                raise ValueError(f"{name} must be positive")
+
+    def overflow_policy(self, topic: str) -> OverflowPolicy:
+        if any(fnmatch.fnmatchcase(topic, pattern) for pattern in self.keep_latest_topics):
+            return OverflowPolicy.KEEP_LATEST
+        return OverflowPolicy.CLOSE

@@ -1,0 +1,42 @@
+"""Errors the hub raises; the server maps each to an HTTP status."""
+
+from __future__ import annotations
+
+from sluiceway.ids import InvalidEventId, Position
+
+__all__ = [
+    "HistoryGone",
+    "HubClosed",
+    "HubError",
+    "InvalidEventId",
+    "InvalidTopic",
+    "TooManyTopics",
+]
+
+
+class HubError(Exception):
+    """Base class of the hub's errors."""
+
+
+class InvalidTopic(HubError, ValueError):
+    """A topic name outside the allowed alphabet or length."""
+
+
+class HubClosed(HubError):
+    """The hub is shutting down and accepts no new publications or subscriptions."""
+
+
+class TooManyTopics(HubError):
+    """Creating another topic would exceed ``HubConfig.max_topics``."""
+
+
+class HistoryGone(HubError):
+    """The requested position is no longer (or was never) in this topic's history."""
+
+    def __init__(self, topic: str, requested: str, earliest: Position | None) -> None:
+        self.topic = topic
+        self.requested = requested
+        self.earliest = earliest
+        super().__init__(
+            f"history of topic {topic!r} no longer holds the events after {requested!r}"
+        )

@@ -1,0 +1,160 @@
+"""A topic: its bounded history, which doubles as every subscriber's send buffer.
+
+Each published event is encoded once into an SSE frame whose ``id:`` line comes last
+(``event: ...\\ndata: ...\\nid: <epoch>-<offset>\\n\\n``). Single-topic subscribers send that
+frame as it is; multi-topic subscribers send the frame without its id line plus their own cursor.
+Subscribers keep only an offset into this log, so fan-out copies nothing.
+"""
+
+from __future__ import annotations
+
+import time
+from bisect import bisect_left, bisect_right
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from sluiceway.hub.config import HubConfig
+from sluiceway.ids import Position, new_epoch
+from sluiceway.sse import encode_event
+
+if TYPE_CHECKING:
+    from sluiceway.hub.subscription import Subscription
+
+
+@dataclass(frozen=True, slots=True)
+class StoredEvent:
+    """An event as history returns it."""
+
+    topic: str
+    id: str
+    offset: int
+    event: str | None
+    data: str
+    published_at: float  # Unix time
+
+
+class Topic:
+    """One topic's log. Offsets are contiguous: ``_frames[i]`` holds offset ``base + i``."""
+
+    __slots__ = (
+        "_cum",
+        "_frames",
+        "_records",
+        "_times",
+        "base",
+        "config",
+        "epoch",
+        "head",
+        "idle_since",
+        "name",
+        "policy",
+        "subscribers",
+        "total_bytes",
+        "waiters",
+    )
+
+    def __init__(self, name: str, config: HubConfig, epoch: str | None = None) -> None:
+        self.name = name
+        self.config = config
+        self.policy = config.overflow_policy(name)
+        self.epoch = epoch or new_epoch()
+        self.head = 0  # offset of the newest event; 0 while empty
+        self.base = 1  # offset of the oldest retained event
+        self._frames: list[bytes] = []
+        self._cum: list[int] = []  # bytes published before each retained event
+        self._times: list[float] = []  # monotonic publish time of each retained event
+        self._records: list[tuple[str | None, str, float]] = []  # (event, data, unix time)
+        self.total_bytes = 0
+        self.idle_since: float | None = None  # monotonic time since when it has been idle
+        self.subscribers: set[Subscription] = set()
+        # Subscribers parked until the next event; woken and cleared on publish.
+        self.waiters: set[Subscription] = set()
+
+    # -- writing -----------------------------------------------------------------------------
+
+    def append(self, data: str, event: str | None) -> str:
+        """Store one event, wake the waiting subscribers, and return its id."""
+        offset = self.head + 1
+        event_id = f"{self.epoch}-{offset}"
+        frame = encode_event(data, event=event)[:-1] + b"id: " + event_id.encode() + b"\n\n"
+        self._frames.append(frame)
+        self._cum.append(self.total_bytes)
+        self._times.append(time.monotonic())
+        self._records.append((event, data, time.time()))
+        self.total_bytes += len(frame)
+        self.head = offset
+        self._trim_to_bounds()
+        if self.waiters:
+            waiters, self.waiters = self.waiters, set()
+            for subscription in waiters:
+                subscription.wake()
+        return event_id
+
+    def _trim_to_bounds(self) -> None:
+        excess = len(self._frames) - self.config.history_size
+        oldest_kept_bytes = self.total_bytes - self.config.history_bytes
+        if oldest_kept_bytes > self._cum[0]:
+            # Keep the newest events whose bytes fit (always at least the newest one).
+            excess = max(excess, min(bisect_left(self._cum, oldest_kept_bytes), len(self._cum) - 1))
+        if excess > 0:
+            self._drop_oldest(excess)
+
+    def trim_expired(self, now: float) -> None:
+        """Drop events older than the history TTL (called periodically)."""
+        if self._times and now - self._times[0] > self.config.history_ttl:
+            self._drop_oldest(bisect_right(self._times, now - self.config.history_ttl))
+
+    def _drop_oldest(self, count: int) -> None:
+        del self._frames[:count], self._cum[:count], self._times[:count], self._records[:count]
+        self.base += count
+
+    # -- reading -----------------------------------------------------------------------------
+
+    @property
+    def position(self) -> Position:
+        return Position(self.epoch, self.head)
+
+    @property
+    def earliest(self) -> Position:
+        """The position *before* the oldest retained event: the furthest back one can resume."""
+        return Position(self.epoch, self.base - 1)
+
+    def can_resume_from(self, position: Position) -> bool:
+        """True when every event after ``position`` is still here (exact resume is possible)."""
+        return position.epoch == self.epoch and self.base - 1 <= position.offset <= self.head
+
+    def frames_after(self, offset: int, max_bytes: int) -> tuple[list[bytes], int]:
+        """Frames after ``offset`` (which must be resumable), at most about ``max_bytes`` of them
+        (always at least one if any), and the offset of the last one returned."""
+        start = offset + 1 - self.base
+        if start >= len(self._frames):
+            return [], offset
+        limit = self._cum[start] + max_bytes
+        if self.total_bytes <= limit:
+            stop = len(self._frames)
+        else:
+            # _cum[i + 1] is where event i ends: keep the events that end within the limit.
+            stop = max(bisect_right(self._cum, limit, lo=start + 1) - 1, start + 1)
+        return self._frames[start:stop], offset + (stop - start)
+
+    def frame_at(self, offset: int) -> bytes:
+        return self._frames[offset - self.base]
+
+    def lag(self, offset: int) -> tuple[int, int]:
+        """(events, bytes) published after ``offset``; ``offset`` must be retained or head."""
+        if offset >= self.head:
+            return 0, 0
+        return self.head - offset, self.total_bytes - self._cum[offset + 1 - self.base]
+
+    def history(self, after: int, limit: int) -> list[StoredEvent]:
+        start = max(after + 1 - self.base, 0)
+        records = self._records[start : start + limit]
+        return [
+            StoredEvent(self.name, f"{self.epoch}-{offset}", offset, event, data, published_at)
+            for offset, (event, data, published_at) in enumerate(records, self.base + start)
+        ]
+
+    @property
+    def idle(self) -> bool:
+        """No subscribers and no history: nothing would be lost by forgetting this topic."""
+        return not self.subscribers and not self._frames

@@ -1,0 +1,201 @@
+"""The HTTP API of ``sluiceway serve``: publish, subscribe, history, health, metrics."""
+
+from __future__ import annotations
+
+import hmac
+from typing import Any
+
+import orjson
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from sluiceway.asgi import EventStreamResponse
+from sluiceway.hub import (
+    HistoryGone,
+    Hub,
+    HubClosed,
+    InvalidEventId,
+    InvalidTopic,
+    TooManyTopics,
+    check_topic_name,
+)
+from sluiceway.hub.core import RESERVED_EVENT_PREFIX
+from sluiceway.server.errors import APIError, JSONResponse
+from sluiceway.server.metrics import render
+from sluiceway.server.settings import Settings
+from sluiceway.sse import SSEProtocolError
+
+MAX_HISTORY_LIMIT = 1000
+
+
+def _settings(request: Request) -> Settings:
+    return request.app.state.settings  # type: ignore[no-any-return]
+
+
+def _hub(request: Request) -> Hub:
+    return request.app.state.hub  # type: ignore[no-any-return]
+
+
+def _topic(request: Request) -> str:
+    try:
+        return check_topic_name(request.path_params["topic"])
+    except InvalidTopic as exc:
+        raise APIError(400, "invalid_topic", str(exc)) from None
+
+
+def _require_publish_key(request: Request) -> None:
+    key = _settings(request).publish_key
+    if key is None:
+        return
+    scheme, _, token = request.headers.get("authorization", "").partition(" ")
+    if scheme.lower() != "bearer" or not hmac.compare_digest(
+        token.strip().encode(), key.get_secret_value().encode()
+    ):
+        raise APIError(
+            401,
+            "unauthorized",
+            "publishing requires 'Authorization: Bearer <publish key>'",
+        )
+
+
+async def _read_body(request: Request, limit: int) -> bytes:
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise APIError(413, "body_too_large", f"request body exceeds {limit} bytes")
+    body = bytearray()
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > limit:
+            raise APIError(413, "body_too_large", f"request body exceeds {limit} bytes")
+    return bytes(body)
+
+
+def _parse_publication(body: bytes) -> tuple[Any, str | None]:
+    try:
+        payload = orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        raise APIError(400, "invalid_json", f"request body is not valid JSON: {exc}") from None
+    if not isinstance(payload, dict):
+        raise APIError(422, "invalid_body", 'expected a JSON object like {"data": ...}')
+    if "data" not in payload:
+        raise APIError(422, "missing_data", 'the body has no "data" field')
+    unknown = set(payload) - {"data", "event"}
+    if unknown:
+        raise APIError(422, "unknown_field", f"unknown field(s): {', '.join(sorted(unknown))}")
+    event = payload.get("event")
+    if event is not None:
+        if not isinstance(event, str) or not event or len(event) > 200:
+            raise APIError(422, "invalid_event", '"event" must be a string of 1-200 characters')
+        if "\r" in event or "\n" in event:
+            raise APIError(422, "invalid_event", '"event" must not contain line breaks')
+        if event.startswith(RESERVED_EVENT_PREFIX):
+            reserved = f"event types starting with {RESERVED_EVENT_PREFIX!r} are reserved"
+            raise APIError(422, "invalid_event", reserved)
+    return payload["data"], event
+
+
+async def publish(request: Request) -> Response:
+    _require_publish_key(request)
+    topic = _topic(request)
+    data, event = _parse_publication(await _read_body(request, _settings(request).max_body_bytes))
+    try:
+        event_id = await _hub(request).publish(topic, data, event=event)
+    except HubClosed as exc:
+        raise APIError(503, "shutting_down", str(exc)) from None
+    except TooManyTopics as exc:
+        raise APIError(503, "too_many_topics", str(exc)) from None
+    except SSEProtocolError as exc:  # e.g. a lone surrogate that UTF-8 cannot carry
+        raise APIError(422, "invalid_data", str(exc)) from None
+    return JSONResponse({"id": event_id})
+
+
+def _last_event_id(request: Request) -> str | None:
+    # The header wins: EventSource sends it on reconnect, while the URL keeps the first value.
+    return request.headers.get("last-event-id") or request.query_params.get("last_event_id")
+
+
+async def _stream(request: Request, topics: list[str]) -> Response:
+    hub = _hub(request)
+    try:
+        subscription = await hub.subscribe(topics, last_event_id=_last_event_id(request))
+    except InvalidEventId as exc:
+        raise APIError(400, "invalid_last_event_id", str(exc)) from None
+    except InvalidTopic as exc:
+        raise APIError(400, "invalid_topic", str(exc)) from None
+    except HubClosed as exc:
+        raise APIError(503, "shutting_down", str(exc)) from None
+    except TooManyTopics as exc:
+        raise APIError(503, "too_many_topics", str(exc)) from None
+    return EventStreamResponse(subscription, retry=_settings(request).retry_ms)  # type: ignore[return-value]
+
+
+async def subscribe_topic(request: Request) -> Response:
+    return await _stream(request, [_topic(request)])
+
+
+async def subscribe_many(request: Request) -> Response:
+    topics = request.query_params.getlist("topic")
+    if not topics:
+        raise APIError(400, "missing_topic", "name at least one ?topic=")
+    limit = _settings(request).max_topics_per_stream
+    if len(set(topics)) > limit:
+        raise APIError(400, "too_many_topics", f"one stream may follow at most {limit} topics")
+    return await _stream(request, topics)
+
+
+async def history(request: Request) -> Response:
+    topic = _topic(request)
+    after = request.query_params.get("after") or None
+    raw_limit = request.query_params.get("limit", "100")
+    if not raw_limit.isdigit() or not 1 <= int(raw_limit) <= MAX_HISTORY_LIMIT:
+        raise APIError(400, "invalid_limit", f"limit must be an integer in 1..{MAX_HISTORY_LIMIT}")
+    try:
+        page = await _hub(request).history(topic, after=after, limit=int(raw_limit))
+    except InvalidEventId as exc:
+        raise APIError(400, "invalid_after", str(exc)) from None
+    except HistoryGone as exc:
+        raise APIError(
+            410,
+            "history_gone",
+            str(exc),
+            earliest=str(exc.earliest) if exc.earliest else None,
+        ) from None
+    events = [
+        {"id": e.id, "event": e.event, "data": e.data, "published_at": e.published_at}
+        for e in page.events
+    ]
+    return JSONResponse(
+        {
+            "topic": topic,
+            "events": events,
+            "earliest": str(page.earliest) if page.earliest.epoch else None,
+            "latest": str(page.latest) if page.latest.epoch else None,
+        }
+    )
+
+
+async def healthz(request: Request) -> Response:
+    hub = _hub(request)
+    if hub.closing:
+        return JSONResponse({"status": "shutting_down"}, status_code=503)
+    return JSONResponse(
+        {"status": "ok", "open_streams": hub.open_streams, "topics": len(hub.topic_names())}
+    )
+
+
+async def metrics(request: Request) -> Response:
+    return Response(
+        render(request.app.state.metrics_registry),
+        media_type="text/plain; version=0.0.4; charset=utf-8",
+    )
+
+
+routes = [
+    Route("/topics/{topic}", publish, methods=["POST"]),
+    Route("/topics/{topic}", subscribe_topic, methods=["GET"]),
+    Route("/topics/{topic}/history", history, methods=["GET"]),
+    Route("/events", subscribe_many, methods=["GET"]),
+    Route("/healthz", healthz, methods=["GET"]),
+    Route("/metrics", metrics, methods=["GET"]),
+]

@@ -1,0 +1,72 @@
+"""Settings of ``sluiceway serve``: defaults that run with nothing configured, overridable by
+``SLUICEWAY_*`` environment variables and by command-line options (which win)."""
+
+from __future__ import annotations
+
+import ipaddress
+
+from pydantic import Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from sluiceway.hub import HubConfig
+
+MiB = 1024 * 1024
+
+
+class Settings(BaseSettings):
+    """Every setting, with its environment variable ``SLUICEWAY_<NAME>``."""
+
+    model_config = SettingsConfigDict(env_prefix="SLUICEWAY_", extra="forbid")
+
+    host: str = "127.0.0.1"
+    port: int = Field(8000, ge=0, le=65535)
+    log_level: str = "info"
+    backlog: int = Field(2048, ge=1)
+    #: Required as ``Authorization: Bearer <key>`` to publish, when set.
+    publish_key: SecretStr | None = None
+    #: Largest request body accepted (413 beyond).
+    max_body_bytes: int = Field(MiB, ge=1)
+    #: Seconds of silence before a keep-alive comment.
+    ping_interval: float = Field(15.0, gt=0)
+    #: ``retry:`` (ms) sent at the start of every stream; unset: the client's default.
+    retry_ms: int | None = Field(None, ge=0)
+    history_size: int = Field(1000, ge=1)
+    history_ttl: float = Field(3600.0, gt=0)
+    history_bytes: int = Field(16 * MiB, ge=1)
+    buffer_events: int = Field(1000, ge=1)
+    buffer_bytes: int = Field(MiB, ge=1)
+    write_timeout: float = Field(30.0, gt=0)
+    max_topics: int = Field(100_000, ge=1)
+    #: Topic patterns (fnmatch) whose slow subscribers skip to the latest event.
+    keep_latest_topics: list[str] = Field(default_factory=list)
+    #: Most topics one stream (``GET /events``) may follow.
+    max_topics_per_stream: int = Field(64, ge=1)
+    #: How long shutdown waits for streams to flush before closing them.
+    shutdown_timeout: float = Field(5.0, ge=0)
+
+    def hub_config(self) -> HubConfig:
+        return HubConfig(
+            history_size=self.history_size,
+            history_ttl=self.history_ttl,
+            history_bytes=self.history_bytes,
+            buffer_events=self.buffer_events,
+            buffer_bytes=self.buffer_bytes,
+            write_timeout=self.write_timeout,
+            ping_interval=self.ping_interval,
+            max_topics=self.max_topics,
+            keep_latest_topics=tuple(self.keep_latest_topics),
+        )
+
+    @property
+    def exposed_without_key(self) -> bool:
+        """Bound beyond loopback with nobody's key needed to publish."""
+        return self.publish_key is None and not is_loopback(self.host)
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False  # a host name: assume it is reachable from elsewhere
