@@ -65,12 +65,12 @@ def parse_cursor(text: str, topic_count: int) -> list[Position]:
     >>> parse_cursor("aa-1,bb-2", 2)
     [Position(epoch='aa', offset=1), Position(epoch='bb', offset=2)]
     """
-    parts = text.strip().split(",")
+    parts = text.split(",")
     if len(parts) != topic_count:
         raise InvalidEventId(
             f"event id names {len(parts)} topic position(s) but the stream follows {topic_count}"
         )
-    return [Position.parse(part.strip()) for part in parts]
+    return [Position.parse(part) for part in parts]
 
 
 def format_cursor(positions: list[Position]) -> str:

@@ -51,6 +51,7 @@ class Subscription:
         "last_write",
         "offsets",
         "ping_due",
+        "replay_until",
         "task",
         "topics",
         "writing_since",
@@ -60,6 +61,9 @@ class Subscription:
         self.hub = hub
         self.topics = topics
         self.offsets = offsets
+        # A resuming client's backlog is replay, not lag: the buffer bounds apply from the
+        # head at subscribe time on (history bounds the replay itself).
+        self.replay_until = [topic.head for topic in topics]
         self._pending: list[bytes] = []  # control frames to send first (the reset event)
         self._future: asyncio.Future[None] | None = None
         self.close_reason: CloseReason | None = None
@@ -102,7 +106,7 @@ class Subscription:
         offset = self.offsets[0]
         if offset == topic.head:
             return None
-        if not self._within_buffer(topic, offset):
+        if not self._within_buffer(0, offset):
             if not self._overflow(0):
                 return None
             offset = self.offsets[0]
@@ -121,7 +125,7 @@ class Subscription:
             offset = self.offsets[index]
             if offset == topic.head or budget <= 0:
                 continue
-            if not self._within_buffer(topic, offset):
+            if not self._within_buffer(index, offset):
                 if not self._overflow(index):
                     return None
                 offset = self.offsets[index]
@@ -137,9 +141,12 @@ class Subscription:
             self.hub.stats.delivered += len(frames)
         return b"".join(parts) if parts else None
 
-    def _within_buffer(self, topic: Topic, offset: int) -> bool:
+    def _within_buffer(self, index: int, offset: int) -> bool:
+        topic = self.topics[index]
         if offset < topic.base - 1:  # history no longer holds what this subscriber needs
             return False
+        if offset < self.replay_until[index]:
+            return True
         events, nbytes = topic.lag(offset)
         config = self.hub.config
         return events <= config.buffer_events and nbytes <= config.buffer_bytes
