@@ -340,6 +340,7 @@ async def test_brief_absence_does_not_change_a_quiet_topics_epoch() -> None:
     hub._trim_topics(time.monotonic())  # a sweep while nobody follows the topic
     resumed = await hub.subscribe(["quiet"], last_event_id=cursor)
     assert drain(resumed) == []  # no spurious reset
+    resumed.release()
     await hub.aclose()
 
 
