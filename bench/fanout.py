@@ -39,7 +39,7 @@ from array import array
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import psutil
 import uvloop
@@ -119,6 +119,7 @@ class ServerProcess:
         self.log_path = log_dir / f"{name}-{self.port}.log"
         self.proc: subprocess.Popen[bytes] | None = None
         self.ps: psutil.Process | None = None
+        self.ready_s = float("nan")
 
     def start(self) -> None:
         with self.log_path.open("wb") as log:
@@ -201,6 +202,12 @@ class ServerProcess:
         except OSError:
             return ""
 
+    @staticmethod
+    def read_tail(log_dir: Path, name: str, n: int = 2000) -> str:
+        """Tail of the newest log of `name` (the server object is gone if start failed)."""
+        logs = sorted(log_dir.glob(f"{name}-*.log"), key=lambda p: p.stat().st_mtime)
+        return logs[-1].read_bytes()[-n:].decode("utf-8", "replace") if logs else ""
+
 
 # --------------------------------------------------------------------------------------------
 # Minimal HTTP/1.1 client (publisher, health checks)
@@ -252,8 +259,8 @@ class HttpConn(asyncio.Protocol):
         self.closed = False
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
+        # uvloop's transports do not subclass asyncio.Transport, hence the cast.
+        self.transport = cast(asyncio.Transport, transport)
 
     def data_received(self, data: bytes) -> None:
         self.buf += data
@@ -393,8 +400,8 @@ class Subscriber(asyncio.Protocol):
         self.error: str | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
+        # uvloop's transports do not subclass asyncio.Transport, hence the cast.
+        self.transport = cast(asyncio.Transport, transport)
         transport.write(self.request)
 
     def connection_lost(self, exc: Exception | None) -> None:
@@ -415,14 +422,30 @@ class Subscriber(asyncio.Protocol):
                 return
             self.head = b""
             self._on_head(head[: end + 2])
-            if self.headers_fut.done():  # failed
+            if not self.in_body:  # bad status: already failed and closing
                 return
             data = head[end + 4 :]
             if not data:
                 return
         if self.sink.mode == "idle":
             return  # only keep-alive comments could arrive; nothing to check
-        body = self._dechunk(data) if self.chunked else data
+        if not self.chunked:
+            self._feed(data)
+            return
+        if not (self.chunk_left or self.skip or self.pending or self.sse):
+            # Fast path for the common read: exactly one whole chunk ending on a blank line.
+            eol = data.find(b"\r\n", 0, 12)
+            if eol > 0:
+                try:
+                    end = eol + 2 + int(data[:eol], 16)
+                except ValueError:  # chunk extension: leave it to the slow path
+                    end = -1
+                if len(data) == end + 2 and (
+                    data.endswith(b"\n\n\r\n") or data.endswith(b"\r\n\r\n\r\n")
+                ):
+                    self._complete(data[eol + 2 : end])
+                    return
+        body = self._dechunk(data)
         if body:
             self._feed(body)
 
@@ -503,6 +526,10 @@ class Subscriber(asyncio.Protocol):
         else:
             complete = buf[:cut]
             self.sse = buf[cut:]
+        self._complete(complete)
+
+    def _complete(self, complete: bytes) -> None:
+        """Account for a run of whole SSE blocks."""
         sink = self.sink
         self.data_lines += complete.count(b"data:")
         if sink.mode == "seq":
@@ -709,9 +736,10 @@ def check_delivery(subs: Sequence[Subscriber], count: int, lanes: int) -> dict[s
     }
 
 
-def loadgen_cpu() -> float:
+def loadgen_cpu() -> tuple[float, float]:
+    """(user, system) CPU seconds of this process."""
     ru = resource.getrusage(resource.RUSAGE_SELF)
-    return ru.ru_utime + ru.ru_stime
+    return ru.ru_utime, ru.ru_stime
 
 
 class CpuWindow:
@@ -727,11 +755,15 @@ class CpuWindow:
     def stop(self) -> dict[str, float]:
         wall = time.monotonic() - self.t0
         s = self.server.cpu_seconds() - self.s0
-        lg = loadgen_cpu() - self.l0
+        lu, ls = loadgen_cpu()
+        lu, ls = lu - self.l0[0], ls - self.l0[1]
+        lg = lu + ls
         self.result = {
             "wall_s": round(wall, 3),
             "server_cpu_s": round(s, 3),
             "loadgen_cpu_s": round(lg, 3),
+            "loadgen_user_s": round(lu, 3),
+            "loadgen_sys_s": round(ls, 3),
             "server_cpu_pct": round(100 * s / wall, 1) if wall > 0 else float("nan"),
             "loadgen_cpu_pct": round(100 * lg / wall, 1) if wall > 0 else float("nan"),
         }
@@ -920,7 +952,7 @@ async def start_server(name: str, args: argparse.Namespace, log_dir: Path) -> Se
     srv = ServerProcess(name, args.server_cpu, log_dir)
     srv.start()
     try:
-        await srv.wait_ready(args.ready_timeout)
+        srv.ready_s = await srv.wait_ready(args.ready_timeout)
     except BaseException:
         srv.stop()
         raise
@@ -928,21 +960,31 @@ async def start_server(name: str, args: argparse.Namespace, log_dir: Path) -> Se
 
 
 async def bench_server(name: str, args: argparse.Namespace, log_dir: Path) -> dict[str, Any]:
-    out: dict[str, Any] = {"phases": {}}
+    out: dict[str, Any] = {"cmd": server_command(name, 0, args.server_cpu), "phases": {}}
     srv: ServerProcess | None = None
+    logs: list[str] = []
+
+    def stop() -> None:
+        nonlocal srv
+        if srv is not None:
+            srv.stop()
+            logs.append(srv.log_tail())
+            srv = None
+
     try:
         for phase in args.phases:
             if srv is None or not args.reuse_server:
-                if srv is not None:
-                    srv.stop()
-                    srv = None
+                stop()
                 try:
                     srv = await start_server(name, args, log_dir)
                 except Exception as exc:
-                    out["phases"][phase] = {"ok": False, "error": f"server start: {exc!r}"}
-                    out.setdefault("cmd", server_command(name, 0, args.server_cpu))
-                    continue
-                out["cmd"] = srv.cmd
+                    # A server that will not start will not start for the next phase either.
+                    err = f"server start: {exc!r}"
+                    for ph in args.phases[args.phases.index(phase) :]:
+                        out["phases"][ph] = {"ok": False, "error": err}
+                    print(f"  [{name}] {err}", file=sys.stderr, flush=True)
+                    logs.append(ServerProcess.read_tail(log_dir, name))
+                    break
             print(f"  [{name}] {phase} ...", file=sys.stderr, flush=True)
             gc.collect()
             gc.disable()  # no collector pauses inside the measured windows
@@ -960,13 +1002,11 @@ async def bench_server(name: str, args: argparse.Namespace, log_dir: Path) -> di
                 res["error"] = f"server exited with code {srv.proc.returncode}"
             out["phases"][phase] = res
             print(f"  [{name}] {phase}: {summary_line(phase, res)}", file=sys.stderr, flush=True)
-            if not res.get("ok") and srv is not None:
-                srv.stop()  # start clean for the next phase
-                srv = None
+            if not res.get("ok"):
+                stop()  # start clean for the next phase
     finally:
-        if srv is not None:
-            srv.stop()
-            out["log_tail"] = srv.log_tail()
+        stop()
+        out["log_tails"] = [t for t in logs if t]
     return out
 
 

@@ -72,6 +72,10 @@ class Hub:
         self._subscriptions: set[Subscription] = set()
         self._sweeper: asyncio.Task[None] | None = None
         self._closing = False
+        # Callback-driven writers with something to send, flushed once per loop iteration so
+        # that events published in a burst leave in one write per subscriber.
+        self._ready: dict[Subscription, None] = {}
+        self._flush_scheduled = False
         self._all_released: asyncio.Event | None = None
 
     # -- publishing --------------------------------------------------------------------------
@@ -100,6 +104,13 @@ class Hub:
         Raises :class:`InvalidEventId` for an id that is not one of ours, :class:`HubClosed`
         while shutting down.
         """
+        return self.subscribe_nowait(topics, last_event_id)
+
+    def subscribe_nowait(
+        self, topics: Iterable[str], last_event_id: str | None = None
+    ) -> Subscription:
+        """:meth:`subscribe` without awaiting: the in-process history answers at once, which
+        lets a connection attach from a protocol callback, with no task of its own."""
         if self._closing:
             raise HubClosed("the hub is shutting down")
         names = sorted({check_topic_name(name) for name in topics})
@@ -151,6 +162,8 @@ class Hub:
         for topic in subscription.topics:
             topic.subscribers.discard(subscription)
             topic.waiters.discard(subscription)
+            topic.sinks.discard(subscription)
+        self._ready.pop(subscription, None)
         self._subscriptions.discard(subscription)
         if self._all_released is not None and not self._subscriptions:
             self._all_released.set()
@@ -189,6 +202,26 @@ class Hub:
 
     # -- internals ---------------------------------------------------------------------------
 
+    def _schedule(self, subscription: Subscription) -> None:
+        self._ready[subscription] = None
+        if not self._flush_scheduled:
+            self._flush_scheduled = True
+            asyncio.get_running_loop().call_soon(self._flush)
+
+    def _schedule_many(self, subscriptions: set[Subscription]) -> None:
+        self._ready.update(dict.fromkeys(subscriptions))
+        if not self._flush_scheduled:
+            self._flush_scheduled = True
+            asyncio.get_running_loop().call_soon(self._flush)
+
+    def _flush(self) -> None:
+        self._flush_scheduled = False
+        ready, self._ready = self._ready, {}
+        for subscription in ready:
+            sink = subscription.sink
+            if sink is not None:
+                sink.ready()
+
     def _topic(self, name: str) -> Topic:
         topic = self._topics.get(name)
         if topic is None:
@@ -198,7 +231,7 @@ class Hub:
                 self._forget_idle_topics()
                 if len(self._topics) >= self.config.max_topics:
                     raise TooManyTopics(f"the hub already holds {self.config.max_topics} topics")
-            topic = self._topics[name] = Topic(name, self.config)
+            topic = self._topics[name] = Topic(name, self.config, self._schedule_many)
         return topic
 
     def _forget_idle_topics(self, idle_for: float = 0.0) -> None:

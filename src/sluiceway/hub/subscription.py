@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 from enum import StrEnum
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 from sluiceway.hub.config import OverflowPolicy
 from sluiceway.ids import Position, format_cursor
@@ -21,6 +21,24 @@ if TYPE_CHECKING:
     from sluiceway.hub.topic import Topic
 
 PING = encode_comment("ping")
+
+
+def as_http_chunk(data: bytes) -> bytes:
+    return b"%x\r\n%b\r\n" % (len(data), data)
+
+
+PING_CHUNK = as_http_chunk(PING)
+
+
+class Sink(Protocol):
+    """A writer that owns its socket and is called back instead of awaiting (see
+    :mod:`sluiceway.server.native`). It receives HTTP/1.1 chunks from ``next_chunk``."""
+
+    paused: bool
+    done: bool
+
+    def ready(self) -> None:
+        """Something may be ready to send (or the subscription was closed)."""
 
 
 class CloseReason(StrEnum):
@@ -45,6 +63,7 @@ class Subscription:
         "__weakref__",
         "_future",
         "_pending",
+        "chunked",
         "close_reason",
         "flush_on_close",
         "hub",
@@ -52,6 +71,7 @@ class Subscription:
         "offsets",
         "ping_due",
         "replay_until",
+        "sink",
         "task",
         "topics",
         "writing_since",
@@ -73,6 +93,8 @@ class Subscription:
         self.last_write = loop.time()
         self.writing_since = 0.0  # loop time when the current write began; 0 when not writing
         self.task: asyncio.Task[object] | None = None  # the writer, cancelled on write timeout
+        self.sink: Sink | None = None  # set instead of a task when the writer is callback-driven
+        self.chunked = False  # next_chunk() returns HTTP/1.1 chunks (for a sink)
 
     @property
     def closed(self) -> bool:
@@ -92,13 +114,18 @@ class Subscription:
         if self._pending:
             chunk = b"".join(self._pending)
             self._pending.clear()
-            return chunk
+            return as_http_chunk(chunk) if self.chunked else chunk
         if self.close_reason is not None and not self.flush_on_close:
             return None
-        chunk = self._next_single() if len(self.topics) == 1 else self._next_multi()
+        if len(self.topics) == 1:
+            chunk = self._next_single()
+        else:
+            chunk = self._next_multi()
+            if chunk is not None and self.chunked:
+                chunk = as_http_chunk(chunk)
         if chunk is None and self.ping_due and self.close_reason is None:
             self.ping_due = False
-            return PING
+            return PING_CHUNK if self.chunked else PING
         return chunk
 
     def _next_single(self) -> bytes | None:
@@ -113,8 +140,10 @@ class Subscription:
         if offset + 1 == topic.head:  # the common live case: one new event, sent as stored
             self.offsets[0] = topic.head
             self.hub.stats.delivered += 1
-            return topic.frame_at(topic.head)
-        frames, self.offsets[0] = topic.frames_after(offset, self.hub.config.max_chunk_bytes)
+            return topic.frame_at(topic.head, self.chunked)
+        frames, self.offsets[0] = topic.frames_after(
+            offset, self.hub.config.max_chunk_bytes, self.chunked
+        )
         self.hub.stats.delivered += len(frames)
         return b"".join(frames)
 
@@ -176,12 +205,27 @@ class Subscription:
             self._future = None
 
     def wake(self) -> None:
+        if self.sink is not None:
+            self.hub._schedule(self)
+            return
         future = self._future
         if future is not None and not future.done():
             future.set_result(None)
 
+    def attach(self, sink: Sink) -> None:
+        """Hand this subscription to a callback-driven writer (instead of ``wait()``)."""
+        self.sink = sink
+        self.chunked = True
+        for topic in self.topics:
+            topic.sinks.add(self)
+        self.wake()  # whatever is pending already (replay, reset event)
+
     @property
     def parked(self) -> bool:
+        """Waiting for events (so a keep-alive is due after a silence)."""
+        sink = self.sink
+        if sink is not None:
+            return not sink.paused and not sink.done
         return self._future is not None
 
     # -- lifecycle ---------------------------------------------------------------------------

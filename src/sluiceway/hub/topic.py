@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import time
 from bisect import bisect_left, bisect_right
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -37,6 +38,7 @@ class Topic:
     """One topic's log. Offsets are contiguous: ``_frames[i]`` holds offset ``base + i``."""
 
     __slots__ = (
+        "_chunks",
         "_cum",
         "_frames",
         "_records",
@@ -47,13 +49,21 @@ class Topic:
         "head",
         "idle_since",
         "name",
+        "on_sinks_ready",
         "policy",
+        "sinks",
         "subscribers",
         "total_bytes",
         "waiters",
     )
 
-    def __init__(self, name: str, config: HubConfig, epoch: str | None = None) -> None:
+    def __init__(
+        self,
+        name: str,
+        config: HubConfig,
+        on_sinks_ready: Callable[[set[Subscription]], None],
+        epoch: str | None = None,
+    ) -> None:
         self.name = name
         self.config = config
         self.policy = config.overflow_policy(name)
@@ -61,6 +71,10 @@ class Topic:
         self.head = 0  # offset of the newest event; 0 while empty
         self.base = 1  # offset of the oldest retained event
         self._frames: list[bytes] = []
+        # The same frames framed as HTTP/1.1 chunks, for writers that own the socket
+        # (sluiceway.server.native): a single event then costs each subscriber one write of a
+        # shared object, with no copy.
+        self._chunks: list[bytes] = []
         self._cum: list[int] = []  # bytes published before each retained event
         self._times: list[float] = []  # monotonic publish time of each retained event
         self._records: list[tuple[str | None, str, float]] = []  # (event, data, unix time)
@@ -69,6 +83,9 @@ class Topic:
         self.subscribers: set[Subscription] = set()
         # Subscribers parked until the next event; woken and cleared on publish.
         self.waiters: set[Subscription] = set()
+        # Subscribers whose writer is callback-driven: told on every publish.
+        self.sinks: set[Subscription] = set()
+        self.on_sinks_ready = on_sinks_ready
 
     # -- writing -----------------------------------------------------------------------------
 
@@ -78,6 +95,7 @@ class Topic:
         event_id = f"{self.epoch}-{offset}"
         frame = encode_event(data, event=event)[:-1] + b"id: " + event_id.encode() + b"\n\n"
         self._frames.append(frame)
+        self._chunks.append(b"%x\r\n%b\r\n" % (len(frame), frame))
         self._cum.append(self.total_bytes)
         self._times.append(time.monotonic())
         self._records.append((event, data, time.time()))
@@ -88,6 +106,8 @@ class Topic:
             waiters, self.waiters = self.waiters, set()
             for subscription in waiters:
                 subscription.wake()
+        if self.sinks:
+            self.on_sinks_ready(self.sinks)
         return event_id
 
     def _trim_to_bounds(self) -> None:
@@ -105,7 +125,8 @@ class Topic:
             self._drop_oldest(bisect_right(self._times, now - self.config.history_ttl))
 
     def _drop_oldest(self, count: int) -> None:
-        del self._frames[:count], self._cum[:count], self._times[:count], self._records[:count]
+        del self._frames[:count], self._chunks[:count], self._cum[:count]
+        del self._times[:count], self._records[:count]
         self.base += count
 
     # -- reading -----------------------------------------------------------------------------
@@ -123,9 +144,12 @@ class Topic:
         """True when every event after ``position`` is still here (exact resume is possible)."""
         return position.epoch == self.epoch and self.base - 1 <= position.offset <= self.head
 
-    def frames_after(self, offset: int, max_bytes: int) -> tuple[list[bytes], int]:
+    def frames_after(
+        self, offset: int, max_bytes: int, chunked: bool = False
+    ) -> tuple[list[bytes], int]:
         """Frames after ``offset`` (which must be resumable), at most about ``max_bytes`` of them
-        (always at least one if any), and the offset of the last one returned."""
+        (always at least one if any), and the offset of the last one returned. ``chunked``:
+        each frame framed as an HTTP/1.1 chunk."""
         start = offset + 1 - self.base
         if start >= len(self._frames):
             return [], offset
@@ -135,10 +159,11 @@ class Topic:
         else:
             # _cum[i + 1] is where event i ends: keep the events that end within the limit.
             stop = max(bisect_right(self._cum, limit, lo=start + 1) - 1, start + 1)
-        return self._frames[start:stop], offset + (stop - start)
+        frames = self._chunks if chunked else self._frames
+        return frames[start:stop], offset + (stop - start)
 
-    def frame_at(self, offset: int) -> bytes:
-        return self._frames[offset - self.base]
+    def frame_at(self, offset: int, chunked: bool = False) -> bytes:
+        return (self._chunks if chunked else self._frames)[offset - self.base]
 
     def lag(self, offset: int) -> tuple[int, int]:
         """(events, bytes) published after ``offset``; ``offset`` must be retained or head."""

@@ -24,6 +24,7 @@ from sluiceway.hub.core import RESERVED_EVENT_PREFIX
 from sluiceway.server.errors import APIError, JSONResponse
 from sluiceway.server.metrics import render
 from sluiceway.server.settings import Settings
+from sluiceway.server.streams import read_stream_request
 from sluiceway.sse import SSEProtocolError
 
 MAX_HISTORY_LIMIT = 1000
@@ -110,15 +111,13 @@ async def publish(request: Request) -> Response:
     return JSONResponse({"id": event_id})
 
 
-def _last_event_id(request: Request) -> str | None:
-    # The header wins: EventSource sends it on reconnect, while the URL keeps the first value.
-    return request.headers.get("last-event-id") or request.query_params.get("last_event_id")
-
-
-async def _stream(request: Request, topics: list[str]) -> Response:
+async def _stream(request: Request, path_topics: list[str]) -> Response:
     hub = _hub(request)
+    wanted = read_stream_request(
+        _settings(request), path_topics, request.query_params, request.headers
+    )
     try:
-        subscription = await hub.subscribe(topics, last_event_id=_last_event_id(request))
+        subscription = await hub.subscribe(wanted.topics, last_event_id=wanted.last_event_id)
     except InvalidEventId as exc:
         raise APIError(400, "invalid_last_event_id", str(exc)) from None
     except InvalidTopic as exc:
@@ -135,13 +134,7 @@ async def subscribe_topic(request: Request) -> Response:
 
 
 async def subscribe_many(request: Request) -> Response:
-    topics = request.query_params.getlist("topic")
-    if not topics:
-        raise APIError(400, "missing_topic", "name at least one ?topic=")
-    limit = _settings(request).max_topics_per_stream
-    if len(set(topics)) > limit:
-        raise APIError(400, "too_many_topics", f"one stream may follow at most {limit} topics")
-    return await _stream(request, topics)
+    return await _stream(request, [])
 
 
 async def history(request: Request) -> Response:

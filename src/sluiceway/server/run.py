@@ -9,6 +9,7 @@ import uvicorn
 
 from sluiceway.asgi import close_all_streams
 from sluiceway.hub import Hub
+from sluiceway.server import native
 from sluiceway.server.app import create_app
 from sluiceway.server.settings import Settings
 
@@ -52,6 +53,8 @@ def serve(settings: Settings) -> None:
         log_level=settings.log_level,
         backlog=settings.backlog,
         lifespan="on",
+        # Hub streams written straight to the socket; everything else through ASGI.
+        http=native.protocol_for(hub, settings) if native.AVAILABLE else "auto",
         # A backstop: streams are ended by StreamingServer.shutdown well before this.
         timeout_graceful_shutdown=settings.shutdown_timeout + 5,
     )
