@@ -123,7 +123,7 @@ async def _stream_subscription(sub: Subscription, receive: Receive, send: Send) 
     listener = loop.create_task(
         _watch_disconnect(receive, lambda: sub.close(CloseReason.DISCONNECT))
     )
-    forget = register(lambda: sub.close(CloseReason.SHUTDOWN, flush=True))
+    forget = register(lambda: sub.close(CloseReason.SHUTDOWN, flush=True), hub_stream=True)
     try:
         while True:
             chunk = sub.next_chunk()

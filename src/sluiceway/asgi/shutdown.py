@@ -15,16 +15,18 @@ import contextlib
 import functools
 from collections.abc import Callable
 
-_closers: set[Callable[[], None]] = set()
+# Each running stream's closer, and whether it streams a hub subscription (those are counted
+# by the hub itself).
+_closers: dict[Callable[[], None], bool] = {}
 _drained: asyncio.Event | None = None
 
 
-def register(closer: Callable[[], None]) -> Callable[[], None]:
+def register(closer: Callable[[], None], *, hub_stream: bool = False) -> Callable[[], None]:
     """Remember a running stream's ``closer``; returns the function that forgets it."""
-    _closers.add(closer)
+    _closers[closer] = hub_stream
 
     def forget() -> None:
-        _closers.discard(closer)
+        _closers.pop(closer, None)
         if _drained is not None and not _closers:
             _drained.set()
 
@@ -32,7 +34,8 @@ def register(closer: Callable[[], None]) -> Callable[[], None]:
 
 
 def open_stream_count() -> int:
-    return len(_closers)
+    """Streams of producers other than the hub (hub streams: ``Hub.open_streams``)."""
+    return sum(1 for hub_stream in _closers.values() if not hub_stream)
 
 
 async def close_all_streams(grace: float = 5.0) -> None:

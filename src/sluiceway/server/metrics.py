@@ -19,7 +19,9 @@ class HubCollector(Collector):
     def collect(self) -> Iterator[Metric]:
         stats = self.hub.stats
         yield GaugeMetricFamily(
-            "sluiceway_open_streams", "Event streams open now.", value=open_stream_count()
+            "sluiceway_open_streams",
+            "Event streams open now.",
+            value=self.hub.open_streams + open_stream_count(),
         )
         yield GaugeMetricFamily(
             "sluiceway_topics", "Topics held by the hub.", value=len(self.hub.topic_names())

@@ -46,6 +46,9 @@ def serve(settings: Settings) -> None:
     """Run ``sluiceway serve`` in the foreground until SIGINT/SIGTERM."""
     hub = Hub(settings.hub_config())
     app = create_app(settings, hub)
+    use_native = settings.native_streams and native.AVAILABLE
+    if settings.native_streams and not native.AVAILABLE:
+        logger.warning("this uvicorn has no hook for native streams: serving them through ASGI")
     config = uvicorn.Config(
         app,
         host=settings.host,
@@ -54,7 +57,7 @@ def serve(settings: Settings) -> None:
         backlog=settings.backlog,
         lifespan="on",
         # Hub streams written straight to the socket; everything else through ASGI.
-        http=native.protocol_for(hub, settings) if native.AVAILABLE else "auto",
+        http=native.protocol_for(hub, settings) if use_native else "auto",
         # A backstop: streams are ended by StreamingServer.shutdown well before this.
         timeout_graceful_shutdown=settings.shutdown_timeout + 5,
     )

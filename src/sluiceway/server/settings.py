@@ -43,6 +43,8 @@ class Settings(BaseSettings):
     max_topics_per_stream: int = Field(64, ge=1)
     #: How long shutdown waits for streams to flush before closing them.
     shutdown_timeout: float = Field(5.0, ge=0)
+    #: Write hub streams straight to the socket (sluiceway.server.native); false: pure ASGI.
+    native_streams: bool = True
 
     def hub_config(self) -> HubConfig:
         return HubConfig(
