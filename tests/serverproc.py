@@ -65,10 +65,13 @@ class ServerProcess:
     def ps(self) -> psutil.Process:
         return psutil.Process(self.pid)
 
-    def start(self) -> ServerProcess:
+    def start(self, *, same_port: bool = False) -> ServerProcess:
+        """Start (or, with ``same_port``, restart on the port used before) and wait until
+        ``/healthz`` answers."""
         last_error = ""
         for _attempt in range(3):  # the free port may be taken between probe and bind
-            self.port = free_port()
+            if not (same_port and self.port):
+                self.port = free_port()
             self._log = tempfile.TemporaryFile()  # noqa: SIM115 - closed in stop()
             env = {
                 key: value for key, value in os.environ.items() if not key.startswith("SLUICEWAY_")
@@ -95,6 +98,11 @@ class ServerProcess:
             last_error = self.output()
             self.stop()
         raise ServerError(f"server did not start: {last_error}")
+
+    def restart(self) -> ServerProcess:
+        """Stop (SIGTERM) and start a new process on the same port: a fresh in-memory hub."""
+        self.stop()
+        return self.start(same_port=True)
 
     def _wait_healthy(self) -> bool:
         assert self.proc is not None
