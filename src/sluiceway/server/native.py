@@ -63,13 +63,15 @@ class TransportSink:
             return  # resume_writing() calls us again
         write = self.transport.write
         stats = sub.hub.stats
+        wrote = False
         while (chunk := sub.next_chunk()) is not None:
             write(chunk)  # may call pause_writing() synchronously
             stats.bytes_sent += len(chunk)
+            wrote = True
             if self.paused:
-                sub.writing_since = self.loop.time()
                 break
-        sub.last_write = self.loop.time()
+        if wrote:
+            sub.last_write = self.loop.time()
         if sub.close_reason is not None and not self.paused:
             self.finish()
 

@@ -1,0 +1,90 @@
+"""The ``sluiceway`` command as a user meets it."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+
+import pytest
+
+SLUICEWAY = [sys.executable, "-m", "sluiceway.cli"]
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def start_and_read_stderr(args: list[str], until: str, env: dict[str, str] | None = None) -> str:
+    """Start ``sluiceway serve``, read its stderr until ``until`` appears, stop it."""
+    proc = subprocess.Popen(
+        [*SLUICEWAY, "serve", *args],
+        stderr=subprocess.PIPE,
+        stdout=subprocess.DEVNULL,
+        text=True,
+        env={**os.environ, **(env or {})},
+    )
+    seen: list[str] = []
+    deadline = time.monotonic() + 20
+    try:
+        assert proc.stderr is not None
+        while time.monotonic() < deadline:
+            line = proc.stderr.readline()
+            if not line:
+                break
+            seen.append(line)
+            if until in line:
+                break
+    finally:
+        proc.terminate()
+        proc.wait(10)
+    return "".join(seen)
+
+
+def test_exposed_without_a_publish_key_warns_loudly() -> None:
+    output = start_and_read_stderr(
+        ["--host", "0.0.0.0", "--port", str(free_port())], until="Uvicorn running"
+    )
+    assert "NO publish key" in output
+    assert "Anyone who can reach this address can publish" in output
+
+
+@pytest.mark.parametrize(
+    ("args", "env"),
+    [
+        (["--host", "127.0.0.1"], {}),
+        (["--host", "0.0.0.0", "--publish-key", "s3cret"], {}),
+        (["--host", "0.0.0.0"], {"SLUICEWAY_PUBLISH_KEY": "s3cret"}),
+    ],
+)
+def test_no_warning_on_loopback_or_with_a_key(args: list[str], env: dict[str, str]) -> None:
+    output = start_and_read_stderr(
+        [*args, "--port", str(free_port())], until="Uvicorn running", env=env
+    )
+    assert "Uvicorn running" in output
+    assert "NO publish key" not in output
+
+
+def test_invalid_settings_are_reported_clearly() -> None:
+    result = subprocess.run(
+        [*SLUICEWAY, "serve"],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "SLUICEWAY_PING_INTERVAL": "-1"},
+        timeout=30,
+    )
+    assert result.returncode == 2
+    assert "ping_interval" in result.stderr
+
+
+def test_help_lists_the_options() -> None:
+    result = subprocess.run(
+        [*SLUICEWAY, "serve", "--help"], capture_output=True, text=True, timeout=30
+    )
+    assert result.returncode == 0
+    for option in ("--host", "--port", "--publish-key", "--ping-interval", "--keep-latest"):
+        assert option in result.stdout
