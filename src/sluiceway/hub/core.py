@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import re
 import time
 from collections.abc import Iterable
@@ -19,6 +20,8 @@ from sluiceway.hub.subscription import CloseReason, Subscription
 from sluiceway.hub.topic import StoredEvent, Topic
 from sluiceway.ids import InvalidEventId, Position, parse_cursor
 from sluiceway.sse import encode_event
+
+logger = logging.getLogger("sluiceway.hub")
 
 #: Letters, digits and ``_ . : @ ~ + = $ # ! -``; 1 to 200 characters. No ``/``, no spaces.
 TOPIC_NAME = re.compile(r"[A-Za-z0-9_.:@~+=$#!-]{1,200}")
@@ -219,7 +222,13 @@ class Hub:
         ready, self._ready = self._ready, {}
         for subscription in ready:
             sink = subscription.sink
-            if sink is not None:
+            if sink is None:
+                continue
+            try:
+                sink.ready()
+            except Exception:  # one broken connection must not starve the others
+                logger.exception("event stream writer failed; closing that stream")
+                subscription.close(CloseReason.DISCONNECT)
                 sink.ready()
 
     def _topic(self, name: str) -> Topic:
@@ -270,23 +279,29 @@ class Hub:
         config = self.config
         tick = min(1.0, config.ping_interval / 4, config.write_timeout / 4)
         loop = asyncio.get_running_loop()
-        passes = 0
+        next_trim = 0.0
         while self._subscriptions or self._topics:
             await asyncio.sleep(tick)
             now = loop.time()
-            for sub in self._subscriptions:
-                if sub.writing_since and now - sub.writing_since > config.write_timeout:
-                    self.stats.write_timeout_disconnects += 1
-                    sub.close(CloseReason.WRITE_TIMEOUT)
-                    if sub.task is not None:
-                        sub.task.cancel()
-                elif sub.parked and now - sub.last_write >= config.ping_interval:
-                    sub.ping_due = True
-                    sub.wake()
-            passes += 1
-            if passes * tick >= 1.0:
-                passes = 0
-                self._trim_topics(time.monotonic())
+            try:
+                self._check_subscribers(now)
+                if now >= next_trim:  # history ages in seconds: once a second is enough
+                    next_trim = now + 1.0
+                    self._trim_topics(time.monotonic())
+            except Exception:  # keep sweeping: pings and write deadlines depend on it
+                logger.exception("hub sweep failed")
+
+    def _check_subscribers(self, now: float) -> None:
+        config = self.config
+        for sub in self._subscriptions:
+            if sub.writing_since and now - sub.writing_since > config.write_timeout:
+                self.stats.write_timeout_disconnects += 1
+                sub.close(CloseReason.WRITE_TIMEOUT)
+                if sub.task is not None:
+                    sub.task.cancel()
+            elif sub.parked and now - sub.last_write >= config.ping_interval:
+                sub.ping_due = True
+                sub.wake()
 
     async def aclose(self, grace: float = 5.0) -> None:
         """Refuse new work, end every stream after flushing what was already published, and
