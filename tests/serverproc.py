@@ -2,8 +2,12 @@
 and a raw-socket HTTP/1.1 client for what httpx cannot express (stop reading, tiny receive
 buffers, reset the connection).
 
-Everything here waits with a bound; nothing sleeps to assert.
+Everything here waits with a bound; nothing sleeps to assert. (Hence the ``timeout``
+parameters of the async helpers: ruff's ASYNC109 is about APIs whose callers could wrap them
+in ``asyncio.timeout`` themselves; here the bound is the point.)
 """
+
+# ruff: noqa: ASYNC109
 
 from __future__ import annotations
 
@@ -20,6 +24,7 @@ import time
 from collections import deque
 from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -36,6 +41,17 @@ def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind((HOST, 0))
         return int(sock.getsockname()[1])
+
+
+def overfill_bytes() -> int:
+    """More bytes than a loopback connection whose reader reads nothing can absorb in kernel
+    buffers (the sender's send buffer grows up to tcp_wmem's maximum), with room to spare, so
+    that a server writing that much to it must find the socket full."""
+    try:
+        wmem_max = int(Path("/proc/sys/net/ipv4/tcp_wmem").read_text().split()[2])
+    except (OSError, ValueError, IndexError):
+        wmem_max = 4 * 1024 * 1024
+    return 2 * wmem_max + 4 * 1024 * 1024
 
 
 class ServerError(RuntimeError):
@@ -227,10 +243,10 @@ class SSEStream:
         self._events.clear()
         return events
 
-    async def until_raw(self, needle: bytes, timeout: float = 5.0) -> None:
-        """Read until ``needle`` appears in the bytes received so far."""
+    async def until_raw(self, needle: bytes, timeout: float = 5.0, start: int = 0) -> None:
+        """Read until ``needle`` appears in the bytes received (from offset ``start`` on)."""
         async with asyncio.timeout(timeout):
-            while needle not in self.raw:
+            while self.raw.find(needle, start) < 0:
                 if not await self._read_more():
                     raise EOFError(f"the stream ended before {needle!r}")
 
@@ -242,7 +258,7 @@ async def open_stream(
     *,
     last_event_id: str | None = None,
     params: Any = None,
-    headers: Mapping[str, str] | None = None,
+    headers: Mapping[str, str | bytes] | None = None,
 ) -> AsyncIterator[SSEStream]:
     all_headers = dict(headers or {})
     if last_event_id is not None:
@@ -349,13 +365,17 @@ class RawHTTPStream:
             await asyncio.wait_for(self.writer.wait_closed(), 2.0)
 
 
-async def wait_for(predicate: Any, timeout: float, interval: float = 0.05) -> Any:
-    """Poll ``predicate`` (a callable, sync or async) until it returns something truthy."""
-    async with asyncio.timeout(timeout):
-        while True:
-            result = predicate()
-            if asyncio.iscoroutine(result):
-                result = await result
-            if result:
-                return result
-            await asyncio.sleep(interval)
+async def wait_for(predicate: Any, timeout: float, what: str = "", interval: float = 0.05) -> Any:
+    """Poll ``predicate`` (a callable, sync or async) until it returns something truthy;
+    an AssertionError naming ``what`` when that takes longer than ``timeout`` seconds."""
+    try:
+        async with asyncio.timeout(timeout):
+            while True:
+                result = predicate()
+                if asyncio.iscoroutine(result):
+                    result = await result
+                if result:
+                    return result
+                await asyncio.sleep(interval)
+    except TimeoutError:
+        raise AssertionError(f"not within {timeout} s: {what or predicate}") from None

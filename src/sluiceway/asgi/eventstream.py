@@ -140,7 +140,7 @@ async def _stream_subscription(sub: Subscription, receive: Receive, send: Send) 
         if sub.close_reason is not CloseReason.DISCONNECT:
             await send(_body(b"", more=False))
     except asyncio.CancelledError:
-        if sub.close_reason is not CloseReason.WRITE_TIMEOUT:
+        if sub.close_reason is None or not sub.close_reason.aborts:
             raise
         # We cancelled our own write to a socket that accepts nothing: end without the final
         # chunk (it could not be written either); the server closes the connection.

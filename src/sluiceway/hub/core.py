@@ -295,17 +295,18 @@ class Hub:
         config = self.config
         for sub in self._subscriptions:
             if sub.writing_since and now - sub.writing_since > config.write_timeout:
-                self.stats.write_timeout_disconnects += 1
-                sub.close(CloseReason.WRITE_TIMEOUT)
-                if sub.task is not None:
-                    sub.task.cancel()
+                if sub.close_reason is None or not sub.close_reason.aborts:
+                    self.stats.write_timeout_disconnects += 1
+                    sub.abort(CloseReason.WRITE_TIMEOUT)
             elif sub.parked and now - sub.last_write >= config.ping_interval:
                 sub.ping_due = True
                 sub.wake()
 
     async def aclose(self, grace: float = 5.0) -> None:
         """Refuse new work, end every stream after flushing what was already published, and
-        wait (at most ``grace`` seconds) for the writers to finish."""
+        wait (at most ``grace`` seconds) for the writers to finish; then drop the streams whose
+        sockets accept nothing, so that a stuck client cannot hold the shutdown. Calling it
+        again is harmless and quick."""
         self._closing = True
         if self._subscriptions:
             self._all_released = asyncio.Event()
@@ -313,6 +314,10 @@ class Hub:
                 sub.close(CloseReason.SHUTDOWN, flush=True)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._all_released.wait(), grace)
+            for sub in list(self._subscriptions):
+                sub.abort(CloseReason.SHUTDOWN_STUCK)
+            with contextlib.suppress(TimeoutError):  # writers end at their next step
+                await asyncio.wait_for(self._all_released.wait(), 1.0)
         if self._sweeper is not None:
             self._sweeper.cancel()
             with contextlib.suppress(asyncio.CancelledError):

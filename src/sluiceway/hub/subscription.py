@@ -46,7 +46,13 @@ class CloseReason(StrEnum):
     OVERFLOW = "overflow"  # fell further behind than its buffer allows (policy "close")
     WRITE_TIMEOUT = "write_timeout"  # its socket accepted nothing for too long
     SHUTDOWN = "shutdown"  # the hub is closing; pending events are flushed first
+    SHUTDOWN_STUCK = "shutdown_stuck"  # could not flush within the shutdown grace period
     CLOSED = "closed"  # closed by the application
+
+    @property
+    def aborts(self) -> bool:
+        """The socket is stuck: drop it without trying to write anything more."""
+        return self in (CloseReason.WRITE_TIMEOUT, CloseReason.SHUTDOWN_STUCK)
 
 
 class Subscription:
@@ -218,7 +224,10 @@ class Subscription:
         self.chunked = True
         for topic in self.topics:
             topic.sinks.add(self)
-        self.wake()  # whatever is pending already (replay, reset event)
+        if self._pending or any(
+            offset < topic.head for topic, offset in zip(self.topics, self.offsets, strict=True)
+        ):
+            self.wake()  # a replay or a reset event is waiting
 
     @property
     def parked(self) -> bool:
@@ -236,6 +245,15 @@ class Subscription:
             self.close_reason = reason
             self.flush_on_close = flush
         self.wake()
+
+    def abort(self, reason: CloseReason) -> None:
+        """Drop a stream whose socket accepts nothing: no flush, and a writer blocked in a
+        write is cancelled (a callback-driven one aborts its transport)."""
+        self.close_reason = reason
+        self.flush_on_close = False
+        self.wake()
+        if self.task is not None:
+            self.task.cancel()
 
     def release(self) -> None:
         """Detach from the hub; called by the writer when the stream has ended."""

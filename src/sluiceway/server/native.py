@@ -20,7 +20,7 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from starlette.datastructures import Headers, QueryParams
+from starlette.datastructures import QueryParams
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol, RequestResponseCycle
 from uvicorn.protocols.utils import get_client_addr, get_path_with_query_string
 
@@ -37,6 +37,7 @@ AVAILABLE = hasattr(HttpToolsProtocol, "_start_asgi_task")
 
 _HEAD = b"HTTP/1.1 200 OK\r\n" + b"".join(b"%s: %s\r\n" % header for header in SSE_HEADERS)
 _END = b"0\r\n\r\n"
+_NO_QUERY = QueryParams()
 
 
 class TransportSink:
@@ -56,7 +57,8 @@ class TransportSink:
         if self.done:
             return
         sub = self.sub
-        if sub.close_reason in (CloseReason.DISCONNECT, CloseReason.WRITE_TIMEOUT):
+        reason = sub.close_reason
+        if reason is not None and (reason is CloseReason.DISCONNECT or reason.aborts):
             self.finish()
             return
         if self.paused:
@@ -90,7 +92,7 @@ class TransportSink:
             return
         self.done = True
         reason = self.sub.close_reason
-        if reason is CloseReason.WRITE_TIMEOUT:
+        if reason is not None and reason.aborts:
             self.transport.abort()  # it accepts nothing: don't wait to flush
         elif reason is not CloseReason.DISCONNECT and not self.transport.is_closing():
             self.transport.write(_END)
@@ -124,12 +126,15 @@ class StreamingHttpProtocol(HttpToolsProtocol):
         path_topics = stream_topics_from_path(scope["path"])
         if path_topics is None:
             return False
+        # Only one header matters here; skip building a full Headers object per connection.
+        headers: dict[str, str] = {}
+        for name, value in scope["headers"]:
+            if name == b"last-event-id":
+                headers["last-event-id"] = value.decode("latin-1")
+        query = scope["query_string"]
         try:
             wanted = read_stream_request(
-                self.settings,
-                path_topics,
-                QueryParams(scope["query_string"]),
-                Headers(scope=scope),  # type: ignore[arg-type]
+                self.settings, path_topics, QueryParams(query) if query else _NO_QUERY, headers
             )
             sub = self.hub.subscribe_nowait(wanted.topics, wanted.last_event_id)
         except (APIError, HubError, InvalidEventId, ValueError):

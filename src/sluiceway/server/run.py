@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import socket
+import time
 
 import uvicorn
 
@@ -33,6 +34,33 @@ class StreamingServer(uvicorn.Server):
         super().__init__(config)
         self.hub = hub
         self.stream_timeout = timeout
+        self._stuck_since: dict[object, float] = {}
+
+    async def on_tick(self, counter: int) -> bool:
+        if counter % 10 == 0:  # uvicorn ticks every 0.1 s
+            self._abort_stuck_connections(time.monotonic())
+        return await super().on_tick(counter)
+
+    def _abort_stuck_connections(self, now: float) -> None:
+        """Abort connections that are closing but cannot flush, for longer than the write
+        timeout. An ASGI app cannot abort a connection: a stream it drops for a stuck socket
+        just returns, and uvicorn's ``transport.close()`` then waits forever for a client that
+        reads nothing. (The native stream path aborts its own transports.)"""
+        stuck: dict[object, float] = {}
+        for connection in list(self.server_state.connections):
+            transport = getattr(connection, "transport", None)
+            if (
+                transport is None
+                or not transport.is_closing()
+                or not transport.get_write_buffer_size()
+            ):
+                continue
+            since = self._stuck_since.get(connection, now)
+            if now - since >= self.hub.config.write_timeout:
+                transport.abort()
+            else:
+                stuck[connection] = since
+        self._stuck_since = stuck
 
     async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
         for server in self.servers:
@@ -40,6 +68,9 @@ class StreamingServer(uvicorn.Server):
         await self.hub.aclose(self.stream_timeout)
         await close_all_streams(self.stream_timeout)
         await super().shutdown(sockets)
+        # uvicorn re-raises the signal that stopped it once it is done; our shutdown was
+        # graceful, so exit with status 0 instead of dying of SIGTERM.
+        self._captured_signals.clear()
 
 
 def serve(settings: Settings) -> None:
@@ -58,8 +89,9 @@ def serve(settings: Settings) -> None:
         lifespan="on",
         # Hub streams written straight to the socket; everything else through ASGI.
         http=native.protocol_for(hub, settings) if use_native else "auto",
-        # A backstop: streams are ended by StreamingServer.shutdown well before this.
-        timeout_graceful_shutdown=settings.shutdown_timeout + 5,
+        # Streams are ended (or dropped, if stuck) by StreamingServer.shutdown before uvicorn
+        # waits for connections; this only bounds what is left, e.g. a slow upload.
+        timeout_graceful_shutdown=1,
     )
     if settings.exposed_without_key:
         logger.warning(EXPOSED_WARNING.format(host=settings.host, port=settings.port))
