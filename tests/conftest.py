@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import importlib.util
 import re
-import sys
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator, Mapping
 
@@ -13,13 +11,6 @@ import pytest
 from serverproc import ServerProcess
 
 StartServer = Callable[..., ServerProcess]
-
-# httpcore runs `import sniffio` each time it creates a lock (several times per request). When
-# sniffio is not installed, every such import fails only after scanning sys.path (~0.4 ms), which
-# made the request-heavy tests here ~40% slower. Recording it as absent gives the same outcome
-# (ImportError: httpcore assumes asyncio) at once.
-if importlib.util.find_spec("sniffio") is None:
-    sys.modules.setdefault("sniffio", None)  # type: ignore[arg-type]
 
 
 @pytest.fixture
