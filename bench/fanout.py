@@ -13,6 +13,9 @@ Phases (each against a freshly started server unless ``--reuse-server``):
 
 The load generator is asyncio + uvloop with raw ``asyncio.Protocol`` connections: a hand-written
 GET, a minimal status/header parser, chunked decoding, then SSE blocks split on blank lines.
+While measuring, a subscriber only stores each read with its arrival time and counts
+``data:`` lines; the parsing and checks run after the measured window, so the load generator
+costs less per event than any of the servers (its CPU use is reported next to theirs).
 
     uv run python bench/fanout.py --help
 """
@@ -333,10 +336,11 @@ def publish_body(seq: int) -> bytes:
 class Sink:
     """Collects what the subscribers of one phase receive.
 
-    mode "idle": body ignored; "lat": parse as it arrives, keep seqs and latency samples;
-    "lazy": keep the raw reads and only count ``data:`` lines as they arrive (so the load
-    generator stays cheaper than the server), then parse everything with `Subscriber.replay`
-    once the measured window is over; "seq" is the mode replay parses in.
+    Modes while measuring: "idle" (body ignored) and "lazy": keep the raw reads with their
+    arrival times and only count ``data:`` lines, so the load generator stays much cheaper
+    per event than the servers and adds little delay to the receive timestamps; everything
+    is parsed by `Subscriber.replay` after the measured window, in mode "seq" (seqs only)
+    or "lat" (seqs and latency samples).
     """
 
     def __init__(self, mode: str, expected: int = 0) -> None:
@@ -374,7 +378,9 @@ class Subscriber(asyncio.Protocol):
         "head",
         "headers_fut",
         "in_body",
+        "now",
         "pending",
+        "read_ns",
         "reads",
         "request",
         "seqs",
@@ -404,6 +410,8 @@ class Subscriber(asyncio.Protocol):
         self.reads: list[bytes] = []  # "lazy" mode: raw body reads, parsed after the window
         self.count = 0  # "lazy" mode: data: lines seen so far
         self.tail = b""  # "lazy" mode: last bytes of the previous read
+        self.read_ns = array("q")  # "lazy" mode: arrival time of each read
+        self.now = 0  # replay: arrival time of the read being parsed
         self.done = False
         self.eof = False
         self.closing = False
@@ -412,7 +420,7 @@ class Subscriber(asyncio.Protocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         # uvloop's transports do not subclass asyncio.Transport, hence the cast.
         self.transport = cast(asyncio.Transport, transport)
-        transport.write(self.request)
+        self.transport.write(self.request)
 
     def connection_lost(self, exc: Exception | None) -> None:
         if not self.headers_fut.done():
@@ -438,43 +446,23 @@ class Subscriber(asyncio.Protocol):
             if not data:
                 return
         sink = self.sink
-        if sink.mode == "lazy":
-            # Keep the bytes, count events; a token split across two reads is caught by
-            # looking at the previous read's last 4 bytes with this read's first 4.
-            self.reads.append(data)
-            sink.reads += 1
-            n = data.count(b"data:")
-            if self.tail:
-                n += (self.tail + data[:4]).count(b"data:")
-            self.tail = data[-4:] if len(data) >= 4 else (self.tail + data)[-4:]
-            if n:
-                self.count += n
-                if not self.done and self.count >= sink.expected:
-                    self.done = True
-                    sink.sub_done()
-            return
         if sink.mode == "idle":
             return  # only keep-alive comments could arrive; nothing to check
+        # "lazy": keep the bytes and their arrival time, count events (replay parses them
+        # later). A token split across two reads is caught by looking at the previous read's
+        # last 4 bytes together with this read's first 4.
+        self.read_ns.append(time.monotonic_ns())
+        self.reads.append(data)
         sink.reads += 1
-        if not self.chunked:
-            self._feed(data)
-            return
-        if not (self.chunk_left or self.skip or self.pending or self.sse):
-            # Fast path for the common read: exactly one whole chunk ending on a blank line.
-            eol = data.find(b"\r\n", 0, 12)
-            if eol > 0:
-                try:
-                    end = eol + 2 + int(data[:eol], 16)
-                except ValueError:  # chunk extension: leave it to the slow path
-                    end = -1
-                if len(data) == end + 2 and (
-                    data.endswith(b"\n\n\r\n") or data.endswith(b"\r\n\r\n\r\n")
-                ):
-                    self._complete(data[eol + 2 : end])
-                    return
-        body = self._dechunk(data)
-        if body:
-            self._feed(body)
+        n = data.count(b"data:")
+        if self.tail:
+            n += (self.tail + data[:4]).count(b"data:")
+        self.tail = data[-4:] if len(data) >= 4 else (self.tail + data)[-4:]
+        if n:
+            self.count += n
+            if not self.done and self.count >= sink.expected:
+                self.done = True
+                sink.sub_done()
 
     def _fail(self, why: str) -> None:
         self.error = why
@@ -562,7 +550,7 @@ class Subscriber(asyncio.Protocol):
         if sink.mode == "seq":
             self.seqs.extend(map(int, SEQ_RE.findall(complete)))
         else:
-            now = time.monotonic_ns()
+            now = self.now  # arrival time of the read that completed these blocks
             lat = sink.latencies
             seqs = self.seqs
             for s, t in SEQ_T_RE.findall(complete):
@@ -572,16 +560,25 @@ class Subscriber(asyncio.Protocol):
             self.done = True
             sink.sub_done()
 
-    def replay(self) -> None:
-        """Parse what "lazy" mode stored, exactly as "seq" mode would have online."""
-        data = b"".join(self.reads)
-        self.reads = []
+    def replay(self, latencies: array[int] | None = None) -> None:
+        """Parse what "lazy" mode stored; with `latencies`, per read, adding samples there."""
+        reads, self.reads = self.reads, []
         self.seqs = array("q")
         self.data_lines = 0
-        self.sink = Sink("seq", expected=1 << 62)  # a private sink: no done bookkeeping
-        body = self._dechunk(data) if self.chunked else data
-        if body:
-            self._feed(body)
+        self.chunk_left = self.skip = 0
+        self.pending = self.sse = b""
+        if latencies is None:
+            # Only the seqs matter: one pass over the whole stream is much faster.
+            self.sink = Sink("seq", expected=1 << 62)  # private: no done bookkeeping
+            reads = [b"".join(reads)]
+        else:
+            self.sink = Sink("lat", expected=1 << 62)
+            self.sink.latencies = latencies
+        for data, t in zip(reads, self.read_ns, strict=False):
+            self.now = t
+            body = self._dechunk(data) if self.chunked else data
+            if body:
+                self._feed(body)
 
     def close(self) -> None:
         self.closing = True
@@ -780,14 +777,59 @@ def loadgen_cpu() -> tuple[float, float]:
     return ru.ru_utime, ru.ru_stime
 
 
-class CpuWindow:
-    """CPU seconds of server and load generator over a wall-clock window."""
+def core_ticks() -> dict[int, list[int]]:
+    """Per-CPU /proc/stat counters: user nice system idle iowait irq softirq steal ..."""
+    out: dict[int, list[int]] = {}
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/stat").read_text().splitlines():
+            name, _, rest = line.partition(" ")
+            if name.startswith("cpu") and name[3:].isdigit():
+                out[int(name[3:])] = [int(x) for x in rest.split()]
+    return out
 
-    def __init__(self, server: ServerProcess) -> None:
+
+async def wait_machine_quiet(
+    cores: Sequence[int], max_s: float, limit_pct: float = 10.0
+) -> dict[str, float]:
+    """Wait (bounded) until the benchmark's cores are nearly idle before a measured window.
+
+    The servers and this process are idle at that point, so anything busy is someone else
+    (on a shared machine: a test run, a build); returns the wait and the last reading.
+    """
+    t0 = time.monotonic()
+    busy = 100.0
+    while True:
+        k0 = core_ticks()
+        await asyncio.sleep(0.5)
+        k1 = core_ticks()
+        readings = []
+        for core in cores:
+            if core in k0 and core in k1:
+                d = [b - a for a, b in zip(k0[core], k1[core], strict=False)]
+                total = sum(d[:8]) or 1
+                readings.append(100 * (total - d[3] - d[4]) / total)
+        busy = max(readings, default=0.0)
+        if busy < limit_pct or time.monotonic() - t0 >= max_s:
+            break
+    return {"waited_s": round(time.monotonic() - t0, 1), "busy_pct": round(busy, 1)}
+
+
+class CpuWindow:
+    """CPU use of server and load generator over a wall-clock window.
+
+    Process CPU (user+system) leaves out softirq time, and on loopback the TCP work of a send
+    (delivering into the receiver's socket) runs as softirq on the sender's core; so the busy
+    share of each pinned core, from /proc/stat, is reported too: that is what says who is
+    saturated. Steal (time the hypervisor gave to someone else) is reported separately.
+    """
+
+    def __init__(self, server: ServerProcess, server_core: int, loadgen_core: int) -> None:
         self.server = server
+        self.cores = {"server": server_core, "loadgen": loadgen_core}
         self.t0 = time.monotonic()
         self.s0 = server.cpu_seconds()
         self.l0 = loadgen_cpu()
+        self.k0 = core_ticks()
         self.result: dict[str, float] = {}
 
     def stop(self) -> dict[str, float]:
@@ -796,7 +838,8 @@ class CpuWindow:
         lu, ls = loadgen_cpu()
         lu, ls = lu - self.l0[0], ls - self.l0[1]
         lg = lu + ls
-        self.result = {
+        k1 = core_ticks()
+        res: dict[str, float] = {
             "wall_s": round(wall, 3),
             "server_cpu_s": round(s, 3),
             "loadgen_cpu_s": round(lg, 3),
@@ -805,7 +848,21 @@ class CpuWindow:
             "server_cpu_pct": round(100 * s / wall, 1) if wall > 0 else float("nan"),
             "loadgen_cpu_pct": round(100 * lg / wall, 1) if wall > 0 else float("nan"),
         }
-        return self.result
+        for role, core in self.cores.items():
+            if core not in self.k0 or core not in k1:
+                continue
+            d = [b - a for a, b in zip(self.k0[core], k1[core], strict=False)]
+            total = sum(d[:8]) or 1
+            idle = d[3] + d[4]
+            busy = round(100 * (total - idle - d[7]) / total, 1)
+            res[f"{role}_core_busy_pct"] = busy
+            # Busy beyond our own process: another process on the core (or softirq work
+            # not charged to ours); on a shared machine, the first thing to check.
+            res[f"{role}_core_other_pct"] = round(max(0.0, busy - res[f"{role}_cpu_pct"]), 1)
+            res[f"{role}_core_softirq_pct"] = round(100 * d[6] / total, 1)
+            res[f"{role}_core_steal_pct"] = round(100 * d[7] / total, 1)
+        self.result = res
+        return res
 
 
 def percentile(sorted_vals: Sequence[int], q: float) -> float:
@@ -822,9 +879,10 @@ def percentile(sorted_vals: Sequence[int], q: float) -> float:
 
 async def phase_idle(srv: ServerProcess, args: argparse.Namespace) -> dict[str, Any]:
     await srv.wait_quiet()
+    machine = await wait_machine_quiet((args.server_cpu, args.loadgen_cpu), args.quiet_wait)
     rss_before = srv.rss_bytes()
     sink = Sink("idle")
-    cpu = CpuWindow(srv)
+    cpu = CpuWindow(srv, args.server_cpu, args.loadgen_cpu)
     subs, errors, accept_s = await open_subscribers(
         srv.port, "idle", args.idle_subscribers, args.connect_concurrency, sink, args.timeout
     )
@@ -850,6 +908,7 @@ async def phase_idle(srv: ServerProcess, args: argparse.Namespace) -> dict[str, 
         "rss_after_kib": rss_after // 1024,
         "kib_per_subscriber": round((rss_after - rss_before) / 1024 / n, 2) if n else None,
         "settle_after_connect_s": round(quiet_s, 2),
+        "machine_before": machine,
         "cpu": cpu_r,
     }
 
@@ -857,13 +916,12 @@ async def phase_idle(srv: ServerProcess, args: argparse.Namespace) -> dict[str, 
 async def run_fanout(
     srv: ServerProcess,
     args: argparse.Namespace,
-    mode: str,
     topic: str,
     events: int,
     rate: float | None,
 ) -> tuple[Sink, list[Subscriber], PublishStats, dict[str, Any]]:
     """Subscribe, publish, wait for delivery; returns raw material for the phase report."""
-    sink = Sink(mode, expected=events)
+    sink = Sink("lazy", expected=events)
     subs, errors, accept_s = await open_subscribers(
         srv.port, topic, args.subscribers, args.connect_concurrency, sink, args.timeout
     )
@@ -879,8 +937,11 @@ async def run_fanout(
     # Let the server finish registering; a registration race still shows up as loss.
     await asyncio.sleep(args.settle)
     await srv.wait_quiet(max_s=5)
+    info["machine_before"] = await wait_machine_quiet(
+        (args.server_cpu, args.loadgen_cpu), args.quiet_wait
+    )
     stop = asyncio.Event()
-    cpu = CpuWindow(srv)
+    cpu = CpuWindow(srv, args.server_cpu, args.loadgen_cpu)
     pub = asyncio.create_task(publish(srv.port, topic, events, args.window, rate, stats, stop))
     deadline = args.timeout + (events / rate if rate else 0)
     outcome = "done"
@@ -933,12 +994,14 @@ def publish_report(stats: PublishStats, events: int) -> dict[str, Any]:
 
 
 async def phase_throughput(srv: ServerProcess, args: argparse.Namespace) -> dict[str, Any]:
-    sink, subs, stats, info = await run_fanout(srv, args, "lazy", "throughput", args.events, None)
+    sink, subs, stats, info = await run_fanout(srv, args, "throughput", args.events, None)
     try:
         for sub in subs:
             sub.replay()
         delivered = sum(len(s.seqs) for s in subs)
-        elapsed = (sink.last_done_ns - stats.first_ns) / 1e9 if sink.last_done_ns else None
+        # Only meaningful when every subscriber got every event.
+        complete = not info["timed_out"] and sink.done_count == len(subs) == args.subscribers
+        elapsed = (sink.last_done_ns - stats.first_ns) / 1e9 if complete else None
         check = check_delivery(subs, args.events, args.window)
         ok = (
             not info["timed_out"]
@@ -965,11 +1028,12 @@ async def phase_throughput(srv: ServerProcess, args: argparse.Namespace) -> dict
 
 async def phase_latency(srv: ServerProcess, args: argparse.Namespace) -> dict[str, Any]:
     events = round(args.latency_rate * args.latency_duration)
-    sink, subs, stats, info = await run_fanout(
-        srv, args, "lat", "latency", events, args.latency_rate
-    )
+    _, subs, stats, info = await run_fanout(srv, args, "latency", events, args.latency_rate)
     try:
-        lat = sorted(sink.latencies)
+        samples: array[int] = array("q")
+        for sub in subs:
+            sub.replay(samples)
+        lat = sorted(samples)
         check = check_delivery(subs, events, args.window)
         ms = 1e6
         ok = not info["timed_out"] and check["ok"] and not stats.errors
@@ -1027,7 +1091,11 @@ async def bench_server(name: str, args: argparse.Namespace, log_dir: Path) -> di
             srv = None
 
     try:
-        for phase in args.phases:
+        attempts: dict[str, int] = {}
+        queue = list(args.phases)
+        while queue:
+            phase = queue.pop(0)
+            attempts[phase] = attempts.get(phase, 0) + 1
             if srv is None or not args.reuse_server:
                 stop()
                 try:
@@ -1035,11 +1103,12 @@ async def bench_server(name: str, args: argparse.Namespace, log_dir: Path) -> di
                 except Exception as exc:
                     # A server that will not start will not start for the next phase either.
                     err = f"server start: {exc!r}"
-                    for ph in args.phases[args.phases.index(phase) :]:
+                    for ph in [phase, *queue]:
                         out["phases"][ph] = {"ok": False, "error": err}
                     print(f"  [{name}] {err}", file=sys.stderr, flush=True)
                     logs.append(ServerProcess.read_tail(log_dir, name))
                     break
+                out["cmd"] = srv.cmd
             print(f"  [{name}] {phase} ...", file=sys.stderr, flush=True)
             gc.collect()
             gc.disable()  # no collector pauses inside the measured windows
@@ -1055,14 +1124,38 @@ async def bench_server(name: str, args: argparse.Namespace, log_dir: Path) -> di
             if srv.proc is not None and srv.proc.poll() is not None:
                 res["ok"] = False
                 res["error"] = f"server exited with code {srv.proc.returncode}"
-            out["phases"][phase] = res
             print(f"  [{name}] {phase}: {summary_line(phase, res)}", file=sys.stderr, flush=True)
+            other = disturbance(res)
+            if other >= DISTURBED_PCT and attempts[phase] <= args.disturbed_retries:
+                # Someone else used a benchmark core during the window: measure again.
+                print(
+                    f"  [{name}] {phase}: {other}% of a core went to other work, running it again",
+                    file=sys.stderr,
+                    flush=True,
+                )
+                disturbed = out.setdefault("disturbed_attempts", {}).setdefault(phase, [])
+                disturbed.append(res)
+                queue.insert(0, phase)
+                if not args.reuse_server:
+                    stop()
+                continue
+            res["attempt"] = attempts[phase]
+            out["phases"][phase] = res
             if not res.get("ok"):
                 stop()  # start clean for the next phase
     finally:
         stop()
         out["log_tails"] = [t for t in logs if t]
     return out
+
+
+DISTURBED_PCT = 10.0
+
+
+def disturbance(res: dict[str, Any]) -> float:
+    """Largest share of a benchmark core that went to other processes in a phase's window."""
+    c = res.get("cpu") or {}
+    return max(c.get("server_core_other_pct", 0.0), c.get("loadgen_core_other_pct", 0.0))
 
 
 def summary_line(phase: str, r: dict[str, Any]) -> str:
@@ -1146,6 +1239,12 @@ def render_table(results: dict[str, Any], args: argparse.Namespace) -> str:
             return "-"
         return f"{c['server_cpu_pct']:.0f}% / {c['loadgen_cpu_pct']:.0f}%"
 
+    def core(r: dict[str, Any]) -> str:
+        c = r.get("cpu")
+        if not c or "server_core_busy_pct" not in c:
+            return "-"
+        return f"{c['server_core_busy_pct']:.0f}% / {c['loadgen_core_busy_pct']:.0f}%"
+
     def value(phase: str, key: str, spec: str = "") -> Callable[[str], str]:
         return lambda n: fmt(get(n, phase).get(key), spec)
 
@@ -1166,7 +1265,8 @@ def render_table(results: dict[str, Any], args: argparse.Namespace) -> str:
                 lambda n: fmt(get(n, "throughput").get("publish", {}).get("rate_per_s"), ",.0f"),
             ),
             (f"{t}: loss / dup / order", lambda n: status(get(n, "throughput"))),
-            (f"{t}: CPU server / loadgen", lambda n: cpu(get(n, "throughput"))),
+            (f"{t}: process CPU server / loadgen", lambda n: cpu(get(n, "throughput"))),
+            (f"{t}: core busy server / loadgen", lambda n: core(get(n, "throughput"))),
         ]
     if "latency" in args.phases:
         t = (
@@ -1178,7 +1278,8 @@ def render_table(results: dict[str, Any], args: argparse.Namespace) -> str:
             (f"{t}: p99 ms", value("latency", "p99_ms")),
             (f"{t}: max ms", value("latency", "max_ms")),
             (f"{t}: loss / dup / order", lambda n: status(get(n, "latency"))),
-            (f"{t}: CPU server / loadgen", lambda n: cpu(get(n, "latency"))),
+            (f"{t}: process CPU server / loadgen", lambda n: cpu(get(n, "latency"))),
+            (f"{t}: core busy server / loadgen", lambda n: core(get(n, "latency"))),
         ]
     if "idle" in args.phases:
         t = f"Idle, {args.idle_subscribers:,} subs ({args.connect_concurrency} connects in flight)"
@@ -1187,7 +1288,8 @@ def render_table(results: dict[str, Any], args: argparse.Namespace) -> str:
             (f"{t}: KiB per idle subscriber", value("idle", "kib_per_subscriber")),
             (f"{t}: server RSS before → after, MiB", rss),
             (f"{t}: status", lambda n: status(get(n, "idle"))),
-            (f"{t}: CPU server / loadgen", lambda n: cpu(get(n, "idle"))),
+            (f"{t}: process CPU server / loadgen", lambda n: cpu(get(n, "idle"))),
+            (f"{t}: core busy server / loadgen", lambda n: core(get(n, "idle"))),
         ]
     lines = ["| metric | " + " | ".join(names) + " |", "|---|" + "---|" * len(names)]
     for label, f in rows:
@@ -1232,16 +1334,30 @@ def render_table(results: dict[str, Any], args: argparse.Namespace) -> str:
     for n in names:
         for phase, r in results[n]["phases"].items():
             c = r.get("cpu")
-            if c and c["loadgen_cpu_pct"] >= 90 and c["loadgen_cpu_pct"] >= c["server_cpu_pct"]:
+            if not c:
+                continue
+            lg = c.get("loadgen_core_busy_pct", c["loadgen_cpu_pct"])
+            sv = c.get("server_core_busy_pct", c["server_cpu_pct"])
+            if lg >= 90 and lg >= sv:
                 notes.append(
-                    f"{n}/{phase}: load generator at {c['loadgen_cpu_pct']}% of its core,"
+                    f"{n}/{phase}: load generator core {lg}% busy (server core {sv}%),"
                     " result may be load-generator-bound"
                 )
+            other = disturbance(r)
+            if other >= DISTURBED_PCT:
+                notes.append(
+                    f"{n}/{phase}: up to {other}% of a benchmark core went to other work"
+                    " (see *_core_other_pct in the JSON), numbers are disturbed"
+                )
+            if c.get("server_core_steal_pct", 0) + c.get("loadgen_core_steal_pct", 0) >= 5:
+                notes.append(f"{n}/{phase}: hypervisor steal >= 5%, numbers are noisy")
     if notes:
         lines += ["", "Warnings: " + "; ".join(notes)]
     lines += [
         "",
-        "CPU: % of one core over the measured window, server / load generator.",
+        "Process CPU: user+system time of the server process / the load generator, as % of the"
+        " measured window. Core busy: the pinned cores (server / load generator) from"
+        " /proc/stat, including softirq time, where loopback TCP delivery is accounted.",
     ]
     return "\n".join(lines)
 
@@ -1273,7 +1389,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument(
         "--window",
         type=int,
-        default=4,
+        default=8,
         help="publisher keep-alive connections, one request in flight each",
     )
     p.add_argument("--latency-rate", type=float, default=20.0, help="events/s in the latency phase")
@@ -1298,15 +1414,34 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument(
         "--timeout",
         type=float,
-        default=90.0,
-        help="deadline for subscribing, and for delivery after publishing",
+        default=180.0,
+        help="deadline for subscribing, and for delivery counted from the first publish",
     )
     p.add_argument(
-        "--phase-budget", type=float, default=240.0, help="hard cap on one phase, seconds"
+        "--phase-budget", type=float, default=300.0, help="hard cap on one phase, seconds"
+    )
+    p.add_argument(
+        "--stall",
+        type=float,
+        default=3.0,
+        help="end a phase early when publishing is over and nothing arrived for this long",
+    )
+    p.add_argument(
+        "--quiet-wait",
+        type=float,
+        default=30.0,
+        help="before each measured window, wait up to this long for both cores to be idle",
+    )
+    p.add_argument(
+        "--disturbed-retries",
+        type=int,
+        default=1,
+        help="run a phase again (this many times at most) when other processes took"
+        f" >= {DISTURBED_PCT:g}%% of a benchmark core during it",
     )
     p.add_argument("--ready-timeout", type=float, default=30.0, help="seconds to wait for /healthz")
-    p.add_argument("--server-cpu", type=int, default=0)
-    p.add_argument("--loadgen-cpu", type=int, default=1)
+    p.add_argument("--server-cpu", type=int, default=0, help="core the servers are pinned to")
+    p.add_argument("--loadgen-cpu", type=int, default=1, help="core this process is pinned to")
     p.add_argument(
         "--reuse-server",
         action="store_true",

@@ -18,6 +18,7 @@ errors included, exactly as before.
 from __future__ import annotations
 
 import asyncio
+import logging
 from typing import Any
 
 from starlette.datastructures import QueryParams
@@ -146,7 +147,7 @@ class StreamingHttpProtocol(HttpToolsProtocol):
             head.append(as_http_chunk(encode_retry(self.settings.retry_ms)))
         self.transport.write(b"".join(head))
         cycle.response_started = True
-        if self.access_log:
+        if self.access_log and self.access_logger.isEnabledFor(logging.INFO):
             self.access_logger.info(
                 '%s - "%s %s HTTP/%s" %d',
                 get_client_addr(scope),
