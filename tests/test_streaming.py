@@ -228,6 +228,25 @@ async def test_close_all_streams_ends_a_generic_stream_cleanly() -> None:
         assert open_stream_count() == 0
 
 
+async def test_a_failing_producer_ends_with_an_in_band_error_event() -> None:
+    async def produce() -> AsyncIterator[str]:
+        yield "before"
+        raise RuntimeError("secret internal detail")
+
+    async with (
+        serve_in_process(app_for(produce, ping_interval=None)) as url,
+        httpx.AsyncClient(base_url=url, timeout=5) as client,
+        open_stream(client, "/stream") as stream,
+    ):
+        events = await stream.until_end(timeout=5)  # a complete chunked body, no error
+    assert [(e.event, e.data) for e in events] == [
+        ("message", "before"),
+        ("sluiceway.error", '{"error":"producer_failed"}'),
+    ]
+    assert b"secret" not in bytes(stream.raw)
+    assert open_stream_count() == 0
+
+
 # -- the library response: encodings and pings ---------------------------------------------
 
 

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 from collections.abc import AsyncIterable, AsyncIterator, Callable, Mapping
 from typing import Any
 
@@ -42,6 +43,11 @@ SSE_HEADERS: list[tuple[bytes, bytes]] = [
 ]
 
 _PING = encode_comment("ping")
+
+#: Sent when a producer raises after the response has begun; then the stream ends.
+PRODUCER_FAILED = encode_event('{"error":"producer_failed"}', event="sluiceway.error")
+
+logger = logging.getLogger("sluiceway.asgi")
 
 
 def encode_item(item: Item) -> bytes:
@@ -183,11 +189,8 @@ async def _stream_iterable(
     listener = loop.create_task(_watch_disconnect(receive, pump_task.cancel))
     ping_task = loop.create_task(pinger(ping_interval)) if ping_interval else None
     forget = register(pump_task.cancel)
-    disconnected = False
     try:
-        with contextlib.suppress(asyncio.CancelledError):
-            await pump_task
-        disconnected = listener.done()
+        await asyncio.wait({pump_task})  # unlike awaiting it, lets our own cancellation through
     finally:
         forget()
         for task in (listener, ping_task):
@@ -200,6 +203,12 @@ async def _stream_iterable(
         aclose = getattr(iterator, "aclose", None)
         if aclose is not None:
             await aclose()  # runs the producer's finally if the pump stopped between items
-    if not disconnected:
-        async with lock:
-            await send(_body(b"", more=False))
+    if listener.done():
+        return  # the client left: there is nobody to send the end to
+    failure = None if pump_task.cancelled() else pump_task.exception()
+    async with lock:
+        if failure is not None:
+            # The response has begun, so the error travels in-band, without internals.
+            logger.error("event stream producer failed", exc_info=failure)
+            await send(_body(PRODUCER_FAILED))
+        await send(_body(b"", more=False))

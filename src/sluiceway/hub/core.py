@@ -52,8 +52,8 @@ class HistoryPage:
 
     topic: str
     events: list[StoredEvent]
-    earliest: Position  # resuming from here or later is exact
-    latest: Position  # the newest event's position
+    earliest: Position | None  # resuming from here or later is exact; None: unknown topic
+    latest: Position | None  # the newest event's position; None: unknown topic
 
 
 class Hub:
@@ -186,8 +186,7 @@ class Hub:
             if after is not None:
                 Position.parse(after)  # garbage is an InvalidEventId, not HistoryGone
                 raise HistoryGone(topic, after, None)
-            empty = Position("", 0)
-            return HistoryPage(topic, [], empty, empty)
+            return HistoryPage(topic, [], None, None)
         start = found.base - 1
         if after is not None:
             position = Position.parse(after)

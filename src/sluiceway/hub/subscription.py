@@ -60,13 +60,12 @@ class Subscription:
 
     Use it through :class:`sluiceway.asgi.EventStreamResponse`, or directly::
 
-        async with hub.subscribe(["news"]) as sub:
+        async with await hub.subscribe(["news"]) as sub:
             async for chunk in sub:   # bytes: one or more complete SSE frames
                 ...
     """
 
     __slots__ = (
-        "__weakref__",
         "_future",
         "_pending",
         "chunked",
@@ -129,9 +128,10 @@ class Subscription:
             chunk = self._next_multi()
             if chunk is not None and self.chunked:
                 chunk = as_http_chunk(chunk)
-        if chunk is None and self.ping_due and self.close_reason is None:
+        if self.ping_due:
             self.ping_due = False
-            return PING_CHUNK if self.chunked else PING
+            if chunk is None and self.close_reason is None:
+                return PING_CHUNK if self.chunked else PING
         return chunk
 
     def _next_single(self) -> bytes | None:

@@ -162,8 +162,8 @@ async def history(request: Request) -> Response:
         {
             "topic": topic,
             "events": events,
-            "earliest": str(page.earliest) if page.earliest.epoch else None,
-            "latest": str(page.latest) if page.latest.epoch else None,
+            "earliest": str(page.earliest) if page.earliest else None,
+            "latest": str(page.latest) if page.latest else None,
         }
     )
 
