@@ -136,42 +136,39 @@ class Probe:
         await asyncio.wait_for(self.finalized.wait(), within)
         return self.finalized_at - since
 
-    def finish(self, exc: BaseException | None) -> None:
-        self.ended_by = type(exc).__name__ if exc is not None else "return"
-        self.finalized_at = time.monotonic()
-        self.finalized.set()
-
-
-def yields_forever(probe: Probe) -> Callable[[], AsyncIterator[Event]]:
-    async def produce() -> AsyncIterator[Event]:
+    @contextlib.contextmanager
+    def watching(self) -> Iterator[None]:
+        """Wrap a producer's body: records how it ended, from its ``finally``."""
         exc: BaseException | None = None
         try:
-            while True:
-                yield Event(data=str(probe.yielded), id=str(probe.yielded))
-                probe.yielded += 1
-                await asyncio.sleep(0.005)
+            yield
         except BaseException as error:
             exc = error
             raise
         finally:
-            probe.finish(exc)
+            self.ended_by = type(exc).__name__ if exc is not None else "return"
+            self.finalized_at = time.monotonic()
+            self.finalized.set()
+
+
+def yields_forever(probe: Probe) -> Callable[[], AsyncIterator[Event]]:
+    async def produce() -> AsyncIterator[Event]:
+        with probe.watching():
+            while True:
+                yield Event(data=str(probe.yielded), id=str(probe.yielded))
+                probe.yielded += 1
+                await asyncio.sleep(0.005)
 
     return produce
 
 
 def blocks_forever(probe: Probe) -> Callable[[], AsyncIterator[str]]:
     async def produce() -> AsyncIterator[str]:
-        exc: BaseException | None = None
-        try:
+        with probe.watching():
             yield "ready"
             probe.yielded += 1
             await asyncio.sleep(3600)
             yield "never"
-        except BaseException as error:
-            exc = error
-            raise
-        finally:
-            probe.finish(exc)
 
     return produce
 
