@@ -88,3 +88,11 @@ def test_help_lists_the_options() -> None:
     assert result.returncode == 0
     for option in ("--host", "--port", "--publish-key", "--ping-interval", "--keep-latest"):
         assert option in result.stdout
+
+
+def test_the_installed_uvicorn_supports_the_native_stream_path() -> None:
+    # `serve` would fall back to pure ASGI (with a warning) and every "native" test would
+    # silently test the ASGI path instead.
+    from sluiceway.server import native
+
+    assert native.AVAILABLE
