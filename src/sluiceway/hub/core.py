@@ -206,12 +206,13 @@ class Hub:
 
     def _schedule(self, subscription: Subscription) -> None:
         self._ready[subscription] = None
-        if not self._flush_scheduled:
-            self._flush_scheduled = True
-            asyncio.get_running_loop().call_soon(self._flush)
+        self._request_flush()
 
     def _schedule_many(self, subscriptions: set[Subscription]) -> None:
         self._ready.update(dict.fromkeys(subscriptions))
+        self._request_flush()
+
+    def _request_flush(self) -> None:
         if not self._flush_scheduled:
             self._flush_scheduled = True
             asyncio.get_running_loop().call_soon(self._flush)

@@ -13,6 +13,7 @@ from enum import StrEnum
 from typing import TYPE_CHECKING, Protocol
 
 from sluiceway.hub.config import OverflowPolicy
+from sluiceway.hub.topic import as_http_chunk
 from sluiceway.ids import Position, format_cursor
 from sluiceway.sse import encode_comment
 
@@ -21,10 +22,6 @@ if TYPE_CHECKING:
     from sluiceway.hub.topic import Topic
 
 PING = encode_comment("ping")
-
-
-def as_http_chunk(data: bytes) -> bytes:
-    return b"%x\r\n%b\r\n" % (len(data), data)
 
 
 PING_CHUNK = as_http_chunk(PING)

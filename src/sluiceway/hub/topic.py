@@ -22,6 +22,11 @@ if TYPE_CHECKING:
     from sluiceway.hub.subscription import Subscription
 
 
+def as_http_chunk(data: bytes) -> bytes:
+    """``data`` framed as one HTTP/1.1 chunk (``Transfer-Encoding: chunked``)."""
+    return b"%x\r\n%b\r\n" % (len(data), data)
+
+
 @dataclass(frozen=True, slots=True)
 class StoredEvent:
     """An event as history returns it."""
@@ -95,7 +100,7 @@ class Topic:
         event_id = f"{self.epoch}-{offset}"
         frame = encode_event(data, event=event)[:-1] + b"id: " + event_id.encode() + b"\n\n"
         self._frames.append(frame)
-        self._chunks.append(b"%x\r\n%b\r\n" % (len(frame), frame))
+        self._chunks.append(as_http_chunk(frame))
         self._cum.append(self.total_bytes)
         self._times.append(time.monotonic())
         self._records.append((event, data, time.time()))

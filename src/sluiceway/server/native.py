@@ -27,7 +27,8 @@ from uvicorn.protocols.utils import get_client_addr, get_path_with_query_string
 
 from sluiceway.asgi.eventstream import SSE_HEADERS
 from sluiceway.hub import Hub, HubError, InvalidEventId
-from sluiceway.hub.subscription import CloseReason, Subscription, as_http_chunk
+from sluiceway.hub.subscription import CloseReason, Subscription
+from sluiceway.hub.topic import as_http_chunk
 from sluiceway.server.errors import APIError
 from sluiceway.server.settings import Settings
 from sluiceway.server.streams import read_stream_request, stream_topics_from_path
