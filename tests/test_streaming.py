@@ -17,7 +17,7 @@ import signal
 import socket
 import subprocess
 import time
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from typing import Any
 
 import httpx
@@ -317,6 +317,20 @@ async def test_ping_interval_for_a_generic_producer() -> None:
 EVENT_COUNT = 1000
 
 
+async def take(
+    next_event: Callable[..., Awaitable[Event]], quota: int, got: list[Event]
+) -> str | None:
+    """Read up to ``quota`` events into ``got`` (stopping at EVENT_COUNT); the last id read."""
+    last_id = None
+    for _ in range(quota):
+        event = await next_event(timeout=10)
+        got.append(event)
+        last_id = event.id
+        if len(got) == EVENT_COUNT:
+            break
+    return last_id
+
+
 async def chaos_reader(
     server: ServerProcess,
     target: Callable[[], tuple[str, dict[str, Any]]],
@@ -341,12 +355,7 @@ async def chaos_reader(
                 await raw.read_head()
                 assert raw.status == 200
                 subscribed.set()
-                for _ in range(quota):
-                    event = await raw.next_event(timeout=10)
-                    got.append(event)
-                    last_id = event.id
-                    if len(got) == EVENT_COUNT:
-                        break
+                last_id = await take(raw.next_event, quota, got) or last_id
                 raw.reset()  # events already received but not read are dropped with it
                 continue
             if last_id and how == "query":
@@ -358,12 +367,7 @@ async def chaos_reader(
                 last_event_id=last_id if how == "header" else None,
             ) as stream:
                 subscribed.set()
-                for _ in range(quota):
-                    event = await stream.next_event(timeout=10)
-                    got.append(event)
-                    last_id = event.id
-                    if len(got) == EVENT_COUNT:
-                        break
+                last_id = await take(stream.next_event, quota, got) or last_id
             # Leaving the block mid-stream closes the connection.
     return got, connections
 
