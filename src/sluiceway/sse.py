@@ -51,6 +51,9 @@ import codecs
 import contextlib
 import re
 from dataclasses import dataclass
+from typing import Any
+
+import orjson
 
 __all__ = [
     "Event",
@@ -82,6 +85,16 @@ class Event:
     id: str | None = None
     retry: int | None = None
     comment: str | None = None
+
+    def json(self) -> Any:
+        """The data parsed as JSON (raises ``orjson.JSONDecodeError``, a ``ValueError``).
+
+        >>> Event(data='{"n": 1}').json()
+        {'n': 1}
+        """
+        if self.data is None:
+            raise ValueError("this event has no data")
+        return orjson.loads(self.data)
 
 
 class SSEProtocolError(ValueError):
@@ -225,9 +238,11 @@ class Parser:
         "retry",
     )
 
-    def __init__(self) -> None:
-        #: The spec's "last event ID string": "" until a block with ``id:`` ends.
-        self.last_event_id: str = ""
+    def __init__(self, last_event_id: str = "") -> None:
+        #: The spec's "last event ID string": "" until a block with ``id:`` ends.  A client
+        #: that reconnects passes the previous connection's, so events without ``id:``
+        #: keep carrying it, as the spec's EventSource does.
+        self.last_event_id: str = last_event_id
         #: Reconnection time in ms from the last valid ``retry:`` line, else None.
         self.retry: int | None = None
         self._decoder = codecs.getincrementaldecoder("utf-8")("replace")
@@ -236,7 +251,7 @@ class Parser:
         self._partial: list[str] = []  # pieces of the current unterminated line
         self._data: list[str] = []  # data lines of the current block
         self._event_type = ""
-        self._id_buffer = ""
+        self._id_buffer = last_event_id
 
     def feed(self, data: bytes) -> list[Event]:
         """Consume a chunk of the stream; return the events it completed, in order."""

@@ -29,6 +29,7 @@ from typing import Any
 from starlette.types import Message, Receive, Scope, Send
 
 from sluiceway.asgi.shutdown import register
+from sluiceway.control import ERROR_EVENT
 from sluiceway.hub.core import to_data
 from sluiceway.hub.subscription import CloseReason, Subscription
 from sluiceway.sse import Event, encode, encode_comment, encode_event, encode_retry
@@ -45,7 +46,7 @@ SSE_HEADERS: list[tuple[bytes, bytes]] = [
 _PING = encode_comment("ping")
 
 #: Sent when a producer raises after the response has begun; then the stream ends.
-PRODUCER_FAILED = encode_event('{"error":"producer_failed"}', event="sluiceway.error")
+PRODUCER_FAILED = encode_event('{"error":"producer_failed"}', event=ERROR_EVENT)
 
 logger = logging.getLogger("sluiceway.asgi")
 

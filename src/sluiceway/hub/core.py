@@ -13,6 +13,7 @@ from typing import Any
 
 import orjson
 
+from sluiceway.control import RESERVED_EVENT_PREFIX, RESET_EVENT
 from sluiceway.hub.config import HubConfig
 from sluiceway.hub.errors import HistoryGone, HubClosed, InvalidTopic, TooManyTopics
 from sluiceway.hub.stats import HubStats
@@ -25,12 +26,6 @@ logger = logging.getLogger("sluiceway.hub")
 
 #: Letters, digits and ``_ . : @ ~ + = $ # ! -``; 1 to 200 characters. No ``/``, no spaces.
 TOPIC_NAME = re.compile(r"[A-Za-z0-9_.:@~+=$#!-]{1,200}")
-
-#: The event type of the reset event (see the README, "Resume and reset").
-RESET_EVENT = "sluiceway.reset"
-
-#: Event types starting with this prefix are reserved for the hub's own control events.
-RESERVED_EVENT_PREFIX = "sluiceway."
 
 
 def check_topic_name(name: str) -> str:

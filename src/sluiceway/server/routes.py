@@ -11,6 +11,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from sluiceway.asgi import EventStreamResponse
+from sluiceway.control import RESERVED_EVENT_PREFIX
 from sluiceway.hub import (
     HistoryGone,
     Hub,
@@ -20,7 +21,6 @@ from sluiceway.hub import (
     TooManyTopics,
     check_topic_name,
 )
-from sluiceway.hub.core import RESERVED_EVENT_PREFIX
 from sluiceway.server.errors import APIError, JSONResponse
 from sluiceway.server.metrics import render
 from sluiceway.server.settings import Settings

@@ -1,4 +1,4 @@
-"""The ``sluiceway`` command."""
+"""``sluiceway serve``: run the streaming server."""
 
 from __future__ import annotations
 
@@ -12,13 +12,7 @@ from pydantic import ValidationError
 from sluiceway.server.settings import Settings
 
 
-@click.group()
-@click.version_option(package_name="sluiceway")
-def main() -> None:
-    """Sluiceway: streaming to clients over HTTP."""
-
-
-@main.command()
+@click.command()
 @click.option("--host", help="Address to bind (default 127.0.0.1). [SLUICEWAY_HOST]")
 @click.option("--port", type=int, help="Port (default 8000; 0 picks a free one). [SLUICEWAY_PORT]")
 @click.option("--log-level", type=click.Choice(["critical", "error", "warning", "info", "debug"]))
@@ -49,7 +43,3 @@ def serve(**options: Any) -> None:
     from sluiceway.server.run import serve as run_server
 
     run_server(settings)
-
-
-if __name__ == "__main__":
-    main()
