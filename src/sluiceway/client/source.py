@@ -22,7 +22,7 @@ from sluiceway.client.errors import (
     StreamInterrupted,
 )
 from sluiceway.client.policy import ReconnectState, RetryInfo, Verdict, classify, parse_retry_after
-from sluiceway.control import Reset, parse_reset
+from sluiceway.control import RESET_EVENT, Reset, parse_reset
 from sluiceway.sse import Event
 
 #: How much of an error response's body is kept for the exception.
@@ -148,8 +148,7 @@ class EventSource:
     def _delivered(self, event: Event) -> None:
         # event.id is the last event id in effect when it was dispatched.
         self._state.last_event_id = event.id or ""
-        reset = parse_reset(event)
-        if reset is not None:
+        if event.event == RESET_EVENT and (reset := parse_reset(event)) is not None:
             self.resets += 1
             if self._on_reset is not None:
                 self._on_reset(reset)
