@@ -9,7 +9,8 @@ import httpx
 import pytest
 from conftest import StartServer
 from sse_servers import UvicornThread
-from sse_starlette import EventSourceResponse, ServerSentEvent
+from sse_starlette import EventSourceResponse
+from sse_starlette.event import ServerSentEvent
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import Response
