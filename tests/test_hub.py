@@ -23,6 +23,8 @@ from sluiceway.hub import (
     InvalidTopic,
     Subscription,
     TooManyTopics,
+    TopicBounds,
+    TopicFinished,
 )
 from sluiceway.ids import Position
 from sluiceway.sse import Event, Parser

@@ -8,7 +8,7 @@
 ...         ...
 """
 
-from sluiceway.hub.config import HubConfig, OverflowPolicy
+from sluiceway.hub.config import HubConfig, OverflowPolicy, TopicBounds
 from sluiceway.hub.core import RESET_EVENT, HistoryPage, Hub, check_topic_name, to_data
 from sluiceway.hub.errors import (
     HistoryGone,
@@ -17,6 +17,7 @@ from sluiceway.hub.errors import (
     InvalidEventId,
     InvalidTopic,
     TooManyTopics,
+    TopicFinished,
 )
 from sluiceway.hub.stats import HubStats
 from sluiceway.hub.subscription import CloseReason, Subscription
@@ -38,6 +39,8 @@ __all__ = [
     "StoredEvent",
     "Subscription",
     "TooManyTopics",
+    "TopicBounds",
+    "TopicFinished",
     "check_topic_name",
     "to_data",
 ]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import fnmatch
 from dataclasses import dataclass, field
 from enum import StrEnum
@@ -18,6 +19,23 @@ class OverflowPolicy(StrEnum):
 
     CLOSE = "close"
     KEEP_LATEST = "keep_latest"
+
+
+@dataclass(frozen=True, slots=True)
+class TopicBounds:
+    """History and buffer bounds for the topics whose name matches ``pattern`` (fnmatch),
+    replacing the hub-wide ones that are given here.
+
+    >>> TopicBounds("gen:*", history_size=10_000, history_ttl=600.0)   # doctest: +ELLIPSIS
+    TopicBounds(pattern='gen:*', history_size=10000, history_ttl=600.0, ...)
+    """
+
+    pattern: str
+    history_size: int | None = None
+    history_ttl: float | None = None
+    history_bytes: int | None = None
+    buffer_events: int | None = None
+    buffer_bytes: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,6 +66,8 @@ class HubConfig:
     max_topics: int = 100_000
     #: Topic name patterns (fnmatch) that use ``keep_latest`` instead of ``close``.
     keep_latest_topics: tuple[str, ...] = field(default_factory=tuple)
+    #: Per-pattern bounds (the first match wins), e.g. a long history for LLM generations.
+    topic_bounds: tuple[TopicBounds, ...] = field(default_factory=tuple)
 
     def __post_init__(self) -> None:
         positive_ints = ("history_size", "history_bytes", "buffer_events", "buffer_bytes")
@@ -57,6 +77,18 @@ class HubConfig:
         for name in ("history_ttl", "write_timeout", "ping_interval"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"{name} must be positive")
+
+    def for_topic(self, topic: str) -> HubConfig:
+        """This config with the bounds of the first :class:`TopicBounds` matching ``topic``."""
+        for bounds in self.topic_bounds:
+            if fnmatch.fnmatchcase(topic, bounds.pattern):
+                changes = {
+                    f.name: getattr(bounds, f.name)
+                    for f in dataclasses.fields(bounds)
+                    if f.name != "pattern" and getattr(bounds, f.name) is not None
+                }
+                return dataclasses.replace(self, **changes)
+        return self
 
     def overflow_policy(self, topic: str) -> OverflowPolicy:
         if any(fnmatch.fnmatchcase(topic, pattern) for pattern in self.keep_latest_topics):

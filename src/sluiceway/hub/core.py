@@ -15,7 +15,13 @@ import orjson
 
 from sluiceway.control import RESERVED_EVENT_PREFIX, RESET_EVENT
 from sluiceway.hub.config import HubConfig
-from sluiceway.hub.errors import HistoryGone, HubClosed, InvalidTopic, TooManyTopics
+from sluiceway.hub.errors import (
+    HistoryGone,
+    HubClosed,
+    InvalidTopic,
+    TooManyTopics,
+    TopicFinished,
+)
 from sluiceway.hub.stats import HubStats
 from sluiceway.hub.subscription import CloseReason, Subscription
 from sluiceway.hub.topic import StoredEvent, Topic
@@ -87,10 +93,23 @@ class Hub:
             raise HubClosed("the hub is shutting down")
         if event is not None and event.startswith(RESERVED_EVENT_PREFIX):
             raise ValueError(f"event types starting with {RESERVED_EVENT_PREFIX!r} are reserved")
-        event_id = self._topic(topic).append(to_data(data), event)
+        found = self._topic(topic)
+        if found.finished:
+            raise TopicFinished(f"topic {topic!r} is finished")
+        event_id = found.append(to_data(data), event)
         self.stats.published += 1
         self._ensure_sweeper()  # history must expire even on topics nobody follows
         return event_id
+
+    def finish(self, topic: str) -> None:
+        """Mark ``topic`` complete (an LLM generation that ended, a finished job): its
+        subscribers receive what remains and their streams end; later subscribers replay its
+        history and end.  Publishing to it afterwards raises :class:`TopicFinished`."""
+        found = self._topic(topic)
+        found.finished = True
+        for subscription in list(found.subscribers):
+            if all(t.finished for t in subscription.topics):
+                subscription.close(CloseReason.COMPLETE, flush=True)
 
     # -- subscribing -------------------------------------------------------------------------
 
@@ -132,6 +151,8 @@ class Hub:
         if lost:
             self.stats.resets += 1
             subscription.push_control(self._reset_frame(lost, subscription.cursor))
+        if all(topic.finished for topic in followed):
+            subscription.close(CloseReason.COMPLETE, flush=True)  # replay, then end
         self._ensure_sweeper()
         return subscription
 
@@ -235,15 +256,19 @@ class Hub:
                 self._forget_idle_topics()
                 if len(self._topics) >= self.config.max_topics:
                     raise TooManyTopics(f"the hub already holds {self.config.max_topics} topics")
-            topic = self._topics[name] = Topic(name, self.config, self._schedule_many)
+            config = self.config.for_topic(name)
+            topic = self._topics[name] = Topic(name, config, self._schedule_many)
         return topic
 
-    def _forget_idle_topics(self, idle_for: float = 0.0) -> None:
+    def _forget_idle_topics(self, idle_for: float | None = 0.0) -> None:
+        """Forget topics idle for ``idle_for`` seconds (None: each topic's own history TTL)."""
         now = time.monotonic()
         for name in [
             name
             for name, topic in self._topics.items()
-            if topic.idle_since is not None and now - topic.idle_since >= idle_for
+            if topic.idle_since is not None
+            and now - topic.idle_since
+            >= (topic.config.history_ttl if idle_for is None else idle_for)
         ]:
             del self._topics[name]
 
@@ -259,7 +284,7 @@ class Hub:
                 topic.idle_since = None
             elif topic.idle_since is None:
                 topic.idle_since = now
-        self._forget_idle_topics(self.config.history_ttl)
+        self._forget_idle_topics(None)
 
     def _ensure_sweeper(self) -> None:
         if self._sweeper is None or self._sweeper.done():

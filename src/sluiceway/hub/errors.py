@@ -11,6 +11,7 @@ __all__ = [
     "InvalidEventId",
     "InvalidTopic",
     "TooManyTopics",
+    "TopicFinished",
 ]
 
 
@@ -28,6 +29,10 @@ class HubClosed(HubError):
 
 class TooManyTopics(HubError):
     """Creating another topic would exceed ``HubConfig.max_topics``."""
+
+
+class TopicFinished(HubError):
+    """The topic was marked complete with ``Hub.finish`` and takes no more events."""
 
 
 class HistoryGone(HubError):

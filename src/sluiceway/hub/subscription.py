@@ -45,6 +45,7 @@ class CloseReason(StrEnum):
     SHUTDOWN = "shutdown"  # the hub is closing; pending events are flushed first
     SHUTDOWN_STUCK = "shutdown_stuck"  # could not flush within the shutdown grace period
     CLOSED = "closed"  # closed by the application
+    COMPLETE = "complete"  # every followed topic is finished and everything was sent
 
     @property
     def aborts(self) -> bool:

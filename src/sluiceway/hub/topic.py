@@ -51,6 +51,7 @@ class Topic:
         "base",
         "config",
         "epoch",
+        "finished",
         "head",
         "idle_since",
         "name",
@@ -91,6 +92,7 @@ class Topic:
         # Subscribers whose writer is callback-driven: told on every publish.
         self.sinks: set[Subscription] = set()
         self.on_sinks_ready = on_sinks_ready
+        self.finished = False  # complete: streams end once they have everything (Hub.finish)
 
     # -- writing -----------------------------------------------------------------------------
 

@@ -1,0 +1,1 @@
+"""LLM token streams: providers, detached and resumable generations, OpenAI's wire format."""
