@@ -356,3 +356,33 @@ async def test_a_long_replay_is_not_mistaken_for_a_slow_subscriber() -> None:
     resumed = await hub.subscribe(["t"], last_event_id=first)
     assert [e.data for e in drain(resumed)] == [str(n) for n in range(1, 50)]
     assert resumed.close_reason is None
+
+
+async def test_a_finished_topic_ends_its_streams_after_the_last_event() -> None:
+    hub = Hub()
+    live = await hub.subscribe(["gen:1"])
+    first = await hub.publish("gen:1", "a")
+    await hub.publish("gen:1", "b")
+    hub.finish("gen:1")
+    received = b"".join([chunk async for chunk in live])
+    assert b"data: a" in received and b"data: b" in received
+    assert live.close_reason is CloseReason.COMPLETE
+    # Later subscribers replay and end too; resuming mid-way replays only the rest.
+    late = await hub.subscribe(["gen:1"], last_event_id=first)
+    second = first[:-1] + "2"
+    assert [chunk async for chunk in late] == [f"data: b\nid: {second}\n\n".encode()]
+    assert hub.latest_id("gen:1") == second
+    with pytest.raises(TopicFinished):
+        await hub.publish("gen:1", "c")
+    await hub.aclose()
+
+
+async def test_topic_bounds_replace_the_hub_wide_ones_for_matching_topics() -> None:
+    hub = Hub(HubConfig(history_size=2, topic_bounds=(TopicBounds("gen:*", history_size=5),)))
+    for n in range(6):
+        await hub.publish("gen:1", str(n))
+        await hub.publish("news", str(n))
+    assert len((await hub.history("gen:1")).events) == 5
+    assert len((await hub.history("news")).events) == 2
+    assert hub.earliest_id("gen:1").endswith("-1")  # offsets 2..6 kept: resume after 1
+    await hub.aclose()

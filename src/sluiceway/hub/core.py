@@ -218,6 +218,19 @@ class Hub:
     def open_streams(self) -> int:
         return len(self._subscriptions)
 
+    def earliest_id(self, topic: str) -> str:
+        """The id to resume from to get everything ``topic`` holds (its whole history)."""
+        return str(self._topic(topic).earliest)
+
+    def latest_id(self, topic: str) -> str:
+        """The id of the newest event of ``topic`` (offset 0 while it has none)."""
+        return str(self._topic(topic).position)
+
+    def subscriber_count(self, topic: str) -> int:
+        """Streams following ``topic`` now (0 for a topic the hub does not hold)."""
+        found = self._topics.get(topic)
+        return len(found.subscribers) if found is not None else 0
+
     # -- internals ---------------------------------------------------------------------------
 
     def _schedule(self, subscription: Subscription) -> None:

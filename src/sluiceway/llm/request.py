@@ -16,6 +16,8 @@ class Message(BaseModel):
     content: str = Field(max_length=1_000_000)
     #: For ``role: tool``: the id of the call this answers.
     tool_call_id: str | None = None
+    #: For ``role: assistant``: the tool calls it made (OpenAI's shape).
+    tool_calls: list[dict[str, Any]] | None = None
 
 
 class ChatRequest(BaseModel):

@@ -9,31 +9,50 @@ from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 
 from sluiceway.hub import Hub
+from sluiceway.llm.manager import Generations
+from sluiceway.llm.providers.base import Provider
+from sluiceway.llm.providers.factory import make_provider
+from sluiceway.llm.stats import GenerationMetrics
+from sluiceway.server import generation_routes, openai_routes
 from sluiceway.server.errors import APIError, api_error_handler, http_error_handler
 from sluiceway.server.metrics import metrics_registry
 from sluiceway.server.routes import routes
 from sluiceway.server.settings import Settings
 
 
-def create_app(settings: Settings | None = None, hub: Hub | None = None) -> Starlette:
+def create_app(
+    settings: Settings | None = None, hub: Hub | None = None, provider: Provider | None = None
+) -> Starlette:
     """Build the server's ASGI app. Run it with ``sluiceway serve`` or any ASGI server.
 
     >>> app = create_app(Settings(publish_key="s3cret"))
     """
     settings = settings or Settings()
     hub = hub or Hub(settings.hub_config())
+    provider = provider or make_provider(
+        settings.llm_provider,
+        base_url=settings.llm_base_url,
+        api_key=settings.llm_api_key,
+        model=settings.llm_model,
+    )
+    registry = metrics_registry(hub)
+    generations = Generations(
+        hub, provider, settings.generation_limits(), GenerationMetrics(registry)
+    )
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         yield
+        await generations.aclose()
         await hub.aclose(settings.shutdown_timeout)
 
     app = Starlette(
-        routes=routes,
+        routes=[*routes, *generation_routes.routes, *openai_routes.routes],
         lifespan=lifespan,
         exception_handlers={APIError: api_error_handler, HTTPException: http_error_handler},
     )
     app.state.settings = settings
     app.state.hub = hub
-    app.state.metrics_registry = metrics_registry(hub)
+    app.state.metrics_registry = registry
+    app.state.generations = generations
     return app

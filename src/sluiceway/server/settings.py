@@ -4,11 +4,14 @@
 from __future__ import annotations
 
 import ipaddress
+from typing import Literal
 
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from sluiceway.hub import HubConfig
+from sluiceway.llm.limits import GenerationLimits
+from sluiceway.llm.manager import generation_topic_bounds
 
 MiB = 1024 * 1024
 
@@ -46,6 +49,34 @@ class Settings(BaseSettings):
     #: Write hub streams straight to the socket (sluiceway.server.native); false: pure ASGI.
     native_streams: bool = True
 
+    #: Where generations come from: the embedded local model, or an API.
+    llm_provider: Literal["local", "openai", "anthropic"] = "local"
+    #: The API's base URL (OpenAI-compatible: ``.../v1``); unset: the provider's own.
+    llm_base_url: str | None = None
+    llm_api_key: SecretStr | None = None
+    #: The model used when a request names none; unset: the provider's default.
+    llm_model: str | None = None
+    llm_max_concurrent: int = Field(16, ge=1)
+    llm_max_tokens: int = Field(4096, ge=1)
+    llm_max_duration: float = Field(300.0, gt=0)
+    llm_first_token_timeout: float = Field(60.0, gt=0)
+    #: Seconds with no client attached before ``llm_on_abandon`` applies.
+    llm_abandon_after: float = Field(30.0, gt=0)
+    llm_on_abandon: Literal["cancel", "finish"] = "cancel"
+    #: Seconds a finished generation stays replayable.
+    llm_retention: float = Field(600.0, gt=0)
+
+    def generation_limits(self) -> GenerationLimits:
+        return GenerationLimits(
+            max_concurrent=self.llm_max_concurrent,
+            max_tokens=self.llm_max_tokens,
+            max_duration=self.llm_max_duration,
+            first_token_timeout=self.llm_first_token_timeout,
+            abandon_after=self.llm_abandon_after,
+            on_abandon=self.llm_on_abandon,
+            retention=self.llm_retention,
+        )
+
     def hub_config(self) -> HubConfig:
         return HubConfig(
             history_size=self.history_size,
@@ -57,6 +88,7 @@ class Settings(BaseSettings):
             ping_interval=self.ping_interval,
             max_topics=self.max_topics,
             keep_latest_topics=tuple(self.keep_latest_topics),
+            topic_bounds=(generation_topic_bounds(self.generation_limits()),),
         )
 
     @property

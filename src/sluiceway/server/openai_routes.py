@@ -1,0 +1,76 @@
+"""``POST /v1/chat/completions``: OpenAI's format over a detached generation, so the official
+SDKs (and anything built on them) work unchanged with ``base_url`` pointed here."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import orjson
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from sluiceway.asgi import EventStreamResponse
+from sluiceway.hub import Hub
+from sluiceway.llm.chunks import UpstreamError
+from sluiceway.llm.follow import generation_events
+from sluiceway.llm.generation import Generation
+from sluiceway.llm.manager import GenerationRefused
+from sluiceway.llm.openai_format import BadRequest, ChunkEncoder, error_body, parse_request
+from sluiceway.server.errors import APIError, JSONResponse
+from sluiceway.server.generation_routes import generations_of, read_json, start_generation
+
+DONE = b"data: [DONE]\n\n"
+
+
+def _error(status: int, code: str, message: str, **headers: str) -> Response:
+    return JSONResponse(error_body(status, code, message), status_code=status, headers=headers)
+
+
+async def chat_completions(request: Request) -> Response:
+    settings = request.app.state.settings
+    try:
+        body = await read_json(request)
+        chat, stream, include_usage = parse_request(body, settings.llm_max_tokens)
+    except APIError as exc:
+        return _error(exc.status, exc.code, exc.detail)
+    except BadRequest as exc:
+        return _error(400, "invalid_request", str(exc))
+    try:
+        generation = await start_generation(generations_of(request), chat)
+    except GenerationRefused as exc:
+        return _error(exc.status, exc.code, exc.detail)
+    except UpstreamError as exc:
+        headers = {"retry-after": str(int(exc.retry_after))} if exc.retry_after else {}
+        return _error(exc.status, exc.kind, exc.message, **headers)
+    encoder = ChunkEncoder(generation.id, generation.model, int(generation.created), include_usage)
+    hub = request.app.state.hub
+    if stream:
+        return EventStreamResponse(  # type: ignore[return-value]
+            _chunks(hub, generation, encoder), headers={"x-generation-id": generation.id}
+        )
+    text = []
+    async for event, payload in generation_events(hub, generation):
+        if event == "token":
+            text.append(payload["text"])
+        elif event == "done":
+            return JSONResponse(encoder.completion("".join(text), payload))
+        elif event == "error":
+            return _error(502, payload["error"], payload["message"])
+    return _error(502, "upstream_error", "the generation ended without an answer")
+
+
+async def _chunks(
+    hub: Hub, generation: Generation, encoder: ChunkEncoder
+) -> AsyncIterator[bytes]:
+    async for event, payload in generation_events(hub, generation):
+        for chunk in encoder.chunks(event, payload):
+            yield b"data: " + orjson.dumps(chunk) + b"\n\n"
+        if event == "done":
+            yield DONE
+            return
+        if event == "error":
+            return
+
+
+routes = [Route("/v1/chat/completions", chat_completions, methods=["POST"])]
