@@ -4,6 +4,7 @@ closing the upstream promptly, errors before and after the first token, limits."
 
 from __future__ import annotations
 
+import itertools
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -294,3 +295,29 @@ def test_generation_metrics(server: ServerProcess, fake: FakeLLM) -> None:
     assert sample(metrics, "sluiceway_llm_output_tokens_total", **labels) >= 4
     assert sample(metrics, "sluiceway_llm_inter_token_seconds_count", **labels) >= 3
     assert sample(metrics, "sluiceway_llm_active_generations", **labels) == 0
+
+
+def test_pacing_spaces_tokens_and_merges_them_when_behind(
+    server: ServerProcess, fake: FakeLLM
+) -> None:
+    fake.script = Script(tokens=[f"{n} " for n in range(20)])  # all at once
+    arrivals: list[tuple[float, Event]] = []
+    source = EventSource(f"{server.url}/v1/generations", method="POST", json={**ASK, "pace": 20})
+    with source:
+        arrivals = [(time.monotonic(), event) for event in source]
+    tokens = [(at, e) for at, e in arrivals if e.event == "token"]
+    assert text_of([e for _, e in tokens]) == "".join(f"{n} " for n in range(20))
+    gaps = [b[0] - a[0] for a, b in itertools.pairwise(tokens)]
+    assert min(gaps) >= 0.03  # 20 tokens/s: about 50 ms apart, not a burst
+    generation_id = arrivals[0][1].json()["id"]
+    # A replay at 5 tokens/s is 4 s behind from the start: the backlog is merged.
+    replay = follow_paced(server, generation_id, pace=5)
+    assert text_of(replay) == "".join(f"{n} " for n in range(20))
+    assert len([e for e in replay if e.event == "token"]) < 20
+    assert replay[-1].event == "done"
+
+
+def follow_paced(server: ServerProcess, generation_id: str, pace: float) -> list[Event]:
+    url = f"{server.url}/v1/generations/{generation_id}/stream?pace={pace}"
+    with EventSource(url, retry_delay=0.01) as source:
+        return list(source)

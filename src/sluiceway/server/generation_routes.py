@@ -3,27 +3,33 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import AsyncIterator
 from typing import Any
 
 import orjson
-from pydantic import ValidationError
+from pydantic import Field, ValidationError
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
 from sluiceway.asgi import EventStreamResponse
-from sluiceway.hub import HubClosed, InvalidEventId
+from sluiceway.hub import HubClosed, InvalidEventId, Subscription
 from sluiceway.llm.chunks import UpstreamError
+from sluiceway.llm.follow import generation_stream
 from sluiceway.llm.generation import Generation
 from sluiceway.llm.manager import GenerationRefused, Generations
+from sluiceway.llm.pacing import paced
 from sluiceway.llm.request import ChatRequest
 from sluiceway.server.errors import APIError, JSONResponse
+from sluiceway.sse import Event
 
 
 class GenerationBody(ChatRequest):
-    """``POST /v1/generations``: a chat request, plus ``partial_json`` for structured output."""
+    """``POST /v1/generations``: a chat request, plus ``partial_json`` for structured output
+    and ``pace`` (tokens/s) for smooth output."""
 
     partial_json: bool = False
+    pace: float | None = Field(default=None, gt=0, le=10_000)
 
 
 def generations_of(request: Request) -> Generations:
@@ -70,21 +76,28 @@ def refusal(exc: GenerationRefused | UpstreamError, generation_id: str | None = 
     return APIError(exc.status, exc.kind, exc.message, **extra)
 
 
-def stream_of(request: Request, generation: Generation, last_event_id: str | None) -> Response:
+def stream_of(
+    request: Request, generation: Generation, last_event_id: str | None, pace: float | None
+) -> Response:
     hub = request.app.state.hub
     if generation.done.is_set() and last_event_id == hub.latest_id(generation.topic):
         # The client has everything of an ended generation: 204 tells it not to reconnect.
         return Response(status_code=204)
+    content: Subscription | AsyncIterator[Event]
     try:
-        subscription = hub.subscribe_nowait(
-            [generation.topic], last_event_id or hub.earliest_id(generation.topic)
-        )
+        if pace is None:
+            content = hub.subscribe_nowait(
+                [generation.topic], last_event_id or hub.earliest_id(generation.topic)
+            )
+        else:
+            hub.subscribe_nowait([generation.topic], last_event_id).release()  # check the id
+            content = paced(generation_stream(hub, generation, last_event_id), pace)
     except InvalidEventId as exc:
         raise APIError(400, "invalid_last_event_id", str(exc)) from None
     except HubClosed as exc:
         raise APIError(503, "shutting_down", str(exc)) from None
     return EventStreamResponse(  # type: ignore[return-value]
-        subscription,
+        content,
         headers={"x-generation-id": generation.id},
         retry=request.app.state.settings.retry_ms,
     )
@@ -95,13 +108,13 @@ async def create(request: Request) -> Response:
         body = GenerationBody.model_validate(await read_json(request))
     except ValidationError as exc:
         raise APIError(422, "invalid_body", validation_detail(exc)) from None
-    chat = ChatRequest.model_validate(body.model_dump(exclude={"partial_json"}))
+    chat = ChatRequest.model_validate(body.model_dump(exclude={"partial_json", "pace"}))
     generations = generations_of(request)
     try:
         generation = await start_generation(generations, chat, partial_json=body.partial_json)
     except (GenerationRefused, UpstreamError) as exc:
         raise refusal(exc) from None
-    return stream_of(request, generation, None)
+    return stream_of(request, generation, None, body.pace)
 
 
 def _find(request: Request) -> Generation:
@@ -120,7 +133,14 @@ async def follow(request: Request) -> Response:
     last_event_id = request.headers.get("last-event-id") or request.query_params.get(
         "last_event_id"
     )
-    return stream_of(request, generation, last_event_id)
+    pace = request.query_params.get("pace")
+    try:
+        rate = float(pace) if pace is not None else None
+    except ValueError:
+        rate = -1.0
+    if rate is not None and not 0 < rate <= 10_000:
+        raise APIError(400, "invalid_pace", "pace must be a number of tokens per second, 0-10000")
+    return stream_of(request, generation, last_event_id, rate)
 
 
 async def cancel(request: Request) -> Response:

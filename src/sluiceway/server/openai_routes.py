@@ -60,9 +60,7 @@ async def chat_completions(request: Request) -> Response:
     return _error(502, "upstream_error", "the generation ended without an answer")
 
 
-async def _chunks(
-    hub: Hub, generation: Generation, encoder: ChunkEncoder
-) -> AsyncIterator[bytes]:
+async def _chunks(hub: Hub, generation: Generation, encoder: ChunkEncoder) -> AsyncIterator[bytes]:
     async for event, payload in generation_events(hub, generation):
         for chunk in encoder.chunks(event, payload):
             yield b"data: " + orjson.dumps(chunk) + b"\n\n"
