@@ -76,6 +76,7 @@ ERROR_STATUS: dict[str, int] = {
     "rate_limited": 429,
     "upstream_error": 502,
     "upstream_unavailable": 502,
+    "unavailable": 503,  # the provider cannot run here (e.g. the local model is not installed)
     "timeout": 504,
 }
 

@@ -26,7 +26,7 @@ from contextlib import aclosing
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from sluiceway.llm.chunks import Chunk
+from sluiceway.llm.chunks import Chunk, UpstreamError
 from sluiceway.llm.request import ChatRequest
 
 if TYPE_CHECKING:
@@ -76,17 +76,18 @@ def xllamacpp_available() -> bool:
     return importlib.util.find_spec("xllamacpp") is not None
 
 
-class LocalModelUnavailable(RuntimeError):
+class LocalModelUnavailable(UpstreamError):
     """The local model cannot run here; the message says what is missing and how to fix it.
 
-    >>> str(LocalModelUnavailable("xllamacpp is not installed")).startswith(
+    >>> LocalModelUnavailable("xllamacpp is not installed").message.startswith(
     ...     "the local model is unavailable: xllamacpp is not installed; install it with")
     True
     """
 
     def __init__(self, reason: str) -> None:
         self.reason = reason
-        super().__init__(f"the local model is unavailable: {reason}; {INSTALL_HINT}")
+        # An UpstreamError, so a generation answers 503 with this message before any token.
+        super().__init__("unavailable", f"the local model is unavailable: {reason}; {INSTALL_HINT}")
 
 
 class LocalModelServer:
@@ -178,6 +179,10 @@ class LocalModelServer:
             params.n_parallel = self._n_parallel
             # Fitting to free device memory is moot on the CPU and doubles the load time.
             params.fit_params = False
+            # A stream's handler only notices a shutdown at its next ping: close() with a
+            # stream open took up to ~sse_ping_interval (30 s by default; 0 hangs).  The pings
+            # (":" comments) also keep a long prompt's silence under the read timeout.
+            params.sse_ping_interval = 1
             try:
                 server = xllamacpp.Server(params)
             except RuntimeError as exc:
@@ -189,7 +194,8 @@ class LocalModelServer:
             self._server, self._address = server, address.rstrip("/")
 
     def close(self) -> None:
-        """Stop serving and free the port (~30 ms); ``start()`` may be called again."""
+        """Stop serving and free the port: ~30 ms, up to ~2 s while a stream is open (it ends
+        with a truncated body).  ``start()`` may be called again."""
         with self._lock:
             # xllamacpp has no stop(): dropping the last reference shuts the server down.
             self._server = None
