@@ -30,6 +30,9 @@ from sluiceway.llm.providers.local import (
 )
 from sluiceway.llm.request import ChatRequest, Message
 
+# A real model on the CPU: slower than the rest, and run in CI like the rest.
+pytestmark = pytest.mark.slow
+
 needs_model = pytest.mark.skipif(
     find_local_model() is None or not local.xllamacpp_available(),
     reason="the local model extra is not installed",
