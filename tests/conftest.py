@@ -4,11 +4,15 @@ from __future__ import annotations
 
 import re
 import uuid
-from collections.abc import AsyncIterator, Callable, Iterator, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping
 
 import httpx
 import pytest
+from redisproc import REDIS_SERVER, RedisProcess
 from serverproc import ServerProcess
+
+from sluiceway.hub import Hub, HubConfig
+from sluiceway.hub.redis_backend import RedisBackend
 
 StartServer = Callable[..., ServerProcess]
 
@@ -49,3 +53,42 @@ def topic(request: pytest.FixtureRequest) -> str:
     """A topic name no other test uses."""
     name = re.sub(r"[^A-Za-z0-9_.-]", "_", request.node.name)[:60]
     return f"{name}.{uuid.uuid4().hex[:8]}"
+
+
+@pytest.fixture(scope="session")
+def redis_server() -> Iterator[RedisProcess]:
+    """One private redis-server for the session (tests use unique topic names)."""
+    if REDIS_SERVER is None:
+        pytest.skip("redis-server is not installed: the Redis backend is NOT tested")
+    server = RedisProcess().start()
+    yield server
+    server.close()
+
+
+MakeHub = Callable[..., Awaitable[Hub]]
+
+
+@pytest.fixture(params=["memory", "redis"])
+async def make_hub(request: pytest.FixtureRequest) -> AsyncIterator[MakeHub]:
+    """``hub = await make_hub(HubConfig(...))``: the same contract, on each backend."""
+    hubs: list[Hub] = []
+    if request.param == "redis":
+        request.getfixturevalue("redis_server").client().flushdb()  # topic names repeat
+
+    async def make(config: HubConfig | None = None) -> Hub:
+        config = config or HubConfig()
+        if request.param == "memory":
+            hub = Hub(config)
+        else:
+            server: RedisProcess = request.getfixturevalue("redis_server")
+            backend = RedisBackend(
+                server.url, history_size=config.history_size, history_ttl=config.history_ttl
+            )
+            hub = Hub(config, backend)
+            await hub.start()
+        hubs.append(hub)
+        return hub
+
+    yield make
+    for hub in hubs:
+        await hub.aclose(0.5)

@@ -68,6 +68,9 @@ class HubConfig:
     keep_latest_topics: tuple[str, ...] = field(default_factory=tuple)
     #: Per-pattern bounds (the first match wins), e.g. a long history for LLM generations.
     topic_bounds: tuple[TopicBounds, ...] = field(default_factory=tuple)
+    #: Topic patterns kept in this process even with a shared backend (LLM generations run
+    #: in the process that started them, and are followed there).
+    process_local_topics: tuple[str, ...] = ("gen:*",)
 
     def __post_init__(self) -> None:
         positive_ints = ("history_size", "history_bytes", "buffer_events", "buffer_bytes")
@@ -89,6 +92,9 @@ class HubConfig:
                 }
                 return dataclasses.replace(self, **changes)
         return self
+
+    def is_process_local(self, topic: str) -> bool:
+        return any(fnmatch.fnmatchcase(topic, pattern) for pattern in self.process_local_topics)
 
     def overflow_policy(self, topic: str) -> OverflowPolicy:
         if any(fnmatch.fnmatchcase(topic, pattern) for pattern in self.keep_latest_topics):

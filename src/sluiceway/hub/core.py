@@ -14,6 +14,7 @@ from typing import Any
 import orjson
 
 from sluiceway.control import RESERVED_EVENT_PREFIX, RESET_EVENT
+from sluiceway.hub.backend import Backend
 from sluiceway.hub.config import HubConfig
 from sluiceway.hub.errors import (
     HistoryGone,
@@ -21,7 +22,9 @@ from sluiceway.hub.errors import (
     InvalidTopic,
     TooManyTopics,
     TopicFinished,
+    TopicNotReady,
 )
+from sluiceway.hub.mirror import Mirrors
 from sluiceway.hub.stats import HubStats
 from sluiceway.hub.subscription import CloseReason, Subscription
 from sluiceway.hub.topic import StoredEvent, Topic
@@ -69,8 +72,11 @@ class Hub:
     in history, the subscription starts with a :data:`RESET_EVENT` and continues live.
     """
 
-    def __init__(self, config: HubConfig | None = None) -> None:
+    def __init__(self, config: HubConfig | None = None, backend: Backend | None = None) -> None:
         self.config = config or HubConfig()
+        self.backend = backend
+        # With a shared backend, the topics followed here are mirrors of its history.
+        self._mirrors = Mirrors(self, backend) if backend is not None else None
         self.stats = HubStats()
         self._topics: dict[str, Topic] = {}
         self._subscriptions: set[Subscription] = set()
@@ -82,17 +88,38 @@ class Hub:
         self._flush_scheduled = False
         self._all_released: asyncio.Event | None = None
 
+    async def start(self) -> None:
+        """Connect the shared backend, if any (raises :class:`BackendUnavailable`)."""
+        if self._mirrors is not None:
+            await self._mirrors.start()
+            self._ensure_sweeper()
+
+    @property
+    def healthy(self) -> bool:
+        """False while the shared backend is unreachable."""
+        return self.backend is None or self.backend.healthy
+
+    def _is_shared(self, topic: str) -> bool:
+        return self._mirrors is not None and not self.config.is_process_local(topic)
+
     # -- publishing --------------------------------------------------------------------------
 
     async def publish(self, topic: str, data: Any, *, event: str | None = None) -> str:
         """Append an event to ``topic`` and return its id. Never waits for subscribers.
 
-        ``data`` is a string, or any JSON-serializable value (sent as compact JSON).
+        ``data`` is a string, or any JSON-serializable value (sent as compact JSON).  With a
+        shared backend the backend assigns the id (raises :class:`BackendUnavailable`).
         """
         if self._closing:
             raise HubClosed("the hub is shutting down")
         if event is not None and event.startswith(RESERVED_EVENT_PREFIX):
             raise ValueError(f"event types starting with {RESERVED_EVENT_PREFIX!r} are reserved")
+        if self._mirrors is not None and self._is_shared(topic):
+            assert self.backend is not None
+            publication = await self.backend.publish(check_topic_name(topic), to_data(data), event)
+            self.stats.published += 1
+            self._mirrors.apply_own(publication)
+            return f"{publication.epoch}-{publication.offset}"
         found = self._topic(topic)
         if found.finished:
             raise TopicFinished(f"topic {topic!r} is finished")
@@ -119,8 +146,17 @@ class Hub:
         """Follow ``topics`` after ``last_event_id`` (an id this hub gave out), or live.
 
         Raises :class:`InvalidEventId` for an id that is not one of ours, :class:`HubClosed`
-        while shutting down.
+        while shutting down, :class:`BackendUnavailable` when a shared topic cannot be loaded.
         """
+        if self._mirrors is not None:
+            names = sorted({check_topic_name(name) for name in topics})
+            shared = [name for name in names if self._is_shared(name)]
+            if shared:
+                requested: dict[str, Position] = {}
+                if last_event_id:
+                    positions = parse_cursor(last_event_id, len(names))
+                    requested = dict(zip(names, positions, strict=True))
+                await self._mirrors.ensure(shared, requested)
         return self.subscribe_nowait(topics, last_event_id)
 
     def subscribe_nowait(
@@ -133,6 +169,11 @@ class Hub:
         names = sorted({check_topic_name(name) for name in topics})
         if not names:
             raise InvalidTopic("subscribe to at least one topic")
+        mirrors = self._mirrors
+        if mirrors is not None:
+            for name in names:
+                if self._is_shared(name) and not mirrors.holds(name):
+                    raise TopicNotReady(f"topic {name!r} is not loaded in this process yet")
         requested = parse_cursor(last_event_id, len(names)) if last_event_id else None
         followed = [self._topic(name) for name in names]
         offsets = [topic.head for topic in followed]
@@ -197,6 +238,8 @@ class Hub:
         complete one.
         """
         check_topic_name(topic)
+        if self._mirrors is not None and self._is_shared(topic):
+            await self._mirrors.ensure([topic], {})
         found = self._topics.get(topic)
         if found is None:
             if after is not None:
@@ -264,6 +307,8 @@ class Hub:
         topic = self._topics.get(name)
         if topic is None:
             check_topic_name(name)
+            if self._is_shared(name):  # only the mirrors create shared topics
+                raise TopicNotReady(f"topic {name!r} is not loaded in this process yet")
             if len(self._topics) >= self.config.max_topics:
                 self._trim_topics(time.monotonic())
                 self._forget_idle_topics()
@@ -280,6 +325,7 @@ class Hub:
             name
             for name, topic in self._topics.items()
             if topic.idle_since is not None
+            and not self._is_shared(name)  # mirrors are dropped by Mirrors.sweep
             and now - topic.idle_since
             >= (topic.config.history_ttl if idle_for is None else idle_for)
         ]:
@@ -313,7 +359,7 @@ class Hub:
         tick = min(1.0, config.ping_interval / 4, config.write_timeout / 4)
         loop = asyncio.get_running_loop()
         next_trim = 0.0
-        while self._subscriptions or self._topics:
+        while self._subscriptions or self._topics or self._mirrors is not None:
             await asyncio.sleep(tick)
             now = loop.time()
             try:
@@ -321,6 +367,8 @@ class Hub:
                 if now >= next_trim:  # history ages in seconds: once a second is enough
                     next_trim = now + 1.0
                     self._trim_topics(time.monotonic())
+                    if self._mirrors is not None:
+                        await self._mirrors.sweep()
             except Exception:  # keep sweeping: pings and write deadlines depend on it
                 logger.exception("hub sweep failed")
 
@@ -355,6 +403,8 @@ class Hub:
             self._sweeper.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._sweeper
+        if self._mirrors is not None:
+            await self._mirrors.aclose()
 
     @property
     def closing(self) -> bool:

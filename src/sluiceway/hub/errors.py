@@ -5,6 +5,7 @@ from __future__ import annotations
 from sluiceway.ids import InvalidEventId, Position
 
 __all__ = [
+    "BackendUnavailable",
     "HistoryGone",
     "HubClosed",
     "HubError",
@@ -12,6 +13,7 @@ __all__ = [
     "InvalidTopic",
     "TooManyTopics",
     "TopicFinished",
+    "TopicNotReady",
 ]
 
 
@@ -45,3 +47,12 @@ class HistoryGone(HubError):
         super().__init__(
             f"history of topic {topic!r} no longer holds the events after {requested!r}"
         )
+
+
+class BackendUnavailable(HubError):
+    """The shared backend (Redis) cannot be reached; the server answers 503."""
+
+
+class TopicNotReady(HubError):
+    """``subscribe_nowait`` on a shared topic this process does not mirror yet: use the async
+    ``subscribe``, which loads it from the backend first."""

@@ -46,6 +46,7 @@ class CloseReason(StrEnum):
     SHUTDOWN_STUCK = "shutdown_stuck"  # could not flush within the shutdown grace period
     CLOSED = "closed"  # closed by the application
     COMPLETE = "complete"  # every followed topic is finished and everything was sent
+    RESYNC = "resync"  # the shared backend lost or replaced this topic's history
 
     @property
     def aborts(self) -> bool:

@@ -69,13 +69,15 @@ class Topic:
         config: HubConfig,
         on_sinks_ready: Callable[[set[Subscription]], None],
         epoch: str | None = None,
+        base: int = 1,
     ) -> None:
         self.name = name
         self.config = config
         self.policy = config.overflow_policy(name)
         self.epoch = epoch or new_epoch()
-        self.head = 0  # offset of the newest event; 0 while empty
-        self.base = 1  # offset of the oldest retained event
+        # A mirror of a shared backend's history may start anywhere (base > 1).
+        self.head = base - 1  # offset of the newest event; base - 1 while empty
+        self.base = base  # offset of the oldest retained event
         self._frames: list[bytes] = []
         # The same frames framed as HTTP/1.1 chunks, for writers that own the socket
         # (sluiceway.server.native): a single event then costs each subscriber one write of a
@@ -96,16 +98,25 @@ class Topic:
 
     # -- writing -----------------------------------------------------------------------------
 
-    def append(self, data: str, event: str | None) -> str:
-        """Store one event, wake the waiting subscribers, and return its id."""
+    def append(self, data: str, event: str | None, published_at: float | None = None) -> str:
+        """Store one event, wake the waiting subscribers, and return its id.
+
+        ``published_at`` (unix time) is for events published elsewhere (a shared backend):
+        their age, not the time they arrived here, counts for the history TTL.
+        """
         offset = self.head + 1
         event_id = f"{self.epoch}-{offset}"
         frame = encode_event(data, event=event)[:-1] + b"id: " + event_id.encode() + b"\n\n"
         self._frames.append(frame)
         self._chunks.append(as_http_chunk(frame))
         self._cum.append(self.total_bytes)
-        self._times.append(time.monotonic())
-        self._records.append((event, data, time.time()))
+        now = time.time()
+        if published_at is None:
+            self._times.append(time.monotonic())
+            self._records.append((event, data, now))
+        else:
+            self._times.append(time.monotonic() - max(0.0, now - published_at))
+            self._records.append((event, data, published_at))
         self.total_bytes += len(frame)
         self.head = offset
         self._trim_to_bounds()

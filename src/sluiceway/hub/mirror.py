@@ -1,0 +1,229 @@
+"""Mirrors: this process's copies of shared topics, kept in step with the backend.
+
+A mirror is an ordinary topic log (so fan-out, resume and the native path are unchanged),
+loaded from the backend's snapshot when a client first follows the topic here, then extended
+by the backend's live notifications.  Offsets must stay contiguous: a notification that skips
+one means something was missed, and the mirror is refilled from the backend's history.  The
+same check runs after the notification channel reconnects and every few seconds, so a process
+never stays silently deaf.  If the backend lost the topic's history (a new epoch), the mirror
+is dropped and its streams end; clients reconnect with their last id and get a reset event.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Iterable
+from typing import TYPE_CHECKING
+
+from sluiceway.hub.backend import Backend, Publication
+from sluiceway.hub.errors import BackendUnavailable, TooManyTopics
+from sluiceway.hub.subscription import CloseReason
+from sluiceway.hub.topic import Topic
+from sluiceway.ids import Position
+
+if TYPE_CHECKING:
+    from sluiceway.hub.core import Hub
+
+logger = logging.getLogger("sluiceway.hub")
+
+#: A mirror nobody here has followed for this long is dropped (and its channel unwatched).
+LONELY_AFTER = 30.0
+#: How often mirrors are compared with the backend's heads.
+CONTINUITY_CHECK_INTERVAL = 2.0
+
+
+class Mirrors:
+    def __init__(self, hub: Hub, backend: Backend) -> None:
+        self.hub = hub
+        self.backend = backend
+        self._loading: dict[str, asyncio.Future[None]] = {}
+        self._buffered: dict[str, list[Publication]] = {}
+        self._refills: dict[str, asyncio.Task[None]] = {}
+        self._lonely_since: dict[str, float] = {}
+        self._next_check = 0.0
+        self.refills = 0  # for tests and metrics: how often a gap had to be filled
+
+    async def start(self) -> None:
+        await self.backend.start(self.on_publication, self.on_reconnect)
+
+    def holds(self, name: str) -> bool:
+        return name in self.hub._topics and name not in self._loading
+
+    # -- loading -----------------------------------------------------------------------------
+
+    async def ensure(self, names: Iterable[str], requested: dict[str, Position]) -> None:
+        """Mirror ``names`` (loading those not held yet); catch up first on any whose
+        requested position is ahead of the mirror (an event this process has not seen yet)."""
+        for name in names:
+            if not self.holds(name):
+                await self._load(name)
+            position = requested.get(name)
+            topic = self.hub._topics.get(name)
+            ahead = (
+                topic is not None
+                and position is not None
+                and position.epoch == topic.epoch
+                and position.offset > topic.head
+            )
+            if ahead:
+                await self._refill(name)
+
+    async def _load(self, name: str) -> None:
+        pending = self._loading.get(name)
+        if pending is not None:
+            await asyncio.shield(pending)
+            return
+        max_topics = self.hub.config.max_topics
+        if len(self.hub._topics) >= max_topics:
+            await self._drop_lonely(0.0)
+            if len(self.hub._topics) >= max_topics:
+                raise TooManyTopics(f"the hub already holds {max_topics} topics")
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._loading[name] = future
+        self._buffered[name] = []
+        try:
+            await self.backend.watch(name)  # first, so nothing published meanwhile is missed
+            config = self.hub.config.for_topic(name)
+            snapshot = await self.backend.snapshot(name, None, config.history_size)
+            base = snapshot.events[0].offset if snapshot.events else snapshot.head + 1
+            topic = Topic(name, config, self.hub._schedule_many, epoch=snapshot.epoch, base=base)
+            for publication in snapshot.events:
+                topic.append(publication.data, publication.event, publication.published_at)
+            self.hub._topics[name] = topic
+            for publication in self._buffered[name]:
+                self._apply(topic, publication)
+            future.set_result(None)
+        except BaseException as exc:
+            self.hub._topics.pop(name, None)
+            future.set_exception(exc)
+            with contextlib.suppress(BaseException):
+                future.exception()  # retrieved: waiters see it through shield
+            raise
+        finally:
+            del self._loading[name]
+            self._buffered.pop(name, None)
+
+    # -- live --------------------------------------------------------------------------------
+
+    def on_publication(self, publication: Publication) -> None:
+        buffered = self._buffered.get(publication.topic)
+        if buffered is not None:
+            buffered.append(publication)
+            return
+        topic = self.hub._topics.get(publication.topic)
+        if topic is not None:
+            self._apply(topic, publication)
+
+    def apply_own(self, publication: Publication) -> None:
+        """A publication this process made: applied now if it is the next one (else the
+        notification, or a refill, brings it in order)."""
+        topic = self.hub._topics.get(publication.topic)
+        if (
+            topic is not None
+            and publication.topic not in self._loading
+            and publication.epoch == topic.epoch
+            and publication.offset == topic.head + 1
+        ):
+            topic.append(publication.data, publication.event, publication.published_at)
+
+    def _apply(self, topic: Topic, publication: Publication) -> None:
+        if publication.epoch != topic.epoch:
+            self._drop(topic.name, "the backend's history of this topic was replaced")
+        elif publication.offset == topic.head + 1:
+            topic.append(publication.data, publication.event, publication.published_at)
+        elif publication.offset > topic.head + 1:
+            self._schedule_refill(topic.name)
+        # offset <= head: already here (our own publication, or a refill got it first)
+
+    def on_reconnect(self) -> None:
+        """Notifications may have been lost while the channel was down: check every mirror."""
+        asyncio.get_running_loop().create_task(self.catch_up(list(self.hub._topics)))
+
+    async def catch_up(self, names: list[str]) -> None:
+        names = [n for n in names if self.holds(n) and self.hub._is_shared(n)]
+        if not names:
+            return
+        try:
+            heads = await self.backend.heads(names)
+        except BackendUnavailable:
+            return  # the next check (or reconnect) tries again
+        for name, (epoch, head) in heads.items():
+            topic = self.hub._topics.get(name)
+            if topic is None:
+                continue
+            if epoch != topic.epoch:
+                self._drop(name, "the backend lost this topic's history")
+            elif head > topic.head:
+                self._schedule_refill(name)
+
+    def _schedule_refill(self, name: str) -> None:
+        if name not in self._refills:
+            task = asyncio.get_running_loop().create_task(self._refill(name))
+            self._refills[name] = task
+            task.add_done_callback(lambda _: self._refills.pop(name, None))
+
+    async def _refill(self, name: str) -> None:
+        """Fetch what this mirror missed, in order, until it has everything."""
+        while (topic := self.hub._topics.get(name)) is not None:
+            limit = topic.config.history_size
+            try:
+                snapshot = await self.backend.snapshot(name, topic.head, limit)
+            except BackendUnavailable:
+                return
+            if self.hub._topics.get(name) is not topic:
+                return
+            self.refills += 1
+            if snapshot.epoch != topic.epoch:
+                self._drop(name, "the backend's history of this topic was replaced")
+                return
+            missing = snapshot.events and snapshot.events[0].offset != topic.head + 1
+            if missing or (not snapshot.events and snapshot.head > topic.head):
+                # What this mirror missed is no longer in the backend's history.
+                self._drop(name, "events this process missed were trimmed from history")
+                return
+            for publication in snapshot.events:
+                if publication.offset == topic.head + 1:
+                    topic.append(publication.data, publication.event, publication.published_at)
+            if len(snapshot.events) < limit:
+                return
+
+    def _drop(self, name: str, why: str) -> None:
+        """Forget a mirror that can no longer be trusted; its streams end (after what they
+        were sent) and their clients reconnect, resuming exactly or getting a reset."""
+        topic = self.hub._topics.pop(name, None)
+        if topic is None:
+            return
+        logger.warning("topic %r: %s; its %d stream(s) end", name, why, len(topic.subscribers))
+        for subscription in list(topic.subscribers):
+            subscription.close(CloseReason.RESYNC, flush=True)
+        asyncio.get_running_loop().create_task(self.backend.unwatch(name))
+
+    # -- upkeep ------------------------------------------------------------------------------
+
+    async def sweep(self) -> None:
+        """Drop mirrors nobody follows; compare the others with the backend now and then."""
+        await self._drop_lonely(LONELY_AFTER)
+        now = time.monotonic()
+        if now >= self._next_check:
+            self._next_check = now + CONTINUITY_CHECK_INTERVAL
+            await self.catch_up(list(self.hub._topics))
+
+    async def _drop_lonely(self, after: float) -> None:
+        now = time.monotonic()
+        for name, topic in list(self.hub._topics.items()):
+            if not self.hub._is_shared(name) or name in self._loading:
+                continue
+            if topic.subscribers:
+                self._lonely_since.pop(name, None)
+            elif now - self._lonely_since.setdefault(name, now) >= after:
+                del self.hub._topics[name]
+                self._lonely_since.pop(name, None)
+                await self.backend.unwatch(name)
+
+    async def aclose(self) -> None:
+        for task in list(self._refills.values()):
+            task.cancel()
+        await self.backend.aclose()
