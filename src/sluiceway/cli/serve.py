@@ -27,6 +27,8 @@ from sluiceway.server.settings import Settings
 @click.option("--write-timeout", type=float, help="Drop a socket stuck this long (default 30 s).")
 @click.option("--max-body-bytes", type=int, help="Largest request body (default 1 MiB).")
 @click.option("--keep-latest", "keep_latest_topics", multiple=True, help="Keep-latest topics.")
+@click.option("--backend", help="'memory' (default) or a Redis URL shared by processes.")
+@click.option("--workers", type=int, help="Processes on the port (needs a Redis backend).")
 def serve(**options: Any) -> None:
     """Run the streaming server (embedded defaults: no Redis, no key on loopback).
 
@@ -40,6 +42,12 @@ def serve(**options: Any) -> None:
     logging.basicConfig(
         level=settings.log_level.upper(), format="%(levelname)s: %(message)s", stream=sys.stderr
     )
+    from sluiceway.hub import BackendUnavailable
     from sluiceway.server.run import serve as run_server
 
-    run_server(settings)
+    try:
+        run_server(settings)
+    except BackendUnavailable as exc:
+        raise click.ClickException(str(exc)) from None
+    except ValueError as exc:
+        raise click.UsageError(str(exc)) from None

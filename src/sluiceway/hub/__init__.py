@@ -11,6 +11,7 @@
 from sluiceway.hub.config import HubConfig, OverflowPolicy, TopicBounds
 from sluiceway.hub.core import RESET_EVENT, HistoryPage, Hub, check_topic_name, to_data
 from sluiceway.hub.errors import (
+    BackendUnavailable,
     HistoryGone,
     HubClosed,
     HubError,
@@ -18,6 +19,7 @@ from sluiceway.hub.errors import (
     InvalidTopic,
     TooManyTopics,
     TopicFinished,
+    TopicNotReady,
 )
 from sluiceway.hub.stats import HubStats
 from sluiceway.hub.subscription import CloseReason, Subscription
@@ -25,6 +27,7 @@ from sluiceway.hub.topic import StoredEvent
 
 __all__ = [
     "RESET_EVENT",
+    "BackendUnavailable",
     "CloseReason",
     "HistoryGone",
     "HistoryPage",
@@ -41,6 +44,7 @@ __all__ = [
     "TooManyTopics",
     "TopicBounds",
     "TopicFinished",
+    "TopicNotReady",
     "check_topic_name",
     "to_data",
 ]

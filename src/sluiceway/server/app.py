@@ -9,6 +9,7 @@ from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 
 from sluiceway.hub import Hub
+from sluiceway.hub.redis_backend import RedisBackend
 from sluiceway.llm.manager import Generations
 from sluiceway.llm.providers.base import Provider
 from sluiceway.llm.providers.factory import make_provider
@@ -20,6 +21,17 @@ from sluiceway.server.routes import routes
 from sluiceway.server.settings import Settings
 
 
+def make_hub(settings: Settings) -> Hub:
+    """The hub the settings describe: in-process, or mirroring a shared Redis backend."""
+    config = settings.hub_config()
+    if not settings.shared_backend:
+        return Hub(config)
+    backend = RedisBackend(
+        settings.backend, history_size=config.history_size, history_ttl=config.history_ttl
+    )
+    return Hub(config, backend)
+
+
 def create_app(
     settings: Settings | None = None, hub: Hub | None = None, provider: Provider | None = None
 ) -> Starlette:
@@ -28,7 +40,7 @@ def create_app(
     >>> app = create_app(Settings(publish_key="s3cret"))
     """
     settings = settings or Settings()
-    hub = hub or Hub(settings.hub_config())
+    hub = hub or make_hub(settings)
     provider = provider or make_provider(
         settings.llm_provider,
         base_url=settings.llm_base_url,
@@ -42,6 +54,7 @@ def create_app(
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        await hub.start()  # connects a shared backend (BackendUnavailable if it cannot)
         yield
         await generations.aclose()
         await hub.aclose(settings.shutdown_timeout)

@@ -13,6 +13,7 @@ from starlette.routing import Route
 from sluiceway.asgi import EventStreamResponse
 from sluiceway.control import RESERVED_EVENT_PREFIX
 from sluiceway.hub import (
+    BackendUnavailable,
     HistoryGone,
     Hub,
     HubClosed,
@@ -106,6 +107,8 @@ async def publish(request: Request) -> Response:
         raise APIError(503, "shutting_down", str(exc)) from None
     except TooManyTopics as exc:
         raise APIError(503, "too_many_topics", str(exc)) from None
+    except BackendUnavailable as exc:
+        raise APIError(503, "backend_unavailable", str(exc)) from None
     except SSEProtocolError as exc:  # e.g. a lone surrogate that UTF-8 cannot carry
         raise APIError(422, "invalid_data", str(exc)) from None
     return JSONResponse({"id": event_id})
@@ -126,6 +129,8 @@ async def _stream(request: Request, path_topics: list[str]) -> Response:
         raise APIError(503, "shutting_down", str(exc)) from None
     except TooManyTopics as exc:
         raise APIError(503, "too_many_topics", str(exc)) from None
+    except BackendUnavailable as exc:
+        raise APIError(503, "backend_unavailable", str(exc)) from None
     return EventStreamResponse(subscription, retry=_settings(request).retry_ms)  # type: ignore[return-value]
 
 
@@ -147,6 +152,8 @@ async def history(request: Request) -> Response:
         page = await _hub(request).history(topic, after=after, limit=int(raw_limit))
     except InvalidEventId as exc:
         raise APIError(400, "invalid_after", str(exc)) from None
+    except BackendUnavailable as exc:
+        raise APIError(503, "backend_unavailable", str(exc)) from None
     except HistoryGone as exc:
         raise APIError(
             410,
@@ -172,9 +179,16 @@ async def healthz(request: Request) -> Response:
     hub = _hub(request)
     if hub.closing:
         return JSONResponse({"status": "shutting_down"}, status_code=503)
-    return JSONResponse(
-        {"status": "ok", "open_streams": hub.open_streams, "topics": len(hub.topic_names())}
-    )
+    body = {
+        "status": "ok",
+        "open_streams": hub.open_streams,
+        "topics": len(hub.topic_names()),
+        "backend": "redis" if hub.backend is not None else "memory",
+    }
+    if not hub.healthy:
+        body["status"] = "backend_unavailable"
+        return JSONResponse(body, status_code=503)
+    return JSONResponse(body)
 
 
 async def metrics(request: Request) -> Response:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gc
 import logging
+import os
 import socket
 import time
 
@@ -12,8 +13,9 @@ import uvicorn
 from sluiceway.asgi import close_all_streams
 from sluiceway.hub import Hub
 from sluiceway.server import native
-from sluiceway.server.app import create_app
+from sluiceway.server.app import create_app, make_hub
 from sluiceway.server.settings import Settings
+from sluiceway.server.workers import REUSE_PORT_ENV, check_backend, reuse_port_socket, supervise
 
 logger = logging.getLogger("sluiceway")
 
@@ -75,8 +77,17 @@ class StreamingServer(uvicorn.Server):
 
 
 def serve(settings: Settings) -> None:
-    """Run ``sluiceway serve`` in the foreground until SIGINT/SIGTERM."""
-    hub = Hub(settings.hub_config())
+    """Run ``sluiceway serve`` in the foreground until SIGINT/SIGTERM.
+
+    Raises :class:`BackendUnavailable` when a shared backend cannot be reached, and
+    ``ValueError`` for settings that cannot work together.
+    """
+    if settings.workers > 1:
+        supervise(settings)
+        return
+    if settings.shared_backend:
+        check_backend(settings.backend)
+    hub = make_hub(settings)
     app = create_app(settings, hub)
     use_native = settings.native_streams and native.AVAILABLE
     if settings.native_streams and not native.AVAILABLE:
@@ -104,4 +115,7 @@ def serve(settings: Settings) -> None:
     gc.collect()
     gc.freeze()
     gc.set_threshold(10_000, 20, 20)
-    StreamingServer(config, hub, settings.shutdown_timeout).run()
+    sockets = None
+    if os.environ.get(REUSE_PORT_ENV):  # a worker of `serve --workers N`
+        sockets = [reuse_port_socket(settings.host, settings.port, settings.backlog)]
+    StreamingServer(config, hub, settings.shutdown_timeout).run(sockets=sockets)

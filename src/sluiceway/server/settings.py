@@ -6,7 +6,7 @@ from __future__ import annotations
 import ipaddress
 from typing import Literal
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from sluiceway.hub import HubConfig
@@ -48,6 +48,10 @@ class Settings(BaseSettings):
     shutdown_timeout: float = Field(5.0, ge=0)
     #: Write hub streams straight to the socket (sluiceway.server.native); false: pure ASGI.
     native_streams: bool = True
+    #: Where history lives: ``memory`` (this process) or a Redis URL shared by processes.
+    backend: str = "memory"
+    #: Processes serving the port (SO_REUSEPORT); more than one needs a shared backend.
+    workers: int = Field(1, ge=1, le=64)
 
     #: Where generations come from: the embedded local model, or an API.
     llm_provider: Literal["local", "openai", "anthropic"] = "local"
@@ -65,6 +69,17 @@ class Settings(BaseSettings):
     llm_on_abandon: Literal["cancel", "finish"] = "cancel"
     #: Seconds a finished generation stays replayable.
     llm_retention: float = Field(600.0, gt=0)
+
+    @field_validator("backend")
+    @classmethod
+    def _known_backend(cls, value: str) -> str:
+        if value != "memory" and not value.startswith(("redis://", "rediss://", "unix://")):
+            raise ValueError("expected 'memory' or a Redis URL such as redis://127.0.0.1:6379/0")
+        return value
+
+    @property
+    def shared_backend(self) -> bool:
+        return self.backend != "memory"
 
     def generation_limits(self) -> GenerationLimits:
         return GenerationLimits(
