@@ -272,3 +272,43 @@ class UvicornThread:
     def __exit__(self, *exc: object) -> None:
         self._server.should_exit = True
         self._thread.join(10)
+
+
+class FailoverProxy:
+    """Forwards each loopback TCP connection to the first of ``upstream_ports`` that accepts:
+    a client keeps one URL while the server behind it dies and another takes over."""
+
+    def __init__(self, upstream_ports: list[int]) -> None:
+        self.upstream_ports = upstream_ports
+        self.port = 0
+        self.connections: list[int] = []  # the upstream port of each connection made
+        self._thread: _LoopThread | None = None
+        self._server: asyncio.Server | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://{HOST}:{self.port}"
+
+    def __enter__(self) -> Self:
+        self._thread = _LoopThread()
+        self._server = self._thread.call(asyncio.start_server(self._serve, HOST, 0))
+        self.port = self._server.sockets[0].getsockname()[1]
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        assert self._thread is not None and self._server is not None
+        self._thread.stop(self._server)
+
+    async def _serve(self, client_r: asyncio.StreamReader, client_w: asyncio.StreamWriter) -> None:
+        for port in self.upstream_ports:
+            try:
+                up_r, up_w = await asyncio.open_connection(HOST, port)
+            except OSError:
+                continue
+            self.connections.append(port)
+            upload = asyncio.create_task(_pipe(client_r, up_w))
+            await _pipe(up_r, client_w)
+            upload.cancel()
+            up_w.close()
+            break
+        client_w.close()

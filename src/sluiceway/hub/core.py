@@ -99,6 +99,11 @@ class Hub:
         """False while the shared backend is unreachable."""
         return self.backend is None or self.backend.healthy
 
+    @property
+    def backend_refills(self) -> int:
+        """How often a mirror had to be refilled from the backend (missed notifications)."""
+        return self._mirrors.refills if self._mirrors is not None else 0
+
     def _is_shared(self, topic: str) -> bool:
         return self._mirrors is not None and not self.config.is_process_local(topic)
 

@@ -56,6 +56,17 @@ class HubCollector(Collector):
         yield CounterMetricFamily(
             "sluiceway_streams_opened", "Hub subscriptions opened.", value=stats.streams_opened
         )
+        if self.hub.backend is not None:
+            yield GaugeMetricFamily(
+                "sluiceway_backend_up",
+                "1 while the shared backend (Redis) is reachable.",
+                value=1 if self.hub.healthy else 0,
+            )
+            yield CounterMetricFamily(
+                "sluiceway_backend_refills",
+                "Times a mirrored topic was refilled from the backend after missed notifications.",
+                value=self.hub.backend_refills,
+            )
 
 
 def metrics_registry(hub: Hub) -> CollectorRegistry:
