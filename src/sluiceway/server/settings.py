@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import ipaddress
+from pathlib import Path
 from typing import Literal
 
 from pydantic import Field, SecretStr, field_validator
@@ -52,6 +53,21 @@ class Settings(BaseSettings):
     backend: str = "memory"
     #: Processes serving the port (SO_REUSEPORT); more than one needs a shared backend.
     workers: int = Field(1, ge=1, le=64)
+
+    #: Directory served by ``GET /files/...`` and written by uploads (created when missing).
+    files_dir: Path = Path("files")
+    #: Largest upload (413 beyond; the partial file is removed).
+    max_upload_bytes: int = Field(1024 * MiB, ge=1)
+    #: Database for ``/exports`` (any SQLAlchemy async URL).
+    database_url: str = "sqlite+aiosqlite:///sluiceway.db"
+    #: Tables ``/exports`` may read; nothing else in the database is exposed.
+    export_tables: list[str] = Field(default_factory=lambda: ["demo"])
+    #: URL prefixes ``/proxy`` may forward to (none by default: the proxy is off).
+    proxy_allow: list[str] = Field(default_factory=list)
+    #: Jobs running at once (429 beyond).
+    max_jobs: int = Field(4, ge=1)
+    #: Compress responses (gzip; brotli when installed) for clients that accept it.
+    compression: bool = True
 
     #: Where generations come from: the embedded local model, or an API.
     llm_provider: Literal["local", "openai", "anthropic"] = "local"
