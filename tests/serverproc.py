@@ -209,7 +209,7 @@ class SSEStream:
         self.raw = bytearray()
         self.ended = False
         self._events: deque[Event] = deque()
-        self._chunks = response.aiter_raw()
+        self._chunks = response.aiter_bytes()  # decoded: the SSE bytes, compressed or not
 
     async def _read_more(self) -> bool:
         if self.ended:

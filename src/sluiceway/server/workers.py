@@ -17,11 +17,9 @@ import sys
 import time
 from types import FrameType
 
-import redis
 from pydantic import SecretStr
 
 from sluiceway.hub import BackendUnavailable
-from sluiceway.hub.redis_backend import describe_url
 from sluiceway.server.settings import Settings
 
 logger = logging.getLogger("sluiceway")
@@ -32,6 +30,10 @@ REUSE_PORT_ENV = "_SLUICEWAY_REUSE_PORT"
 
 def check_backend(url: str) -> None:
     """Fail fast, with a message that says where, when Redis cannot be reached."""
+    import redis  # only with a Redis backend
+
+    from sluiceway.hub.redis_backend import describe_url
+
     try:
         client = redis.Redis.from_url(url, socket_connect_timeout=3, socket_timeout=3)
         try:
