@@ -32,12 +32,24 @@ class RedisProcess:
 
     def start(self) -> RedisProcess:
         assert REDIS_SERVER is not None
-        persistence = ["--appendonly", "yes", "--appendfsync", "always"] if self.persistent else [
-            "--appendonly", "no"
-        ]
+        persistence = (
+            ["--appendonly", "yes", "--appendfsync", "always"]
+            if self.persistent
+            else ["--appendonly", "no"]
+        )
         self.proc = subprocess.Popen(
-            [REDIS_SERVER, "--bind", HOST, "--port", str(self.port), "--save", "",
-             "--dir", str(self.dir), *persistence],
+            [
+                REDIS_SERVER,
+                "--bind",
+                HOST,
+                "--port",
+                str(self.port),
+                "--save",
+                "",
+                "--dir",
+                str(self.dir),
+                *persistence,
+            ],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )
