@@ -101,3 +101,22 @@ def test_brotli_stream_decodes_per_event(asgi_server: ServerProcess) -> None:
         text = b""
         while b"data: hello\n" not in text:
             text += decoder.process(next(chunks))
+
+
+def test_files_gzip_with_a_weak_etag_but_never_a_range(
+    start_server: StartServer, tmp_path: object
+) -> None:
+    server = start_server(env={"SLUICEWAY_FILES_DIR": str(tmp_path)})
+    text = ("a line of text\n" * 2000).encode()
+    httpx.put(f"{server.url}/files/notes.txt", content=text).raise_for_status()
+    whole = httpx.get(f"{server.url}/files/notes.txt", headers=GZIP)
+    assert whole.headers["content-encoding"] == "gzip" and whole.content == text
+    assert whole.headers["etag"].startswith('W/"')  # other bytes than the strong validator's
+    again = httpx.get(
+        f"{server.url}/files/notes.txt",
+        headers={**GZIP, "If-None-Match": whole.headers["etag"]},
+    )
+    assert again.status_code == 304
+    part = httpx.get(f"{server.url}/files/notes.txt", headers={**GZIP, "Range": "bytes=0-99"})
+    assert part.status_code == 206 and "content-encoding" not in part.headers
+    assert part.content == text[:100]

@@ -46,7 +46,7 @@ def _topic(request: Request) -> str:
         raise APIError(400, "invalid_topic", str(exc)) from None
 
 
-def _require_publish_key(request: Request) -> None:
+def require_publish_key(request: Request) -> None:
     key = _settings(request).publish_key
     if key is None:
         return
@@ -98,7 +98,7 @@ def _parse_publication(body: bytes) -> tuple[Any, str | None]:
 
 
 async def publish(request: Request) -> Response:
-    _require_publish_key(request)
+    require_publish_key(request)
     topic = _topic(request)
     data, event = _parse_publication(await _read_body(request, _settings(request).max_body_bytes))
     try:

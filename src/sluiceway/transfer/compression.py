@@ -185,6 +185,10 @@ class _Responder:
         headers = MutableHeaders(raw=list(start["headers"]))
         del headers["content-length"]
         headers["content-encoding"] = self.encoding
+        etag = headers.get("etag")
+        if etag and not etag.startswith("W/"):
+            # Other bytes than the validator was made for: no longer a strong match.
+            headers["etag"] = "W/" + etag
         headers.add_vary_header("Accept-Encoding")
         return {**start, "headers": headers.raw}
 

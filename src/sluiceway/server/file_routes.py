@@ -1,0 +1,157 @@
+"""Files of ``sluiceway serve``: ``GET/HEAD/PUT /files/{path}`` and ``POST /uploads``.
+
+Everything lives under ``settings.files_dir``. Paths follow
+:mod:`sluiceway.transfer.paths`: no ``..``, no hidden names, no escape through a symlink.
+
+Status codes (errors are the usual ``{"error", "detail"}`` JSON):
+
+* download: ``200``, ``206``, ``304``; ``404 not_found`` for anything that is not a regular
+  file inside the directory — missing, a directory (no listings), *or an unsafe path*, so a
+  probe learns nothing about what lies outside; ``412 precondition_failed``;
+  ``416 range_not_satisfiable`` (with ``Content-Range: bytes */<size>``).
+* upload: ``201`` (created) or ``200`` (replaced, with ``?overwrite=1``) with
+  ``{"path", "size", "sha256"}`` (``POST``: ``{"files": [...]}``, each with its ``field``);
+  ``400 invalid_path`` for every unsafe path (the client named something that can never be
+  written, so say so); ``409 file_exists`` (no ``?overwrite=1``), ``409 path_conflict`` (the
+  path is a directory, or runs through a file); ``413 upload_too_large``; ``415
+  unsupported_media_type``, ``400 missing_boundary``/``invalid_multipart``/``missing_filename``/
+  ``no_files``/... for forms; ``401 unauthorized`` without the publish key, when one is set
+  (uploads write to the server's disk: they need the same key as publishing);
+  ``507 insufficient_storage`` when the disk is full.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote
+
+from starlette.requests import ClientDisconnect, Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from sluiceway.server.errors import APIError, JSONResponse
+from sluiceway.server.routes import require_publish_key
+from sluiceway.server.settings import Settings
+from sluiceway.transfer.download import file_response
+from sluiceway.transfer.multipart_upload import (
+    FRAMING_ALLOWANCE,
+    FormError,
+    boundary_of,
+    save_multipart,
+)
+from sluiceway.transfer.paths import UnsafePath, relative_name, resolve_within
+from sluiceway.transfer.upload import (
+    PathConflict,
+    StoredFile,
+    UploadTooLarge,
+    check_declared_length,
+    save_stream,
+)
+
+# What an open() of a client-named path may fail with that just means "no such file here".
+_MISSING = {errno.ENOENT, errno.ENOTDIR, errno.EISDIR, errno.EACCES, errno.ELOOP}
+_DISK_FULL = {errno.ENOSPC, errno.EDQUOT}
+_TRUE = {"1", "true", "yes"}
+
+
+def _settings(request: Request) -> Settings:
+    return request.app.state.settings  # type: ignore[no-any-return]
+
+
+def _flag(request: Request, name: str) -> bool:
+    return request.query_params.get(name, "").lower() in _TRUE
+
+
+async def download(request: Request) -> Response:
+    path = request.path_params["path"]
+    try:
+        target = resolve_within(_settings(request).files_dir, path)
+        return await file_response(request, target, attachment=_flag(request, "download"))
+    except UnsafePath:
+        pass  # answered exactly like a missing file
+    except OSError as exc:
+        if exc.errno not in _MISSING:
+            raise
+    raise APIError(404, "not_found", f"no file {path!r}")
+
+
+@contextlib.contextmanager
+def _upload_errors() -> Iterator[None]:
+    """The exceptions of receiving a file, as API errors."""
+    try:
+        yield
+    except UnsafePath as exc:
+        raise APIError(400, "invalid_path", str(exc)) from None
+    except FormError as exc:
+        raise APIError(exc.status, exc.code, exc.detail) from None
+    except UploadTooLarge as exc:
+        raise APIError(413, "upload_too_large", str(exc), limit=exc.limit) from None
+    except FileExistsError:
+        detail = "the file exists; add ?overwrite=1 to replace it"
+        raise APIError(409, "file_exists", detail) from None
+    except PathConflict as exc:
+        raise APIError(409, "path_conflict", str(exc)) from None
+    except ClientDisconnect:  # nothing was kept; this answer reaches nobody
+        raise APIError(400, "client_disconnected", "the client left mid-upload") from None
+    except OSError as exc:
+        if exc.errno in _DISK_FULL:
+            raise APIError(507, "insufficient_storage", "no space left for the upload") from None
+        raise
+
+
+def _describe(root: Path, stored: StoredFile) -> dict[str, Any]:
+    return {
+        "path": relative_name(root, stored.path),
+        "size": stored.size,
+        "sha256": stored.sha256,
+        "created": stored.created,
+    }
+
+
+async def put_file(request: Request) -> Response:
+    require_publish_key(request)
+    settings = _settings(request)
+    root = settings.files_dir
+    with _upload_errors():
+        target = resolve_within(root, request.path_params["path"])
+        check_declared_length(request.headers, settings.max_upload_bytes)
+        stored = await save_stream(
+            request.stream(),
+            target,
+            max_bytes=settings.max_upload_bytes,
+            overwrite=_flag(request, "overwrite"),
+        )
+    body = _describe(root, stored)
+    location = "/files/" + quote(body["path"])
+    return JSONResponse(
+        body, status_code=201 if stored.created else 200, headers={"location": location}
+    )
+
+
+async def post_uploads(request: Request) -> Response:
+    require_publish_key(request)
+    settings = _settings(request)
+    root = settings.files_dir
+    with _upload_errors():
+        boundary = boundary_of(request.headers.get("content-type", ""))
+        check_declared_length(request.headers, settings.max_upload_bytes + FRAMING_ALLOWANCE)
+        uploaded = await save_multipart(
+            request.stream(),
+            boundary,
+            root,
+            max_bytes=settings.max_upload_bytes,
+            overwrite=_flag(request, "overwrite"),
+        )
+    files = [{"field": item.field, **_describe(root, item.stored)} for item in uploaded]
+    return JSONResponse({"files": files}, status_code=201)
+
+
+routes: list[Route] = [
+    Route("/files/{path:path}", download, methods=["GET", "HEAD"]),
+    Route("/files/{path:path}", put_file, methods=["PUT"]),
+    Route("/uploads", post_uploads, methods=["POST"]),
+]

@@ -1,0 +1,1 @@
+"""Moving data: files (Range/ETag), uploads, CSV/NDJSON exports, the upstream proxy, compression."""
