@@ -383,6 +383,8 @@ async def test_a_finished_topic_ends_its_streams_after_the_last_event(make_hub: 
     assert hub.latest_id("gen:1") == second
     with pytest.raises(TopicFinished):
         await hub.publish("gen:1", "c")
+    live.release()
+    late.release()
     await hub.aclose()
 
 

@@ -1,9 +1,10 @@
-"""The ``sluiceway`` command: ``serve``, ``tail`` and ``publish``."""
+"""The ``sluiceway`` command: ``serve``, ``tail``, ``publish`` and ``demo-data``."""
 
 from __future__ import annotations
 
 import click
 
+from sluiceway.cli.demo_data import demo_data
 from sluiceway.cli.publish import publish
 from sluiceway.cli.serve import serve
 from sluiceway.cli.tail import tail
@@ -18,5 +19,6 @@ def main() -> None:
 main.add_command(serve)
 main.add_command(tail)
 main.add_command(publish)
+main.add_command(demo_data)
 
 __all__ = ["main"]

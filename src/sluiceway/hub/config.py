@@ -68,9 +68,9 @@ class HubConfig:
     keep_latest_topics: tuple[str, ...] = field(default_factory=tuple)
     #: Per-pattern bounds (the first match wins), e.g. a long history for LLM generations.
     topic_bounds: tuple[TopicBounds, ...] = field(default_factory=tuple)
-    #: Topic patterns kept in this process even with a shared backend (LLM generations run
-    #: in the process that started them, and are followed there).
-    process_local_topics: tuple[str, ...] = ("gen:*",)
+    #: Topic patterns kept in this process even with a shared backend (LLM generations and
+    #: jobs run in the process that started them, and are followed there).
+    process_local_topics: tuple[str, ...] = ("gen:*", "job:*")
 
     def __post_init__(self) -> None:
         positive_ints = ("history_size", "history_bytes", "buffer_events", "buffer_bytes")

@@ -7,18 +7,28 @@ from collections.abc import AsyncIterator
 
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
 
 from sluiceway.hub import Hub
-from sluiceway.hub.redis_backend import RedisBackend
 from sluiceway.llm.manager import Generations
 from sluiceway.llm.providers.base import Provider
 from sluiceway.llm.providers.factory import make_provider
 from sluiceway.llm.stats import GenerationMetrics
-from sluiceway.server import generation_routes, openai_routes
+from sluiceway.server import (
+    export_routes,
+    file_routes,
+    generation_routes,
+    job_routes,
+    openai_routes,
+    proxy_routes,
+)
 from sluiceway.server.errors import APIError, api_error_handler, http_error_handler
+from sluiceway.server.job_routes import close_jobs
 from sluiceway.server.metrics import metrics_registry
 from sluiceway.server.routes import routes
 from sluiceway.server.settings import Settings
+from sluiceway.transfer.compression import CompressionMiddleware
+from sluiceway.transfer.exports import dispose_engine
 
 
 def make_hub(settings: Settings) -> Hub:
@@ -26,6 +36,8 @@ def make_hub(settings: Settings) -> Hub:
     config = settings.hub_config()
     if not settings.shared_backend:
         return Hub(config)
+    from sluiceway.hub.redis_backend import RedisBackend  # redis is imported only when used
+
     backend = RedisBackend(
         settings.backend, history_size=config.history_size, history_ttl=config.history_ttl
     )
@@ -57,10 +69,23 @@ def create_app(
         await hub.start()  # connects a shared backend (BackendUnavailable if it cannot)
         yield
         await generations.aclose()
+        await close_jobs(app)  # running jobs cancelled, their partial files removed
+        await dispose_engine(app)
         await hub.aclose(settings.shutdown_timeout)
+        if getattr(app.state, "proxy", None) is not None:
+            await app.state.proxy.aclose()
 
     app = Starlette(
-        routes=[*routes, *generation_routes.routes, *openai_routes.routes],
+        routes=[
+            *routes,
+            *generation_routes.routes,
+            *openai_routes.routes,
+            *file_routes.routes,
+            *export_routes.routes,
+            *job_routes.routes,
+            *proxy_routes.routes,
+        ],
+        middleware=[Middleware(CompressionMiddleware)] if settings.compression else [],
         lifespan=lifespan,
         exception_handlers={APIError: api_error_handler, HTTPException: http_error_handler},
     )

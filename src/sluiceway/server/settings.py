@@ -11,6 +11,7 @@ from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from sluiceway.hub import HubConfig
+from sluiceway.jobs import job_topic_bounds
 from sluiceway.llm.limits import GenerationLimits
 from sluiceway.llm.manager import generation_topic_bounds
 
@@ -119,7 +120,7 @@ class Settings(BaseSettings):
             ping_interval=self.ping_interval,
             max_topics=self.max_topics,
             keep_latest_topics=tuple(self.keep_latest_topics),
-            topic_bounds=(generation_topic_bounds(self.generation_limits()),),
+            topic_bounds=(generation_topic_bounds(self.generation_limits()), job_topic_bounds()),
         )
 
     @property

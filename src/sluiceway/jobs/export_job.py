@@ -1,0 +1,144 @@
+"""The ``export`` job: a table of ``settings.export_tables`` to a file under
+``files_dir/exports/``, downloadable from ``/files/exports/<name>`` when it is done.
+
+``POST /jobs`` with::
+
+    {"kind": "export",
+     "params": {"table": "demo", "format": "csv", "columns": ["id", "name"],
+                "where": {"active": true, "amount.gt": "100"}, "order_by": ["-id"],
+                "limit": 1000}}
+
+The filters are those of ``GET /exports`` (:mod:`sluiceway.transfer.export_query`), as a JSON
+object. Progress counts rows, out of a ``COUNT(*)`` of the same query taken first. The rows
+are written to ``<name>.part`` and renamed when complete, so a file under its final name is
+always whole; a job that fails or is cancelled removes its partial file.
+
+The result: ``{"path": "exports/<name>", "download": "/files/exports/<name>", "rows",
+"bytes", "sha256", "table", "format"}`` (``path`` is relative to ``files_dir``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+from sqlalchemy.exc import SQLAlchemyError
+
+from sluiceway.jobs.progress import Progress
+from sluiceway.jobs.registry import JobFailed, JobRefused, JobRegistry
+from sluiceway.transfer.export_query import ExportQuery, ExportQueryError, build_select
+from sluiceway.transfer.exports import (
+    ExportError,
+    check_table,
+    describe_error,
+    engine_for,
+    iter_chunks,
+    open_export,
+    reflect_table,
+)
+from sluiceway.transfer.row_formats import encoder_for
+
+#: Subdirectory of ``files_dir`` that export jobs write to.
+EXPORTS_SUBDIR = "exports"
+
+Scalar = str | int | float | bool | None
+
+
+class ExportParams(BaseModel):
+    """The parameters of an ``export`` job."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    table: str = Field(min_length=1, max_length=200)
+    format: Literal["csv", "ndjson"] = "csv"
+    columns: list[str] | None = None
+    #: ``{"<column>": value}`` or ``{"<column>.<op>": value}``; ``null``: IS NULL.
+    where: dict[str, Scalar] = Field(default_factory=dict)
+    #: Column names, ``-`` first for descending (a comma-separated string works too).
+    order_by: list[str] = Field(default_factory=list)
+    limit: int | None = Field(default=None, ge=0)
+
+    @field_validator("columns", "order_by", mode="before")
+    @classmethod
+    def _split(cls, value: Any) -> Any:
+        return [name.strip() for name in value.split(",")] if isinstance(value, str) else value
+
+    def query(self) -> ExportQuery:
+        return ExportQuery.from_values(self.columns, self.where, self.order_by, self.limit)
+
+
+async def check_export(app: Any, params: ExportParams) -> None:
+    """Refuse (422) a table that is not exportable or a query the table cannot answer."""
+    try:
+        check_table(params.table, app.state.settings.export_tables)
+        async with engine_for(app).connect() as connection:
+            build_select(await reflect_table(connection, params.table), params.query())
+    except ExportQueryError as exc:
+        raise JobRefused(422, exc.code, exc.detail) from None
+    except ExportError as exc:
+        raise JobRefused(422 if exc.status == 404 else exc.status, exc.code, exc.detail) from None
+    except (SQLAlchemyError, OSError) as exc:
+        raise JobRefused(503, "database_unavailable", describe_error(exc)) from None
+
+
+async def run_export(progress: Progress, params: ExportParams) -> dict[str, Any]:
+    """Write the export to ``files_dir/exports/<table>-<job id>.<format>``."""
+    app = progress.app
+    try:
+        cursor = await open_export(engine_for(app), params.table, params.query(), count=True)
+    except ExportQueryError as exc:  # the table changed since the check
+        raise JobFailed(exc.code, exc.detail) from None
+    except ExportError as exc:
+        raise JobFailed(exc.code, exc.detail) from None
+    progress.set_total(cursor.total)
+    encoder = encoder_for(params.format, cursor.columns)
+    directory = Path(app.state.settings.files_dir) / EXPORTS_SUBDIR
+    name = f"{_safe(params.table)}-{progress.job_id}.{encoder.extension}"
+    final, partial = directory / name, directory / (name + ".part")
+    digest = hashlib.sha256()
+    size = 0
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+        # Plain blocking writes: 64 KiB into the page cache takes microseconds, and unlike a
+        # write in a thread it cannot outlive a cancelled job (whose file is removed at once).
+        with partial.open("wb") as file:
+            async for chunk in iter_chunks(cursor, encoder):
+                file.write(chunk)
+                digest.update(chunk)
+                size += len(chunk)
+                await progress.update(encoder.rows)
+        os.replace(partial, final)
+    except (SQLAlchemyError, OSError) as exc:
+        partial.unlink(missing_ok=True)
+        code = "database_error" if isinstance(exc, SQLAlchemyError) else "write_failed"
+        raise JobFailed(code, describe_error(exc)) from None
+    except BaseException:
+        partial.unlink(missing_ok=True)  # cancelled (or a bug): no partial file stays behind
+        raise
+    finally:
+        await cursor.aclose()
+    await progress.update(encoder.rows)
+    return {
+        "path": f"{EXPORTS_SUBDIR}/{name}",
+        "download": f"/files/{EXPORTS_SUBDIR}/{name}",
+        "rows": encoder.rows,
+        "bytes": size,
+        "sha256": digest.hexdigest(),
+        "table": params.table,
+        "format": params.format,
+    }
+
+
+def _safe(name: str) -> str:
+    """A table name as part of a file name (letters, digits, ``_ . -``)."""
+    return "".join(c if c.isascii() and (c.isalnum() or c in "_.-") else "_" for c in name)
+
+
+def register_export_kind(registry: JobRegistry) -> None:
+    registry.register("export", ExportParams, run_export, check=check_export, replace=True)
+
+
+__all__ = ["EXPORTS_SUBDIR", "ExportParams", "check_export", "register_export_kind", "run_export"]

@@ -1,0 +1,52 @@
+"""``GET /exports/{table}.csv`` and ``.ndjson``: a table of ``settings.export_tables``, streamed.
+
+Query parameters: see :mod:`sluiceway.transfer.export_query`. Errors before the first byte are
+JSON (404 ``unknown_table``, 400 ``invalid_*``/``unknown_parameter``, 503
+``database_unavailable``); after it, the body ends with the format's error marker.
+
+Wiring: ``routes`` into the app, and :func:`~sluiceway.transfer.exports.dispose_engine` at the
+end of the lifespan.
+"""
+
+from __future__ import annotations
+
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from sluiceway.server.errors import APIError
+from sluiceway.transfer.export_query import ExportQuery, ExportQueryError
+from sluiceway.transfer.exports import (
+    ExportError,
+    ExportResponse,
+    check_table,
+    engine_for,
+    open_export,
+)
+
+
+async def _export(request: Request, format: str) -> Response:
+    settings = request.app.state.settings
+    try:
+        table = check_table(request.path_params["table"], settings.export_tables)
+        query = ExportQuery.from_params(request.query_params.multi_items())
+        cursor = await open_export(engine_for(request.app), table, query)
+    except ExportQueryError as exc:
+        raise APIError(400, exc.code, exc.detail) from None
+    except ExportError as exc:
+        raise APIError(exc.status, exc.code, exc.detail) from None
+    return ExportResponse(cursor, format)
+
+
+async def export_csv(request: Request) -> Response:
+    return await _export(request, "csv")
+
+
+async def export_ndjson(request: Request) -> Response:
+    return await _export(request, "ndjson")
+
+
+routes: list[Route] = [
+    Route("/exports/{table}.csv", export_csv, methods=["GET"]),
+    Route("/exports/{table}.ndjson", export_ndjson, methods=["GET"]),
+]

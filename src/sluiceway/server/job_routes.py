@@ -1,0 +1,124 @@
+"""``/jobs``: start a background job, follow its progress (resumable SSE), cancel it.
+
+| request | answer |
+|---|---|
+| ``POST /jobs`` ``{"kind", "params"}`` | 202 the job (``id``, ``state``, ``events``...) |
+| ``GET /jobs`` | ``{"jobs": [...]}`` |
+| ``GET /jobs/{id}`` | the job |
+| ``GET /jobs/{id}/events`` | SSE: ``progress``..., then ``result`` or ``error``; resumable |
+| ``DELETE /jobs/{id}`` | cancels it (idempotent): 200 the job |
+
+Wiring: ``routes`` into the app, and ``await close_jobs(app)`` in the lifespan's shutdown
+(before the hub closes, so that cancelled jobs can still say so).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from sluiceway.asgi import EventStreamResponse
+from sluiceway.hub import HubClosed, HubError, InvalidEventId
+from sluiceway.jobs import Job, JobRefused, Jobs
+from sluiceway.server.errors import APIError, JSONResponse
+from sluiceway.server.generation_routes import read_json, validation_detail
+
+
+class JobRequest(BaseModel):
+    """``POST /jobs``."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    kind: str = Field(min_length=1, max_length=100)
+    params: dict[str, Any] = Field(default_factory=dict)
+
+
+def jobs_for(app: Any) -> Jobs:
+    """The app's job manager, created on first use (limit: ``settings.max_jobs``)."""
+    jobs: Jobs | None = getattr(app.state, "jobs", None)
+    if jobs is None:
+        jobs = Jobs(app.state.hub, app=app, max_running=app.state.settings.max_jobs)
+        app.state.jobs = jobs
+    return jobs
+
+
+async def close_jobs(app: Any) -> None:
+    """Cancel the app's running jobs (their partial files are removed); for the lifespan."""
+    jobs: Jobs | None = getattr(app.state, "jobs", None)
+    if jobs is not None:
+        await jobs.aclose()
+
+
+def describe(job: Job) -> dict[str, Any]:
+    return {**job.describe(), "url": f"/jobs/{job.id}", "events": f"/jobs/{job.id}/events"}
+
+
+def _find(request: Request) -> Job:
+    job = jobs_for(request.app).get(request.path_params["job_id"])
+    if job is None:
+        raise APIError(404, "unknown_job", "no such job (or it ended too long ago)")
+    return job
+
+
+async def create(request: Request) -> Response:
+    try:
+        body = JobRequest.model_validate(await read_json(request))
+    except ValidationError as exc:
+        raise APIError(422, "invalid_body", validation_detail(exc)) from None
+    try:
+        job = await jobs_for(request.app).start(body.kind, body.params)
+    except JobRefused as exc:
+        raise APIError(exc.status, exc.code, exc.detail) from None
+    return JSONResponse(describe(job), status_code=202, headers={"location": f"/jobs/{job.id}"})
+
+
+async def list_jobs(request: Request) -> Response:
+    return JSONResponse({"jobs": [describe(job) for job in jobs_for(request.app).list()]})
+
+
+async def show(request: Request) -> Response:
+    return JSONResponse(describe(_find(request)))
+
+
+async def events(request: Request) -> Response:
+    job = _find(request)
+    hub = request.app.state.hub
+    last_event_id = request.headers.get("last-event-id") or request.query_params.get(
+        "last_event_id"
+    )
+    try:
+        if job.done.is_set() and last_event_id == hub.latest_id(job.topic):
+            # The client has every event of an ended job: 204 tells it not to reconnect.
+            return Response(status_code=204)
+        start = last_event_id or hub.earliest_id(job.topic)
+        subscription = hub.subscribe_nowait([job.topic], start)
+    except InvalidEventId as exc:
+        raise APIError(400, "invalid_last_event_id", str(exc)) from None
+    except HubClosed as exc:
+        raise APIError(503, "shutting_down", str(exc)) from None
+    except HubError as exc:  # e.g. job topics not kept in-process with a shared backend
+        raise APIError(503, "backend_unavailable", str(exc)) from None
+    return EventStreamResponse(  # type: ignore[return-value]
+        subscription,
+        headers={"x-job-id": job.id},
+        retry=request.app.state.settings.retry_ms,
+    )
+
+
+async def cancel(request: Request) -> Response:
+    job = _find(request)
+    await jobs_for(request.app).cancel(job.id)
+    return JSONResponse(describe(job))
+
+
+routes: list[Route] = [
+    Route("/jobs", create, methods=["POST"]),
+    Route("/jobs", list_jobs, methods=["GET"]),
+    Route("/jobs/{job_id}", show, methods=["GET"]),
+    Route("/jobs/{job_id}", cancel, methods=["DELETE"]),
+    Route("/jobs/{job_id}/events", events, methods=["GET"]),
+]
