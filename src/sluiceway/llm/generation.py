@@ -87,6 +87,8 @@ class Generation:
         self._stop_as: State | None = None
         self._labels = {"provider": provider.name, "model": self.model}
         self._metrics = metrics
+        # Looked up once: labels() costs microseconds, and this one is observed per token.
+        self._inter_token = metrics.inter_token.labels(**self._labels)
         self._last_partial = 0.0
         self._last_chunk_at: float | None = None
         self._partial_sent: Any = NOTHING
@@ -212,7 +214,7 @@ class Generation:
         previous = self._last_chunk_at
         self._last_chunk_at = now = time.monotonic()
         if previous is not None and isinstance(chunk, TextDelta | ToolCallDelta):
-            self._metrics.inter_token.labels(**self._labels).observe(now - previous)
+            self._inter_token.observe(now - previous)
 
     async def _maybe_partial(self, *, final: bool) -> None:
         now = time.monotonic()

@@ -13,7 +13,7 @@ from starlette.routing import Route
 from sluiceway.asgi import EventStreamResponse
 from sluiceway.hub import Hub
 from sluiceway.llm.chunks import UpstreamError
-from sluiceway.llm.follow import generation_events
+from sluiceway.llm.follow import generation_batches, generation_events
 from sluiceway.llm.generation import Generation
 from sluiceway.llm.manager import GenerationRefused
 from sluiceway.llm.openai_format import BadRequest, ChunkEncoder, error_body, parse_request
@@ -61,14 +61,21 @@ async def chat_completions(request: Request) -> Response:
 
 
 async def _chunks(hub: Hub, generation: Generation, encoder: ChunkEncoder) -> AsyncIterator[bytes]:
-    async for event, payload in generation_events(hub, generation):
-        for chunk in encoder.chunks(event, payload):
-            yield b"data: " + orjson.dumps(chunk) + b"\n\n"
-        if event == "done":
-            yield DONE
-            return
-        if event == "error":
-            return
+    # One write per batch of events that became available together (a reader that is
+    # behind, a burst from the provider), not one per token.
+    async for batch in generation_batches(hub, generation):
+        out: list[bytes] = []
+        for event in batch:
+            kind = event.event or "message"
+            for chunk in encoder.chunks(kind, orjson.loads(event.data or "null")):
+                out.append(b"data: " + orjson.dumps(chunk) + b"\n\n")
+            if kind == "done":
+                out.append(DONE)
+            if kind in ("done", "error"):
+                yield b"".join(out)
+                return
+        if out:
+            yield b"".join(out)
 
 
 routes = [Route("/v1/chat/completions", chat_completions, methods=["POST"])]
