@@ -1,0 +1,1073 @@
+"""Fan-out through Redis side by side with the in-process backend.
+
+Three setups, one run, same workload, one markdown table (full results in
+``bench/results/redis_fanout-<time>.json``):
+
+* ``memory``   one ``sluiceway serve`` (in-process backend), all subscribers on it;
+* ``redis-1``  one ``sluiceway serve --backend redis://...``, all subscribers on it;
+* ``redis-2``  two ``sluiceway serve --backend redis://...`` (A and B), half the subscribers
+               on each; events are published through A (``--publish-via alternate``: lane k
+               publishes through A when k is even, B when odd).
+
+``redis-1`` against ``memory`` is the cost of Redis (one Lua script per publish, the pub/sub
+notification back, the mirror); ``redis-2`` against ``redis-1`` is the cost of splitting the
+subscribers over two processes on the same CPU budget.
+
+Phases (fresh servers each; one private ``redis-server`` for the whole run, FLUSHALL between
+phases):
+
+* ``throughput``  N subscribers (default 1,000), E events (2,000) published as fast as they are
+                  accepted, 8 keep-alive publishers with one POST in flight each (as
+                  ``fanout.py``); deliveries/s; Redis ``INFO commandstats`` read before and
+                  after, divided by the events published.
+* ``small``       the same with 100 subscribers: Redis commands per publish must not grow with
+                  the number of subscribers.
+* ``latency``     N subscribers, 20 events/s for 10 s on an absolute schedule;
+                  publish-to-receive p50/p99/max (and per process for ``redis-2``).
+
+Every delivery is checked for loss, duplicates and per-publisher order (``fanout.check_delivery``);
+``sluiceway_backend_refills_total`` is read from each process's ``/metrics`` before and after
+each measured window, and each server's log is scanned for warnings and errors.
+
+    uv run python bench/redis_fanout.py --help
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import gc
+import json
+import os
+import re
+import resource
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from array import array
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import fanout
+import psutil
+import redis
+import uvloop
+from fanout import (
+    HOST,
+    ROOT,
+    PublishStats,
+    ServerProcess,
+    Sink,
+    Subscriber,
+    build_request,
+    check_delivery,
+    close_subscribers,
+    core_ticks,
+    free_port,
+    http_request,
+    loadgen_cpu,
+    open_http,
+    open_subscribers,
+    percentile,
+    publish_body,
+    publish_report,
+    wait_machine_quiet,
+)
+
+BENCH_DIR = Path(__file__).resolve().parent
+SETUPS = ("memory", "redis-1", "redis-2")
+SETUP_TITLES = {
+    "memory": "in-process, 1 proc",
+    "redis-1": "Redis, 1 proc",
+    "redis-2": "Redis, 2 procs",
+}
+PHASE_NAMES = ("throughput", "small", "latency")
+DISTURBED_PCT = 10.0
+METRIC_RE = re.compile(rb"^(sluiceway_[a-z_]+)(?:\{[^}]*\})? ([0-9.e+-]+)$", re.MULTILINE)
+LOG_PROBLEM_RE = re.compile(r"^(WARNING|ERROR|CRITICAL)|Traceback", re.MULTILINE)
+
+
+# --------------------------------------------------------------------------------------------
+# Processes
+# --------------------------------------------------------------------------------------------
+
+
+class RedisServer:
+    """A private redis-server on a free loopback port, no persistence, pinned to one core."""
+
+    def __init__(self, cpu: int, log_dir: Path) -> None:
+        self.port = free_port()
+        self.cpu = cpu
+        self.dir = Path(tempfile.mkdtemp(prefix="redis-fanout-"))
+        self.log_path = log_dir / f"redis-{self.port}.log"
+        exe = shutil.which("redis-server")
+        if exe is None:
+            raise RuntimeError("redis-server is not installed")
+        self.cmd = [
+            "taskset", "-c", str(cpu), exe,
+            "--bind", HOST, "--port", str(self.port),
+            "--save", "", "--appendonly", "no",
+            "--dir", str(self.dir), "--logfile", str(self.log_path),
+        ]  # fmt: skip
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.ps: psutil.Process | None = None
+        self.client: redis.Redis | None = None
+        self.version = ""
+
+    @property
+    def url(self) -> str:
+        return f"redis://{HOST}:{self.port}/0"
+
+    def start(self) -> None:
+        self.proc = subprocess.Popen(
+            self.cmd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT
+        )
+        self.ps = psutil.Process(self.proc.pid)
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                client = redis.Redis(host=HOST, port=self.port, socket_timeout=5)
+                client.ping()
+                self.client = client
+                self.version = str(client.info("server").get("redis_version", ""))
+                return
+            except redis.ConnectionError:
+                if time.monotonic() > deadline or self.proc.poll() is not None:
+                    raise RuntimeError(f"redis-server did not start on port {self.port}") from None
+                time.sleep(0.05)
+
+    def cpu_seconds(self) -> float:
+        assert self.ps is not None
+        with contextlib.suppress(psutil.Error):
+            t = self.ps.cpu_times()
+            return t.user + t.system
+        return 0.0
+
+    def commandstats(self) -> dict[str, dict[str, float]]:
+        assert self.client is not None
+        raw = self.client.info("commandstats")
+        return {k.removeprefix("cmdstat_"): v for k, v in raw.items()}
+
+    def stop(self) -> None:
+        if self.client is not None:
+            with contextlib.suppress(Exception):
+                self.client.close()
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(5)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(5)
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+def start_sluiceway(cpu: int, log_dir: Path, backend: str | None) -> ServerProcess:
+    srv = ServerProcess("sluiceway", cpu, log_dir)
+    if backend is not None:
+        srv.cmd += ["--backend", backend]
+    srv.start()
+    return srv
+
+
+async def read_metrics(port: int) -> dict[str, float]:
+    try:
+        status, body = await http_request(port, b"GET", "/metrics", None, limit_s=5.0)
+    except (OSError, TimeoutError, ConnectionError, ValueError) as exc:
+        return {"error": repr(exc)}  # type: ignore[dict-item]
+    if status != 200:
+        return {"error": f"status {status}"}  # type: ignore[dict-item]
+    return {m.group(1).decode(): float(m.group(2)) for m in METRIC_RE.finditer(body)}
+
+
+def log_problems(srv: ServerProcess) -> dict[str, Any]:
+    try:
+        text = srv.log_path.read_text("utf-8", "replace")
+    except OSError:
+        return {"count": 0, "samples": []}
+    lines = [ln for ln in text.splitlines() if LOG_PROBLEM_RE.search(ln)]
+    return {"count": len(lines), "samples": sorted(set(lines))[:8]}
+
+
+# --------------------------------------------------------------------------------------------
+# CPU of every process we started, and of both cores
+# --------------------------------------------------------------------------------------------
+
+
+class MultiCpuWindow:
+    """CPU of the servers, redis-server and the load generator over a window, and both cores'
+    busy share from /proc/stat (softirq included: loopback TCP delivery is accounted there).
+
+    ``other`` per core is its busy share minus our processes pinned to it: someone else's
+    work, or softirq not charged to any of ours (``other_minus_softirq`` leaves that out)."""
+
+    def __init__(self, procs: dict[str, tuple[Any, int]], loadgen_core: int) -> None:
+        self.procs = procs  # name -> (object with cpu_seconds(), pinned core)
+        self.loadgen_core = loadgen_core
+        self.t0 = time.monotonic()
+        self.c0 = {n: p.cpu_seconds() for n, (p, _) in procs.items()}
+        self.l0 = sum(loadgen_cpu())
+        self.k0 = core_ticks()
+
+    def stop(self) -> dict[str, Any]:
+        wall = time.monotonic() - self.t0
+        k1 = core_ticks()
+        pct: dict[str, float] = {}
+        on_core: dict[int, float] = {}
+        for n, (p, core) in self.procs.items():
+            v = 100 * (p.cpu_seconds() - self.c0[n]) / wall if wall > 0 else float("nan")
+            pct[n] = round(v, 1)
+            on_core[core] = on_core.get(core, 0.0) + v
+        lg = 100 * (sum(loadgen_cpu()) - self.l0) / wall if wall > 0 else float("nan")
+        pct["loadgen"] = round(lg, 1)
+        on_core[self.loadgen_core] = on_core.get(self.loadgen_core, 0.0) + lg
+        cores: dict[str, dict[str, float]] = {}
+        for core in sorted(set(on_core) | set(k1)):
+            if core not in self.k0 or core not in k1:
+                continue
+            d = [b - a for a, b in zip(self.k0[core], k1[core], strict=False)]
+            total = sum(d[:8]) or 1
+            busy = 100 * (total - d[3] - d[4] - d[7]) / total
+            ours = on_core.get(core, 0.0)
+            softirq = 100 * d[6] / total
+            cores[str(core)] = {
+                "busy_pct": round(busy, 1),
+                "ours_pct": round(ours, 1),
+                "other_pct": round(max(0.0, busy - ours), 1),
+                # Softirq (loopback TCP delivery) is only partly charged to the process in
+                # whose context it ran; what is left looks like "other" work but is ours.
+                "other_minus_softirq_pct": round(max(0.0, busy - ours - softirq), 1),
+                "softirq_pct": round(softirq, 1),
+                "steal_pct": round(100 * d[7] / total, 1),
+            }
+        return {"wall_s": round(wall, 3), "process_pct": pct, "cores": cores}
+
+
+def disturbance(res: dict[str, Any]) -> float:
+    """Largest share of a benchmark core that went to other processes in the window: busy
+    minus our pinned processes minus softirq (on this machine, a loaded fan-out leaves 10-20%
+    softirq on a core that is charged to no process; other processes show up far above it)."""
+    cores = (res.get("cpu") or {}).get("cores", {})
+    return max((c.get("other_minus_softirq_pct", 0.0) for c in cores.values()), default=0.0)
+
+
+# --------------------------------------------------------------------------------------------
+# Publishing through one or several processes
+# --------------------------------------------------------------------------------------------
+
+
+async def publish_via(
+    ports: Sequence[int],
+    topic: str,
+    count: int,
+    lanes: int,
+    rate: float | None,
+    stats: PublishStats,
+    stop: asyncio.Event,
+    post_ns: array[int] | None = None,
+) -> None:
+    """``fanout.publish`` with lane k going to ``ports[k % len(ports)]``; with ``post_ns``,
+    each POST's round trip (written → response parsed) is appended there.
+
+    Lane k publishes seqs k, k+lanes, ... one after another (each POST answered before the
+    next), so per lane the order is fixed whichever process it goes through."""
+    conns = [await open_http(ports[k % len(ports)]) for k in range(lanes)]
+    prefixes = [
+        build_request(b"POST", f"/topics/{topic}", ports[k % len(ports)], b"")[
+            : -len(b"Content-Length: 0\r\n\r\n")
+        ]
+        for k in range(lanes)
+    ]
+    stats.first_ns = time.monotonic_ns()
+    t0 = time.monotonic()
+
+    async def lane(k: int) -> None:
+        conn, prefix = conns[k], prefixes[k]
+        for seq in range(k, count, lanes):
+            if stop.is_set():
+                return
+            if rate is not None:
+                delay = t0 + seq / rate - time.monotonic()
+                if delay > 0:
+                    await asyncio.sleep(delay)
+                elif delay < -0.005:
+                    stats.late += 1
+            body = publish_body(seq)
+            stats.sent += 1
+            t_req = time.monotonic_ns()
+            try:
+                status, resp = await conn.request(
+                    prefix + b"Content-Length: %d\r\n\r\n%s" % (len(body), body)
+                )
+            except (OSError, ConnectionError, ValueError) as exc:
+                stats.errors.append(f"seq {seq}: {exc!r}")
+                return
+            if post_ns is not None:
+                post_ns.append(time.monotonic_ns() - t_req)
+            if status != 200:
+                stats.errors.append(f"seq {seq}: status {status} {resp[:200]!r}")
+                continue
+            stats.ok += 1
+            stats.last_ns = time.monotonic_ns()
+            try:
+                stats.ids.append(str(json.loads(resp)["id"]))
+            except (ValueError, KeyError, TypeError):
+                stats.errors.append(f"seq {seq}: bad response body {resp[:200]!r}")
+
+    try:
+        await asyncio.gather(*(lane(k) for k in range(min(lanes, count))))
+    finally:
+        for c in conns:
+            c.close()
+
+
+async def warm_up(ports: Sequence[int], lanes: int) -> None:
+    """A few publishes to a throw-away topic through each publishing process, outside the
+    measured window, so Redis has the script cached and redis-py's pool is at its working size
+    (each new pool connection costs a CLIENT SETINFO pair, once)."""
+    stats, stop = PublishStats(), asyncio.Event()
+    await publish_via(ports, f"warmup-{time.monotonic_ns()}", 4 * lanes, lanes, None, stats, stop)
+    if stats.errors:
+        raise RuntimeError(f"warm-up publishes failed: {stats.errors[:3]}")
+
+
+# --------------------------------------------------------------------------------------------
+# One measured phase
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Proc:
+    label: str  # "A" or "B"
+    srv: ServerProcess
+    subscribers: int
+    sink: Sink | None = None
+    subs: list[Subscriber] = field(default_factory=list)
+
+
+def command_deltas(
+    before: dict[str, dict[str, float]], after: dict[str, dict[str, float]], events: int
+) -> dict[str, Any]:
+    calls: dict[str, int] = {}
+    failed: dict[str, int] = {}
+    usec: dict[str, float] = {}
+    for cmd, a in after.items():
+        b = before.get(cmd, {})
+        n = int(a.get("calls", 0) - b.get("calls", 0))
+        if n:
+            calls[cmd] = n
+            usec[cmd] = a.get("usec", 0) - b.get("usec", 0)
+        f = int(a.get("failed_calls", 0) - b.get("failed_calls", 0))
+        f += int(a.get("rejected_calls", 0) - b.get("rejected_calls", 0))
+        if f:
+            failed[cmd] = f
+    total = sum(calls.values())
+    per = {c: round(n / events, 4) for c, n in sorted(calls.items(), key=lambda x: (-x[1], x[0]))}
+    return {
+        "events": events,
+        "calls": calls,
+        "calls_total": total,
+        "per_publish": per,
+        "per_publish_total": round(total / events, 3) if events else None,
+        # The INFO that took the "after" reading is itself counted (once).
+        "per_publish_total_without_our_info": round((total - calls.get("info", 0)) / events, 3)
+        if events
+        else None,
+        "failed_or_rejected": failed,
+        "evalsha_usec_per_call": round(usec["evalsha"] / calls["evalsha"], 2)
+        if calls.get("evalsha")
+        else None,
+    }
+
+
+async def run_phase(
+    setup: str,
+    phase: str,
+    args: argparse.Namespace,
+    rds: RedisServer | None,
+    log_dir: Path,
+) -> dict[str, Any]:
+    n_subs = args.small_subscribers if phase == "small" else args.subscribers
+    rate = args.latency_rate if phase == "latency" else None
+    events = round(args.latency_rate * args.latency_duration) if rate else args.events
+    backend = rds.url if rds is not None else None
+    if rds is not None:
+        assert rds.client is not None
+        rds.client.flushall()
+    nproc = 2 if setup == "redis-2" else 1
+    cpus = [args.cpu_a, args.cpu_b][:nproc]
+    counts = [n_subs - n_subs // 2, n_subs // 2] if nproc == 2 else [n_subs]
+    procs: list[Proc] = []
+    try:
+        for label, cpu, cnt in zip("AB", cpus, counts, strict=False):
+            procs.append(Proc(label, start_sluiceway(cpu, log_dir, backend), cnt))
+        for p in procs:
+            p.srv.ready_s = await p.srv.wait_ready(args.ready_timeout)
+        return await measure(setup, phase, args, rds, procs, events, rate)
+    finally:
+        for p in procs:
+            await close_subscribers(p.subs)
+        for p in procs:
+            p.srv.stop()
+
+
+async def measure(
+    setup: str,
+    phase: str,
+    args: argparse.Namespace,
+    rds: RedisServer | None,
+    procs: list[Proc],
+    events: int,
+    rate: float | None,
+) -> dict[str, Any]:
+    topic = f"{phase}-{time.monotonic_ns()}"
+    via = [p.srv.port for p in procs] if args.publish_via == "alternate" else [procs[0].srv.port]
+    await warm_up(via, args.window)
+
+    # Subscribe (both processes at once), then let everything settle.
+    async def open_on(p: Proc) -> tuple[list[str], float]:
+        p.sink = Sink("lazy", expected=events)
+        p.subs, errors, accept_s = await open_subscribers(
+            p.srv.port, topic, p.subscribers, args.connect_concurrency, p.sink, args.timeout
+        )
+        return errors, accept_s
+
+    opened = await asyncio.gather(*(open_on(p) for p in procs))
+    info: dict[str, Any] = {
+        "subscribers": {p.label: len(p.subs) for p in procs},
+        "subscribe_errors": sum(len(e) for e, _ in opened),
+        "subscribe_error_samples": sorted({x for e, _ in opened for x in e})[:5],
+        "subscribe_s": {p.label: round(s, 3) for p, (_, s) in zip(procs, opened, strict=True)},
+        "publish_via": [p.label for p in procs][: len(via)],
+    }
+    await asyncio.sleep(args.settle)
+    for p in procs:
+        await p.srv.wait_quiet(max_s=5)
+    cores = sorted({args.cpu_a, args.cpu_b, args.redis_cpu, args.loadgen_cpu})
+    info["machine_before"] = await wait_machine_quiet(cores, args.quiet_wait)
+
+    metrics_before = {p.label: await read_metrics(p.srv.port) for p in procs}
+    stats_before = rds.commandstats() if rds is not None else None
+    watched: dict[str, tuple[Any, int]] = {
+        f"server {p.label}": (p.srv, args.cpu_a if p.label == "A" else args.cpu_b) for p in procs
+    }
+    if rds is not None:
+        watched["redis-server"] = (rds, args.redis_cpu)
+
+    gc.collect()
+    gc.disable()  # no collector pauses in the load generator inside the window
+    try:
+        stop = asyncio.Event()
+        pub_stats = PublishStats()
+        post_ns: array[int] = array("q")
+        cpu = MultiCpuWindow(watched, args.loadgen_cpu)
+        pub = asyncio.create_task(
+            publish_via(via, topic, events, args.window, rate, pub_stats, stop, post_ns)
+        )
+        outcome = await wait_delivery([p.sink for p in procs if p.sink], pub, args, events, rate)
+        info["cpu"] = cpu.stop()
+    finally:
+        gc.enable()
+    stats_after = rds.commandstats() if rds is not None else None
+    stop.set()
+    try:
+        async with asyncio.timeout(10):
+            await pub
+    except TimeoutError:
+        pub.cancel()
+        pub_stats.errors.append("publisher did not finish within 10 s after the phase")
+    await asyncio.sleep(0.3)  # stragglers (duplicates, late blocks) before checking
+    metrics_after = {p.label: await read_metrics(p.srv.port) for p in procs}
+
+    # Checks and numbers, outside the window.
+    samples_by: dict[str, array[int]] = {}
+    for p in procs:
+        samples = array("q")
+        for sub in p.subs:
+            sub.replay(samples if rate else None)
+        samples_by[p.label] = samples
+    all_subs = [s for p in procs for s in p.subs]
+    check = check_delivery(all_subs, events, args.window)
+    # Coalescing: how many events each read carried on average (one read ~ one server write
+    # when the load generator keeps up), per process.
+    coalescing = {}
+    for p in procs:
+        reads = sum(len(s.read_ns) for s in p.subs)
+        got = sum(len(s.seqs) for s in p.subs)
+        coalescing[p.label] = {
+            "reads": reads,
+            "deliveries": got,
+            "events_per_read": round(got / reads, 2) if reads else None,
+        }
+    post = sorted(post_ns)
+    expected_subs = sum(p.subscribers for p in procs)
+    timed_out = outcome != "done"
+    ok = not timed_out and check["ok"] and not pub_stats.errors and len(all_subs) == expected_subs
+    res: dict[str, Any] = {
+        "ok": ok,
+        "outcome": outcome,
+        "timed_out": timed_out,
+        **info,
+        "events": events,
+        "window": args.window,
+        "publish": publish_report(pub_stats, events),
+        "post_round_trip_ms": {
+            "p50": round(percentile(post, 0.5) / 1e6, 2),
+            "p99": round(percentile(post, 0.99) / 1e6, 2),
+            "max": round(post[-1] / 1e6, 2) if post else None,
+        },
+        "coalescing": coalescing,
+        "check": check,
+    }
+    if rate is None:
+        complete = not timed_out and all(
+            p.sink is not None and p.sink.done_count == len(p.subs) == p.subscribers for p in procs
+        )
+        last = max((p.sink.last_done_ns for p in procs if p.sink), default=0)
+        elapsed = (last - pub_stats.first_ns) / 1e9 if complete else None
+        res["deliveries_received"] = sum(len(s.seqs) for s in all_subs)
+        res["elapsed_s"] = round(elapsed, 3) if elapsed else None
+        res["deliveries_per_s"] = round(len(all_subs) * events / elapsed) if elapsed else None
+        res["elapsed_by_process_s"] = {
+            p.label: round((p.sink.last_done_ns - pub_stats.first_ns) / 1e9, 3)
+            for p in procs
+            if complete and p.sink
+        }
+    else:
+        res["rate"] = rate
+        res["latency"] = {"all": latency_summary([s for v in samples_by.values() for s in v])}
+        if len(procs) > 1:
+            for label, v in samples_by.items():
+                res["latency"][label] = latency_summary(v)
+    if stats_before is not None and stats_after is not None:
+        res["redis_commands"] = command_deltas(stats_before, stats_after, pub_stats.ok)
+    res["metrics"] = {
+        p.label: {"before": metrics_before[p.label], "after": metrics_after[p.label]} for p in procs
+    }
+    res["refills"] = {
+        p.label: metrics_after[p.label].get("sluiceway_backend_refills_total", 0)
+        - metrics_before[p.label].get("sluiceway_backend_refills_total", 0)
+        for p in procs
+        if "sluiceway_backend_refills_total" in metrics_after[p.label]
+    }
+    res["refills_since_start"] = {
+        p.label: metrics_after[p.label].get("sluiceway_backend_refills_total")
+        for p in procs
+        if "sluiceway_backend_refills_total" in metrics_after[p.label]
+    }
+    res["ready_s"] = {p.label: round(p.srv.ready_s, 2) for p in procs}
+    for p in procs:
+        if p.srv.proc is not None and p.srv.proc.poll() is not None:
+            res["ok"] = False
+            res["error"] = f"server {p.label} exited with code {p.srv.proc.returncode}"
+    res["log_problems"] = {p.label: log_problems(p.srv) for p in procs}
+    return res
+
+
+async def wait_delivery(
+    sinks: list[Sink],
+    pub: asyncio.Task[None],
+    args: argparse.Namespace,
+    events: int,
+    rate: float | None,
+) -> str:
+    """Until every subscriber of every process has every event; "stalled" when publishing is
+    over and nothing arrived for ``--stall`` s; "timeout" past the deadline."""
+    deadline = args.timeout + (events / rate if rate else 0)
+    idle_for, last_reads = 0.0, -1
+    try:
+        async with asyncio.timeout(deadline):
+            while not all(s.all_done.is_set() for s in sinks):
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(0.25):
+                        await asyncio.gather(*(s.all_done.wait() for s in sinks))
+                reads = sum(s.reads for s in sinks)
+                if pub.done() and reads == last_reads:
+                    idle_for += 0.25
+                    if idle_for >= args.stall:
+                        return "stalled"
+                else:
+                    idle_for, last_reads = 0.0, reads
+    except TimeoutError:
+        return "timeout"
+    return "done"
+
+
+def latency_summary(samples: Sequence[int]) -> dict[str, Any]:
+    lat = sorted(samples)
+    ms = 1e6
+    return {
+        "samples": len(lat),
+        "p50_ms": round(percentile(lat, 0.50) / ms, 2),
+        "p90_ms": round(percentile(lat, 0.90) / ms, 2),
+        "p99_ms": round(percentile(lat, 0.99) / ms, 2),
+        "max_ms": round(lat[-1] / ms, 2) if lat else None,
+        "mean_ms": round(sum(lat) / len(lat) / ms, 2) if lat else None,
+    }
+
+
+# --------------------------------------------------------------------------------------------
+# Runner and report
+# --------------------------------------------------------------------------------------------
+
+
+def summary(phase: str, r: dict[str, Any]) -> str:
+    if "error" in r and "outcome" not in r:
+        return f"ERROR {r['error']}"
+    if phase == "latency":
+        lat = r.get("latency", {}).get("all", {})
+        s = f"p50 {lat.get('p50_ms')} ms p99 {lat.get('p99_ms')} ms"
+    else:
+        s = f"{r.get('deliveries_per_s')} deliveries/s"
+    if rc := r.get("redis_commands"):
+        s += f", {rc['per_publish_total']} redis cmds/publish"
+    s += f", refills {r.get('refills')}"
+    s += ", ok" if r.get("ok") else f", NOT OK ({r.get('outcome')}, {r.get('check')})"
+    cpu = r.get("cpu", {})
+    procs = " ".join(
+        f"{k.removeprefix('server ')} {v:.0f}%" for k, v in cpu.get("process_pct", {}).items()
+    )
+    cores = " ".join(
+        f"core{k} {c['busy_pct']:.0f}% (other {c['other_minus_softirq_pct']:.0f}%)"
+        for k, c in cpu.get("cores", {}).items()
+    )
+    return s + f"; cpu {procs}; {cores}"
+
+
+async def run_with_retries(
+    setup: str,
+    phase: str,
+    args: argparse.Namespace,
+    rds: RedisServer | None,
+    log_dir: Path,
+    results: dict[str, Any],
+) -> dict[str, Any]:
+    """One measurement; again on fresh servers (up to --disturbed-retries times) when other
+    processes took a benchmark core meanwhile (the disturbed attempt stays in the JSON)."""
+    attempts = 0
+    while True:
+        attempts += 1
+        print(f"  [{setup}] {phase} ...", file=sys.stderr, flush=True)
+        t1 = time.monotonic()
+        try:
+            async with asyncio.timeout(args.phase_budget):
+                res = await run_phase(
+                    setup, phase, args, rds if setup != "memory" else None, log_dir
+                )
+        except Exception as exc:
+            res = {"ok": False, "error": repr(exc) or type(exc).__name__}
+        res["phase_wall_s"] = round(time.monotonic() - t1, 1)
+        res["attempt"] = attempts
+        print(f"  [{setup}] {phase}: {summary(phase, res)}", file=sys.stderr, flush=True)
+        other = disturbance(res)
+        if other >= DISTURBED_PCT and attempts <= args.disturbed_retries:
+            print(
+                f"  [{setup}] {phase}: {other}% of a core went to other work, running it again",
+                file=sys.stderr,
+                flush=True,
+            )
+            disturbed = results[setup].setdefault("disturbed_attempts", {})
+            disturbed.setdefault(phase, []).append(res)
+            continue
+        return res
+
+
+def pick_median(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """With --repeat: the run with the median deliveries/s (failed runs count as 0); the
+    others' figures stay in ``repeats``."""
+    if len(runs) == 1:
+        return runs[0]
+    ranked = sorted(runs, key=lambda r: r.get("deliveries_per_s") or 0)
+    median = dict(ranked[(len(ranked) - 1) // 2])
+    median["repeats"] = [
+        {
+            k: r.get(k)
+            for k in ("ok", "deliveries_per_s", "elapsed_s", "coalescing", "post_round_trip_ms")
+        }
+        for r in runs
+    ]
+    return median
+
+
+async def amain(args: argparse.Namespace) -> dict[str, Any]:
+    log_dir = Path(tempfile.mkdtemp(prefix="redis-fanout-logs-"))
+    results: dict[str, Any] = {s: {"phases": {}} for s in args.setups}
+    rds: RedisServer | None = None
+    t0 = time.monotonic()
+    try:
+        if any(s != "memory" for s in args.setups):
+            rds = RedisServer(args.redis_cpu, log_dir)
+            rds.start()
+        for setup in args.setups:
+            print(f"== {setup}", file=sys.stderr, flush=True)
+            for phase in args.phases:
+                runs = args.repeat if phase != "latency" else 1
+                done = [await run_with_retries(setup, phase, args, rds, log_dir, results)]
+                for _ in range(runs - 1):
+                    done.append(await run_with_retries(setup, phase, args, rds, log_dir, results))
+                results[setup]["phases"][phase] = pick_median(done)
+    finally:
+        redis_log = ""
+        if rds is not None:
+            rds.stop()
+            with contextlib.suppress(OSError):
+                redis_log = rds.log_path.read_text("utf-8", "replace")[-3000:]
+    print(f"server logs in {log_dir}", file=sys.stderr)
+    return {
+        "results": results,
+        "redis": {
+            "version": rds.version if rds else None,
+            "cmd": rds.cmd if rds else None,
+            "log_tail": redis_log,
+        },
+        "log_dir": str(log_dir),
+        "total_wall_s": round(time.monotonic() - t0, 1),
+    }
+
+
+def lat_all(r: dict[str, Any], key: str) -> Any:
+    return r.get("latency", {}).get("all", {}).get(key)
+
+
+def fmt(v: Any, spec: str = "") -> str:
+    if v is None or (isinstance(v, float) and v != v):
+        return "-"
+    return format(v, spec) if spec else str(v)
+
+
+def render_table(run: dict[str, Any], args: argparse.Namespace) -> str:
+    results = run["results"]
+    setups = list(results)
+
+    def get(s: str, phase: str) -> dict[str, Any]:
+        return results[s]["phases"].get(phase, {})
+
+    def status(r: dict[str, Any]) -> str:
+        if not r:
+            return "not run"
+        if r.get("ok"):
+            return "ok"
+        if "error" in r:
+            return f"**FAILED**: {r['error'][:100]}"
+        c = r.get("check", {})
+        keys = ("missing", "duplicates", "unexpected", "order_violations", "malformed_blocks")
+        bits = [f"{k}={c[k]}" for k in keys if c.get(k)]
+        if r.get("timed_out"):
+            bits.insert(0, r.get("outcome", "timeout"))
+        if r.get("subscribe_errors"):
+            bits.append(f"connect errors={r['subscribe_errors']}")
+        if c.get("unexpected_closes"):
+            bits.append(f"closed by server={c['unexpected_closes']}")
+        if r.get("publish", {}).get("errors"):
+            bits.append(f"publish errors={r['publish']['errors']}")
+        return "**NOT OK**: " + (", ".join(bits) or "see JSON")
+
+    def cpu(r: dict[str, Any]) -> str:
+        p = (r.get("cpu") or {}).get("process_pct")
+        if not p:
+            return "-"
+        order = ("server A", "server B", "redis-server", "loadgen")
+        return " / ".join(f"{k.removeprefix('server ')} {p[k]:.0f}" for k in order if k in p)
+
+    def cores(r: dict[str, Any]) -> str:
+        c = (r.get("cpu") or {}).get("cores")
+        if not c:
+            return "-"
+        return " / ".join(
+            f"{k}: {v['busy_pct']:.0f} (si {v['softirq_pct']:.0f})" for k, v in sorted(c.items())
+        )
+
+    def refills(r: dict[str, Any]) -> str:
+        if not r or "refills" not in r:
+            return "-"
+        if not r["refills"]:
+            return "n/a"
+        return " / ".join(f"{k} {v:.0f}" for k, v in r["refills"].items())
+
+    def logs(r: dict[str, Any]) -> str:
+        lp = r.get("log_problems")
+        if not lp:
+            return "-"
+        return " / ".join(f"{k} {v['count']}" for k, v in lp.items())
+
+    def deliveries(r: dict[str, Any]) -> str:
+        v = fmt(r.get("deliveries_per_s"), ",")
+        reps = [x.get("deliveries_per_s") or 0 for x in r.get("repeats", [])]
+        if len(reps) > 1:
+            v += f" (median of {len(reps)}: {min(reps):,} to {max(reps):,})"
+        return v
+
+    def post_rtt(r: dict[str, Any]) -> str:
+        p = r.get("post_round_trip_ms")
+        return "-" if not p else f"{p['p50']} / {p['p99']}"
+
+    def per_read(r: dict[str, Any]) -> str:
+        c = r.get("coalescing")
+        if not c:
+            return "-"
+        return " / ".join(f"{k} {fmt(v['events_per_read'])}" for k, v in c.items())
+
+    def cmds_total(r: dict[str, Any]) -> str:
+        rc = r.get("redis_commands")
+        return "n/a" if not rc else fmt(rc["per_publish_total_without_our_info"])
+
+    def cmds_detail(r: dict[str, Any]) -> str:
+        rc = r.get("redis_commands")
+        if not rc:
+            return "n/a"
+        return ", ".join(f"{k} {v:g}" for k, v in rc["per_publish"].items())
+
+    def lat(phase: str, key: str, which: str = "all") -> Any:
+        return lambda s: fmt(get(s, phase).get("latency", {}).get(which, {}).get(key))
+
+    rows: list[tuple[str, Any]] = []
+    for phase, n in (("throughput", args.subscribers), ("small", args.small_subscribers)):
+        if phase not in args.phases:
+            continue
+        t = f"Throughput, {n:,} subs x {args.events:,} events"
+        rows += [
+            (f"{t}: deliveries/s", lambda s, ph=phase: deliveries(get(s, ph))),
+            (f"{t}: elapsed s", lambda s, ph=phase: fmt(get(s, ph).get("elapsed_s"))),
+            (
+                f"{t}: publish rate, events/s",
+                lambda s, ph=phase: fmt(get(s, ph).get("publish", {}).get("rate_per_s"), ",.0f"),
+            ),
+            (f"{t}: loss / dup / order", lambda s, ph=phase: status(get(s, ph))),
+            (f"{t}: Redis commands per publish", lambda s, ph=phase: cmds_total(get(s, ph))),
+            (f"{t}: per command", lambda s, ph=phase: cmds_detail(get(s, ph))),
+            (
+                f"{t}: evalsha µs in Redis",
+                lambda s, ph=phase: fmt(
+                    (get(s, ph).get("redis_commands") or {}).get("evalsha_usec_per_call")
+                ),
+            ),
+            (
+                f"{t}: POST round trip p50 / p99 ms",
+                lambda s, ph=phase: post_rtt(get(s, ph)),
+            ),
+            (f"{t}: events per subscriber read", lambda s, ph=phase: per_read(get(s, ph))),
+            (f"{t}: refills during window", lambda s, ph=phase: refills(get(s, ph))),
+            (f"{t}: process CPU % A / B / redis / loadgen", lambda s, ph=phase: cpu(get(s, ph))),
+            (f"{t}: core busy % (softirq)", lambda s, ph=phase: cores(get(s, ph))),
+        ]
+    if "latency" in args.phases:
+        t = (
+            f"Latency, {args.subscribers:,} subs, "
+            f"{args.latency_rate:g} ev/s x {args.latency_duration:g} s"
+        )
+        rows += [
+            (f"{t}: p50 ms", lat("latency", "p50_ms")),
+            (f"{t}: p99 ms", lat("latency", "p99_ms")),
+            (f"{t}: max ms", lat("latency", "max_ms")),
+            (
+                f"{t}: p50 / p99 ms on A / on B",
+                lambda s: (
+                    "-"
+                    if "B" not in get(s, "latency").get("latency", {})
+                    else " / ".join(
+                        f"{k}: {get(s, 'latency')['latency'][k]['p50_ms']} / "
+                        f"{get(s, 'latency')['latency'][k]['p99_ms']}"
+                        for k in ("A", "B")
+                    )
+                ),
+            ),
+            (f"{t}: loss / dup / order", lambda s: status(get(s, "latency"))),
+            (f"{t}: Redis commands per publish", lambda s: cmds_total(get(s, "latency"))),
+            (f"{t}: per command", lambda s: cmds_detail(get(s, "latency"))),
+            (f"{t}: refills during window", lambda s: refills(get(s, "latency"))),
+            (f"{t}: process CPU % A / B / redis / loadgen", lambda s: cpu(get(s, "latency"))),
+            (f"{t}: core busy % (softirq)", lambda s: cores(get(s, "latency"))),
+        ]
+
+    def log_counts(s: str) -> str:
+        cells = []
+        for k in ("A", "B"):
+            seen = [
+                get(s, ph)["log_problems"][k]
+                for ph in args.phases
+                if k in get(s, ph).get("log_problems", {})
+            ]
+            if seen:
+                cells.append(f"{k} {sum(x['count'] for x in seen)}")
+        return " / ".join(cells) or "-"
+
+    rows.append(("server log warnings/errors (all phases)", log_counts))
+    titles = [SETUP_TITLES[s] for s in setups]
+    lines = ["| metric | " + " | ".join(titles) + " |", "|---|" + "---|" * len(setups)]
+    for label, f in rows:
+        lines.append(f"| {label} | " + " | ".join(f(s) for s in setups) + " |")
+
+    # Ratios, from this run only.
+    pairs = [
+        ("redis-1", "memory", "Redis 1 proc vs in-process"),
+        ("redis-2", "memory", "Redis 2 procs vs in-process"),
+        ("redis-2", "redis-1", "Redis 2 procs vs Redis 1 proc"),
+    ]
+    pairs = [p for p in pairs if p[0] in results and p[1] in results]
+    if pairs:
+        lines += ["", "| ratio (one run) | " + " | ".join(p[2] for p in pairs) + " |"]
+        lines.append("|---|" + "---|" * len(pairs))
+        metrics: list[tuple[str, str, Any, bool]] = [
+            (
+                f"deliveries/s, {args.subscribers:,} subs",
+                "throughput",
+                lambda r: r.get("deliveries_per_s"),
+                True,
+            ),
+            (
+                f"deliveries/s, {args.small_subscribers:,} subs",
+                "small",
+                lambda r: r.get("deliveries_per_s"),
+                True,
+            ),
+            ("latency p50", "latency", lambda r: lat_all(r, "p50_ms"), False),
+            ("latency p99", "latency", lambda r: lat_all(r, "p99_ms"), False),
+        ]
+        for label, phase, key, higher_better in metrics:
+            if phase not in args.phases:
+                continue
+            cells = []
+            for a, b, _ in pairs:
+                va, vb = key(get(a, phase)), key(get(b, phase))
+                if not va or not vb:
+                    cells.append("-")
+                    continue
+                cells.append(f"{va / vb:.2f}x" + (" (higher is better)" if higher_better else ""))
+            lines.append(f"| {label} | " + " | ".join(cells) + " |")
+
+    notes = []
+    for s in setups:
+        for phase, r in results[s]["phases"].items():
+            other = disturbance(r)
+            if other >= DISTURBED_PCT:
+                notes.append(f"{s}/{phase}: up to {other}% of a core went to other work")
+            cores_ = (r.get("cpu") or {}).get("cores", {})
+            lg = cores_.get(str(args.loadgen_cpu), {}).get("busy_pct", 0)
+            if lg >= 90:
+                notes.append(f"{s}/{phase}: load generator core {lg}% busy (may be loadgen-bound)")
+            if any(c.get("steal_pct", 0) >= 5 for c in cores_.values()):
+                notes.append(f"{s}/{phase}: hypervisor steal >= 5%")
+    if notes:
+        lines += ["", "Warnings: " + "; ".join(notes)]
+    lines += [
+        "",
+        f"Pinning: server A on core {args.cpu_a}, server B on core {args.cpu_b}, redis-server on"
+        f" core {args.redis_cpu}, load generator on core {args.loadgen_cpu}. Publishing through"
+        f" {'A only' if args.publish_via == 'a' else 'A and B alternately (by lane)'},"
+        f" {args.window} publishers with one POST in flight each. Redis commands per publish:"
+        " INFO commandstats after minus before the window, over events published, without the"
+        " INFO that took the reading."
+        + (
+            f" Throughput phases ran {args.repeat} times each (fresh servers); the table shows"
+            " the median run, and ratios use it."
+            if args.repeat > 1
+            else ""
+        ),
+    ]
+    return "\n".join(lines)
+
+
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0] if __doc__ else None,
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    p.add_argument("--setups", default=",".join(SETUPS), help="subset of: " + ", ".join(SETUPS))
+    p.add_argument(
+        "--phases", default=",".join(PHASE_NAMES), help="subset of: " + ", ".join(PHASE_NAMES)
+    )
+    p.add_argument("--subscribers", type=int, default=1000, help="throughput and latency phases")
+    p.add_argument("--small-subscribers", type=int, default=100, help="the 'small' phase")
+    p.add_argument("--events", type=int, default=2000, help="events in the throughput phases")
+    p.add_argument("--window", type=int, default=8, help="publishers, one POST in flight each")
+    p.add_argument("--latency-rate", type=float, default=20.0, help="events/s, latency phase")
+    p.add_argument("--latency-duration", type=float, default=10.0, help="seconds of publishing")
+    p.add_argument(
+        "--publish-via",
+        choices=("a", "alternate"),
+        default="a",
+        help="publish through server A only, or alternate lanes between A and B (redis-2)",
+    )
+    p.add_argument("--connect-concurrency", type=int, default=1000)
+    p.add_argument("--settle", type=float, default=0.2, help="seconds before the first publish")
+    p.add_argument("--timeout", type=float, default=180.0, help="subscribe / delivery deadline")
+    p.add_argument("--phase-budget", type=float, default=300.0, help="hard cap on one phase, s")
+    p.add_argument("--stall", type=float, default=3.0, help="end early: nothing arrived this long")
+    p.add_argument("--quiet-wait", type=float, default=30.0, help="wait for idle cores, at most")
+    p.add_argument("--disturbed-retries", type=int, default=1)
+    p.add_argument(
+        "--repeat",
+        type=int,
+        default=1,
+        help="run each throughput phase this many times (fresh servers each) and report the"
+        " median run, with the spread",
+    )
+    p.add_argument("--ready-timeout", type=float, default=30.0)
+    p.add_argument("--cpu-a", type=int, default=0, help="core for server A")
+    p.add_argument("--cpu-b", type=int, default=0, help="core for server B")
+    p.add_argument("--redis-cpu", type=int, default=0, help="core for redis-server")
+    p.add_argument("--loadgen-cpu", type=int, default=1, help="core for this process")
+    p.add_argument("--out", type=Path, default=BENCH_DIR / "results")
+    p.add_argument("--quick", action="store_true", help="small counts: a smoke test (< 1 min)")
+    args = p.parse_args(argv)
+    args.setups = [s.strip() for s in args.setups.split(",") if s.strip()]
+    args.phases = [s.strip() for s in args.phases.split(",") if s.strip()]
+    for s in args.setups:
+        if s not in SETUPS:
+            p.error(f"unknown setup {s!r}")
+    for ph in args.phases:
+        if ph not in PHASE_NAMES:
+            p.error(f"unknown phase {ph!r}")
+    if args.quick:
+        args.subscribers, args.small_subscribers, args.events = 100, 10, 200
+        args.latency_duration = 2.0
+        args.quiet_wait = 1.0
+        args.disturbed_retries = 0
+    return args
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    want = 2 * args.subscribers + 1024
+    if soft < want:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (min(hard, want), hard))
+    with contextlib.suppress(OSError):
+        os.sched_setaffinity(0, {args.loadgen_cpu})
+    started = time.strftime("%Y%m%d-%H%M%S")
+    run = uvloop.run(amain(args))
+    machine = fanout.machine_info(
+        argparse.Namespace(server_cpu=[args.cpu_a, args.cpu_b], loadgen_cpu=args.loadgen_cpu)
+    )
+    machine["redis_cpu"] = args.redis_cpu
+    with contextlib.suppress(Exception):
+        import importlib.metadata
+
+        machine["versions"]["redis-py"] = importlib.metadata.version("redis")
+    machine["versions"]["redis-server"] = run["redis"]["version"]
+    doc = {
+        "benchmark": "redis_fanout",
+        "started": started,
+        "argv": sys.argv[1:] if argv is None else list(argv),
+        "config": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
+        "machine": machine,
+        **run,
+    }
+    table = render_table(run, args)
+    doc["table_markdown"] = table
+    args.out.mkdir(parents=True, exist_ok=True)
+    path = args.out / f"redis_fanout-{started}.json"
+    path.write_text(json.dumps(doc, indent=2) + "\n")
+    print(table)
+    print(f"\nresults: {path.relative_to(ROOT) if path.is_relative_to(ROOT) else path}")
+    print(f"total {run['total_wall_s']} s")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
