@@ -105,19 +105,13 @@ class _LoopThread:
         self._thread.join(5)
 
 
-class ScriptedServer:
-    """``with ScriptedServer(handler) as server: ... server.url ...``; every request is kept in
-    ``server.requests`` (thread-safe to read after the fact)."""
+class LoopServer:
+    """A TCP server on a free loopback port, served by ``_serve`` on a loop thread of its own:
+    ``with Subclass(...) as server: ... server.url ...``."""
 
-    def __init__(self, handler: Handler) -> None:
-        self.handler = handler
-        self.requests: list[Request] = []
-        #: Connections whose client went away, counted as the server saw them go.
-        self.disconnects = 0
-        self._disconnected = threading.Condition()
-        self._thread: _LoopThread | None = None
-        self._server: asyncio.Server | None = None
-        self.port = 0
+    port = 0
+    _thread: _LoopThread | None = None
+    _server: asyncio.Server | None = None
 
     @property
     def url(self) -> str:
@@ -132,6 +126,21 @@ class ScriptedServer:
     def __exit__(self, *exc: object) -> None:
         assert self._thread is not None and self._server is not None
         self._thread.stop(self._server)
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        raise NotImplementedError
+
+
+class ScriptedServer(LoopServer):
+    """``with ScriptedServer(handler) as server: ... server.url ...``; every request is kept in
+    ``server.requests`` (thread-safe to read after the fact)."""
+
+    def __init__(self, handler: Handler) -> None:
+        self.handler = handler
+        self.requests: list[Request] = []
+        #: Connections whose client went away, counted as the server saw them go.
+        self.disconnects = 0
+        self._disconnected = threading.Condition()
 
     def wait_disconnects(self, count: int, timeout: float) -> bool:
         with self._disconnected:
@@ -181,7 +190,7 @@ async def _read_request(reader: asyncio.StreamReader) -> Request:
     return Request(method, path, headers, body)
 
 
-class ChaosProxy:
+class ChaosProxy(LoopServer):
     """Forwards loopback TCP connections to ``upstream_port``, cutting each one after a random
     number of downstream bytes (between ``min_bytes`` and ``max_bytes``), sometimes with a FIN,
     sometimes with a RST.  ``cuts`` counts the connections it broke."""
@@ -192,23 +201,6 @@ class ChaosProxy:
         self.min_bytes = min_bytes
         self.max_bytes = max_bytes
         self.cuts = 0
-        self.port = 0
-        self._thread: _LoopThread | None = None
-        self._server: asyncio.Server | None = None
-
-    @property
-    def url(self) -> str:
-        return f"http://{HOST}:{self.port}"
-
-    def __enter__(self) -> Self:
-        self._thread = _LoopThread()
-        self._server = self._thread.call(asyncio.start_server(self._serve, HOST, 0))
-        self.port = self._server.sockets[0].getsockname()[1]
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        assert self._thread is not None and self._server is not None
-        self._thread.stop(self._server)
 
     async def _serve(self, client_r: asyncio.StreamReader, client_w: asyncio.StreamWriter) -> None:
         budget = self.random.randint(self.min_bytes, self.max_bytes)
@@ -274,30 +266,13 @@ class UvicornThread:
         self._thread.join(10)
 
 
-class FailoverProxy:
+class FailoverProxy(LoopServer):
     """Forwards each loopback TCP connection to the first of ``upstream_ports`` that accepts:
     a client keeps one URL while the server behind it dies and another takes over."""
 
     def __init__(self, upstream_ports: list[int]) -> None:
         self.upstream_ports = upstream_ports
-        self.port = 0
         self.connections: list[int] = []  # the upstream port of each connection made
-        self._thread: _LoopThread | None = None
-        self._server: asyncio.Server | None = None
-
-    @property
-    def url(self) -> str:
-        return f"http://{HOST}:{self.port}"
-
-    def __enter__(self) -> Self:
-        self._thread = _LoopThread()
-        self._server = self._thread.call(asyncio.start_server(self._serve, HOST, 0))
-        self.port = self._server.sockets[0].getsockname()[1]
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        assert self._thread is not None and self._server is not None
-        self._thread.stop(self._server)
 
     async def _serve(self, client_r: asyncio.StreamReader, client_w: asyncio.StreamWriter) -> None:
         for port in self.upstream_ports:
