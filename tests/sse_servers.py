@@ -99,10 +99,18 @@ class _LoopThread:
     def stop(self, server: asyncio.Server) -> None:
         async def close() -> None:
             server.close()
+            # Connections still being served end here, not later in another test's loop.
+            tasks = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+            for task in tasks:
+                task.cancel()
+            if tasks:
+                await asyncio.wait(tasks, timeout=5)
 
         self.call(close())
         self.loop.call_soon_threadsafe(self.loop.stop)
         self._thread.join(5)
+        if not self._thread.is_alive():
+            self.loop.close()
 
 
 class LoopServer:
