@@ -162,10 +162,10 @@ class Hub:
                     positions = parse_cursor(last_event_id, len(names))
                     requested = dict(zip(names, positions, strict=True))
                 await self._mirrors.ensure(shared, requested)
-        return self.subscribe_nowait(topics, last_event_id)
+        return self.subscribe_nowait(topics, last_event_id, caught_up=True)
 
     def subscribe_nowait(
-        self, topics: Iterable[str], last_event_id: str | None = None
+        self, topics: Iterable[str], last_event_id: str | None = None, *, caught_up: bool = False
     ) -> Subscription:
         """:meth:`subscribe` without awaiting: the in-process history answers at once, which
         lets a connection attach from a protocol callback, with no task of its own."""
@@ -181,6 +181,13 @@ class Hub:
                     raise TopicNotReady(f"topic {name!r} is not loaded in this process yet")
         requested = parse_cursor(last_event_id, len(names)) if last_event_id else None
         followed = [self._topic(name) for name in names]
+        if requested is not None and mirrors is not None and not caught_up:
+            for topic, position in zip(followed, requested, strict=True):
+                ahead = position.epoch == topic.epoch and position.offset > topic.head
+                if ahead and self._is_shared(topic.name):
+                    # This process has not seen that event yet: subscribe() catches up first,
+                    # instead of a false reset here.
+                    raise TopicNotReady(f"topic {topic.name!r} is behind the requested id")
         offsets = [topic.head for topic in followed]
         lost: list[dict[str, Any]] = []
         if requested is not None:

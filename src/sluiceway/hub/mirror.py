@@ -170,7 +170,8 @@ class Mirrors:
         while (topic := self.hub._topics.get(name)) is not None:
             limit = topic.config.history_size
             try:
-                snapshot = await self.backend.snapshot(name, topic.head, limit)
+                after = topic.head
+                snapshot = await self.backend.snapshot(name, after, limit)
             except BackendUnavailable:
                 return
             if self.hub._topics.get(name) is not topic:
@@ -179,8 +180,9 @@ class Mirrors:
             if snapshot.epoch != topic.epoch:
                 self._drop(name, "the backend's history of this topic was replaced")
                 return
-            missing = snapshot.events and snapshot.events[0].offset != topic.head + 1
-            if missing or (not snapshot.events and snapshot.head > topic.head):
+            # Compared with what was asked for: notifications may have moved head meanwhile.
+            missing = snapshot.events and snapshot.events[0].offset != after + 1
+            if missing or (not snapshot.events and snapshot.head > after):
                 # What this mirror missed is no longer in the backend's history.
                 self._drop(name, "events this process missed were trimmed from history")
                 return
