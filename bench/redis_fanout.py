@@ -27,7 +27,12 @@ phases):
 
 Every delivery is checked for loss, duplicates and per-publisher order (``fanout.check_delivery``);
 ``sluiceway_backend_refills_total`` is read from each process's ``/metrics`` before and after
-each measured window, and each server's log is scanned for warnings and errors.
+each measured window, and each server's log is scanned for warnings and errors.  The table also
+says how many streams the server answered through its ASGI route instead of the native stream
+path (with Redis, a subscriber that arrives while its topic's mirror is still loading takes the
+ASGI route for the life of its stream; ``--warm-mirror`` loads the mirror with one subscriber
+per process before the burst), how many events each subscriber read carried on average, and
+the POST round trip seen by the publishers.
 
     uv run python bench/redis_fanout.py --help
 """
@@ -90,6 +95,31 @@ PHASE_NAMES = ("throughput", "small", "latency")
 DISTURBED_PCT = 10.0
 METRIC_RE = re.compile(rb"^(sluiceway_[a-z_]+)(?:\{[^}]*\})? ([0-9.e+-]+)$", re.MULTILINE)
 LOG_PROBLEM_RE = re.compile(r"^(WARNING|ERROR|CRITICAL)|Traceback", re.MULTILINE)
+
+
+# --------------------------------------------------------------------------------------------
+# Which path served each stream
+# --------------------------------------------------------------------------------------------
+
+#: The native stream path writes its own head, content-type first; the ASGI route's head comes
+#: from uvicorn, which puts ``date``/``server`` first.  (Tied to the current implementation.)
+NATIVE_HEAD = b"HTTP/1.1 200 OK\r\ncontent-type:"
+
+
+class PathRecordingSubscriber(Subscriber):
+    """``fanout.Subscriber`` that also notes whether the server's native stream path answered
+    (a subscriber that arrives while its topic's mirror is still loading goes through the
+    ASGI route instead, for the whole life of its stream)."""
+
+    __slots__ = ("native_path",)
+
+    def _on_head(self, head: bytes) -> None:
+        self.native_path = head[: len(NATIVE_HEAD)].lower() == NATIVE_HEAD.lower()
+        super()._on_head(head)
+
+
+# fanout.open_subscribers builds its subscribers from this module-level name.
+fanout.Subscriber = PathRecordingSubscriber  # type: ignore[misc]
 
 
 # --------------------------------------------------------------------------------------------
@@ -429,6 +459,17 @@ async def measure(
     via = [p.srv.port for p in procs] if args.publish_via == "alternate" else [procs[0].srv.port]
     await warm_up(via, args.window)
 
+    if args.warm_mirror and rds is not None:
+        # One subscriber per process first, so the topic's mirror is loaded before the burst
+        # (it stays loaded: a mirror is dropped only after 30 s without subscribers).
+        for p in procs:
+            probe, errors, _ = await open_subscribers(
+                p.srv.port, topic, 1, 1, Sink("idle"), args.timeout
+            )
+            await close_subscribers(probe)
+            if errors:
+                raise RuntimeError(f"warming the mirror on {p.label} failed: {errors[:1]}")
+
     # Subscribe (both processes at once), then let everything settle.
     async def open_on(p: Proc) -> tuple[list[str], float]:
         p.sink = Sink("lazy", expected=events)
@@ -443,6 +484,9 @@ async def measure(
         "subscribe_errors": sum(len(e) for e, _ in opened),
         "subscribe_error_samples": sorted({x for e, _ in opened for x in e})[:5],
         "subscribe_s": {p.label: round(s, 3) for p, (_, s) in zip(procs, opened, strict=True)},
+        "streams_on_asgi_path": {
+            p.label: sum(1 for s in p.subs if not getattr(s, "native_path", True)) for p in procs
+        },
         "publish_via": [p.label for p in procs][: len(via)],
     }
     await asyncio.sleep(args.settle)
@@ -626,7 +670,7 @@ def summary(phase: str, r: dict[str, Any]) -> str:
         s = f"{r.get('deliveries_per_s')} deliveries/s"
     if rc := r.get("redis_commands"):
         s += f", {rc['per_publish_total']} redis cmds/publish"
-    s += f", refills {r.get('refills')}"
+    s += f", refills {r.get('refills')}, ASGI-path streams {r.get('streams_on_asgi_path')}"
     s += ", ok" if r.get("ok") else f", NOT OK ({r.get('outcome')}, {r.get('check')})"
     cpu = r.get("cpu", {})
     procs = " ".join(
@@ -687,7 +731,14 @@ def pick_median(runs: list[dict[str, Any]]) -> dict[str, Any]:
     median["repeats"] = [
         {
             k: r.get(k)
-            for k in ("ok", "deliveries_per_s", "elapsed_s", "coalescing", "post_round_trip_ms")
+            for k in (
+                "ok",
+                "deliveries_per_s",
+                "elapsed_s",
+                "coalescing",
+                "post_round_trip_ms",
+                "streams_on_asgi_path",
+            )
         }
         for r in runs
     ]
@@ -806,6 +857,10 @@ def render_table(run: dict[str, Any], args: argparse.Namespace) -> str:
         p = r.get("post_round_trip_ms")
         return "-" if not p else f"{p['p50']} / {p['p99']}"
 
+    def asgi_path(r: dict[str, Any]) -> str:
+        a = r.get("streams_on_asgi_path")
+        return "-" if not a else " / ".join(f"{k} {v}" for k, v in a.items())
+
     def per_read(r: dict[str, Any]) -> str:
         c = r.get("coalescing")
         if not c:
@@ -851,6 +906,7 @@ def render_table(run: dict[str, Any], args: argparse.Namespace) -> str:
                 lambda s, ph=phase: post_rtt(get(s, ph)),
             ),
             (f"{t}: events per subscriber read", lambda s, ph=phase: per_read(get(s, ph))),
+            (f"{t}: streams on the ASGI path", lambda s, ph=phase: asgi_path(get(s, ph))),
             (f"{t}: refills during window", lambda s, ph=phase: refills(get(s, ph))),
             (f"{t}: process CPU % A / B / redis / loadgen", lambda s, ph=phase: cpu(get(s, ph))),
             (f"{t}: core busy % (softirq)", lambda s, ph=phase: cores(get(s, ph))),
@@ -876,6 +932,7 @@ def render_table(run: dict[str, Any], args: argparse.Namespace) -> str:
                     )
                 ),
             ),
+            (f"{t}: streams on the ASGI path", lambda s: asgi_path(get(s, "latency"))),
             (f"{t}: loss / dup / order", lambda s: status(get(s, "latency"))),
             (f"{t}: Redis commands per publish", lambda s: cmds_total(get(s, "latency"))),
             (f"{t}: per command", lambda s: cmds_detail(get(s, "latency"))),
@@ -963,6 +1020,12 @@ def render_table(run: dict[str, Any], args: argparse.Namespace) -> str:
         " INFO commandstats after minus before the window, over events published, without the"
         " INFO that took the reading."
         + (
+            " Each process's mirror of the topic was loaded (one subscriber) before the burst"
+            " (--warm-mirror)."
+            if args.warm_mirror
+            else ""
+        )
+        + (
             f" Throughput phases ran {args.repeat} times each (fresh servers); the table shows"
             " the median run, and ratios use it."
             if args.repeat > 1
@@ -994,6 +1057,12 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         help="publish through server A only, or alternate lanes between A and B (redis-2)",
     )
     p.add_argument("--connect-concurrency", type=int, default=1000)
+    p.add_argument(
+        "--warm-mirror",
+        action="store_true",
+        help="Redis setups: open one subscriber per process before the burst, so that the"
+        " topic's mirror is loaded and every stream of the burst takes the native path",
+    )
     p.add_argument("--settle", type=float, default=0.2, help="seconds before the first publish")
     p.add_argument("--timeout", type=float, default=180.0, help="subscribe / delivery deadline")
     p.add_argument("--phase-budget", type=float, default=300.0, help="hard cap on one phase, s")
