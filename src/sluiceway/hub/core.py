@@ -202,6 +202,7 @@ class Hub:
         self._subscriptions.add(subscription)
         self.stats.streams_opened += 1
         if lost:
+            subscription.lost = True
             self.stats.resets += 1
             subscription.push_control(self._reset_frame(lost, subscription.cursor))
         if all(topic.finished for topic in followed):

@@ -115,6 +115,11 @@ class RedisBackend:
         self._connected = asyncio.Event()
         self._closed = False
 
+    @property
+    def redis(self) -> aioredis.Redis:
+        """The client for commands (shared with others, e.g. WebSocket presence)."""
+        return self._redis
+
     async def start(
         self,
         on_publication: Callable[[Publication], None],

@@ -72,6 +72,7 @@ class Subscription:
         "flush_on_close",
         "hub",
         "last_write",
+        "lost",
         "offsets",
         "ping_due",
         "replay_until",
@@ -89,6 +90,7 @@ class Subscription:
         # head at subscribe time on (history bounds the replay itself).
         self.replay_until = [topic.head for topic in topics]
         self._pending: list[bytes] = []  # control frames to send first (the reset event)
+        self.lost = False  # the requested position could not be resumed (a reset was queued)
         self._future: asyncio.Future[None] | None = None
         self.close_reason: CloseReason | None = None
         self.flush_on_close = False
@@ -174,6 +176,32 @@ class Subscription:
                 budget -= len(frame)
             self.hub.stats.delivered += len(frames)
         return b"".join(parts) if parts else None
+
+    def take(self, max_events: int) -> tuple[int, int] | None:
+        """For a single-topic writer that encodes events itself (the WebSocket face): the
+        offsets ``(after, upto]`` to send now, at most ``max_events`` of them, read from
+        :meth:`Topic.record_at`. The buffer bounds and the overflow policy apply as for
+        :meth:`next_chunk`; ``None`` when there is nothing to send (or it overflowed)."""
+        topic = self.topics[0]
+        offset = self.offsets[0]
+        if offset == topic.head or (self.close_reason is not None and not self.flush_on_close):
+            return None
+        if not self._within_buffer(0, offset):
+            if not self._overflow(0):
+                return None
+            offset = self.offsets[0]
+        upto = min(topic.head, offset + max_events)
+        self.offsets[0] = upto
+        self.hub.stats.delivered += upto - offset
+        return offset, upto
+
+    def check_lag(self) -> None:
+        """Apply the overflow policy now if this subscriber is past its buffer, for a writer
+        that is blocked in a write and so is not reading (a slow or stuck client)."""
+        for index, topic in enumerate(self.topics):
+            offset = self.offsets[index]
+            if offset != topic.head and not self._within_buffer(index, offset):
+                self._overflow(index)
 
     def _within_buffer(self, index: int, offset: int) -> bool:
         topic = self.topics[index]

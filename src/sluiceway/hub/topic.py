@@ -183,6 +183,10 @@ class Topic:
     def frame_at(self, offset: int, chunked: bool = False) -> bytes:
         return (self._chunks if chunked else self._frames)[offset - self.base]
 
+    def record_at(self, offset: int) -> tuple[str | None, str, float]:
+        """``(event, data, published_at)`` of a retained event."""
+        return self._records[offset - self.base]
+
     def lag(self, offset: int) -> tuple[int, int]:
         """(events, bytes) published after ``offset``; ``offset`` must be retained or head."""
         if offset >= self.head:

@@ -8,7 +8,9 @@ from collections.abc import AsyncIterator
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
+from starlette.routing import BaseRoute, Route, WebSocketRoute
 
+from sluiceway.centrifugo import CentrifugoEndpoint, MemoryPresence, Presence, RedisPresence
 from sluiceway.hub import Hub
 from sluiceway.llm.manager import Generations
 from sluiceway.llm.providers.base import Provider
@@ -64,10 +66,14 @@ def create_app(
         hub, provider, settings.generation_limits(), GenerationMetrics(registry)
     )
 
+    websocket = make_centrifugo_endpoint(settings, hub)
+
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         await hub.start()  # connects a shared backend (BackendUnavailable if it cannot)
         yield
+        if websocket is not None:  # 3001 first: clients reconnect elsewhere and recover
+            await websocket.aclose(settings.shutdown_timeout)
         await generations.aclose()
         await close_jobs(app)  # running jobs cancelled, their partial files removed
         await dispose_engine(app)
@@ -84,6 +90,7 @@ def create_app(
             *export_routes.routes,
             *job_routes.routes,
             *proxy_routes.routes,
+            *(websocket_routes(websocket) if websocket is not None else []),
         ],
         middleware=[Middleware(CompressionMiddleware)] if settings.compression else [],
         lifespan=lifespan,
@@ -93,4 +100,25 @@ def create_app(
     app.state.hub = hub
     app.state.metrics_registry = registry
     app.state.generations = generations
+    app.state.websocket = websocket
     return app
+
+
+def make_centrifugo_endpoint(settings: Settings, hub: Hub) -> CentrifugoEndpoint | None:
+    """The WebSocket endpoint, with presence shared through Redis when the hub's is."""
+    if not settings.ws_enabled:
+        return None
+    options = settings.centrifugo_options()
+    presence: Presence = MemoryPresence()
+    if hub.backend is not None:
+        from sluiceway.hub.redis_backend import RedisBackend
+
+        assert isinstance(hub.backend, RedisBackend)
+        presence = RedisPresence(hub.backend.redis, ttl=options.presence_ttl)
+    return CentrifugoEndpoint(hub, options, presence)
+
+
+def websocket_routes(endpoint: CentrifugoEndpoint) -> list[BaseRoute]:
+    path = "/connection/websocket"
+    # The plain HTTP route answers 426 to a GET that is not an upgrade.
+    return [WebSocketRoute(path, endpoint), Route(path, endpoint, methods=["GET"])]

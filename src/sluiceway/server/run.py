@@ -101,6 +101,10 @@ def serve(settings: Settings) -> None:
         lifespan="on",
         # Hub streams written straight to the socket; everything else through ASGI.
         http=native.protocol_for(hub, settings) if use_native else "auto",
+        # The sans-I/O implementation: the lightest per connection. Frames over twice the
+        # protocol's limit are refused by uvicorn (1009) before they are buffered whole.
+        ws="websockets-sansio",
+        ws_max_size=2 * settings.ws_max_frame_bytes,
         # Streams are ended (or dropped, if stuck) by StreamingServer.shutdown before uvicorn
         # waits for connections; this only bounds what is left, e.g. a slow upload.
         timeout_graceful_shutdown=1,

@@ -10,6 +10,8 @@ from typing import Literal
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from sluiceway.auth import TokenVerifier
+from sluiceway.centrifugo import CentrifugoOptions
 from sluiceway.hub import HubConfig
 from sluiceway.jobs import job_topic_bounds
 from sluiceway.llm.limits import GenerationLimits
@@ -87,6 +89,29 @@ class Settings(BaseSettings):
     #: Seconds a finished generation stays replayable.
     llm_retention: float = Field(600.0, gt=0)
 
+    #: Serve Centrifugo's client protocol at ``/connection/websocket``.
+    ws_enabled: bool = True
+    #: Channel patterns (fnmatch) WebSocket clients may publish to (none by default).
+    ws_publish_channels: list[str] = Field(default_factory=list)
+    #: Accept WebSocket connections without a connection token.
+    ws_allow_anonymous: bool = True
+    ws_ping_interval: float = Field(25.0, gt=0)
+    ws_pong_timeout: float = Field(8.0, gt=0)
+    #: Largest frame a WebSocket client may send.
+    ws_max_frame_bytes: int = Field(65_536, ge=1024)
+    ws_max_channels: int = Field(128, ge=1)
+    #: Commands per second per connection (error 111 beyond; 3013 when it persists).
+    ws_command_rate: float = Field(100.0, gt=0)
+    ws_command_burst: int = Field(200, ge=1)
+
+    #: JWT verification: an HMAC secret (HS256) and/or a PEM public key (RS256 or ES256).
+    token_hmac_secret: SecretStr | None = None
+    token_public_key: str | None = None
+    token_audience: str | None = None
+    token_issuer: str | None = None
+    #: Seconds of clock skew tolerated on ``exp`` / ``nbf``.
+    token_leeway: float = Field(5.0, ge=0)
+
     @field_validator("backend")
     @classmethod
     def _known_backend(cls, value: str) -> str:
@@ -121,6 +146,29 @@ class Settings(BaseSettings):
             max_topics=self.max_topics,
             keep_latest_topics=tuple(self.keep_latest_topics),
             topic_bounds=(generation_topic_bounds(self.generation_limits()), job_topic_bounds()),
+        )
+
+    def token_verifier(self) -> TokenVerifier:
+        secret = self.token_hmac_secret.get_secret_value() if self.token_hmac_secret else None
+        return TokenVerifier(
+            hmac_secret=secret,
+            public_key_pem=self.token_public_key,
+            audience=self.token_audience,
+            issuer=self.token_issuer,
+            leeway=self.token_leeway,
+        )
+
+    def centrifugo_options(self) -> CentrifugoOptions:
+        return CentrifugoOptions(
+            tokens=self.token_verifier(),
+            allow_anonymous=self.ws_allow_anonymous,
+            publish_channels=list(self.ws_publish_channels),
+            ping_interval=self.ws_ping_interval,
+            pong_timeout=self.ws_pong_timeout,
+            max_frame_bytes=self.ws_max_frame_bytes,
+            max_channels=self.ws_max_channels,
+            command_rate=self.ws_command_rate,
+            command_burst=self.ws_command_burst,
         )
 
     @property

@@ -1,0 +1,207 @@
+"""The WebSocket endpoint: an ASGI app that serves Centrifugo's client protocol over a hub."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+
+from sluiceway.asgi.shutdown import register
+from sluiceway.centrifugo import codes, frames
+from sluiceway.centrifugo.connection import Connection, Receive, Send
+from sluiceway.centrifugo.options import CentrifugoOptions
+from sluiceway.centrifugo.presence import MemoryPresence, Presence
+from sluiceway.hub import Hub
+from sluiceway.hub.topic import Topic
+
+logger = logging.getLogger("sluiceway.centrifugo")
+
+#: Encoded publications kept for reuse: one event fanned out to N connections is encoded once.
+PUSH_CACHE_SIZE = 4096
+
+
+@dataclass(slots=True)
+class EndpointStats:
+    connections_opened: int = 0
+    connects: int = 0
+    delivered: int = 0  # publications handed to connections' writers
+    commands: dict[str, int] = field(default_factory=dict)
+    disconnects: Counter[int] = field(default_factory=Counter)
+
+    def count_disconnect(self, code: int) -> None:
+        self.disconnects[code] += 1
+
+
+class CentrifugoEndpoint:
+    """Mount it as a WebSocket route of a Starlette/FastAPI app::
+
+        hub = Hub()
+        endpoint = CentrifugoEndpoint(hub, CentrifugoOptions(publish_channels=["chat:*"]))
+        app = Starlette(routes=[WebSocketRoute("/connection/websocket", endpoint)],
+                        lifespan=...)  # await endpoint.aclose() on shutdown
+
+    Centrifugo's client SDKs (centrifuge-js, centrifuge-python, ...) then connect to
+    ``ws://host/connection/websocket`` unchanged. Channels are the hub's topics: what is
+    published over HTTP reaches WebSocket subscribers and the other way round, with the same
+    epoch and offsets.
+    """
+
+    def __init__(
+        self,
+        hub: Hub,
+        options: CentrifugoOptions | None = None,
+        presence: Presence | None = None,
+    ) -> None:
+        self.hub = hub
+        self.options = options or CentrifugoOptions()
+        self.presence: Presence = presence or MemoryPresence()
+        self.stats = EndpointStats()
+        self.connections: set[Connection] = set()
+        self._pushes: dict[tuple[str, str, int], bytes] = {}
+        self._sweeper: asyncio.Task[None] | None = None
+        self._closing = False
+        self._all_gone: asyncio.Event | None = None
+
+    async def __call__(self, scope: dict[str, Any], receive: Receive, send: Send) -> None:
+        if scope["type"] != "websocket":
+            await _upgrade_required(send)
+            return
+        if (await receive())["type"] != "websocket.connect":
+            return
+        if self._closing:
+            await send({"type": "websocket.close", "code": 1013})  # try again later
+            return
+        await send({"type": "websocket.accept"})
+        headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}
+        connection = Connection(self, send, headers)
+        self.connections.add(connection)
+        self.stats.connections_opened += 1
+        self._ensure_sweeper()
+        forget = register(lambda: connection.close(codes.SHUTDOWN), hub_stream=True)
+        try:
+            await connection.run(receive)
+        finally:
+            forget()
+            self.connections.discard(connection)
+            if self._all_gone is not None and not self.connections:
+                self._all_gone.set()
+
+    # -- encoding once -----------------------------------------------------------------------
+
+    def publication_for(self, topic: Topic, offset: int) -> bytes:
+        """The Publication object of a retained event."""
+        event, data, _ = topic.record_at(offset)
+        return frames.publication(offset, frames.json_data(data), event)
+
+    def push_for(self, topic: Topic, channel: str, offset: int) -> bytes:
+        """The publication push of a retained event, shared by every connection."""
+        key = (topic.epoch, channel, offset)
+        push = self._pushes.get(key)
+        if push is None:
+            push = frames.publication_push(channel, self.publication_for(topic, offset))
+            pushes = self._pushes
+            if len(pushes) >= PUSH_CACHE_SIZE:
+                del pushes[next(iter(pushes))]
+            pushes[key] = push
+        return push
+
+    # -- timers ------------------------------------------------------------------------------
+
+    def _ensure_sweeper(self) -> None:
+        if self._sweeper is None or self._sweeper.done():
+            self._sweeper = asyncio.get_running_loop().create_task(self._sweep())
+
+    async def _sweep(self) -> None:
+        """Pings, pong and connect deadlines, token expiry, stuck writes and presence renewal:
+        one pass a second over every connection, instead of timers per connection."""
+        loop = asyncio.get_running_loop()
+        options = self.options
+        next_presence = loop.time() + options.presence_ttl / 3
+        while self.connections:
+            await asyncio.sleep(1.0)
+            now = loop.time()
+            try:
+                for connection in list(self.connections):
+                    self._check(connection, now)
+                if now >= next_presence:
+                    next_presence = now + options.presence_ttl / 3
+                    await self.presence.refresh(self._presence_entries())
+            except Exception:  # keep sweeping: pings and deadlines depend on it
+                logger.exception("centrifugo sweep failed")
+
+    def _check(self, connection: Connection, now: float) -> None:
+        options = self.options
+        if connection.writing_since and now - connection.writing_since > self._write_timeout:
+            connection.abort(codes.WRITE_ERROR)
+        elif connection.disconnect is not None:
+            return  # closing already
+        elif not connection.connected:
+            if now - connection.opened_at > options.connect_timeout:
+                connection.close(codes.STALE)
+        elif connection.pong_deadline is not None and now > connection.pong_deadline:
+            connection.close(codes.NO_PONG)
+        elif connection.expires_at is not None and now > connection.expires_at:
+            connection.close(codes.EXPIRED)
+        elif any(now > deadline for deadline in connection.sub_expires_at.values()):
+            connection.close(codes.SUB_EXPIRED)
+        elif now >= connection.next_ping:
+            connection.next_ping = now + options.ping_interval
+            connection.ping()
+
+    @property
+    def _write_timeout(self) -> float:
+        return self.hub.config.write_timeout
+
+    def _presence_entries(self) -> list[tuple[str, str, dict[str, Any]]]:
+        entries = []
+        for connection in self.connections:
+            client = connection.client
+            for channel in connection.subscriptions:
+                info: dict[str, Any] = {"user": client.user, "client": client.id}
+                if client.info is not None:
+                    info["conn_info"] = client.info
+                if channel in connection.channel_info:
+                    info["chan_info"] = connection.channel_info[channel]
+                entries.append((channel, client.id, info))
+        return entries
+
+    # -- shutdown ----------------------------------------------------------------------------
+
+    async def aclose(self, grace: float = 5.0) -> None:
+        """Disconnect every client with 3001 (shutdown), so that they reconnect elsewhere and
+        recover; wait at most ``grace`` seconds for them to go."""
+        self._closing = True
+        for connection in list(self.connections):
+            connection.close(codes.SHUTDOWN)
+        if self.connections:
+            self._all_gone = asyncio.Event()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._all_gone.wait(), grace)
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._sweeper
+
+
+async def _upgrade_required(send: Send) -> None:
+    body = orjson.dumps(
+        {"error": {"code": "upgrade_required", "message": "this endpoint speaks WebSocket"}}
+    )
+    await send(
+        {
+            "type": "http.response.start",
+            "status": 426,
+            "headers": [
+                (b"content-type", b"application/json"),
+                (b"upgrade", b"websocket"),
+                (b"connection", b"upgrade"),
+                (b"content-length", str(len(body)).encode()),
+            ],
+        }
+    )
+    await send({"type": "http.response.body", "body": body})

@@ -1,0 +1,87 @@
+"""What an application decides about its WebSocket endpoint: limits, permissions and hooks."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
+from fnmatch import fnmatchcase
+from typing import Any
+
+from sluiceway.auth import TokenVerifier
+
+
+@dataclass(slots=True)
+class Client:
+    """A connection as hooks see it."""
+
+    id: str  # unique per connection
+    user: str  # the token's ``sub``; "" for an anonymous connection
+    claims: Mapping[str, Any]  # the connection token's claims ({} without a token)
+    info: Any  # ``info`` from the token, shown in presence (``conn_info``)
+    headers: Mapping[str, str]  # the upgrade request's headers (lower-case names)
+
+
+#: ``on_connect(client, data)``: raise ReplyError/Disconnect to refuse; the value returned is
+#: sent to the client as the connect result's ``data``.
+OnConnect = Callable[[Client, Any], Awaitable[Any]]
+#: ``on_subscribe(client, channel, data)``: raise ReplyError (103...) to refuse.
+OnSubscribe = Callable[[Client, str, Any], Awaitable[None]]
+#: ``on_publish(client, channel, data)`` returns the data to publish (validated, rewritten);
+#: raise ReplyError to refuse.
+OnPublish = Callable[[Client, str, Any], Awaitable[Any]]
+#: ``on_disconnect(client, code, reason)``.
+OnDisconnect = Callable[[Client, int, str], Awaitable[None]]
+
+
+@dataclass(slots=True)
+class Hooks:
+    on_connect: OnConnect | None = None
+    on_subscribe: OnSubscribe | None = None
+    on_publish: OnPublish | None = None
+    on_disconnect: OnDisconnect | None = None
+
+
+@dataclass(slots=True)
+class CentrifugoOptions:
+    """Limits and permissions of :class:`~sluiceway.centrifugo.CentrifugoEndpoint`.
+
+    Permissions: anyone may subscribe to a channel, except channels starting with ``$``
+    (a subscription token for that channel is required) and ``name#u1,u2`` channels (only
+    those users). Clients publish only to channels matching ``publish_channels`` (fnmatch
+    patterns), or to any when an ``on_publish`` hook is set (which then decides). History and
+    presence are open to the channel's subscribers.
+    """
+
+    #: Checks connection and subscription tokens; without keys, tokens are refused.
+    tokens: TokenVerifier = field(default_factory=TokenVerifier)
+    #: Connect without a token (``user`` is then "").
+    allow_anonymous: bool = True
+    publish_channels: list[str] = field(default_factory=list)
+    #: Seconds between the server's pings; a pong must come within ``pong_timeout``.
+    ping_interval: float = 25.0
+    pong_timeout: float = 8.0
+    #: A connection that has not sent ``connect`` within this many seconds is closed (3502).
+    connect_timeout: float = 10.0
+    #: Largest frame a client may send (bytes); larger closes with 3501.
+    max_frame_bytes: int = 65_536
+    max_channels: int = 128
+    #: Commands per second (a token bucket of ``command_burst``); over it: error 111, and
+    #: disconnect 3013 once ``command_burst`` more commands were refused in a row.
+    command_rate: float = 100.0
+    command_burst: int = 200
+    #: Largest frame the server sends: pushes queued together are joined up to this size.
+    max_send_frame_bytes: int = 262_144
+    #: How long presence entries live without being renewed (shared presence).
+    presence_ttl: float = 60.0
+    hooks: Hooks = field(default_factory=Hooks)
+
+    def may_publish(self, channel: str) -> bool:
+        return self.hooks.on_publish is not None or any(
+            fnmatchcase(channel, pattern) for pattern in self.publish_channels
+        )
+
+
+def channel_users(channel: str) -> list[str] | None:
+    """The users a ``name#u1,u2`` channel is limited to; ``None`` for other channels."""
+    _, mark, users = channel.rpartition("#")
+    return users.split(",") if mark else None
