@@ -33,14 +33,16 @@ from sluiceway.sse import encode_event
 
 logger = logging.getLogger("sluiceway.hub")
 
-#: Letters, digits and ``_ . : @ ~ + = $ # ! -``; 1 to 200 characters. No ``/``, no spaces.
-TOPIC_NAME = re.compile(r"[A-Za-z0-9_.:@~+=$#!-]{1,200}")
+#: Letters, digits and ``_ . : @ ~ + = $ # ! , -``; 1 to 200 characters. No ``/``, no spaces.
+#: (``$`` and ``#`` / ``,`` carry meaning for WebSocket clients: private and user-limited
+#: channels, see :mod:`sluiceway.centrifugo`.)
+TOPIC_NAME = re.compile(r"[A-Za-z0-9_.:@~+=$#!,-]{1,200}")
 
 
 def check_topic_name(name: str) -> str:
     if not TOPIC_NAME.fullmatch(name):
         raise InvalidTopic(
-            f"invalid topic name {name[:80]!r}: use 1-200 of A-Z a-z 0-9 _ . : @ ~ + = $ # ! -"
+            f"invalid topic name {name[:80]!r}: use 1-200 of A-Z a-z 0-9 _ . : @ ~ + = $ # ! , -"
         )
     return name
 

@@ -26,7 +26,7 @@ from sluiceway.server import (
 )
 from sluiceway.server.errors import APIError, api_error_handler, http_error_handler
 from sluiceway.server.job_routes import close_jobs
-from sluiceway.server.metrics import metrics_registry
+from sluiceway.server.metrics import CentrifugoCollector, metrics_registry
 from sluiceway.server.routes import routes
 from sluiceway.server.settings import Settings
 from sluiceway.transfer.compression import CompressionMiddleware
@@ -67,6 +67,8 @@ def create_app(
     )
 
     websocket = make_centrifugo_endpoint(settings, hub)
+    if websocket is not None:
+        registry.register(CentrifugoCollector(websocket))
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:

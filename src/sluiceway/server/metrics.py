@@ -9,6 +9,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.registry import Collector
 
 from sluiceway.asgi import open_stream_count
+from sluiceway.centrifugo import CentrifugoEndpoint
 from sluiceway.hub import Hub
 
 
@@ -67,6 +68,38 @@ class HubCollector(Collector):
                 "Times a mirrored topic was refilled from the backend after missed notifications.",
                 value=self.hub.backend_refills,
             )
+
+
+class CentrifugoCollector(Collector):
+    def __init__(self, endpoint: CentrifugoEndpoint) -> None:
+        self.endpoint = endpoint
+
+    def collect(self) -> Iterator[Metric]:
+        stats = self.endpoint.stats
+        yield GaugeMetricFamily(
+            "sluiceway_ws_connections",
+            "WebSocket connections open now.",
+            value=len(self.endpoint.connections),
+        )
+        yield CounterMetricFamily(
+            "sluiceway_ws_publications_delivered",
+            "Publications handed to WebSocket connections (one per connection per event).",
+            value=stats.delivered,
+        )
+        commands = CounterMetricFamily(
+            "sluiceway_ws_commands", "WebSocket commands received.", labels=["method"]
+        )
+        for method, count in sorted(stats.commands.items()):
+            commands.add_metric([method], count)
+        yield commands
+        disconnects = CounterMetricFamily(
+            "sluiceway_ws_disconnects",
+            "WebSocket connections ended, by disconnect code (3000: the client left).",
+            labels=["code"],
+        )
+        for code, count in sorted(stats.disconnects.items()):
+            disconnects.add_metric([str(code)], count)
+        yield disconnects
 
 
 def metrics_registry(hub: Hub) -> CollectorRegistry:

@@ -97,6 +97,10 @@ class Settings(BaseSettings):
     ws_allow_anonymous: bool = True
     ws_ping_interval: float = Field(25.0, gt=0)
     ws_pong_timeout: float = Field(8.0, gt=0)
+    #: Seconds a new WebSocket connection has to send ``connect`` (3502 after).
+    ws_connect_timeout: float = Field(10.0, gt=0)
+    #: Seconds a presence entry outlives its process (shared presence, Redis).
+    ws_presence_ttl: float = Field(60.0, ge=1)
     #: Largest frame a WebSocket client may send.
     ws_max_frame_bytes: int = Field(65_536, ge=1024)
     ws_max_channels: int = Field(128, ge=1)
@@ -165,6 +169,8 @@ class Settings(BaseSettings):
             publish_channels=list(self.ws_publish_channels),
             ping_interval=self.ws_ping_interval,
             pong_timeout=self.ws_pong_timeout,
+            connect_timeout=self.ws_connect_timeout,
+            presence_ttl=self.ws_presence_ttl,
             max_frame_bytes=self.ws_max_frame_bytes,
             max_channels=self.ws_max_channels,
             command_rate=self.ws_command_rate,
