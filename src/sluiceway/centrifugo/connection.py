@@ -46,17 +46,61 @@ logger = logging.getLogger("sluiceway.centrifugo")
 Send = Callable[[dict[str, Any]], Awaitable[None]]
 Receive = Callable[[], Awaitable[dict[str, Any]]]
 
+#: The method that handles each command (looked up per command, not stored per connection).
+HANDLERS = {
+    "connect": "_connect",
+    "subscribe": "_subscribe",
+    "unsubscribe": "_unsubscribe",
+    "publish": "_publish",
+    "presence": "_presence",
+    "presence_stats": "_presence_stats",
+    "history": "_history",
+    "ping": "_ping",
+    "refresh": "_refresh",
+    "sub_refresh": "_sub_refresh",
+}
 REPLAY_ALL = 1 << 62  # take() limit for a subscribe reply: everything history holds
 BATCH = 64  # events read from one channel at a time while filling a frame
 
 
 class Connection:
-    def __init__(self, endpoint: CentrifugoEndpoint, send: Send, headers: dict[str, str]) -> None:
+    __slots__ = (
+        "_loop",
+        "_out",
+        "_refused_in_row",
+        "_send",
+        "_tokens",
+        "_tokens_at",
+        "_wakeup",
+        "_writer",
+        "channel_info",
+        "client",
+        "connected",
+        "disconnect",
+        "done",
+        "endpoint",
+        "expires_at",
+        "hub",
+        "next_ping",
+        "opened_at",
+        "options",
+        "paused",
+        "pong_deadline",
+        "sub_expires_at",
+        "subscriptions",
+        "writing_since",
+    )
+
+    def __init__(
+        self, endpoint: CentrifugoEndpoint, send: Send, headers: list[tuple[bytes, bytes]]
+    ) -> None:
         self.endpoint = endpoint
         self.hub = endpoint.hub
         self.options = endpoint.options
         self._send = send
-        self.client = Client(id=str(uuid.uuid4()), user="", claims={}, info=None, headers=headers)
+        self.client = Client(
+            id=str(uuid.uuid4()), user="", claims={}, info=None, raw_headers=headers
+        )
         self.connected = False
         self.subscriptions: dict[str, Subscription] = {}
         self.channel_info: dict[str, Any] = {}  # chan_info from subscription tokens
@@ -80,18 +124,6 @@ class Connection:
         # ("paused"), and "done" once the connection has ended.
         self.paused = True
         self.done = False
-        self._handlers: dict[str, Callable[[frames.Command], Awaitable[None]]] = {
-            "connect": self._connect,
-            "subscribe": self._subscribe,
-            "unsubscribe": self._unsubscribe,
-            "publish": self._publish,
-            "presence": self._presence,
-            "presence_stats": self._presence_stats,
-            "history": self._history,
-            "ping": self._ping,
-            "refresh": self._refresh,
-            "sub_refresh": self._sub_refresh,
-        }
 
     # -- the reading side (the ASGI task) ----------------------------------------------------
 
@@ -151,11 +183,11 @@ class Connection:
                 self._queue(frames.error_reply(command.id, codes.too_many_requests()))
             return
         self._refused_in_row = 0
-        handler = self._handlers.get(command.method)
+        handler = HANDLERS.get(command.method)
         try:
             if handler is None:
                 raise codes.method_not_found()
-            await handler(command)
+            await getattr(self, handler)(command)
         except ReplyError as error:
             self._queue(frames.error_reply(command.id, error))
         except Disconnect as disconnect:

@@ -77,8 +77,7 @@ class CentrifugoEndpoint:
             await send({"type": "websocket.close", "code": 1013})  # try again later
             return
         await send({"type": "websocket.accept"})
-        headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}
-        connection = Connection(self, send, headers)
+        connection = Connection(self, send, scope["headers"])
         self.connections.add(connection)
         self.stats.connections_opened += 1
         self._ensure_sweeper()

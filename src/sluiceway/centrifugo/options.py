@@ -18,7 +18,13 @@ class Client:
     user: str  # the token's ``sub``; "" for an anonymous connection
     claims: Mapping[str, Any]  # the connection token's claims ({} without a token)
     info: Any  # ``info`` from the token, shown in presence (``conn_info``)
-    headers: Mapping[str, str]  # the upgrade request's headers (lower-case names)
+    raw_headers: list[tuple[bytes, bytes]]  # as the ASGI server gave them
+
+    @property
+    def headers(self) -> dict[str, str]:
+        """The upgrade request's headers, lower-case names (built when asked: an idle
+        connection does not keep a second copy)."""
+        return {k.decode("latin-1"): v.decode("latin-1") for k, v in self.raw_headers}
 
 
 #: ``on_connect(client, data)``: raise ReplyError/Disconnect to refuse; the value returned is
