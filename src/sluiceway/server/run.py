@@ -105,6 +105,9 @@ def serve(settings: Settings) -> None:
         # protocol's limit are refused by uvicorn (1009) before they are buffered whole.
         ws="websockets-sansio",
         ws_max_size=2 * settings.ws_max_frame_bytes,
+        # permessage-deflate would compress each frame again for every connection (a fan-out
+        # encodes once) and hold a zlib context of ~100s of KiB per idle connection.
+        ws_per_message_deflate=False,
         # Streams are ended (or dropped, if stuck) by StreamingServer.shutdown before uvicorn
         # waits for connections; this only bounds what is left, e.g. a slow upload.
         timeout_graceful_shutdown=1,
