@@ -222,7 +222,6 @@ BAD_TOPICS = [
     pytest.param("a%20b", id="space"),
     pytest.param("x" * 201, id="too-long"),
     pytest.param("%C3%A9t%C3%A9", id="non-ascii"),
-    pytest.param("a%2Cb", id="comma"),
     pytest.param("a%3Fb", id="question-mark"),
     pytest.param("a%22b", id="quote"),
 ]

@@ -15,7 +15,7 @@ import logging
 import time
 import uuid
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import orjson
 
@@ -46,6 +46,25 @@ logger = logging.getLogger("sluiceway.centrifugo")
 Send = Callable[[dict[str, Any]], Awaitable[None]]
 Receive = Callable[[], Awaitable[dict[str, Any]]]
 
+#: The ``scope["extensions"]`` key under which a server offers a :class:`DirectWriter`.
+DIRECT_WRITER = "sluiceway.direct_text_writer"
+
+
+class DirectWriter(Protocol):
+    """Writes whole text frames to the socket without a task switch (``sluiceway serve``
+    offers one, see :mod:`sluiceway.server.native_ws`); without it, frames go through ASGI."""
+
+    def writable(self) -> bool: ...
+
+    def write_text(self, payload: bytes) -> None: ...
+
+    async def wait_writable(self) -> bool:
+        """Wait until the socket takes more; False when it never will (closing)."""
+        ...
+
+    def abort(self) -> None: ...
+
+
 #: The method that handles each command (looked up per command, not stored per connection).
 HANDLERS = {
     "connect": "_connect",
@@ -65,6 +84,7 @@ BATCH = 64  # events read from one channel at a time while filling a frame
 
 class Connection:
     __slots__ = (
+        "_direct",
         "_loop",
         "_out",
         "_refused_in_row",
@@ -92,9 +112,14 @@ class Connection:
     )
 
     def __init__(
-        self, endpoint: CentrifugoEndpoint, send: Send, headers: list[tuple[bytes, bytes]]
+        self,
+        endpoint: CentrifugoEndpoint,
+        send: Send,
+        headers: list[tuple[bytes, bytes]],
+        direct: DirectWriter | None = None,
     ) -> None:
         self.endpoint = endpoint
+        self._direct = direct
         self.hub = endpoint.hub
         self.options = endpoint.options
         self._send = send
@@ -538,8 +563,25 @@ class Connection:
 
     def _kick(self) -> None:
         wakeup = self._wakeup
-        if wakeup is not None and not wakeup.done():
+        if wakeup is None or wakeup.done():
+            return  # the writer is busy, and looks again before it parks
+        if self._direct is not None and self.disconnect is None:
+            self._write_direct()
+        else:
             wakeup.set_result(None)
+
+    def _write_direct(self) -> None:
+        """Write what is pending now, from this callback, while the socket takes it."""
+        direct = self._direct
+        assert direct is not None
+        while direct.writable():
+            frame = self._collect()
+            if frame is None:
+                return
+            direct.write_text(frame)
+        wakeup = self._wakeup
+        if wakeup is not None and not wakeup.done():
+            wakeup.set_result(None)  # the writer waits until the socket drains
 
     def ready(self) -> None:
         """Called by the hub: a followed channel has news, or a subscription was closed."""
@@ -589,10 +631,20 @@ class Connection:
             subscription.release()
 
     async def _write_loop(self) -> None:
+        direct = self._direct
         try:
             while True:
+                if direct is not None and not direct.writable():
+                    self.writing_since = self._loop.time()
+                    if not await direct.wait_writable():
+                        raise ConnectionResetError  # gone: the reading side ends it
+                    self.writing_since = 0.0
+                    continue
                 frame = self._collect()
                 if frame is not None:
+                    if direct is not None:
+                        direct.write_text(frame)
+                        continue
                     self.writing_since = self._loop.time()
                     await self._send({"type": "websocket.send", "text": frame.decode()})
                     self.writing_since = 0.0
@@ -611,8 +663,13 @@ class Connection:
     async def _send_close(self, *, within: float | None) -> None:
         disconnect = self.disconnect or codes.SHUTDOWN
         message = {"type": "websocket.close", "code": disconnect.code, "reason": disconnect.reason}
-        with contextlib.suppress(OSError, TimeoutError, RuntimeError):
+        try:
             await asyncio.wait_for(self._send(message), within)
+        except TimeoutError:
+            if self._direct is not None:
+                self._direct.abort()  # it reads nothing: drop it rather than wait
+        except (OSError, RuntimeError):
+            pass  # already gone
 
     def _collect(self) -> bytes | None:
         """Replies first, then the publications of every channel, joined into one frame of

@@ -13,7 +13,7 @@ import orjson
 
 from sluiceway.asgi.shutdown import register
 from sluiceway.centrifugo import codes, frames
-from sluiceway.centrifugo.connection import Connection, Receive, Send
+from sluiceway.centrifugo.connection import DIRECT_WRITER, Connection, Receive, Send
 from sluiceway.centrifugo.options import CentrifugoOptions
 from sluiceway.centrifugo.presence import MemoryPresence, Presence
 from sluiceway.hub import Hub
@@ -77,7 +77,8 @@ class CentrifugoEndpoint:
             await send({"type": "websocket.close", "code": 1013})  # try again later
             return
         await send({"type": "websocket.accept"})
-        connection = Connection(self, send, scope["headers"])
+        direct = scope.get("extensions", {}).get(DIRECT_WRITER)
+        connection = Connection(self, send, scope["headers"], direct)
         self.connections.add(connection)
         self.stats.connections_opened += 1
         self._ensure_sweeper()

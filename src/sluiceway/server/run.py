@@ -14,6 +14,7 @@ from sluiceway.asgi import close_all_streams
 from sluiceway.hub import Hub
 from sluiceway.server import native
 from sluiceway.server.app import create_app, make_hub
+from sluiceway.server.native_ws import DirectWebSocketProtocol
 from sluiceway.server.settings import Settings
 from sluiceway.server.workers import REUSE_PORT_ENV, check_backend, reuse_port_socket, supervise
 
@@ -101,9 +102,10 @@ def serve(settings: Settings) -> None:
         lifespan="on",
         # Hub streams written straight to the socket; everything else through ASGI.
         http=native.protocol_for(hub, settings) if use_native else "auto",
-        # The sans-I/O implementation: the lightest per connection. Frames over twice the
-        # protocol's limit are refused by uvicorn (1009) before they are buffered whole.
-        ws="websockets-sansio",
+        # uvicorn's sans-I/O implementation (the lightest per connection), writing frames
+        # straight to the socket. Frames over twice the protocol's limit are refused by
+        # uvicorn (1009) before they are buffered whole.
+        ws=DirectWebSocketProtocol,
         ws_max_size=2 * settings.ws_max_frame_bytes,
         # permessage-deflate would compress each frame again for every connection (a fan-out
         # encodes once) and hold a zlib context of ~100s of KiB per idle connection.
