@@ -255,11 +255,25 @@ class UvicornThread:
         self._server = uvicorn.Server(
             uvicorn.Config(app, host=HOST, port=self.port, log_level="warning", lifespan="off")
         )
-        self._thread = threading.Thread(target=self._server.run, daemon=True)
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread = threading.Thread(target=self._run, daemon=True)
 
     @property
     def url(self) -> str:
         return f"http://{HOST}:{self.port}"
+
+    @property
+    def loop(self) -> asyncio.AbstractEventLoop:
+        """The server thread's loop, for ``asyncio.run_coroutine_threadsafe``."""
+        assert self._loop is not None
+        return self._loop
+
+    def _run(self) -> None:
+        self._loop = asyncio.new_event_loop()
+        try:
+            self._loop.run_until_complete(self._server.serve())
+        finally:
+            self._loop.close()
 
     def __enter__(self) -> Self:
         self._thread.start()

@@ -33,12 +33,12 @@ from serverproc import ServerProcess
 from sse_servers import ChaosProxy, UvicornThread
 from starlette.applications import Starlette
 from starlette.routing import WebSocketRoute
-from wsclient import raw_client, ws_url
+from wsclient import SilentClient, raw_client, ws_url
 
 from sluiceway.centrifugo import CentrifugoEndpoint, CentrifugoOptions, Hooks, ReplyError
 from sluiceway.centrifugo import Client as WSClient
 from sluiceway.client import EventSource
-from sluiceway.hub import Hub
+from sluiceway.hub import Hub, HubConfig
 
 SECRET = "sdk-test-secret-long-enough-for-hs256!"
 
@@ -280,6 +280,34 @@ async def test_hooks_authorize_validate_and_rewrite() -> None:
         assert await asyncio.to_thread(disconnected.wait, 5)
     assert seen["connect"] == [result["client"]]
     assert seen["disconnect"] == [(result["client"], 3000)]
+
+
+async def test_slow_client_under_plain_asgi() -> None:
+    """In an app under plain uvicorn (frames go through ASGI ``send``, not the direct writer),
+    a client that stops reading is cut off with 3008 just the same."""
+    hub = Hub(HubConfig(buffer_bytes=256 * 1024, write_timeout=2))
+    endpoint = CentrifugoEndpoint(hub)
+    app = Starlette(routes=[WebSocketRoute("/connection/websocket", endpoint)])
+    count = 300
+    with UvicornThread(app) as server:
+        slow = SilentClient(server.port)
+        slow.send(json.dumps({"id": 1, "connect": {}}))
+        slow.send(json.dumps({"id": 2, "subscribe": {"channel": "big"}}))
+        async with raw_client(server.url) as fast:
+            await fast.connect()
+            await fast.subscribe("big")
+            reader = asyncio.create_task(fast.publications("big", count, timeout=60))
+            await asyncio.sleep(0.2)  # the slow client has subscribed
+            for n in range(count):
+                await asyncio.wrap_future(
+                    asyncio.run_coroutine_threadsafe(
+                        hub.publish("big", f"{n}:{'x' * 32_000}"), server.loop
+                    )
+                )
+            pubs = await reader
+        assert [int(p["data"].split(":")[0]) for p in pubs] == list(range(count))
+        assert endpoint.stats.disconnects[3008] == 1
+        slow.close()
 
 
 # -- many processes ----------------------------------------------------------------------
