@@ -253,6 +253,49 @@ async def test_refresh_extends_the_connection(server: ServerProcess) -> None:
         assert await client.closed() == (3500, "invalid token")
 
 
+async def test_subscription_tokens_expire_unless_refreshed(server: ServerProcess) -> None:
+    async with raw_client(server.url) as client:
+        await client.connect(token=token(sub="alice"))
+        soon = int(time.time()) + 2
+        kept = await client.subscribe("$kept", token=token(sub="alice", channel="$kept", exp=soon))
+        assert kept["expires"] is True and 0 <= kept["ttl"] <= 2
+        await client.subscribe("$lapsing", token=token(sub="alice", channel="$lapsing", exp=soon))
+        later = token(sub="alice", channel="$kept", exp=int(time.time()) + 60)
+        refreshed = await client.request("sub_refresh", {"channel": "$kept", "token": later})
+        assert refreshed["sub_refresh"]["expires"] is True and refreshed["sub_refresh"]["ttl"] > 50
+        wrong = token(sub="alice", channel="$other", exp=int(time.time()) + 60)
+        refused = await client.request("sub_refresh", {"channel": "$lapsing", "token": wrong})
+        assert refused["error"]["code"] == 103
+        code = None
+        async with asyncio.timeout(8):
+            while code is None:
+                try:
+                    if {} in await client.messages():
+                        await client.send_frame("{}")
+                except ConnectionClosed as closed:
+                    assert closed.rcvd is not None
+                    code = closed.rcvd.code
+        assert code == 3006  # "$lapsing" was not refreshed
+
+
+async def test_server_side_subscriptions_from_the_token(server: ServerProcess, topic: str) -> None:
+    connect_token = token(sub="alice", channels=[topic])
+    async with raw_client(server.url) as client:
+        result = await client.connect(token=connect_token)
+        sub = result["subs"][topic]
+        assert sub["recoverable"] is True and sub["offset"] == 0
+        await publish_http(server, topic, "first")
+        (pub,) = await client.publications(topic, 1)
+        assert pub == {"data": "first", "offset": 1}
+    await publish_http(server, topic, "missed")
+    async with raw_client(server.url) as client:
+        position = {"recover": True, "epoch": sub["epoch"], "offset": 1}
+        result = await client.connect(token=connect_token, subs={topic: position})
+        recovered = result["subs"][topic]
+        assert recovered["recovered"] is True
+        assert [p["data"] for p in recovered["publications"]] == ["missed"]
+
+
 async def test_private_channels_need_a_subscription_token(server: ServerProcess) -> None:
     async with raw_client(server.url) as client:
         await client.connect(token=token(sub="alice"))

@@ -396,7 +396,10 @@ class Connection:
             info["conn_info"] = self.client.info
         if channel in self.channel_info:
             info["chan_info"] = self.channel_info[channel]
-        await self.endpoint.presence.add(channel, self.client.id, info)
+        try:
+            await self.endpoint.presence.add(channel, self.client.id, info)
+        except Exception:  # presence is advisory, and the sweeper renews it
+            logger.warning("could not record presence in %r", channel, exc_info=True)
 
     async def _authorize_subscribe(self, channel: str, params: dict[str, Any]) -> float | None:
         """Raise unless this client may subscribe; the subscription token's lifetime, if any."""
@@ -471,21 +474,15 @@ class Connection:
 
     async def _presence(self, command: frames.Command) -> None:
         channel = self._subscribed(command.params)
-        presence = await self._read_presence(channel)
+        presence = await self.endpoint.presence.get(channel)
         self._queue(frames.reply(command.id, "presence", {"presence": presence}))
 
     async def _presence_stats(self, command: frames.Command) -> None:
         channel = self._subscribed(command.params)
-        presence = await self._read_presence(channel)
+        presence = await self.endpoint.presence.get(channel)
         users = {info.get("user", "") for info in presence.values()}
         result = {"num_clients": len(presence), "num_users": len(users)}
         self._queue(frames.reply(command.id, "presence_stats", result))
-
-    async def _read_presence(self, channel: str) -> dict[str, Any]:
-        try:
-            return await self.endpoint.presence.get(channel)
-        except OSError:
-            raise codes.internal() from None
 
     async def _history(self, command: frames.Command) -> None:
         params = command.params
