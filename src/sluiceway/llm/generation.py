@@ -60,8 +60,14 @@ class Generation:
         metrics: GenerationMetrics,
         *,
         partial_json: bool = False,
+        background: bool = False,
     ) -> None:
         self.id = new_generation_id()
+        #: Keeps running with nobody watching (the abandon policy does not apply).
+        self.background = background
+        #: What a wire format needs to describe this generation again (e.g. the Responses
+        #: API's request fields), by format name.
+        self.annotations: dict[str, Any] = {}
         self.topic = TOPIC_PREFIX + self.id
         self.request = request
         self.provider = provider

@@ -69,8 +69,11 @@ class Generations:
     def running(self) -> int:
         return sum(1 for g in self._by_id.values() if g.running)
 
-    def start(self, request: ChatRequest, *, partial_json: bool = False) -> Generation:
-        """Start a generation (it runs detached); raises :class:`GenerationRefused`."""
+    def start(
+        self, request: ChatRequest, *, partial_json: bool = False, background: bool = False
+    ) -> Generation:
+        """Start a generation (it runs detached); raises :class:`GenerationRefused`.
+        ``background``: it runs to its end even when nobody watches it."""
         if request.max_tokens > self.limits.max_tokens:
             raise GenerationRefused(
                 400, "max_tokens_too_large", f"max_tokens may be at most {self.limits.max_tokens}"
@@ -82,7 +85,13 @@ class Generations:
                 f"{self.limits.max_concurrent} generations are running; try again shortly",
             )
         generation = Generation(
-            request, self.provider, self.hub, self.limits, self.metrics, partial_json=partial_json
+            request,
+            self.provider,
+            self.hub,
+            self.limits,
+            self.metrics,
+            partial_json=partial_json,
+            background=background,
         )
         self._by_id[generation.id] = generation
         generation.start()
@@ -129,7 +138,7 @@ class Generations:
                 if ended is not None and now - ended > limits.retention:
                     del self._by_id[generation_id]
                 continue
-            if self.hub.subscriber_count(generation.topic):
+            if generation.background or self.hub.subscriber_count(generation.topic):
                 self._unwatched_since.pop(generation_id, None)
                 continue
             since = self._unwatched_since.setdefault(generation_id, now)

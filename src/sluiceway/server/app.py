@@ -17,12 +17,15 @@ from sluiceway.llm.providers.base import Provider
 from sluiceway.llm.providers.factory import make_provider
 from sluiceway.llm.stats import GenerationMetrics
 from sluiceway.server import (
+    ai_sdk_routes,
+    anthropic_routes,
     export_routes,
     file_routes,
     generation_routes,
     job_routes,
     openai_routes,
     proxy_routes,
+    responses_routes,
 )
 from sluiceway.server.errors import APIError, api_error_handler, http_error_handler
 from sluiceway.server.job_routes import close_jobs
@@ -88,6 +91,9 @@ def create_app(
             *routes,
             *generation_routes.routes,
             *openai_routes.routes,
+            *responses_routes.routes,
+            *anthropic_routes.routes,
+            *ai_sdk_routes.make_routes(settings.chat_api_prefix),
             *file_routes.routes,
             *export_routes.routes,
             *job_routes.routes,

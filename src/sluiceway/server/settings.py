@@ -88,6 +88,8 @@ class Settings(BaseSettings):
     llm_on_abandon: Literal["cancel", "finish"] = "cancel"
     #: Seconds a finished generation stays replayable.
     llm_retention: float = Field(600.0, gt=0)
+    #: Where the Vercel AI SDK's chat endpoints live (``<prefix>/chat``).
+    chat_api_prefix: str = Field("/api", pattern=r"^(/[A-Za-z0-9._~-]+)*$")
 
     #: Serve Centrifugo's client protocol at ``/connection/websocket``.
     ws_enabled: bool = True

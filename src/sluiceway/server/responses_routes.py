@@ -1,0 +1,164 @@
+"""``/v1/responses``: OpenAI's Responses API over a detached generation, resumable.
+
+``POST /v1/responses`` (``stream``, ``background``), ``GET /v1/responses/{id}`` (the Response
+object; with ``?stream=true&starting_after=N`` its events after N, then live), and ``POST
+/v1/responses/{id}/cancel``. The official ``openai`` SDK works unchanged against them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+
+import orjson
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from sluiceway.asgi import EventStreamResponse
+from sluiceway.hub import Hub
+from sluiceway.llm.chunks import UpstreamError
+from sluiceway.llm.follow import generation_batches
+from sluiceway.llm.generation import Generation
+from sluiceway.llm.manager import GenerationRefused
+from sluiceway.llm.openai_format import BadRequest, error_body
+from sluiceway.llm.responses_format import (
+    ResponseInfo,
+    ResponsesEncoder,
+    generation_id,
+    info_for,
+    parse_request,
+    response_id,
+)
+from sluiceway.server.errors import APIError, JSONResponse
+from sluiceway.server.generation_routes import generations_of, read_json, start_generation
+
+
+def _error(status: int, code: str, message: str, **headers: str) -> Response:
+    return JSONResponse(error_body(status, code, message), status_code=status, headers=headers)
+
+
+async def create(request: Request) -> Response:
+    settings = request.app.state.settings
+    try:
+        body = await read_json(request)
+        chat, stream, background = parse_request(body, settings.llm_max_tokens)
+    except APIError as exc:
+        return _error(exc.status, exc.code, exc.detail)
+    except BadRequest as exc:
+        return _error(400, "invalid_request", str(exc))
+    generations = generations_of(request)
+    try:
+        if background:
+            # Detached at once, kept running with nobody watching; errors show in its status.
+            generation = generations.start(chat, background=True)
+        else:
+            generation = await start_generation(generations, chat)
+    except GenerationRefused as exc:
+        return _error(exc.status, exc.code, exc.detail)
+    except UpstreamError as exc:
+        headers = {"retry-after": str(int(exc.retry_after))} if exc.retry_after else {}
+        return _error(exc.status, exc.kind, exc.message, **headers)
+    info = info_for(
+        chat, body, response_id(generation.id), generation.model, int(generation.created)
+    )
+    generation.annotations["responses"] = info
+    hub: Hub = request.app.state.hub
+    headers = {"x-generation-id": generation.id}
+    if stream:
+        return EventStreamResponse(  # type: ignore[return-value]
+            _events(hub, generation, info, -1), headers=headers
+        )
+    if background:
+        encoder = ResponsesEncoder(info)
+        encoder.status = "queued" if not generation.opened.done() else "in_progress"
+        return JSONResponse(encoder.snapshot(), headers=headers)
+    encoder = await _replay(hub, generation, info, wait=True)
+    if encoder.status == "failed":
+        return _error(502, "upstream_error", str((encoder.error or {}).get("message", "")))
+    return JSONResponse(encoder.snapshot(), headers=headers)
+
+
+async def _events(
+    hub: Hub, generation: Generation, info: ResponseInfo, starting_after: int
+) -> AsyncIterator[bytes]:
+    """The generation's events encoded from the start, sent from ``starting_after + 1`` on,
+    each with its ``sequence_number`` as the SSE id (so ``Last-Event-ID`` resumes too)."""
+    encoder = ResponsesEncoder(info)
+    async for batch in generation_batches(hub, generation):
+        out: list[bytes] = []
+        for stored in batch:
+            kind = stored.event or "message"
+            for event in encoder.feed(kind, orjson.loads(stored.data or "null")):
+                if event["sequence_number"] > starting_after:
+                    out.append(
+                        b"event: %b\ndata: %b\nid: %d\n\n"
+                        % (event["type"].encode(), orjson.dumps(event), event["sequence_number"])
+                    )
+        if out:
+            yield b"".join(out)
+
+
+async def _replay(
+    hub: Hub, generation: Generation, info: ResponseInfo, *, wait: bool
+) -> ResponsesEncoder:
+    """The encoder fed with the generation's events: all of them (``wait``), or what has
+    happened so far."""
+    encoder = ResponsesEncoder(info)
+    if wait:
+        async for batch in generation_batches(hub, generation):
+            for stored in batch:
+                encoder.feed(stored.event or "message", orjson.loads(stored.data or "null"))
+        return encoder
+    page = await hub.history(generation.topic, None, 1_000_000)
+    for stored in page.events:
+        encoder.feed(stored.event or "message", orjson.loads(stored.data))
+    return encoder
+
+
+def _find(request: Request) -> tuple[Generation, ResponseInfo] | Response:
+    rid = request.path_params["response_id"]
+    generation = generations_of(request).get(generation_id(rid))
+    info = generation.annotations.get("responses") if generation is not None else None
+    if generation is None or not isinstance(info, ResponseInfo):
+        return _error(404, "not_found", f"No response found with id '{rid[:80]}'.")
+    return generation, info
+
+
+async def retrieve(request: Request) -> Response:
+    found = _find(request)
+    if isinstance(found, Response):
+        return found
+    generation, info = found
+    hub: Hub = request.app.state.hub
+    if request.query_params.get("stream") in ("true", "1"):
+        after = request.query_params.get("starting_after") or request.headers.get("last-event-id")
+        try:
+            starting_after = int(after) if after is not None else -1
+        except ValueError:
+            return _error(400, "invalid_starting_after", "starting_after must be an integer")
+        return EventStreamResponse(  # type: ignore[return-value]
+            _events(hub, generation, info, starting_after),
+            headers={"x-generation-id": generation.id},
+        )
+    encoder = await _replay(hub, generation, info, wait=False)
+    return JSONResponse(encoder.snapshot())
+
+
+async def cancel(request: Request) -> Response:
+    found = _find(request)
+    if isinstance(found, Response):
+        return found
+    generation, info = found
+    generations_of(request).cancel(generation.id)
+    if generation.task is not None and not generation.task.done():
+        await asyncio.wait({generation.task}, timeout=2)
+    encoder = await _replay(request.app.state.hub, generation, info, wait=False)
+    return JSONResponse(encoder.snapshot())
+
+
+routes = [
+    Route("/v1/responses", create, methods=["POST"]),
+    Route("/v1/responses/{response_id}", retrieve, methods=["GET"]),
+    Route("/v1/responses/{response_id}/cancel", cancel, methods=["POST"]),
+]
