@@ -84,6 +84,7 @@ BATCH = 64  # events read from one channel at a time while filling a frame
 
 class Connection:
     __slots__ = (
+        "_close_started",
         "_direct",
         "_loop",
         "_out",
@@ -134,6 +135,7 @@ class Connection:
         self._out: list[bytes] = []  # replies and control pushes, sent before publications
         self._wakeup: asyncio.Future[None] | None = None
         self._writer: asyncio.Task[None] | None = None
+        self._close_started = False  # the close frame is being (or was) sent
         self.writing_since = 0.0  # loop time when the current write began; 0 when not writing
         loop = asyncio.get_running_loop()
         self._loop = loop
@@ -153,7 +155,8 @@ class Connection:
     # -- the reading side (the ASGI task) ----------------------------------------------------
 
     async def run(self, receive: Receive) -> None:
-        self._writer = self._loop.create_task(self._write_loop())
+        if self._direct is None:
+            self._writer = self._loop.create_task(self._write_loop())
         try:
             while True:
                 message = await receive()
@@ -559,26 +562,28 @@ class Connection:
         self._kick()
 
     def _kick(self) -> None:
+        if self.done or self._close_started:
+            return
+        if self._direct is not None:
+            if self._writer is None:
+                self._write_direct()
+            return  # a writer task is waiting for the socket (or closing): it looks again
         wakeup = self._wakeup
-        if wakeup is None or wakeup.done():
-            return  # the writer is busy, and looks again before it parks
-        if self._direct is not None and self.disconnect is None:
-            self._write_direct()
-        else:
+        if wakeup is not None and not wakeup.done():
             wakeup.set_result(None)
 
     def _write_direct(self) -> None:
-        """Write what is pending now, from this callback, while the socket takes it."""
+        """Write what is pending now, from this callback, while the socket takes it. A task
+        is started only for what has to wait: a full socket, or the closing handshake; an
+        idle connection has none."""
         direct = self._direct
         assert direct is not None
-        while direct.writable():
+        while self.disconnect is None and direct.writable():
             frame = self._collect()
             if frame is None:
                 return
             direct.write_text(frame)
-        wakeup = self._wakeup
-        if wakeup is not None and not wakeup.done():
-            wakeup.set_result(None)  # the writer waits until the socket drains
+        self._writer = self._loop.create_task(self._write_loop())
 
     def ready(self) -> None:
         """Called by the hub: a followed channel has news, or a subscription was closed."""
@@ -611,23 +616,26 @@ class Connection:
     def abort(self, disconnect: Disconnect) -> None:
         """Close a connection whose writer is stuck in a write: drop the write, then try to
         send the close frame for at most the write timeout."""
-        if self.disconnect is not None and self._writer is None:
-            return
         if self.disconnect is None:
             self.disconnect = disconnect
             self.endpoint.stats.count_disconnect(disconnect.code)
             self._release_all()
-        if self._writer is not None:
-            self._writer.cancel()
-            self._writer = None
+        writer = self._writer
+        if writer is not None and not writer.done():
+            writer.cancel()
         self.writing_since = 0.0
-        self._loop.create_task(self._send_close(within=self.hub.config.write_timeout))
+        if not self._close_started:
+            self._close_started = True
+            within = self.hub.config.write_timeout
+            self._writer = self._loop.create_task(self._send_close(within=within))
 
     def _release_all(self) -> None:
         for subscription in self.subscriptions.values():
             subscription.release()
 
     async def _write_loop(self) -> None:
+        """Through ASGI: the connection's writer for its whole life. With a direct writer:
+        started when the socket is full or the connection closes, gone once drained."""
         direct = self._direct
         try:
             while True:
@@ -648,14 +656,18 @@ class Connection:
                     continue
                 if self.disconnect is not None:
                     break
+                if direct is not None:
+                    self._writer = None  # drained: callbacks write directly again
+                    return
                 self._wakeup = self._loop.create_future()
                 await self._wakeup
                 self._wakeup = None
         except OSError:  # the client is gone; the reading side ends the connection
             self.done = True
             return
-        self._writer = None
-        await self._send_close(within=None)
+        if not self._close_started:
+            self._close_started = True
+            await self._send_close(within=None)
 
     async def _send_close(self, *, within: float | None) -> None:
         disconnect = self.disconnect or codes.SHUTDOWN

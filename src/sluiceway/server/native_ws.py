@@ -65,3 +65,10 @@ class DirectWebSocketProtocol(WebSocketsSansIOProtocol):
         scope = getattr(self, "scope", None)
         if scope is not None:  # the handshake was accepted; the app's task has not run yet
             scope["extensions"][DIRECT_WRITER] = DirectTextWriter(self)  # type: ignore[index]
+
+    def start_keepalive(self) -> None:
+        # Called once the handshake's response is sent: the request and response objects
+        # (headers and all) are not needed again, and an idle connection need not keep them.
+        super().start_keepalive()
+        self.request = None  # type: ignore[assignment]
+        self.response = None  # type: ignore[assignment]
