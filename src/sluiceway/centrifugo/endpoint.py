@@ -66,6 +66,13 @@ class CentrifugoEndpoint:
         self._sweeper: asyncio.Task[None] | None = None
         self._closing = False
         self._all_gone: asyncio.Event | None = None
+        hooks = self.options.hooks
+        self._hooks_read_headers = (
+            hooks.on_connect is not None
+            or hooks.on_subscribe is not None
+            or hooks.on_publish is not None
+            or hooks.on_disconnect is not None
+        )
 
     async def __call__(self, scope: dict[str, Any], receive: Receive, send: Send) -> None:
         if scope["type"] != "websocket":
@@ -78,7 +85,11 @@ class CentrifugoEndpoint:
             return
         await send({"type": "websocket.accept"})
         direct = scope.get("extensions", {}).get(DIRECT_WRITER)
-        connection = Connection(self, send, scope["headers"], direct)
+        headers = scope["headers"]
+        if not self._hooks_read_headers:
+            # Nothing will read them again: an idle connection need not keep them (~1 KiB).
+            scope["headers"] = []
+        connection = Connection(self, send, headers if self._hooks_read_headers else [], direct)
         self.connections.add(connection)
         self.stats.connections_opened += 1
         self._ensure_sweeper()

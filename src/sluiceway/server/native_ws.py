@@ -12,12 +12,18 @@ everything else (the handshake, reading, pings, the closing handshake) stays uvi
 
 from __future__ import annotations
 
+import asyncio
 import struct
+from typing import Any
 
 from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
 from websockets.http11 import Request
 
 from sluiceway.centrifugo.connection import DIRECT_WRITER
+from sluiceway.centrifugo.endpoint import CentrifugoEndpoint
+
+#: Where ``sluiceway serve`` serves the WebSocket endpoint.
+WEBSOCKET_PATH = "/connection/websocket"
 
 
 def text_frame_header(length: int) -> bytes:
@@ -57,14 +63,96 @@ class DirectTextWriter:
         self.protocol.transport.abort()
 
 
+class ReceiveQueue:
+    """What uvicorn's protocol needs of its ``asyncio.Queue`` of received messages, at a
+    tenth of the memory: an idle connection holds one of these (an ``asyncio.Queue`` is four
+    deques and an event, about 3 KiB; a deque alone is 760 bytes, and this queue rarely holds
+    more than one message, so a list)."""
+
+    __slots__ = ("_items", "_waiter")
+
+    def __init__(self) -> None:
+        self._items: list[Any] = []
+        self._waiter: asyncio.Future[None] | None = None
+
+    def put_nowait(self, item: Any) -> None:
+        self._items.append(item)
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    async def get(self) -> Any:
+        while not self._items:
+            self._waiter = asyncio.get_running_loop().create_future()
+            try:
+                await self._waiter
+            finally:
+                self._waiter = None
+        return self._items.pop(0)
+
+    def empty(self) -> bool:
+        return not self._items
+
+    def qsize(self) -> int:
+        return len(self._items)
+
+
+class WritableFlag:
+    """``asyncio.Event`` as uvicorn uses it for write flow control, without the deque of
+    waiters that every event carries (760 bytes per idle connection)."""
+
+    __slots__ = ("_set", "_waiters")
+
+    def __init__(self) -> None:
+        self._set = True
+        self._waiters: list[asyncio.Future[None]] = []
+
+    def is_set(self) -> bool:
+        return self._set
+
+    def set(self) -> None:
+        self._set = True
+        waiters, self._waiters = self._waiters, []
+        for waiter in waiters:
+            if not waiter.done():
+                waiter.set_result(None)
+
+    def clear(self) -> None:
+        self._set = False
+
+    async def wait(self) -> bool:
+        if self._set:
+            return True
+        waiter = asyncio.get_running_loop().create_future()
+        self._waiters.append(waiter)
+        try:
+            await waiter
+        finally:
+            if waiter in self._waiters:
+                self._waiters.remove(waiter)
+        return True
+
+
 class DirectWebSocketProtocol(WebSocketsSansIOProtocol):
-    """uvicorn's ``websockets-sansio`` protocol, plus the direct writer in the scope."""
+    """uvicorn's ``websockets-sansio`` protocol, plus the direct writer in the scope; the
+    WebSocket endpoint (``endpoint``, bound by :func:`protocol_for`) is called directly, not
+    through the application's middleware and router, whose frames an idle connection would
+    otherwise keep alive (about 2 KiB)."""
+
+    endpoint: CentrifugoEndpoint | None = None
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.queue = ReceiveQueue()  # type: ignore[assignment]
+        self.writable = WritableFlag()  # type: ignore[assignment]
 
     def handle_connect(self, event: Request) -> None:
         super().handle_connect(event)
         scope = getattr(self, "scope", None)
         if scope is not None:  # the handshake was accepted; the app's task has not run yet
             scope["extensions"][DIRECT_WRITER] = DirectTextWriter(self)  # type: ignore[index]
+            if self.endpoint is not None and scope["path"] == WEBSOCKET_PATH:
+                self.app = self.endpoint  # type: ignore[assignment]
 
     def start_keepalive(self) -> None:
         # Called once the handshake's response is sent: the request and response objects
@@ -72,3 +160,8 @@ class DirectWebSocketProtocol(WebSocketsSansIOProtocol):
         super().start_keepalive()
         self.request = None  # type: ignore[assignment]
         self.response = None  # type: ignore[assignment]
+
+
+def protocol_for(endpoint: CentrifugoEndpoint | None) -> type[DirectWebSocketProtocol]:
+    """A protocol class bound to the endpoint, for ``uvicorn.Config(ws=...)``."""
+    return type("BoundDirectWebSocketProtocol", (DirectWebSocketProtocol,), {"endpoint": endpoint})

@@ -12,9 +12,8 @@ import uvicorn
 
 from sluiceway.asgi import close_all_streams
 from sluiceway.hub import Hub
-from sluiceway.server import native
+from sluiceway.server import native, native_ws
 from sluiceway.server.app import create_app, make_hub
-from sluiceway.server.native_ws import DirectWebSocketProtocol
 from sluiceway.server.settings import Settings
 from sluiceway.server.workers import REUSE_PORT_ENV, check_backend, reuse_port_socket, supervise
 
@@ -105,11 +104,14 @@ def serve(settings: Settings) -> None:
         # uvicorn's sans-I/O implementation (the lightest per connection), writing frames
         # straight to the socket. Frames over twice the protocol's limit are refused by
         # uvicorn (1009) before they are buffered whole.
-        ws=DirectWebSocketProtocol,
+        ws=native_ws.protocol_for(app.state.websocket),
         ws_max_size=2 * settings.ws_max_frame_bytes,
         # permessage-deflate would compress each frame again for every connection (a fan-out
         # encodes once) and hold a zlib context of ~100s of KiB per idle connection.
         ws_per_message_deflate=False,
+        # The Centrifugo protocol's own pings find dead clients (3012); WebSocket-level pings
+        # on top would cost a timer per connection.
+        ws_ping_interval=None,
         # Streams are ended (or dropped, if stuck) by StreamingServer.shutdown before uvicorn
         # waits for connections; this only bounds what is left, e.g. a slow upload.
         timeout_graceful_shutdown=1,
