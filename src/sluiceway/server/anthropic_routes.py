@@ -1,7 +1,94 @@
-"""``POST /v1/messages``: Anthropic's Messages API over a detached generation."""
+"""``POST /v1/messages``: Anthropic's Messages API over a detached generation, so the official
+``anthropic`` SDK works unchanged with ``base_url`` pointed here::
+
+    client = anthropic.Anthropic(base_url="http://127.0.0.1:8000", api_key="unused")
+    with client.messages.stream(model="m", max_tokens=64, messages=[...]) as stream:
+        for text in stream.text_stream: ...
+
+The answer carries ``x-generation-id`` (and ``request-id``, which the SDK exposes as
+``_request_id``): the generation can be followed or cancelled at ``/v1/generations/{id}``.
+"""
 
 from __future__ import annotations
 
-from starlette.routing import BaseRoute
+from collections.abc import AsyncIterator
 
-routes: list[BaseRoute] = []
+import orjson
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import BaseRoute, Route
+
+from sluiceway.asgi import EventStreamResponse
+from sluiceway.hub import Hub
+from sluiceway.llm.anthropic_format import (
+    BadRequest,
+    MessageEncoder,
+    error_body,
+    error_type,
+    parse_request,
+    sse_bytes,
+)
+from sluiceway.llm.chunks import ERROR_STATUS, UpstreamError
+from sluiceway.llm.follow import generation_batches, generation_events
+from sluiceway.llm.generation import Generation
+from sluiceway.llm.manager import GenerationRefused
+from sluiceway.server.errors import APIError, JSONResponse
+from sluiceway.server.generation_routes import generations_of, read_json, start_generation
+
+
+def _error(status: int, message: str, kind: str | None = None, **headers: str) -> Response:
+    body = error_body(error_type(status, kind), message)
+    return JSONResponse(body, status_code=status, headers=headers)
+
+
+async def messages(request: Request) -> Response:
+    try:
+        chat, stream = parse_request(await read_json(request))
+    except APIError as exc:  # 413 too large, 400 not JSON
+        return _error(exc.status, exc.detail)
+    except BadRequest as exc:
+        return _error(400, str(exc))
+    try:
+        generation = await start_generation(generations_of(request), chat)
+    except GenerationRefused as exc:
+        return _error(exc.status, exc.detail)
+    except UpstreamError as exc:
+        headers = {"retry-after": str(int(exc.retry_after))} if exc.retry_after else {}
+        return _error(exc.status, exc.message, exc.kind, **headers)
+    encoder = MessageEncoder(generation.id, generation.model)
+    headers = {"x-generation-id": generation.id, "request-id": generation.id}
+    hub = request.app.state.hub
+    if stream:
+        return EventStreamResponse(  # type: ignore[return-value]
+            _events(hub, generation, encoder), headers=headers
+        )
+    text = []
+    async for event, payload in generation_events(hub, generation):
+        if event == "token":
+            text.append(payload["text"])
+        elif event == "done":
+            return JSONResponse(encoder.message("".join(text), payload), headers=headers)
+        elif event == "error":
+            kind = payload["error"]
+            return _error(ERROR_STATUS.get(kind, 502), payload["message"], kind, **headers)
+    return _error(502, "the generation ended without an answer", **headers)
+
+
+async def _events(
+    hub: Hub, generation: Generation, encoder: MessageEncoder
+) -> AsyncIterator[bytes]:
+    # One write per batch of events that became available together, not one per token.
+    async for batch in generation_batches(hub, generation):
+        out: list[bytes] = []
+        for event in batch:
+            kind = event.event or "message"
+            for name, data in encoder.events(kind, orjson.loads(event.data or "null")):
+                out.append(sse_bytes(name, data))
+            if kind in ("done", "error"):
+                yield b"".join(out)
+                return
+        if out:
+            yield b"".join(out)
+
+
+routes: list[BaseRoute] = [Route("/v1/messages", messages, methods=["POST"])]
