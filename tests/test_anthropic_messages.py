@@ -564,3 +564,37 @@ def test_the_embedded_model_behind_the_anthropic_face(start_server: StartServer)
     # Stopped at max_tokens by us, the provider's usage (with the prompt's count) never came.
     assert final.usage.input_tokens == (state["usage"]["prompt_tokens"] or 0)
     assert final.usage.output_tokens == state["usage"]["completion_tokens"] <= 16
+
+
+def test_the_anthropic_upstream_gets_tool_use_blocks_for_earlier_calls() -> None:
+    """A tool round trip through an Anthropic upstream: the assistant turn's calls become
+    ``tool_use`` blocks, so that each ``tool_result`` has its partner (Anthropic refuses a
+    result without one)."""
+    from sluiceway.llm.providers.anthropic import AnthropicProvider
+    from sluiceway.llm.request import ChatRequest
+
+    provider = AnthropicProvider(api_key="k", default_model="claude-test")
+    call = {"id": "toolu_1", "type": "function"}
+    call["function"] = {"name": "get_weather", "arguments": '{"city": "Paris"}'}
+    request = ChatRequest(
+        messages=[
+            {"role": "user", "content": "Weather?"},
+            {"role": "assistant", "content": "Looking.", "tool_calls": [call]},
+            {"role": "tool", "tool_call_id": "toolu_1", "content": "sunny"},
+        ],  # type: ignore[list-item]
+        max_tokens=10,
+    )
+    messages = provider.body(request)["messages"]
+    assert messages[1] == {
+        "role": "assistant",
+        "content": [
+            {"type": "text", "text": "Looking."},
+            {
+                "type": "tool_use",
+                "id": "toolu_1",
+                "name": "get_weather",
+                "input": {"city": "Paris"},
+            },
+        ],
+    }
+    assert messages[2]["content"][0]["tool_use_id"] == "toolu_1"

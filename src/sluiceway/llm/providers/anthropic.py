@@ -83,6 +83,13 @@ class AnthropicProvider:
                     "content": message.content,
                 }
                 messages.append({"role": "user", "content": [result]})
+            elif message.role == "assistant" and message.tool_calls:
+                # The calls an assistant turn made: Anthropic pairs each tool_result with one.
+                blocks: list[dict[str, Any]] = []
+                if message.content:
+                    blocks.append({"type": "text", "text": message.content})
+                blocks.extend(_tool_use(call) for call in message.tool_calls)
+                messages.append({"role": "assistant", "content": blocks})
             else:
                 messages.append({"role": message.role, "content": message.content})
         body: dict[str, Any] = {
@@ -193,3 +200,18 @@ class _StreamState:
                 f"the provider failed mid-stream: {error.get('message') or error.get('type')}",
             )
         return []  # ping, content_block_stop, and event types added later
+
+
+def _tool_use(call: dict[str, Any]) -> dict[str, Any]:
+    """An OpenAI-style tool call as Anthropic's ``tool_use`` block."""
+    function = call.get("function") or {}
+    try:
+        arguments = orjson.loads(function.get("arguments") or "{}")
+    except orjson.JSONDecodeError:
+        arguments = {}
+    return {
+        "type": "tool_use",
+        "id": call.get("id"),
+        "name": function.get("name"),
+        "input": arguments if isinstance(arguments, dict) else {},
+    }
