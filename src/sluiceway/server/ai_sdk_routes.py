@@ -1,9 +1,157 @@
-"""The Vercel AI SDK's UI message stream over a detached generation: ``POST /api/chat``."""
+"""The Vercel AI SDK's UI message stream over a detached generation: ``POST {prefix}/chat``.
+
+``useChat`` / ``DefaultChatTransport`` (npm ``ai``) work unchanged with ``api`` pointed at
+``{prefix}/chat``; ``useChat({ resume: true })`` reconnects through ``GET
+{prefix}/chat/{chatId}/stream``, which replays the chat's latest generation from its start and
+follows it live (until its retention ends, even after it finished).  The SDK treats a client
+abort as a disconnect, not a stop, so ``POST {prefix}/chat/{chatId}/cancel`` stops it.
+
+In the browser (React; ``useChat`` of ``@ai-sdk/react``)::
+
+    const { messages, sendMessage, stop } = useChat({
+      id: chatId,
+      resume: true,  // on load: GET /api/chat/{chatId}/stream (204: nothing to resume)
+      transport: new DefaultChatTransport({ api: "/api/chat" }),
+    });
+    // stop() only lets go of the stream; to stop the model as well:
+    const cancel = () => fetch(`/api/chat/${chatId}/cancel`, { method: "POST" });
+
+Errors before the first token are HTTP statuses with a JSON body, which the transport raises as
+``new Error(body)``; after it, an ``error`` chunk whose ``errorText`` is the same JSON shape.
+"""
 
 from __future__ import annotations
 
-from starlette.routing import BaseRoute
+import asyncio
+from collections.abc import AsyncIterator
+
+import orjson
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import BaseRoute, Route
+
+from sluiceway.asgi import EventStreamResponse
+from sluiceway.hub import Hub
+from sluiceway.llm.ai_sdk_format import (
+    STREAM_HEADER,
+    BadRequest,
+    ChatIndex,
+    UIMessageEncoder,
+    parse_chat_request,
+)
+from sluiceway.llm.chunks import UpstreamError
+from sluiceway.llm.follow import generation_batches
+from sluiceway.llm.generation import Generation
+from sluiceway.llm.manager import GenerationRefused
+from sluiceway.server.errors import APIError, JSONResponse
+from sluiceway.server.generation_routes import generations_of, read_json, refusal
+
+#: Chats remembered per app (their latest generation each).
+CHAT_CAPACITY = 4096
+
+
+def chats_of(request: Request) -> ChatIndex:
+    """The app's chat → generation index, made on first use (kept on ``app.state``)."""
+    state = request.app.state
+    index: ChatIndex | None = getattr(state, "ai_sdk_chats", None)
+    if index is None:
+        index = state.ai_sdk_chats = ChatIndex(CHAT_CAPACITY)
+    return index
+
+
+def _error(exc: APIError) -> Response:
+    # The transport raises ``new Error(await response.text())``: this body is the message, in
+    # the shape of the in-band ``error`` chunk's ``errorText`` (plus retry_after...).
+    body = {"error": exc.code, "detail": exc.detail, **exc.extra}
+    headers = {}
+    if "retry_after" in exc.extra:
+        headers["retry-after"] = str(int(exc.extra["retry_after"]))
+    if "generation_id" in exc.extra:
+        headers["x-generation-id"] = exc.extra["generation_id"]
+    return JSONResponse(body, status_code=exc.status, headers=headers)
+
+
+def _stream(hub: Hub, generation: Generation) -> Response:
+    return EventStreamResponse(  # type: ignore[return-value]
+        _ui_chunks(hub, generation),
+        headers={STREAM_HEADER[0]: STREAM_HEADER[1], "x-generation-id": generation.id},
+    )
+
+
+async def _ui_chunks(hub: Hub, generation: Generation) -> AsyncIterator[bytes]:
+    """The generation from its first event (a reconnect replays it all: the SDK resets the
+    message on a replay's ``start``), one write per batch of events that became available
+    together, as on the OpenAI face."""
+    encoder = UIMessageEncoder(generation.id)
+    async for batch in generation_batches(hub, generation):
+        out = b"".join(
+            encoder.encode(event.event or "message", orjson.loads(event.data or "null"))
+            for event in batch
+        )
+        if out:
+            yield out
+        if encoder.ended:
+            return
+
+
+async def chat(request: Request) -> Response:
+    """``POST {prefix}/chat``: start a generation over the chat's messages and stream it."""
+    settings = request.app.state.settings
+    try:
+        turn = parse_chat_request(await read_json(request), settings.llm_max_tokens)
+    except APIError as exc:
+        return _error(exc)
+    except BadRequest as exc:
+        return _error(APIError(400, "invalid_request", str(exc)))
+    generations = generations_of(request)
+    try:
+        generation = generations.start(turn.request)
+    except GenerationRefused as exc:
+        return _error(refusal(exc))
+    # Recorded before the first token, so that a reconnect meanwhile finds this answer.
+    chats = chats_of(request)
+    previous = chats.set(turn.chat_id, generation.id)
+    try:
+        # Shielded: a client that leaves now must not cancel the detached generation.
+        await asyncio.shield(generation.opened)
+    except UpstreamError as exc:
+        chats.restore(turn.chat_id, generation.id, previous)
+        return _error(refusal(exc, generation.id))
+    return _stream(request.app.state.hub, generation)
+
+
+def _generation_of_chat(request: Request) -> Generation | None:
+    generation_id = chats_of(request).get(request.path_params["chat_id"])
+    return generations_of(request).get(generation_id) if generation_id else None
+
+
+async def resume(request: Request) -> Response:
+    """``GET {prefix}/chat/{chatId}/stream``: the chat's latest generation from its start,
+    live or ended; ``204`` when there is none (or its retention ended)."""
+    generation = _generation_of_chat(request)
+    if generation is None:
+        return Response(status_code=204)
+    return _stream(request.app.state.hub, generation)
+
+
+async def cancel(request: Request) -> Response:
+    """``POST {prefix}/chat/{chatId}/cancel``: stop the chat's generation (idempotent)."""
+    generation = _generation_of_chat(request)
+    if generation is None:
+        return _error(APIError(404, "unknown_chat", "no generation for this chat (or it expired)"))
+    generations_of(request).cancel(generation.id)
+    if generation.task is not None and not generation.task.done():
+        await asyncio.wait({generation.task}, timeout=2)
+    return JSONResponse(
+        {"id": generation.id, "state": generation.state.value},
+        headers={"x-generation-id": generation.id},
+    )
 
 
 def make_routes(prefix: str) -> list[BaseRoute]:
-    return []
+    """The routes under ``prefix`` (``""`` or ``/api``-like, no trailing slash)."""
+    return [
+        Route(f"{prefix}/chat", chat, methods=["POST"]),
+        Route(f"{prefix}/chat/{{chat_id:path}}/stream", resume, methods=["GET"]),
+        Route(f"{prefix}/chat/{{chat_id:path}}/cancel", cancel, methods=["POST"]),
+    ]
