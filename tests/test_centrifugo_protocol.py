@@ -67,6 +67,18 @@ async def answer_pings(client: RawClient, seconds: float) -> None:
             await client.send_frame("{}")
 
 
+async def closed_while_answering_pings(client: RawClient) -> int:
+    """Behave as a live SDK until the server closes (within 8 s); its close code."""
+    async with asyncio.timeout(8):
+        while True:
+            try:
+                if {} in await client.messages():
+                    await client.send_frame("{}")
+            except ConnectionClosed as closed:
+                assert closed.rcvd is not None
+                return closed.rcvd.code
+
+
 # -- connecting ------------------------------------------------------------------------------
 
 
@@ -228,17 +240,7 @@ async def test_connection_expires_without_refresh(server: ServerProcess) -> None
     async with raw_client(server.url) as client:
         result = await client.connect(token=token(sub="a", exp=int(time.time()) + 2))
         assert result["expires"] is True and 0 <= result["ttl"] <= 2
-        await client.send_frame("{}")
-        code = None
-        async with asyncio.timeout(8):
-            while code is None:
-                try:
-                    if {} in await client.messages():
-                        await client.send_frame("{}")
-                except ConnectionClosed as closed:
-                    assert closed.rcvd is not None
-                    code = closed.rcvd.code
-        assert code == 3005
+        assert await closed_while_answering_pings(client) == 3005
 
 
 async def test_refresh_extends_the_connection(server: ServerProcess) -> None:
@@ -266,16 +268,8 @@ async def test_subscription_tokens_expire_unless_refreshed(server: ServerProcess
         wrong = token(sub="alice", channel="$other", exp=int(time.time()) + 60)
         refused = await client.request("sub_refresh", {"channel": "$lapsing", "token": wrong})
         assert refused["error"]["code"] == 103
-        code = None
-        async with asyncio.timeout(8):
-            while code is None:
-                try:
-                    if {} in await client.messages():
-                        await client.send_frame("{}")
-                except ConnectionClosed as closed:
-                    assert closed.rcvd is not None
-                    code = closed.rcvd.code
-        assert code == 3006  # "$lapsing" was not refreshed
+        # "$lapsing" was not refreshed.
+        assert await closed_while_answering_pings(client) == 3006
 
 
 async def test_server_side_subscriptions_from_the_token(server: ServerProcess, topic: str) -> None:

@@ -23,7 +23,8 @@ from sluiceway.server.generation_routes import generations_of, read_json, start_
 DONE = b"data: [DONE]\n\n"
 
 
-def _error(status: int, code: str, message: str, **headers: str) -> Response:
+def openai_error(status: int, code: str, message: str, **headers: str) -> Response:
+    """An error in OpenAI's shape, so that its SDKs raise their own exception for it."""
     return JSONResponse(error_body(status, code, message), status_code=status, headers=headers)
 
 
@@ -33,16 +34,16 @@ async def chat_completions(request: Request) -> Response:
         body = await read_json(request)
         chat, stream, include_usage = parse_request(body, settings.llm_max_tokens)
     except APIError as exc:
-        return _error(exc.status, exc.code, exc.detail)
+        return openai_error(exc.status, exc.code, exc.detail)
     except BadRequest as exc:
-        return _error(400, "invalid_request", str(exc))
+        return openai_error(400, "invalid_request", str(exc))
     try:
         generation = await start_generation(generations_of(request), chat)
     except GenerationRefused as exc:
-        return _error(exc.status, exc.code, exc.detail)
+        return openai_error(exc.status, exc.code, exc.detail)
     except UpstreamError as exc:
         headers = {"retry-after": str(int(exc.retry_after))} if exc.retry_after else {}
-        return _error(exc.status, exc.kind, exc.message, **headers)
+        return openai_error(exc.status, exc.kind, exc.message, **headers)
     encoder = ChunkEncoder(generation.id, generation.model, int(generation.created), include_usage)
     hub = request.app.state.hub
     if stream:
@@ -56,8 +57,8 @@ async def chat_completions(request: Request) -> Response:
         elif event == "done":
             return JSONResponse(encoder.completion("".join(text), payload))
         elif event == "error":
-            return _error(502, payload["error"], payload["message"])
-    return _error(502, "upstream_error", "the generation ended without an answer")
+            return openai_error(502, payload["error"], payload["message"])
+    return openai_error(502, "upstream_error", "the generation ended without an answer")
 
 
 async def _chunks(hub: Hub, generation: Generation, encoder: ChunkEncoder) -> AsyncIterator[bytes]:

@@ -21,7 +21,7 @@ from sluiceway.llm.chunks import UpstreamError
 from sluiceway.llm.follow import generation_batches
 from sluiceway.llm.generation import Generation
 from sluiceway.llm.manager import GenerationRefused
-from sluiceway.llm.openai_format import BadRequest, error_body
+from sluiceway.llm.openai_format import BadRequest
 from sluiceway.llm.responses_format import (
     ResponseInfo,
     ResponsesEncoder,
@@ -32,10 +32,7 @@ from sluiceway.llm.responses_format import (
 )
 from sluiceway.server.errors import APIError, JSONResponse
 from sluiceway.server.generation_routes import generations_of, read_json, start_generation
-
-
-def _error(status: int, code: str, message: str, **headers: str) -> Response:
-    return JSONResponse(error_body(status, code, message), status_code=status, headers=headers)
+from sluiceway.server.openai_routes import openai_error
 
 
 async def create(request: Request) -> Response:
@@ -44,9 +41,9 @@ async def create(request: Request) -> Response:
         body = await read_json(request)
         chat, stream, background = parse_request(body, settings.llm_max_tokens)
     except APIError as exc:
-        return _error(exc.status, exc.code, exc.detail)
+        return openai_error(exc.status, exc.code, exc.detail)
     except BadRequest as exc:
-        return _error(400, "invalid_request", str(exc))
+        return openai_error(400, "invalid_request", str(exc))
     generations = generations_of(request)
     try:
         if background:
@@ -55,10 +52,10 @@ async def create(request: Request) -> Response:
         else:
             generation = await start_generation(generations, chat)
     except GenerationRefused as exc:
-        return _error(exc.status, exc.code, exc.detail)
+        return openai_error(exc.status, exc.code, exc.detail)
     except UpstreamError as exc:
         headers = {"retry-after": str(int(exc.retry_after))} if exc.retry_after else {}
-        return _error(exc.status, exc.kind, exc.message, **headers)
+        return openai_error(exc.status, exc.kind, exc.message, **headers)
     info = info_for(
         chat, body, response_id(generation.id), generation.model, int(generation.created)
     )
@@ -75,7 +72,7 @@ async def create(request: Request) -> Response:
         return JSONResponse(encoder.snapshot(), headers=headers)
     encoder = await _replay(hub, generation, info, wait=True)
     if encoder.status == "failed":
-        return _error(502, "upstream_error", str((encoder.error or {}).get("message", "")))
+        return openai_error(502, "upstream_error", str((encoder.error or {}).get("message", "")))
     return JSONResponse(encoder.snapshot(), headers=headers)
 
 
@@ -121,7 +118,7 @@ def _find(request: Request) -> tuple[Generation, ResponseInfo] | Response:
     generation = generations_of(request).get(generation_id(rid))
     info = generation.annotations.get("responses") if generation is not None else None
     if generation is None or not isinstance(info, ResponseInfo):
-        return _error(404, "not_found", f"No response found with id '{rid[:80]}'.")
+        return openai_error(404, "not_found", f"No response found with id '{rid[:80]}'.")
     return generation, info
 
 
@@ -136,7 +133,7 @@ async def retrieve(request: Request) -> Response:
         try:
             starting_after = int(after) if after is not None else -1
         except ValueError:
-            return _error(400, "invalid_starting_after", "starting_after must be an integer")
+            return openai_error(400, "invalid_starting_after", "starting_after must be an integer")
         return EventStreamResponse(  # type: ignore[return-value]
             _events(hub, generation, info, starting_after),
             headers={"x-generation-id": generation.id},
