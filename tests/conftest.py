@@ -82,7 +82,10 @@ async def make_hub(request: pytest.FixtureRequest) -> AsyncIterator[MakeHub]:
         else:
             server: RedisProcess = request.getfixturevalue("redis_server")
             backend = RedisBackend(
-                server.url, history_size=config.history_size, history_ttl=config.history_ttl
+                server.url,
+                history_size=config.history_size,
+                history_ttl=config.history_ttl,
+                bounds=config.history_bounds,
             )
             hub = Hub(config, backend)
             await hub.start()

@@ -368,21 +368,22 @@ async def test_a_long_replay_is_not_mistaken_for_a_slow_subscriber(make_hub: Mak
 
 
 async def test_a_finished_topic_ends_its_streams_after_the_last_event(make_hub: MakeHub) -> None:
+    # Finishing is this process's business: a process-local topic (jobs), on either backend.
     hub = await make_hub()
-    live = await hub.subscribe(["gen:1"])
-    first = await hub.publish("gen:1", "a")
-    await hub.publish("gen:1", "b")
-    hub.finish("gen:1")
+    live = await hub.subscribe(["job:1"])
+    first = await hub.publish("job:1", "a")
+    await hub.publish("job:1", "b")
+    hub.finish("job:1")
     received = b"".join([chunk async for chunk in live])
     assert b"data: a" in received and b"data: b" in received
     assert live.close_reason is CloseReason.COMPLETE
     # Later subscribers replay and end too; resuming mid-way replays only the rest.
-    late = await hub.subscribe(["gen:1"], last_event_id=first)
+    late = await hub.subscribe(["job:1"], last_event_id=first)
     second = first[:-1] + "2"
     assert [chunk async for chunk in late] == [f"data: b\nid: {second}\n\n".encode()]
-    assert hub.latest_id("gen:1") == second
+    assert hub.latest_id("job:1") == second
     with pytest.raises(TopicFinished):
-        await hub.publish("gen:1", "c")
+        await hub.publish("job:1", "c")
     live.release()
     late.release()
     await hub.aclose()

@@ -68,9 +68,10 @@ class HubConfig:
     keep_latest_topics: tuple[str, ...] = field(default_factory=tuple)
     #: Per-pattern bounds (the first match wins), e.g. a long history for LLM generations.
     topic_bounds: tuple[TopicBounds, ...] = field(default_factory=tuple)
-    #: Topic patterns kept in this process even with a shared backend (LLM generations and
-    #: jobs run in the process that started them, and are followed there).
-    process_local_topics: tuple[str, ...] = ("gen:*", "job:*")
+    #: Topic patterns kept in this process even with a shared backend (jobs run in the
+    #: process that started them, and are followed there; LLM generations are shared, so
+    #: that any process can replay, resume and cancel them).
+    process_local_topics: tuple[str, ...] = ("job:*",)
 
     def __post_init__(self) -> None:
         positive_ints = ("history_size", "history_bytes", "buffer_events", "buffer_bytes")
@@ -92,6 +93,11 @@ class HubConfig:
                 }
                 return dataclasses.replace(self, **changes)
         return self
+
+    def history_bounds(self, topic: str) -> tuple[int, float]:
+        """(history size, history TTL) of ``topic``, for a backend that stores history."""
+        found = self.for_topic(topic)
+        return found.history_size, found.history_ttl
 
     def is_process_local(self, topic: str) -> bool:
         return any(fnmatch.fnmatchcase(topic, pattern) for pattern in self.process_local_topics)

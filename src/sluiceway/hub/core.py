@@ -148,9 +148,10 @@ class Hub:
     # -- subscribing -------------------------------------------------------------------------
 
     async def subscribe(
-        self, topics: Iterable[str], last_event_id: str | None = None
+        self, topics: Iterable[str], last_event_id: str | None = None, *, from_start: bool = False
     ) -> Subscription:
-        """Follow ``topics`` after ``last_event_id`` (an id this hub gave out), or live.
+        """Follow ``topics`` after ``last_event_id`` (an id this hub gave out), or live; with
+        ``from_start`` (and no id), from the oldest event each topic still holds.
 
         Raises :class:`InvalidEventId` for an id that is not one of ours, :class:`HubClosed`
         while shutting down, :class:`BackendUnavailable` when a shared topic cannot be loaded.
@@ -164,10 +165,15 @@ class Hub:
                     positions = parse_cursor(last_event_id, len(names))
                     requested = dict(zip(names, positions, strict=True))
                 await self._mirrors.ensure(shared, requested)
-        return self.subscribe_nowait(topics, last_event_id, caught_up=True)
+        return self.subscribe_nowait(topics, last_event_id, caught_up=True, from_start=from_start)
 
     def subscribe_nowait(
-        self, topics: Iterable[str], last_event_id: str | None = None, *, caught_up: bool = False
+        self,
+        topics: Iterable[str],
+        last_event_id: str | None = None,
+        *,
+        caught_up: bool = False,
+        from_start: bool = False,
     ) -> Subscription:
         """:meth:`subscribe` without awaiting: the in-process history answers at once, which
         lets a connection attach from a protocol callback, with no task of its own."""
@@ -190,7 +196,7 @@ class Hub:
                     # This process has not seen that event yet: subscribe() catches up first,
                     # instead of a false reset here.
                     raise TopicNotReady(f"topic {topic.name!r} is behind the requested id")
-        offsets = [topic.head for topic in followed]
+        offsets = [topic.base - 1 if from_start else topic.head for topic in followed]
         lost: list[dict[str, Any]] = []
         if requested is not None:
             for index, (topic, position) in enumerate(zip(followed, requested, strict=True)):

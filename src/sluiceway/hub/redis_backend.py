@@ -92,13 +92,23 @@ def _text(value: bytes | str) -> str:
 class RedisBackend:
     """``RedisBackend("redis://127.0.0.1:6379/0", history_size=1000, history_ttl=3600)``."""
 
-    def __init__(self, url: str, *, history_size: int, history_ttl: float) -> None:
+    def __init__(
+        self,
+        url: str,
+        *,
+        history_size: int,
+        history_ttl: float,
+        bounds: Callable[[str], tuple[int, float]] | None = None,
+    ) -> None:
         if urlsplit(url).scheme not in ("redis", "rediss", "unix"):
             raise ValueError(f"not a Redis URL (redis://, rediss:// or unix://): {url!r}")
         self.url = url
         self.where = describe_url(url)
         self.history_size = history_size
         self.ttl_ms = int(history_ttl * 1000)
+        #: (history size, history TTL) of a topic, where some topics differ from the rest
+        #: (an LLM generation keeps its whole answer for its retention time).
+        self._bounds = bounds
         self.healthy = False
         timeouts = {"socket_connect_timeout": 5.0, "socket_keepalive": True}
         self._redis = aioredis.from_url(url, socket_timeout=5.0, **timeouts)
@@ -140,12 +150,16 @@ class RedisBackend:
 
     async def publish(self, topic: str, data: str, event: str | None) -> Publication:
         now_ms = int(time.time() * 1000)
+        size, ttl_ms = self.history_size, self.ttl_ms
+        if self._bounds is not None:
+            size, ttl = self._bounds(topic)
+            ttl_ms = int(ttl * 1000)
         args = [
             new_epoch(),
             event or "",
             data,
-            self.history_size,
-            self.ttl_ms,
+            size,
+            ttl_ms,
             CHANNEL_PREFIX + topic,
             now_ms,
         ]

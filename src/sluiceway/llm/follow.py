@@ -1,38 +1,53 @@
 """Read a generation back from the hub, replayed then live, until it ends.
 
 Holding one of these iterators counts as watching the generation (it is not abandoned).
+They end at the generation's last event (``done`` or ``error``), not when the topic is marked
+finished: a generation running in another process (the Redis backend) is read here through a
+mirror of its topic, which that process's ``finish`` does not reach.
 """
 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from typing import Any
+from typing import Any, Protocol
 
 import orjson
 
 from sluiceway.hub import Hub
-from sluiceway.llm.generation import Generation
-from sluiceway.sse import Event, Parser
+from sluiceway.sse import Event, Parser, encode_event
+
+#: The events that end a generation: nothing is published after them.
+TERMINAL_EVENTS = frozenset({"done", "error"})
+
+
+class Followable(Protocol):
+    """A generation here or in another process: its topic is what is read."""
+
+    @property
+    def topic(self) -> str: ...
 
 
 async def generation_batches(
-    hub: Hub, generation: Generation, last_event_id: str | None = None
+    hub: Hub, generation: Followable, last_event_id: str | None = None
 ) -> AsyncIterator[list[Event]]:
     """The events of ``generation`` after ``last_event_id`` (from the first one when None),
     in the batches they became available: a reader that was behind gets everything pending at
     once, and can answer it with one write."""
-    topic = generation.topic
-    subscription = hub.subscribe_nowait([topic], last_event_id or hub.earliest_id(topic))
+    subscription = await hub.subscribe(
+        [generation.topic], last_event_id, from_start=last_event_id is None
+    )
     parser = Parser()
     async with subscription:
         async for chunk in subscription:
             events = parser.feed(chunk)
             if events:
                 yield events
+                if events[-1].event in TERMINAL_EVENTS:
+                    return
 
 
 async def generation_stream(
-    hub: Hub, generation: Generation, last_event_id: str | None = None
+    hub: Hub, generation: Followable, last_event_id: str | None = None
 ) -> AsyncIterator[Event]:
     """The events of ``generation`` after ``last_event_id``, one by one."""
     async for batch in generation_batches(hub, generation, last_event_id):
@@ -40,7 +55,15 @@ async def generation_stream(
             yield event
 
 
-async def generation_events(hub: Hub, generation: Generation) -> AsyncIterator[tuple[str, Any]]:
+async def generation_frames(
+    hub: Hub, generation: Followable, last_event_id: str | None = None
+) -> AsyncIterator[bytes]:
+    """The events of ``generation`` as SSE frames with their ids, ending after the last."""
+    async for batch in generation_batches(hub, generation, last_event_id):
+        yield b"".join(encode_event(e.data, event=e.event, id=e.id) for e in batch)
+
+
+async def generation_events(hub: Hub, generation: Followable) -> AsyncIterator[tuple[str, Any]]:
     """Every event of ``generation`` as (event type, parsed data)."""
     async for event in generation_stream(hub, generation):
         yield event.event or "message", orjson.loads(event.data or "null")

@@ -13,6 +13,7 @@ from typing import Any
 
 from sluiceway.hub import Hub, HubError
 from sluiceway.llm.chunks import Chunk, Finish, TextDelta, ToolCallDelta, UpstreamError, Usage
+from sluiceway.llm.directory import GenerationDirectory
 from sluiceway.llm.limits import GenerationLimits
 from sluiceway.llm.partial import NOTHING, parse_complete, parse_partial
 from sluiceway.llm.providers.base import Provider
@@ -61,13 +62,16 @@ class Generation:
         *,
         partial_json: bool = False,
         background: bool = False,
+        annotations: dict[str, Any] | None = None,
+        directory: GenerationDirectory | None = None,
     ) -> None:
         self.id = new_generation_id()
         #: Keeps running with nobody watching (the abandon policy does not apply).
         self.background = background
         #: What a wire format needs to describe this generation again (e.g. the Responses
         #: API's request fields), by format name.
-        self.annotations: dict[str, Any] = {}
+        self.annotations: dict[str, Any] = annotations or {}
+        self.directory = directory or GenerationDirectory()
         self.topic = TOPIC_PREFIX + self.id
         self.request = request
         self.provider = provider
@@ -136,6 +140,8 @@ class Generation:
     async def _run(self) -> None:
         metrics, labels = self._metrics, self._labels
         metrics.active.labels(**labels).inc()
+        # Described before its first event, so that any process can answer for it.
+        await self.directory.register(self)
         await self._publish(
             "start",
             {
@@ -248,6 +254,7 @@ class Generation:
             await self._publish("done", self._summary())
         with contextlib.suppress(HubError):
             self.hub.finish(self.topic)
+        await self.directory.ended(self)
         metrics.active.labels(**labels).dec()
         outcome = "error" if self.state is State.FAILED else self.state.value
         metrics.finished.labels(**labels, outcome=outcome).inc()

@@ -12,8 +12,10 @@ import asyncio
 import contextlib
 import logging
 import time
+from typing import Any
 
 from sluiceway.hub import Hub, TopicBounds
+from sluiceway.llm.directory import GenerationDirectory, RemoteGeneration
 from sluiceway.llm.generation import TOPIC_PREFIX, Generation, State
 from sluiceway.llm.limits import GenerationLimits
 from sluiceway.llm.providers.base import Provider
@@ -55,9 +57,16 @@ class Generations:
     each kept replayable for ``retention`` seconds after it ended."""
 
     def __init__(
-        self, hub: Hub, provider: Provider, limits: GenerationLimits, metrics: GenerationMetrics
+        self,
+        hub: Hub,
+        provider: Provider,
+        limits: GenerationLimits,
+        metrics: GenerationMetrics,
+        directory: GenerationDirectory | None = None,
     ) -> None:
         self.hub = hub
+        #: Shares generations with other processes (the Redis backend); a no-op otherwise.
+        self.directory = directory or GenerationDirectory()
         self.provider = provider
         self.limits = limits
         self.metrics = metrics
@@ -70,10 +79,16 @@ class Generations:
         return sum(1 for g in self._by_id.values() if g.running)
 
     def start(
-        self, request: ChatRequest, *, partial_json: bool = False, background: bool = False
+        self,
+        request: ChatRequest,
+        *,
+        partial_json: bool = False,
+        background: bool = False,
+        annotations: dict[str, Any] | None = None,
     ) -> Generation:
         """Start a generation (it runs detached); raises :class:`GenerationRefused`.
-        ``background``: it runs to its end even when nobody watches it."""
+        ``background``: it runs to its end even when nobody watches it. ``annotations``:
+        what a wire format needs to describe it again, from any process (JSON)."""
         if request.max_tokens > self.limits.max_tokens:
             raise GenerationRefused(
                 400, "max_tokens_too_large", f"max_tokens may be at most {self.limits.max_tokens}"
@@ -92,15 +107,42 @@ class Generations:
             self.metrics,
             partial_json=partial_json,
             background=background,
+            annotations=annotations,
+            directory=self.directory,
         )
         self._by_id[generation.id] = generation
         generation.start()
-        if self._sweeper is None or self._sweeper.done():
-            self._sweeper = asyncio.get_running_loop().create_task(self._sweep())
+        self._ensure_sweeper()
         return generation
 
     def get(self, generation_id: str) -> Generation | None:
+        """A generation of this process."""
         return self._by_id.get(generation_id)
+
+    async def find(self, generation_id: str) -> Generation | RemoteGeneration | None:
+        """A generation of this process, or of another one that shares the directory."""
+        return self._by_id.get(generation_id) or await self.directory.lookup(generation_id)
+
+    async def cancel_anywhere(self, generation_id: str) -> Generation | RemoteGeneration | None:
+        """Cancel a generation wherever it runs (idempotent); None if unknown."""
+        local = self.cancel(generation_id)
+        if local is not None:
+            return local
+        remote = await self.directory.lookup(generation_id)
+        if remote is not None and remote.running:
+            await self.directory.request_cancel(generation_id)
+        return remote
+
+    async def start_sharing(self) -> None:
+        """Take cancel requests from other processes, and keep telling them which of their
+        generations are watched here (with a shared directory)."""
+        if self.directory.shared:
+            await self.directory.start(self.cancel)
+            self._ensure_sweeper()
+
+    def _ensure_sweeper(self) -> None:
+        if self._sweeper is None or self._sweeper.done():
+            self._sweeper = asyncio.get_running_loop().create_task(self._sweep())
 
     def cancel(self, generation_id: str) -> Generation | None:
         """Cancel (idempotent: an ended generation is returned as it is); None if unknown."""
@@ -113,6 +155,7 @@ class Generations:
         """Cancel every running generation, wait for them to end, close the provider."""
         if self._sweeper is not None:
             self._sweeper.cancel()
+        await self.directory.aclose()
         running = [g for g in self._by_id.values() if g.running]
         for generation in running:
             generation.stop(State.CANCELLED)
@@ -122,15 +165,48 @@ class Generations:
         await self.provider.aclose()
 
     async def _sweep(self) -> None:
-        while self._by_id:
+        shared = self.directory.shared
+        next_share = 0.0
+        while self._by_id or shared:
             await asyncio.sleep(SWEEP_INTERVAL)
             try:
-                self._check(time.monotonic())
+                now = time.monotonic()
+                unwatched = self._check(now)
+                if shared and (unwatched or now >= next_share):
+                    next_share = now + 1.0
+                    await self._share_watchers(unwatched)
             except Exception:  # keep watching: abandonment and retention depend on it
                 logger.exception("generation sweep failed")
 
-    def _check(self, now: float) -> None:
+    async def _share_watchers(self, unwatched: list[Generation]) -> None:
+        """Mark the other processes' generations read here as watched; abandon this process's
+        generations that nobody watches here, unless a reader elsewhere marked them."""
+        prefix_length = len(TOPIC_PREFIX)
+        read_here = [
+            name[prefix_length:]
+            for name in self.hub.topic_names()
+            if name.startswith(TOPIC_PREFIX)
+            and name[prefix_length:] not in self._by_id
+            and self.hub.subscriber_count(name)
+        ]
+        await self.directory.mark_watched(read_here)
+        if unwatched:
+            elsewhere = await self.directory.watched([g.id for g in unwatched])
+            for generation in unwatched:
+                if generation.id in elsewhere:
+                    self._unwatched_since.pop(generation.id, None)
+                else:
+                    self._abandon(generation)
+
+    def _abandon(self, generation: Generation) -> None:
+        with contextlib.suppress(Exception):
+            generation.stop(State.ABANDONED)
+
+    def _check(self, now: float) -> list[Generation]:
+        """Retention and abandonment; returns the generations to abandon that a shared
+        directory must first confirm nobody watches elsewhere."""
         limits = self.limits
+        confirm: list[Generation] = []
         for generation_id, generation in list(self._by_id.items()):
             if not generation.running:
                 self._unwatched_since.pop(generation_id, None)
@@ -143,5 +219,8 @@ class Generations:
                 continue
             since = self._unwatched_since.setdefault(generation_id, now)
             if now - since >= limits.abandon_after and limits.on_abandon == "cancel":
-                with contextlib.suppress(Exception):
-                    generation.stop(State.ABANDONED)
+                if self.directory.shared:
+                    confirm.append(generation)
+                else:
+                    self._abandon(generation)
+        return confirm

@@ -153,19 +153,24 @@ def parse_request(body: Any, default_max_tokens: int) -> tuple[ChatRequest, bool
     return request, bool(body.get("stream")), bool(body.get("background"))
 
 
-def info_for(
-    request: ChatRequest, body: dict[str, Any], rid: str, model: str, created: int
+def annotation(request: ChatRequest, body: dict[str, Any]) -> dict[str, Any]:
+    """The request fields a Response object repeats, kept with the generation (as JSON, so
+    that any process can describe it)."""
+    return {
+        "instructions": body.get("instructions"),
+        "max_output_tokens": body.get("max_output_tokens"),
+        "temperature": request.temperature,
+        "top_p": request.top_p,
+        "background": bool(body.get("background")),
+        "tools": list(body.get("tools") or []),
+    }
+
+
+def response_info(
+    generation_id: str, model: str, created: float, fields: dict[str, Any]
 ) -> ResponseInfo:
     return ResponseInfo(
-        id=rid,
-        model=model,
-        created_at=created,
-        instructions=body.get("instructions"),
-        max_output_tokens=body.get("max_output_tokens"),
-        temperature=request.temperature,
-        top_p=request.top_p,
-        background=bool(body.get("background")),
-        tools=list(body.get("tools") or []),
+        id=response_id(generation_id), model=model, created_at=int(created), **fields
     )
 
 

@@ -40,11 +40,18 @@ from sluiceway.llm.ai_sdk_format import (
     parse_chat_request,
 )
 from sluiceway.llm.chunks import UpstreamError
+from sluiceway.llm.directory import RemoteGeneration
 from sluiceway.llm.follow import generation_batches
 from sluiceway.llm.generation import Generation
 from sluiceway.llm.manager import GenerationRefused
 from sluiceway.server.errors import APIError, JSONResponse
-from sluiceway.server.generation_routes import generations_of, read_json, refusal
+from sluiceway.server.generation_routes import (
+    cancel_generation,
+    find_generation,
+    generations_of,
+    read_json,
+    refusal,
+)
 
 #: Chats remembered per app (their latest generation each).
 CHAT_CAPACITY = 4096
@@ -71,14 +78,14 @@ def _error(exc: APIError) -> Response:
     return JSONResponse(body, status_code=exc.status, headers=headers)
 
 
-def _stream(hub: Hub, generation: Generation) -> Response:
+def _stream(hub: Hub, generation: Generation | RemoteGeneration) -> Response:
     return EventStreamResponse(  # type: ignore[return-value]
         _ui_chunks(hub, generation),
         headers={STREAM_HEADER[0]: STREAM_HEADER[1], "x-generation-id": generation.id},
     )
 
 
-async def _ui_chunks(hub: Hub, generation: Generation) -> AsyncIterator[bytes]:
+async def _ui_chunks(hub: Hub, generation: Generation | RemoteGeneration) -> AsyncIterator[bytes]:
     """The generation from its first event (a reconnect replays it all: the SDK resets the
     message on a replay's ``start``), one write per batch of events that became available
     together, as on the OpenAI face."""
@@ -108,27 +115,36 @@ async def chat(request: Request) -> Response:
         generation = generations.start(turn.request)
     except GenerationRefused as exc:
         return _error(refusal(exc))
-    # Recorded before the first token, so that a reconnect meanwhile finds this answer.
+    # Recorded before the first token, so that a reconnect meanwhile finds this answer (in
+    # any process, with a shared directory).
     chats = chats_of(request)
     previous = chats.set(turn.chat_id, generation.id)
+    directory = generations.directory
+    shared_previous = await directory.chat(turn.chat_id) if directory.shared else None
+    await directory.set_chat(turn.chat_id, generation.id)
     try:
         # Shielded: a client that leaves now must not cancel the detached generation.
         await asyncio.shield(generation.opened)
     except UpstreamError as exc:
         chats.restore(turn.chat_id, generation.id, previous)
+        if directory.shared:
+            await directory.set_chat(turn.chat_id, shared_previous)
         return _error(refusal(exc, generation.id))
     return _stream(request.app.state.hub, generation)
 
 
-def _generation_of_chat(request: Request) -> Generation | None:
-    generation_id = chats_of(request).get(request.path_params["chat_id"])
-    return generations_of(request).get(generation_id) if generation_id else None
+async def _generation_of_chat(request: Request) -> Generation | RemoteGeneration | None:
+    chat_id = request.path_params["chat_id"]
+    generation_id = chats_of(request).get(chat_id)
+    if generation_id is None:
+        generation_id = await generations_of(request).directory.chat(chat_id)
+    return await find_generation(request, generation_id) if generation_id else None
 
 
 async def resume(request: Request) -> Response:
     """``GET {prefix}/chat/{chatId}/stream``: the chat's latest generation from its start,
     live or ended; ``204`` when there is none (or its retention ended)."""
-    generation = _generation_of_chat(request)
+    generation = await _generation_of_chat(request)
     if generation is None:
         return Response(status_code=204)
     return _stream(request.app.state.hub, generation)
@@ -136,14 +152,13 @@ async def resume(request: Request) -> Response:
 
 async def cancel(request: Request) -> Response:
     """``POST {prefix}/chat/{chatId}/cancel``: stop the chat's generation (idempotent)."""
-    generation = _generation_of_chat(request)
+    generation = await _generation_of_chat(request)
     if generation is None:
         return _error(APIError(404, "unknown_chat", "no generation for this chat (or it expired)"))
-    generations_of(request).cancel(generation.id)
-    if generation.task is not None and not generation.task.done():
-        await asyncio.wait({generation.task}, timeout=2)
+    generation = await cancel_generation(request, generation)
+    state = generation.state if isinstance(generation, RemoteGeneration) else generation.state.value
     return JSONResponse(
-        {"id": generation.id, "state": generation.state.value},
+        {"id": generation.id, "state": state},
         headers={"x-generation-id": generation.id},
     )
 

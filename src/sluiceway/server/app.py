@@ -12,6 +12,8 @@ from starlette.routing import BaseRoute, Route, WebSocketRoute
 
 from sluiceway.centrifugo import CentrifugoEndpoint, MemoryPresence, Presence, RedisPresence
 from sluiceway.hub import Hub
+from sluiceway.llm.directory import GenerationDirectory, RedisDirectory
+from sluiceway.llm.limits import GenerationLimits
 from sluiceway.llm.manager import Generations
 from sluiceway.llm.providers.base import Provider
 from sluiceway.llm.providers.factory import make_provider
@@ -44,7 +46,10 @@ def make_hub(settings: Settings) -> Hub:
     from sluiceway.hub.redis_backend import RedisBackend  # redis is imported only when used
 
     backend = RedisBackend(
-        settings.backend, history_size=config.history_size, history_ttl=config.history_ttl
+        settings.backend,
+        history_size=config.history_size,
+        history_ttl=config.history_ttl,
+        bounds=config.history_bounds,
     )
     return Hub(config, backend)
 
@@ -65,8 +70,9 @@ def create_app(
         model=settings.llm_model,
     )
     registry = metrics_registry(hub)
+    limits = settings.generation_limits()
     generations = Generations(
-        hub, provider, settings.generation_limits(), GenerationMetrics(registry)
+        hub, provider, limits, GenerationMetrics(registry), make_directory(hub, limits)
     )
 
     websocket = make_centrifugo_endpoint(settings, hub)
@@ -76,6 +82,7 @@ def create_app(
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         await hub.start()  # connects a shared backend (BackendUnavailable if it cannot)
+        await generations.start_sharing()  # cancel requests from other processes
         yield
         if websocket is not None:  # 3001 first: clients reconnect elsewhere and recover
             await websocket.aclose(settings.shutdown_timeout)
@@ -110,6 +117,17 @@ def create_app(
     app.state.generations = generations
     app.state.websocket = websocket
     return app
+
+
+def make_directory(hub: Hub, limits: GenerationLimits) -> GenerationDirectory:
+    """Generations shared through the hub's Redis, or found only where they run."""
+    if hub.backend is None:
+        return GenerationDirectory()
+    from sluiceway.hub.redis_backend import RedisBackend
+
+    assert isinstance(hub.backend, RedisBackend)
+    keep_for = limits.max_duration + limits.retention + 60
+    return RedisDirectory(hub.backend.redis, keep_for=keep_for)
 
 
 def make_centrifugo_endpoint(settings: Settings, hub: Hub) -> CentrifugoEndpoint | None:

@@ -3,19 +3,23 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import AsyncIterator
 from typing import Any
 
 import orjson
 from pydantic import Field, ValidationError
+from redis.exceptions import RedisError
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
 from sluiceway.asgi import EventStreamResponse
-from sluiceway.hub import HubClosed, InvalidEventId, Subscription
+from sluiceway.hub import Hub, HubClosed, InvalidEventId, Subscription
+from sluiceway.ids import parse_cursor
 from sluiceway.llm.chunks import UpstreamError
-from sluiceway.llm.follow import generation_stream
+from sluiceway.llm.directory import RemoteGeneration
+from sluiceway.llm.follow import generation_batches, generation_frames, generation_stream
 from sluiceway.llm.generation import Generation
 from sluiceway.llm.manager import GenerationRefused, Generations
 from sluiceway.llm.pacing import paced
@@ -57,11 +61,15 @@ def validation_detail(exc: ValidationError) -> str:
 
 
 async def start_generation(
-    generations: Generations, chat: ChatRequest, *, partial_json: bool = False
+    generations: Generations,
+    chat: ChatRequest,
+    *,
+    partial_json: bool = False,
+    annotations: dict[str, Any] | None = None,
 ) -> Generation:
     """Start a generation and wait for its first token: errors before it raise
     :class:`UpstreamError` / :class:`GenerationRefused`, so they can become HTTP statuses."""
-    generation = generations.start(chat, partial_json=partial_json)
+    generation = generations.start(chat, partial_json=partial_json, annotations=annotations)
     # Shielded: a client that leaves now must not cancel the detached generation.
     await asyncio.shield(generation.opened)
     return generation
@@ -76,22 +84,34 @@ def refusal(exc: GenerationRefused | UpstreamError, generation_id: str | None = 
     return APIError(exc.status, exc.kind, exc.message, **extra)
 
 
-def stream_of(
-    request: Request, generation: Generation, last_event_id: str | None, pace: float | None
+async def stream_of(
+    request: Request,
+    generation: Generation | RemoteGeneration,
+    last_event_id: str | None,
+    pace: float | None,
 ) -> Response:
-    hub = request.app.state.hub
-    if generation.done.is_set() and last_event_id == hub.latest_id(generation.topic):
-        # The client has everything of an ended generation: 204 tells it not to reconnect.
-        return Response(status_code=204)
-    content: Subscription | AsyncIterator[Event]
+    hub: Hub = request.app.state.hub
     try:
-        if pace is None:
+        if last_event_id:
+            parse_cursor(last_event_id, 1)
+            if generation.done.is_set():
+                page = await hub.history(generation.topic, None, 0)
+                if last_event_id == str(page.latest):
+                    # The client has everything of an ended generation: 204 tells it not to
+                    # reconnect.
+                    return Response(status_code=204)
+        content: Subscription | AsyncIterator[bytes] | AsyncIterator[Event]
+        if pace is not None:
+            content = paced(generation_stream(hub, generation, last_event_id), pace)
+        elif hub.backend is None:
+            # In one process the topic ends when the generation does: stream it as stored.
             content = hub.subscribe_nowait(
-                [generation.topic], last_event_id or hub.earliest_id(generation.topic)
+                [generation.topic], last_event_id, from_start=last_event_id is None
             )
         else:
-            hub.subscribe_nowait([generation.topic], last_event_id).release()  # check the id
-            content = paced(generation_stream(hub, generation, last_event_id), pace)
+            # A mirror of a shared topic is not told that the generation ended: stop at its
+            # last event.
+            content = generation_frames(hub, generation, last_event_id)
     except InvalidEventId as exc:
         raise APIError(400, "invalid_last_event_id", str(exc)) from None
     except HubClosed as exc:
@@ -114,22 +134,61 @@ async def create(request: Request) -> Response:
         generation = await start_generation(generations, chat, partial_json=body.partial_json)
     except (GenerationRefused, UpstreamError) as exc:
         raise refusal(exc) from None
-    return stream_of(request, generation, None, body.pace)
+    return await stream_of(request, generation, None, body.pace)
 
 
-def _find(request: Request) -> Generation:
-    generation = generations_of(request).get(request.path_params["generation_id"])
+async def find_generation(
+    request: Request, generation_id: str
+) -> Generation | RemoteGeneration | None:
+    """The generation, run by this process or (with the Redis backend) by another one."""
+    try:
+        return await generations_of(request).find(generation_id)
+    except (RedisError, OSError) as exc:
+        raise APIError(
+            503, "backend_unavailable", f"cannot look the generation up: {exc}"
+        ) from None
+
+
+async def _find(request: Request) -> Generation | RemoteGeneration:
+    generation = await find_generation(request, request.path_params["generation_id"])
     if generation is None:
         raise APIError(404, "unknown_generation", "no such generation (or its retention ended)")
     return generation
 
 
 async def describe(request: Request) -> Response:
-    return JSONResponse(_find(request).describe())
+    generation = await _find(request)
+    if isinstance(generation, Generation):
+        return JSONResponse(generation.describe())
+    return JSONResponse(await describe_remote(request.app.state.hub, generation))
+
+
+async def describe_remote(hub: Hub, generation: RemoteGeneration) -> dict[str, Any]:
+    """What ``Generation.describe`` says, for a generation of another process: its text and
+    usage read back from its (shared) topic."""
+    text: list[str] = []
+    usage = None
+    page = await hub.history(generation.topic, None, 1_000_000)
+    for event in page.events:
+        if event.event == "token":
+            text.append(orjson.loads(event.data)["text"])
+        elif event.event == "done":
+            usage = orjson.loads(event.data).get("usage")
+    return {
+        "id": generation.id,
+        "state": generation.state,
+        "model": generation.model,
+        "provider": generation.provider,
+        "created": int(generation.created),
+        "finish_reason": generation.finish_reason,
+        "usage": usage,
+        "text": "".join(text),
+        "watchers": hub.subscriber_count(generation.topic),
+    }
 
 
 async def follow(request: Request) -> Response:
-    generation = _find(request)
+    generation = await _find(request)
     last_event_id = request.headers.get("last-event-id") or request.query_params.get(
         "last_event_id"
     )
@@ -140,15 +199,36 @@ async def follow(request: Request) -> Response:
         rate = -1.0
     if rate is not None and not 0 < rate <= 10_000:
         raise APIError(400, "invalid_pace", "pace must be a number of tokens per second, 0-10000")
-    return stream_of(request, generation, last_event_id, rate)
+    return await stream_of(request, generation, last_event_id, rate)
+
+
+async def cancel_generation(
+    request: Request, generation: Generation | RemoteGeneration
+) -> Generation | RemoteGeneration:
+    """Cancel it wherever it runs and wait (up to 2 s) until it has ended; the generation as
+    it stands then."""
+    generations = generations_of(request)
+    try:
+        await generations.cancel_anywhere(generation.id)
+    except (RedisError, OSError) as exc:
+        raise APIError(503, "backend_unavailable", f"cannot reach the generation: {exc}") from None
+    if isinstance(generation, Generation):
+        if generation.task is not None and not generation.task.done():
+            await asyncio.wait({generation.task}, timeout=2)
+        return generation
+    if generation.running:
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(2):
+                async for _ in generation_batches(request.app.state.hub, generation):
+                    pass  # until its last event: the process that runs it has stopped it
+        return await generations.find(generation.id) or generation
+    return generation
 
 
 async def cancel(request: Request) -> Response:
-    generation = _find(request)
-    generations_of(request).cancel(generation.id)
-    if generation.task is not None and not generation.task.done():
-        await asyncio.wait({generation.task}, timeout=2)
-    return JSONResponse({"id": generation.id, "state": generation.state.value})
+    generation = await cancel_generation(request, await _find(request))
+    state = generation.state if isinstance(generation, RemoteGeneration) else generation.state.value
+    return JSONResponse({"id": generation.id, "state": state})
 
 
 routes = [

@@ -7,7 +7,6 @@ object; with ``?stream=true&starting_after=N`` its events after N, then live), a
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncIterator
 
 import orjson
@@ -18,6 +17,7 @@ from starlette.routing import Route
 from sluiceway.asgi import EventStreamResponse
 from sluiceway.hub import Hub
 from sluiceway.llm.chunks import UpstreamError
+from sluiceway.llm.directory import RemoteGeneration
 from sluiceway.llm.follow import generation_batches
 from sluiceway.llm.generation import Generation
 from sluiceway.llm.manager import GenerationRefused
@@ -25,13 +25,19 @@ from sluiceway.llm.openai_format import BadRequest
 from sluiceway.llm.responses_format import (
     ResponseInfo,
     ResponsesEncoder,
+    annotation,
     generation_id,
-    info_for,
     parse_request,
-    response_id,
+    response_info,
 )
 from sluiceway.server.errors import APIError, JSONResponse
-from sluiceway.server.generation_routes import generations_of, read_json, start_generation
+from sluiceway.server.generation_routes import (
+    cancel_generation,
+    find_generation,
+    generations_of,
+    read_json,
+    start_generation,
+)
 from sluiceway.server.openai_routes import openai_error
 
 
@@ -45,21 +51,21 @@ async def create(request: Request) -> Response:
     except BadRequest as exc:
         return openai_error(400, "invalid_request", str(exc))
     generations = generations_of(request)
+    fields = annotation(chat, body)
     try:
         if background:
             # Detached at once, kept running with nobody watching; errors show in its status.
-            generation = generations.start(chat, background=True)
+            generation = generations.start(chat, background=True, annotations={"responses": fields})
         else:
-            generation = await start_generation(generations, chat)
+            generation = await start_generation(
+                generations, chat, annotations={"responses": fields}
+            )
     except GenerationRefused as exc:
         return openai_error(exc.status, exc.code, exc.detail)
     except UpstreamError as exc:
         headers = {"retry-after": str(int(exc.retry_after))} if exc.retry_after else {}
         return openai_error(exc.status, exc.kind, exc.message, **headers)
-    info = info_for(
-        chat, body, response_id(generation.id), generation.model, int(generation.created)
-    )
-    generation.annotations["responses"] = info
+    info = response_info(generation.id, generation.model, generation.created, fields)
     hub: Hub = request.app.state.hub
     headers = {"x-generation-id": generation.id}
     if stream:
@@ -77,7 +83,7 @@ async def create(request: Request) -> Response:
 
 
 async def _events(
-    hub: Hub, generation: Generation, info: ResponseInfo, starting_after: int
+    hub: Hub, generation: Generation | RemoteGeneration, info: ResponseInfo, starting_after: int
 ) -> AsyncIterator[bytes]:
     """The generation's events encoded from the start, sent from ``starting_after + 1`` on,
     each with its ``sequence_number`` as the SSE id (so ``Last-Event-ID`` resumes too)."""
@@ -113,17 +119,19 @@ async def _replay(
     return encoder
 
 
-def _find(request: Request) -> tuple[Generation, ResponseInfo] | Response:
+async def _find(
+    request: Request,
+) -> tuple[Generation | RemoteGeneration, ResponseInfo] | Response:
     rid = request.path_params["response_id"]
-    generation = generations_of(request).get(generation_id(rid))
-    info = generation.annotations.get("responses") if generation is not None else None
-    if generation is None or not isinstance(info, ResponseInfo):
+    generation = await find_generation(request, generation_id(rid))
+    fields = generation.annotations.get("responses") if generation is not None else None
+    if generation is None or not isinstance(fields, dict):
         return openai_error(404, "not_found", f"No response found with id '{rid[:80]}'.")
-    return generation, info
+    return generation, response_info(generation.id, generation.model, generation.created, fields)
 
 
 async def retrieve(request: Request) -> Response:
-    found = _find(request)
+    found = await _find(request)
     if isinstance(found, Response):
         return found
     generation, info = found
@@ -143,13 +151,11 @@ async def retrieve(request: Request) -> Response:
 
 
 async def cancel(request: Request) -> Response:
-    found = _find(request)
+    found = await _find(request)
     if isinstance(found, Response):
         return found
     generation, info = found
-    generations_of(request).cancel(generation.id)
-    if generation.task is not None and not generation.task.done():
-        await asyncio.wait({generation.task}, timeout=2)
+    await cancel_generation(request, generation)
     encoder = await _replay(request.app.state.hub, generation, info, wait=False)
     return JSONResponse(encoder.snapshot())
 
