@@ -243,6 +243,7 @@ class Generation:
         self.finished_at = time.monotonic()
         metrics, labels = self._metrics, self._labels
         if self.error is not None:
+            await self.directory.ended(self)  # before the last event: a reader then sees both
             await self._publish("error", {"error": self.error.kind, "message": self.error.message})
         else:
             if self.partial_json:
@@ -251,10 +252,10 @@ class Generation:
                 self.finish_reason = self.state.value
             if not self.opened.done():  # stopped before the first token: not an error
                 self.opened.set_result(None)
+            await self.directory.ended(self)
             await self._publish("done", self._summary())
         with contextlib.suppress(HubError):
             self.hub.finish(self.topic)
-        await self.directory.ended(self)
         metrics.active.labels(**labels).dec()
         outcome = "error" if self.state is State.FAILED else self.state.value
         metrics.finished.labels(**labels, outcome=outcome).inc()
