@@ -1362,6 +1362,57 @@ def render_table(results: dict[str, Any], args: argparse.Namespace) -> str:
     return "\n".join(lines)
 
 
+def add_run_arguments(p: argparse.ArgumentParser) -> None:
+    """The options every fan-out benchmark shares: deadlines, a quiet machine, pinning, output
+    (``bench/ws_fanout.py`` uses them too)."""
+    p.add_argument(
+        "--settle",
+        type=float,
+        default=0.2,
+        help="seconds between the last subscribe and the first publish",
+    )
+    p.add_argument(
+        "--timeout",
+        type=float,
+        default=180.0,
+        help="deadline for subscribing, and for delivery counted from the first publish",
+    )
+    p.add_argument(
+        "--phase-budget", type=float, default=300.0, help="hard cap on one phase, seconds"
+    )
+    p.add_argument(
+        "--stall",
+        type=float,
+        default=3.0,
+        help="end a phase early when publishing is over and nothing arrived for this long",
+    )
+    p.add_argument(
+        "--quiet-wait",
+        type=float,
+        default=30.0,
+        help="before each measured window, wait up to this long for both cores to be idle",
+    )
+    p.add_argument(
+        "--disturbed-retries",
+        type=int,
+        default=1,
+        help="run a phase again (this many times at most) when other processes took"
+        f" >= {DISTURBED_PCT:g}%% of a benchmark core during it",
+    )
+    p.add_argument("--ready-timeout", type=float, default=30.0, help="seconds to wait for /healthz")
+    p.add_argument("--server-cpu", type=int, default=0, help="core the servers are pinned to")
+    p.add_argument("--loadgen-cpu", type=int, default=1, help="core this process is pinned to")
+    p.add_argument(
+        "--reuse-server",
+        action="store_true",
+        help="one server process for all phases instead of a fresh one per phase",
+    )
+    p.add_argument(
+        "--out", type=Path, default=BENCH_DIR / "results", help="directory for the JSON results"
+    )
+    p.add_argument("--quick", action="store_true", help="small counts for a smoke test")
+
+
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(
         description=__doc__.split("\n\n")[0] if __doc__ else None,
@@ -1405,52 +1456,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument(
         "--connect-concurrency", type=int, default=1000, help="connects waiting for headers at once"
     )
-    p.add_argument(
-        "--settle",
-        type=float,
-        default=0.2,
-        help="seconds between subscribing and the first publish",
-    )
-    p.add_argument(
-        "--timeout",
-        type=float,
-        default=180.0,
-        help="deadline for subscribing, and for delivery counted from the first publish",
-    )
-    p.add_argument(
-        "--phase-budget", type=float, default=300.0, help="hard cap on one phase, seconds"
-    )
-    p.add_argument(
-        "--stall",
-        type=float,
-        default=3.0,
-        help="end a phase early when publishing is over and nothing arrived for this long",
-    )
-    p.add_argument(
-        "--quiet-wait",
-        type=float,
-        default=30.0,
-        help="before each measured window, wait up to this long for both cores to be idle",
-    )
-    p.add_argument(
-        "--disturbed-retries",
-        type=int,
-        default=1,
-        help="run a phase again (this many times at most) when other processes took"
-        f" >= {DISTURBED_PCT:g}%% of a benchmark core during it",
-    )
-    p.add_argument("--ready-timeout", type=float, default=30.0, help="seconds to wait for /healthz")
-    p.add_argument("--server-cpu", type=int, default=0, help="core the servers are pinned to")
-    p.add_argument("--loadgen-cpu", type=int, default=1, help="core this process is pinned to")
-    p.add_argument(
-        "--reuse-server",
-        action="store_true",
-        help="one server process for all phases instead of a fresh one per phase",
-    )
-    p.add_argument(
-        "--out", type=Path, default=BENCH_DIR / "results", help="directory for the JSON results"
-    )
-    p.add_argument("--quick", action="store_true", help="small counts for a smoke test")
+    add_run_arguments(p)
     args = p.parse_args(argv)
     args.servers = [s.strip() for s in args.servers.split(",") if s.strip()]
     args.phases = [s.strip() for s in args.phases.split(",") if s.strip()]
