@@ -87,6 +87,7 @@ class Connection:
         "_close_started",
         "_direct",
         "_loop",
+        "_more",
         "_out",
         "_refused_in_row",
         "_send",
@@ -133,6 +134,7 @@ class Connection:
         self.sub_expires_at: dict[str, float] = {}  # loop time when a subscription token ends
         self.disconnect: Disconnect | None = None
         self._out: list[bytes] = []  # replies and control pushes, sent before publications
+        self._more = False  # the last frame collected was full
         self._wakeup: asyncio.Future[None] | None = None
         self._writer: asyncio.Task[None] | None = None
         self._close_started = False  # the close frame is being (or was) sent
@@ -583,7 +585,10 @@ class Connection:
             if frame is None:
                 return
             direct.write_text(frame)
-        self._writer = self._loop.create_task(self._write_loop())
+            if not self._more:
+                return  # everything pending fitted in that frame
+        if self._writer is None:  # (closing may have started one meanwhile)
+            self._writer = self._loop.create_task(self._write_loop())
 
     def ready(self) -> None:
         """Called by the hub: a followed channel has news, or a subscription was closed."""
@@ -685,12 +690,15 @@ class Connection:
         about ``max_send_frame_bytes`` at most."""
         parts = self._out
         self._out = []
+        self._more = False
         if self.disconnect is None:
             budget = self.options.max_send_frame_bytes - sum(map(len, parts))
             for channel, subscription in list(self.subscriptions.items()):
                 budget = self._read(channel, subscription, parts, budget)
                 if subscription.close_reason is not None:
                     self._closed_by_hub(channel, subscription, parts)
+            # The frame is full: more may be waiting in the logs.
+            self._more = budget <= 0
         if not parts:
             return None
         return parts[0] if len(parts) == 1 else b"\n".join(parts)
