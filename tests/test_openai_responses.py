@@ -4,15 +4,20 @@ responses, resume with ``starting_after``, cancel, and errors before and after t
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Iterator
 
 import httpx
 import openai
 import pytest
+from conftest import StartServer
 from fake_llm import FakeLLM, Script
 from serverproc import ServerProcess
 from test_generations import API_KEY, llm_env
+
+from sluiceway.client import EventSource
+from sluiceway.llm.providers import local
 
 
 @pytest.fixture(scope="module")
@@ -203,3 +208,49 @@ def test_function_calls(sdk: openai.OpenAI, fake: FakeLLM) -> None:
     assert call.type == "function_call"
     assert (call.name, call.arguments) == ("get_weather", '{"city": "Paris"}')
     assert fake.requests[-1].json["tools"][0]["function"]["name"] == "get_weather"
+
+
+def test_last_event_id_resumes_like_starting_after(
+    sdk: openai.OpenAI, server: ServerProcess
+) -> None:
+    events = list(sdk.responses.create(model="fake-model", input="Go", stream=True))
+    response_id = events[0].response.id  # type: ignore[union-attr]
+    url = f"{server.url}/v1/responses/{response_id}?stream=true"
+    with EventSource(url, last_event_id="4", retry_delay=0.01) as source:
+        resumed = []
+        for event in source:
+            resumed.append(json.loads(event.data))
+            if event.event in ("response.completed", "response.failed", "response.incomplete"):
+                break
+    assert [e["sequence_number"] for e in resumed] == list(range(5, len(events)))
+    assert [e["type"] for e in resumed] == [e.type for e in events[5:]]
+
+
+def test_an_oversized_request_is_413(sdk: openai.OpenAI) -> None:
+    with pytest.raises(openai.APIStatusError) as refused:
+        sdk.responses.create(model="fake-model", input="x" * 2_000_000)
+    assert refused.value.status_code == 413
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(
+    local.find_local_model() is None or not local.xllamacpp_available(),
+    reason="the local model extra is not installed",
+)
+def test_the_embedded_model_through_the_responses_api(start_server: StartServer) -> None:
+    local_server = start_server()
+    with openai.OpenAI(base_url=f"{local_server.url}/v1", api_key="unused") as client:
+        events = list(
+            client.responses.create(
+                model="smollm2-135m-instruct",
+                input="Name three colours.",
+                max_output_tokens=24,
+                stream=True,
+            )
+        )
+    text = "".join(e.delta for e in events if e.type == "response.output_text.delta")
+    # 24 tokens may not be enough for the whole answer: then the response is incomplete.
+    assert events[-1].type in ("response.completed", "response.incomplete")
+    final = events[-1].response  # type: ignore[union-attr]
+    assert text == final.output_text and text.strip()
+    assert generation_text(local_server, final.id) == text
