@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mappin
 
 import httpx
 import pytest
+from fake_llm import FAKE_API_KEY, FakeLLM
 from redisproc import REDIS_SERVER, RedisProcess
 from serverproc import ServerProcess
 
@@ -53,6 +54,13 @@ def topic(request: pytest.FixtureRequest) -> str:
     """A topic name no other test uses."""
     name = re.sub(r"[^A-Za-z0-9_.-]", "_", request.node.name)[:60]
     return f"{name}.{uuid.uuid4().hex[:8]}"
+
+
+@pytest.fixture(scope="module")
+def fake() -> Iterator[FakeLLM]:
+    """A fake LLM upstream (OpenAI and Anthropic wire formats) for a module's tests."""
+    with FakeLLM(api_key=FAKE_API_KEY) as upstream:
+        yield upstream
 
 
 @pytest.fixture(scope="session")

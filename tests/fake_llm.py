@@ -37,6 +37,9 @@ from sse_servers import Connection, _LoopThread, _read_request
 
 Face = Literal["openai", "anthropic"]
 
+#: The key the fake accepts (tests check that it never leaks into our errors or logs).
+FAKE_API_KEY = "sk-test-0123456789-secret"
+
 OPENAI_PATH = "/v1/chat/completions"
 ANTHROPIC_PATH = "/v1/messages"
 _FACES: dict[str, Face] = {OPENAI_PATH: "openai", ANTHROPIC_PATH: "anthropic"}

@@ -236,12 +236,6 @@ def test_the_chat_index_is_bounded_and_restores() -> None:
 
 
 @pytest.fixture(scope="module")
-def fake() -> Iterator[FakeLLM]:
-    with FakeLLM(api_key=API_KEY) as upstream:
-        yield upstream
-
-
-@pytest.fixture(scope="module")
 def server(fake: FakeLLM) -> Iterator[ServerProcess]:
     process = ServerProcess(env=llm_env(fake)).start()
     yield process

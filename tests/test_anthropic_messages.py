@@ -31,12 +31,6 @@ WEATHER = {
 
 
 @pytest.fixture(scope="module")
-def fake() -> Iterator[FakeLLM]:
-    with FakeLLM(api_key=API_KEY) as upstream:
-        yield upstream
-
-
-@pytest.fixture(scope="module")
 def server(fake: FakeLLM) -> Iterator[ServerProcess]:
     process = ServerProcess(env=llm_env(fake)).start()
     yield process

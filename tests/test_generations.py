@@ -12,13 +12,13 @@ from typing import Any
 import httpx
 import pytest
 from conftest import StartServer
-from fake_llm import FakeLLM, Script
+from fake_llm import FAKE_API_KEY, FakeLLM, Script
 from serverproc import ServerProcess
 
 from sluiceway.client import EventSource, HTTPStatusError
 from sluiceway.sse import Event
 
-API_KEY = "sk-test-0123456789-secret"
+API_KEY = FAKE_API_KEY
 ASK = {"messages": [{"role": "user", "content": "Say hello"}], "max_tokens": 64}
 
 
@@ -31,12 +31,6 @@ def llm_env(fake: FakeLLM, provider: str = "openai", **settings: str) -> dict[st
     }
     env.update({f"SLUICEWAY_LLM_{name.upper()}": value for name, value in settings.items()})
     return env
-
-
-@pytest.fixture(scope="module")
-def fake() -> Iterator[FakeLLM]:
-    with FakeLLM(api_key=API_KEY) as upstream:
-        yield upstream
 
 
 @pytest.fixture(scope="module")

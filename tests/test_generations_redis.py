@@ -5,7 +5,6 @@ format, and a reader on another process keeps it from being abandoned."""
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
 
 import httpx
 import openai
@@ -14,7 +13,7 @@ from conftest import StartServer
 from fake_llm import FakeLLM, Script
 from redisproc import RedisProcess
 from serverproc import ServerProcess
-from test_generations import API_KEY, follow, generate, llm_env, text_of
+from test_generations import follow, generate, llm_env, text_of
 
 from sluiceway.client import EventSource
 from sluiceway.sse import Parser
@@ -22,12 +21,6 @@ from sluiceway.sse import Parser
 pytestmark = pytest.mark.slow
 
 TOKENS = [f"t{n} " for n in range(12)]
-
-
-@pytest.fixture(scope="module")
-def fake() -> Iterator[FakeLLM]:
-    with FakeLLM(api_key=API_KEY) as upstream:
-        yield upstream
 
 
 @pytest.fixture(autouse=True)

@@ -14,16 +14,10 @@ import pytest
 from conftest import StartServer
 from fake_llm import FakeLLM, Script
 from serverproc import ServerProcess
-from test_generations import API_KEY, llm_env
+from test_generations import llm_env
 
 from sluiceway.client import EventSource
 from sluiceway.llm.providers import local
-
-
-@pytest.fixture(scope="module")
-def fake() -> Iterator[FakeLLM]:
-    with FakeLLM(api_key=API_KEY) as upstream:
-        yield upstream
 
 
 @pytest.fixture(scope="module")
