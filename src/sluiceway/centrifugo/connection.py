@@ -612,19 +612,13 @@ class Connection:
 
     def close(self, disconnect: Disconnect) -> None:
         """Send what is queued, then close with ``disconnect``."""
-        if self.disconnect is None:
-            self.disconnect = disconnect
-            self.endpoint.stats.count_disconnect(disconnect.code)
-            self._release_all()
+        self._decide(disconnect)
         self._kick()
 
     def abort(self, disconnect: Disconnect) -> None:
         """Close a connection whose writer is stuck in a write: drop the write, then try to
         send the close frame for at most the write timeout."""
-        if self.disconnect is None:
-            self.disconnect = disconnect
-            self.endpoint.stats.count_disconnect(disconnect.code)
-            self._release_all()
+        self._decide(disconnect)
         writer = self._writer
         if writer is not None and not writer.done():
             writer.cancel()
@@ -633,6 +627,13 @@ class Connection:
             self._close_started = True
             within = self.hub.config.write_timeout
             self._writer = self._loop.create_task(self._send_close(within=within))
+
+    def _decide(self, disconnect: Disconnect) -> None:
+        """The first reason to close wins; nothing more is read from the hub after it."""
+        if self.disconnect is None:
+            self.disconnect = disconnect
+            self.endpoint.stats.count_disconnect(disconnect.code)
+            self._release_all()
 
     def _release_all(self) -> None:
         for subscription in self.subscriptions.values():
