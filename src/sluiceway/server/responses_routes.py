@@ -103,7 +103,7 @@ async def _events(
 
 
 async def _replay(
-    hub: Hub, generation: Generation, info: ResponseInfo, *, wait: bool
+    hub: Hub, generation: Generation | RemoteGeneration, info: ResponseInfo, *, wait: bool
 ) -> ResponsesEncoder:
     """The encoder fed with the generation's events: all of them (``wait``), or what has
     happened so far."""
