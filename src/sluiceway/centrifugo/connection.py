@@ -35,6 +35,7 @@ from sluiceway.hub import (
     TooManyTopics,
     TopicFinished,
     check_topic_name,
+    is_internal_topic,
 )
 from sluiceway.ids import Position
 
@@ -432,9 +433,12 @@ class Connection:
         if not isinstance(channel, str) or not channel:
             raise codes.bad_request("channel is required")
         try:
-            return check_topic_name(channel)
+            check_topic_name(channel)
         except InvalidTopic:
             raise codes.unknown_channel() from None
+        if is_internal_topic(channel):
+            raise codes.permission_denied()  # the server's own topics (the Mercure log)
+        return channel
 
     async def _unsubscribe(self, command: frames.Command) -> None:
         channel = self._channel(command.params)

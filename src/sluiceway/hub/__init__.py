@@ -9,7 +9,15 @@
 """
 
 from sluiceway.hub.config import HubConfig, OverflowPolicy, TopicBounds
-from sluiceway.hub.core import RESET_EVENT, HistoryPage, Hub, check_topic_name, to_data
+from sluiceway.hub.core import (
+    INTERNAL_TOPIC_PREFIX,
+    RESET_EVENT,
+    HistoryPage,
+    Hub,
+    check_topic_name,
+    is_internal_topic,
+    to_data,
+)
 from sluiceway.hub.errors import (
     BackendUnavailable,
     HistoryGone,
@@ -26,6 +34,7 @@ from sluiceway.hub.subscription import CloseReason, Subscription
 from sluiceway.hub.topic import StoredEvent
 
 __all__ = [
+    "INTERNAL_TOPIC_PREFIX",
     "RESET_EVENT",
     "BackendUnavailable",
     "CloseReason",
@@ -46,5 +55,6 @@ __all__ = [
     "TopicFinished",
     "TopicNotReady",
     "check_topic_name",
+    "is_internal_topic",
     "to_data",
 ]

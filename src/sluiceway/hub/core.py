@@ -39,6 +39,15 @@ logger = logging.getLogger("sluiceway.hub")
 TOPIC_NAME = re.compile(r"[A-Za-z0-9_.:@~+=$#!,-]{1,200}")
 
 
+#: Topics the server's own faces keep for themselves (the Mercure log, whose private updates
+#: are filtered per subscriber): the topic API and WebSocket channels refuse them.
+INTERNAL_TOPIC_PREFIX = "sluiceway."
+
+
+def is_internal_topic(name: str) -> bool:
+    return name.startswith(INTERNAL_TOPIC_PREFIX)
+
+
 def check_topic_name(name: str) -> str:
     if not TOPIC_NAME.fullmatch(name):
         raise InvalidTopic(

@@ -18,6 +18,7 @@ from sluiceway.llm.manager import Generations
 from sluiceway.llm.providers.base import Provider
 from sluiceway.llm.providers.factory import make_provider
 from sluiceway.llm.stats import GenerationMetrics
+from sluiceway.mercure.face import MercureFace
 from sluiceway.server import (
     ai_sdk_routes,
     anthropic_routes,
@@ -25,6 +26,7 @@ from sluiceway.server import (
     file_routes,
     generation_routes,
     job_routes,
+    mercure_routes,
     openai_routes,
     proxy_routes,
     responses_routes,
@@ -106,6 +108,7 @@ def create_app(
             *job_routes.routes,
             *proxy_routes.routes,
             *(websocket_routes(websocket) if websocket is not None else []),
+            *(mercure_routes.routes if settings.mercure_enabled else []),
         ],
         middleware=[Middleware(CompressionMiddleware)] if settings.compression else [],
         lifespan=lifespan,
@@ -116,6 +119,8 @@ def create_app(
     app.state.metrics_registry = registry
     app.state.generations = generations
     app.state.websocket = websocket
+    app.state.token_verifier = settings.token_verifier()
+    app.state.mercure = MercureFace(hub)
     return app
 
 

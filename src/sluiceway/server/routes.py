@@ -25,7 +25,7 @@ from sluiceway.hub import (
 from sluiceway.server.errors import APIError, JSONResponse
 from sluiceway.server.metrics import render
 from sluiceway.server.settings import Settings
-from sluiceway.server.streams import read_stream_request
+from sluiceway.server.streams import read_stream_request, refuse_internal
 from sluiceway.sse import SSEProtocolError
 
 MAX_HISTORY_LIMIT = 1000
@@ -41,9 +41,11 @@ def _hub(request: Request) -> Hub:
 
 def _topic(request: Request) -> str:
     try:
-        return check_topic_name(request.path_params["topic"])
+        topic = check_topic_name(request.path_params["topic"])
     except InvalidTopic as exc:
         raise APIError(400, "invalid_topic", str(exc)) from None
+    refuse_internal([topic])
+    return topic
 
 
 def require_publish_key(request: Request) -> None:
@@ -61,7 +63,7 @@ def require_publish_key(request: Request) -> None:
         )
 
 
-async def _read_body(request: Request, limit: int) -> bytes:
+async def read_body(request: Request, limit: int) -> bytes:
     declared = request.headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > limit:
         raise APIError(413, "body_too_large", f"request body exceeds {limit} bytes")
@@ -100,7 +102,7 @@ def _parse_publication(body: bytes) -> tuple[Any, str | None]:
 async def publish(request: Request) -> Response:
     require_publish_key(request)
     topic = _topic(request)
-    data, event = _parse_publication(await _read_body(request, _settings(request).max_body_bytes))
+    data, event = _parse_publication(await read_body(request, _settings(request).max_body_bytes))
     try:
         event_id = await _hub(request).publish(topic, data, event=event)
     except HubClosed as exc:

@@ -110,6 +110,16 @@ class Settings(BaseSettings):
     ws_command_rate: float = Field(100.0, gt=0)
     ws_command_burst: int = Field(200, ge=1)
 
+    #: Serve the Mercure protocol at ``/.well-known/mercure``.
+    mercure_enabled: bool = True
+    #: The hub's public URL (relative topics and URL patterns resolve against it); unset:
+    #: ``http://<host>:<port>/.well-known/mercure``.
+    mercure_public_url: str | None = None
+    #: Subscribe without a token (public updates only).
+    mercure_anonymous_subscribe: bool = True
+    #: Publish without a token; unset: only on loopback without a publish key, as for /topics.
+    mercure_anonymous_publish: bool | None = None
+
     #: JWT verification: an HMAC secret (HS256) and/or a PEM public key (RS256 or ES256).
     token_hmac_secret: SecretStr | None = None
     token_public_key: str | None = None
@@ -178,6 +188,16 @@ class Settings(BaseSettings):
             command_rate=self.ws_command_rate,
             command_burst=self.ws_command_burst,
         )
+
+    @property
+    def mercure_hub_url(self) -> str:
+        return self.mercure_public_url or f"http://{self.host}:{self.port}/.well-known/mercure"
+
+    @property
+    def mercure_anonymous_publish_allowed(self) -> bool:
+        if self.mercure_anonymous_publish is not None:
+            return self.mercure_anonymous_publish
+        return self.publish_key is None and is_loopback(self.host)
 
     @property
     def exposed_without_key(self) -> bool:

@@ -1,0 +1,243 @@
+"""The Mercure protocol at ``/.well-known/mercure`` against a real ``sluiceway serve``: publish
+and subscribe, URL pattern matchers, private updates and grants, publisher ids and resume,
+``earliest``, the ``Last-Event-ID`` response header, and refused tokens."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from typing import Any
+from urllib.parse import urlencode
+
+import httpx
+import jwt
+import pytest
+from serverproc import ServerProcess
+from wsclient import raw_client
+
+from sluiceway.sse import Event, Parser
+
+SECRET = "mercure-test-secret-long-enough-for-hs256"
+HUB = "https://example.com/.well-known/mercure"
+
+
+@pytest.fixture(scope="module")
+def server() -> Iterator[ServerProcess]:
+    env = {
+        "SLUICEWAY_TOKEN_HMAC_SECRET": SECRET,
+        "SLUICEWAY_TOKEN_LEEWAY": "0",
+        "SLUICEWAY_MERCURE_PUBLIC_URL": HUB,
+        "SLUICEWAY_MERCURE_ANONYMOUS_PUBLISH": "false",
+    }
+    process = ServerProcess(env=env).start()
+    yield process
+    process.stop()
+
+
+def token(*, publish: list[str] = (), subscribe: list[str] = (), **claims: Any) -> str:  # type: ignore[assignment]
+    details = []
+    if publish:
+        details.append({"type": "mercure", "actions": ["publish"], "topics": [*map(_m, publish)]})
+    if subscribe:
+        details.append(
+            {"type": "mercure", "actions": ["subscribe"], "topics": [*map(_m, subscribe)]}
+        )
+    claims.setdefault("exp", int(time.time()) + 300)
+    return jwt.encode({"authorization_details": details, **claims}, SECRET, algorithm="HS256")
+
+
+def _m(topic: str) -> dict[str, str]:
+    return {"match": topic}
+
+
+PUBLISHER = token(publish=["*"])
+
+
+def publish(server: ServerProcess, jwt_token: str = PUBLISHER, **form: Any) -> httpx.Response:
+    headers = {"authorization": f"Bearer {jwt_token}"} if jwt_token else {}
+    return httpx.post(f"{server.url}/.well-known/mercure", data=form, headers=headers)
+
+
+def read(
+    server: ServerProcess,
+    params: list[tuple[str, str]],
+    count: int,
+    *,
+    headers: dict[str, str] | None = None,
+    timeout: float = 3.0,
+) -> tuple[httpx.Response, list[Event]]:
+    """Subscribe, read ``count`` events (or what came within ``timeout``), leave."""
+    events: list[Event] = []
+    parser = Parser()
+    deadline = time.monotonic() + timeout
+    with httpx.stream(
+        "GET",
+        f"{server.url}/.well-known/mercure",
+        params=params,
+        headers=headers or {},
+        timeout=httpx.Timeout(10, read=timeout),
+    ) as response:
+        if response.status_code != 200:
+            response.read()
+            return response, events
+        try:
+            for chunk in response.iter_bytes():
+                events.extend(e for e in parser.feed(chunk) if e.data or e.event != "message")
+                if len(events) >= count or time.monotonic() > deadline:
+                    break
+        except httpx.ReadTimeout:
+            pass
+    return response, events
+
+
+def topic_of(name: str) -> str:
+    return f"https://example.com/{name}/{time.time_ns()}"
+
+
+def test_publish_then_replay_from_earliest(server: ServerProcess) -> None:
+    topic = topic_of("books")
+    ids = [publish(server, topic=topic, data=f"v{n}").text for n in range(3)]
+    assert all(i.startswith("#") for i in ids)
+    response, events = read(server, [("match", topic), ("lastEventID", "earliest")], 3)
+    assert response.headers["last-event-id"] == "earliest"
+    assert [(e.data, e.id) for e in events] == [(f"v{n}", ids[n]) for n in range(3)]
+
+
+def test_url_pattern_matchers_select_topics(server: ServerProcess) -> None:
+    base = topic_of("shelf")
+    publish(server, topic=f"{base}/books/1", data="book")
+    publish(server, topic=f"{base}/authors/1", data="author")
+    publish(server, topic=f"{base}/books/2", data="book 2", type="update", retry="500")
+    params = [("matchURLPattern", f"{base}/books/:id"), ("lastEventID", "earliest")]
+    _, events = read(server, params, 2)
+    assert [(e.data, e.event) for e in events] == [("book", "message"), ("book 2", "update")]
+
+
+def test_publisher_ids_resume_exactly(server: ServerProcess) -> None:
+    topic = topic_of("orders")
+    for n in range(5):
+        assert (
+            publish(server, topic=topic, data=str(n), id=f"urn:order:{topic}:{n}").status_code
+            == 200
+        )
+    duplicate = publish(server, topic=topic, data="again", id=f"urn:order:{topic}:2")
+    assert duplicate.status_code == 409
+    headers = {"last-event-id": f"urn:order:{topic}:2"}
+    response, events = read(server, [("match", topic)], 2, headers=headers)
+    assert response.headers["last-event-id"] == f"urn:order:{topic}:2"
+    assert [e.data for e in events] == ["3", "4"]
+    unknown = {"last-event-id": "urn:order:never"}
+    response, events = read(server, [("match", topic)], 1, headers=unknown, timeout=0.5)
+    assert response.headers["last-event-id"] == "earliest" and events == []
+
+
+def test_private_updates_reach_only_matching_grants(server: ServerProcess) -> None:
+    topic = topic_of("secret")
+    other = topic_of("other")
+    publish(server, topic=topic, data="public")
+    publish(server, topic=topic, data="private", private="on")
+    everything = [("match", "*"), ("lastEventID", "earliest")]
+    _, anonymous = read(server, [("match", topic), ("lastEventID", "earliest")], 2, timeout=0.7)
+    assert [e.data for e in anonymous] == ["public"]
+    granted = {"authorization": f"Bearer {token(subscribe=[topic])}"}
+    _, events = read(server, [("match", topic), ("lastEventID", "earliest")], 2, headers=granted)
+    assert [e.data for e in events] == ["public", "private"]
+    wrong = {"authorization": f"Bearer {token(subscribe=[other])}"}
+    _, events = read(server, everything, 1000, headers=wrong, timeout=0.7)
+    assert "public" in [e.data for e in events]
+    assert all(e.data != "private" for e in events)
+
+
+@pytest.mark.parametrize(
+    ("bad", "status"),
+    [
+        (jwt.encode({"exp": int(time.time()) - 10}, SECRET, algorithm="HS256"), 401),
+        (
+            jwt.encode(
+                {"exp": int(time.time()) + 60},
+                "another-secret-long-enough-32bytes!!",
+                algorithm="HS256",
+            ),
+            401,
+        ),
+        (jwt.encode({"exp": int(time.time()) + 60}, None, algorithm="none"), 401),
+        ("garbage", 401),
+    ],
+    ids=["expired", "wrong-signature", "alg-none", "malformed"],
+)
+def test_refused_tokens(server: ServerProcess, bad: str, status: int) -> None:
+    response = publish(server, jwt_token=bad, topic=topic_of("x"), data="d")
+    assert response.status_code == status
+    assert response.headers["www-authenticate"].startswith("Bearer")
+    assert "invalid_token" in response.headers["www-authenticate"]
+    headers = {"authorization": f"Bearer {bad}"}
+    response, _ = read(server, [("match", "*")], 1, headers=headers)
+    assert response.status_code == status
+
+
+def test_publishing_needs_a_matching_grant(server: ServerProcess) -> None:
+    topic = topic_of("grant")
+    anonymous = publish(server, jwt_token="", topic=topic, data="d")
+    assert anonymous.status_code == 401
+    elsewhere = publish(server, jwt_token=token(publish=[topic_of("else")]), topic=topic, data="d")
+    assert elsewhere.status_code == 403
+    assert 'error="insufficient_scope"' in elsewhere.headers["www-authenticate"]
+    assert (
+        publish(server, jwt_token=token(publish=[topic]), topic=topic, data="d").status_code == 200
+    )
+    bearer = httpx.post(
+        f"{server.url}/.well-known/mercure",
+        data={"topic": topic},
+        headers={"authorization": "Basic x"},
+    )
+    assert bearer.status_code == 400
+
+
+@pytest.mark.parametrize(
+    "form",
+    [
+        [("topic", "a"), ("topic", "b"), ("data", "x")],
+        [("data", "no topic")],
+        [("topic", "t"), ("id", "#mine")],
+        [("topic", "t"), ("id", "earliest")],
+        [("topic", "t"), ("retry", "-1")],
+    ],
+    ids=["two-topics", "no-topic", "hash-id", "earliest-id", "bad-retry"],
+)
+def test_malformed_updates_are_400(server: ServerProcess, form: list[tuple[str, str]]) -> None:
+    response = httpx.post(
+        f"{server.url}/.well-known/mercure",
+        content=urlencode(form),
+        headers={
+            "authorization": f"Bearer {PUBLISHER}",
+            "content-type": "application/x-www-form-urlencoded",
+        },
+    )
+    assert response.status_code == 400, response.text
+
+
+def test_bad_matchers_are_400(server: ServerProcess) -> None:
+    response, _ = read(server, [("match_urlpattern", "x")], 1)
+    assert response.status_code == 400
+    response, _ = read(server, [], 1)
+    assert response.status_code == 400
+
+
+async def test_the_mercure_log_is_not_a_public_topic(server: ServerProcess) -> None:
+    """Private updates live in the hub topic ``sluiceway.mercure``: the topic API and the
+    WebSocket face refuse it, on the ASGI and the native stream paths alike."""
+    publish(server, topic=topic_of("hidden"), data="private", private="on")
+    async with httpx.AsyncClient(base_url=server.url) as http:
+        for request in (
+            http.get("/topics/sluiceway.mercure"),
+            http.get("/events", params={"topic": "sluiceway.mercure"}),
+            http.get("/topics/sluiceway.mercure/history"),
+            http.post("/topics/sluiceway.mercure", json={"data": "x"}),
+        ):
+            response = await request
+            assert response.status_code == 403
+            assert response.json()["error"] == "internal_topic"
+    async with raw_client(server.url) as client:
+        await client.connect()
+        refused = await client.request("subscribe", {"channel": "sluiceway.mercure"})
+        assert refused["error"]["code"] == 103
