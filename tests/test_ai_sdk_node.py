@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 import time
 from collections.abc import Iterator
@@ -23,6 +22,7 @@ from typing import Any
 import httpx
 import pytest
 from fake_llm import FakeLLM, Script
+from nodeproc import node_with_packages
 from serverproc import ServerProcess
 from test_generations import API_KEY, llm_env
 
@@ -37,28 +37,7 @@ PACKAGES = ["ai", "ai5"]
 @pytest.fixture(scope="module")
 def node() -> str:
     """The ``node`` executable, with the pinned packages installed next to the script."""
-    node, npm = shutil.which("node"), shutil.which("npm")
-    if node is None or npm is None:
-        pytest.skip(
-            "node/npm are NOT installed: the Vercel AI SDK interop is NOT tested "
-            "(apt-get install nodejs npm, as .ci/run does)"
-        )
-    version = subprocess.run(
-        [node, "--version"], capture_output=True, text=True, timeout=30, check=True
-    ).stdout.strip()
-    if int(version.lstrip("v").split(".")[0]) < 18:  # fetch() and web streams; `ai` needs 18+
-        pytest.skip(f"node {version} is too old (18+ needed): the AI SDK interop is NOT tested")
-    if not all((NODE_DIR / "node_modules" / name).is_dir() for name in PACKAGES):
-        result = subprocess.run(
-            [npm, "ci", "--no-audit", "--no-fund"],
-            cwd=NODE_DIR,
-            capture_output=True,
-            text=True,
-            timeout=600,
-            check=False,
-        )
-        assert result.returncode == 0, f"npm ci failed:\n{result.stdout}\n{result.stderr}"
-    return node
+    return node_with_packages(NODE_DIR, PACKAGES, "the Vercel AI SDK interop")
 
 
 @pytest.fixture(scope="module")

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import shutil
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -18,6 +17,7 @@ from typing import Any
 
 import httpx
 import pytest
+from nodeproc import node_with_packages
 from serverproc import ServerProcess, client_for, open_stream
 
 NODE_DIR = Path(__file__).parent / "node"
@@ -29,28 +29,7 @@ COUNT = 5
 @pytest.fixture(scope="module")
 def node() -> str:
     """The ``node`` executable, with the pinned packages installed next to the script."""
-    node, npm = shutil.which("node"), shutil.which("npm")
-    if node is None or npm is None:
-        pytest.skip(
-            "node/npm are NOT installed: centrifuge-js interop is NOT tested "
-            "(apt-get install nodejs npm, as .ci/run does)"
-        )
-    version = subprocess.run(
-        [node, "--version"], capture_output=True, text=True, timeout=30, check=True
-    ).stdout.strip()
-    if int(version.lstrip("v").split(".")[0]) < 18:  # fetch() and the packages need 18+
-        pytest.skip(f"node {version} is too old (18+ needed): centrifuge-js interop is NOT tested")
-    if not (NODE_DIR / "node_modules" / "centrifuge").is_dir():
-        result = subprocess.run(
-            [npm, "ci", "--no-audit", "--no-fund"],
-            cwd=NODE_DIR,
-            capture_output=True,
-            text=True,
-            timeout=600,
-            check=False,
-        )
-        assert result.returncode == 0, f"npm ci failed:\n{result.stdout}\n{result.stderr}"
-    return node
+    return node_with_packages(NODE_DIR, ["centrifuge"], "centrifuge-js interop")
 
 
 @pytest.fixture(scope="module")
