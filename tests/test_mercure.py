@@ -241,3 +241,20 @@ async def test_the_mercure_log_is_not_a_public_topic(server: ServerProcess) -> N
         await client.connect()
         refused = await client.request("subscribe", {"channel": "sluiceway.mercure"})
         assert refused["error"]["code"] == 103
+
+
+def test_a_subscription_ends_when_its_token_expires(server: ServerProcess) -> None:
+    topic = topic_of("expiring")
+    expiring = token(subscribe=[topic], exp=int(time.time()) + 2)
+    started = time.monotonic()
+    with httpx.stream(
+        "GET",
+        f"{server.url}/.well-known/mercure",
+        params={"match": topic},
+        headers={"authorization": f"Bearer {expiring}"},
+        timeout=10,
+    ) as response:
+        assert response.status_code == 200
+        for _ in response.iter_bytes():
+            pass  # keep-alives, until the server ends the stream
+    assert 0.5 < time.monotonic() - started < 6
