@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
+from starlette.middleware.cors import CORSMiddleware
 from starlette.routing import BaseRoute, Route, WebSocketRoute
 
 from sluiceway.centrifugo import CentrifugoEndpoint, MemoryPresence, Presence, RedisPresence
@@ -110,7 +111,7 @@ def create_app(
             *(websocket_routes(websocket) if websocket is not None else []),
             *(mercure_routes.routes if settings.mercure_enabled else []),
         ],
-        middleware=[Middleware(CompressionMiddleware)] if settings.compression else [],
+        middleware=middleware_for(settings),
         lifespan=lifespan,
         exception_handlers={APIError: api_error_handler, HTTPException: http_error_handler},
     )
@@ -122,6 +123,25 @@ def create_app(
     app.state.token_verifier = settings.token_verifier()
     app.state.mercure = MercureFace(hub)
     return app
+
+
+def middleware_for(settings: Settings) -> list[Middleware]:
+    middleware = []
+    if settings.cors_allow_origins:
+        # Outermost, so that preflight requests are answered before anything else runs.
+        middleware.append(
+            Middleware(
+                CORSMiddleware,
+                allow_origins=settings.cors_allow_origins,
+                allow_credentials=settings.cors_allow_credentials,
+                allow_methods=["GET", "POST", "OPTIONS"],
+                allow_headers=["authorization", "content-type", "last-event-id", "cache-control"],
+                expose_headers=["last-event-id", "x-generation-id", "retry-after"],
+            )
+        )
+    if settings.compression:
+        middleware.append(Middleware(CompressionMiddleware))
+    return middleware
 
 
 def make_directory(hub: Hub, limits: GenerationLimits) -> GenerationDirectory:

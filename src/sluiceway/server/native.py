@@ -133,6 +133,8 @@ class StreamingHttpProtocol(HttpToolsProtocol):
         for name, value in scope["headers"]:
             if name == b"last-event-id":
                 headers["last-event-id"] = value.decode("latin-1")
+            elif name == b"origin" and self.settings.cors_allow_origins:
+                return False  # a cross-origin request: the CORS middleware answers it
         query = scope["query_string"]
         try:
             wanted = read_stream_request(

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import ipaddress
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -120,6 +120,12 @@ class Settings(BaseSettings):
     #: Publish without a token; unset: only on loopback without a publish key, as for /topics.
     mercure_anonymous_publish: bool | None = None
 
+    #: Origins (e.g. ``["https://app.example.com"]``) allowed to call the API from a browser;
+    #: none by default (CORS off).
+    cors_allow_origins: list[str] = Field(default_factory=list)
+    #: Let those origins send cookies (the ``mercureAccessToken`` cookie) and Authorization.
+    cors_allow_credentials: bool = False
+
     #: JWT verification: an HMAC secret (HS256) and/or a PEM public key (RS256 or ES256).
     token_hmac_secret: SecretStr | None = None
     token_public_key: str | None = None
@@ -127,6 +133,13 @@ class Settings(BaseSettings):
     token_issuer: str | None = None
     #: Seconds of clock skew tolerated on ``exp`` / ``nbf``.
     token_leeway: float = Field(5.0, ge=0)
+
+    @field_validator("cors_allow_credentials")
+    @classmethod
+    def _credentials_need_origins(cls, value: bool, info: Any) -> bool:
+        if value and "*" in (info.data.get("cors_allow_origins") or []):
+            raise ValueError("cors_allow_credentials needs explicit origins, not '*'")
+        return value
 
     @field_validator("backend")
     @classmethod
