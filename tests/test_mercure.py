@@ -258,3 +258,11 @@ def test_a_subscription_ends_when_its_token_expires(server: ServerProcess) -> No
         for _ in response.iter_bytes():
             pass  # keep-alives, until the server ends the stream
     assert 0.5 < time.monotonic() - started < 6
+
+
+def test_head_opens_no_subscription(server: ServerProcess) -> None:
+    before = httpx.get(f"{server.url}/healthz").json()["open_streams"]
+    for _ in range(3):
+        response = httpx.head(f"{server.url}/.well-known/mercure", params={"match": "*"})
+        assert response.status_code == 200
+    assert httpx.get(f"{server.url}/healthz").json()["open_streams"] == before

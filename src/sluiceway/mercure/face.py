@@ -10,20 +10,32 @@ their grants allow.
 Ids: a publisher's id when it gave one, else ``#<epoch>-<offset>`` (publishers may not start
 ids with ``#``, so the two never collide). Resuming from an id the hub no longer holds starts
 live and answers ``Last-Event-ID: earliest``: the subscriber learns it may have missed updates.
+
+Active subscriptions (the draft's "Active Subscriptions"): each matcher of a stream is one
+subscription. When the stream starts, the hub publishes a private update ``active: true`` to
+``/.well-known/mercure/subscriptions/{matchType}/{match}/{subscriber}``, and ``active: false``
+when it ends, whatever the reason (the client left, the token expired, overflow, shutdown).
+They go through :meth:`MercureFace.publish`, so they are ordinary updates: delivered to the
+subscribers whose matchers select them and whose grants allow ``subscribe`` on them, and
+resumable. The face remembers the active subscriptions of *this process*: with a shared (Redis)
+backend the subscription events reach every process, but the subscriptions API lists the ones
+of the process that answers. (The events are not the source of the list: history expires and
+is trimmed, and a process that dies never says ``active: false``.)
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
-from collections.abc import AsyncIterator
-from dataclasses import asdict
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import asdict, dataclass
 from typing import Any
 
 import orjson
 
 from sluiceway.auth.grants import Grants
-from sluiceway.hub import Hub, StoredEvent, Subscription
+from sluiceway.hub import BackendUnavailable, Hub, HubClosed, StoredEvent, Subscription
 from sluiceway.hub.topic import Topic
 from sluiceway.ids import InvalidEventId, Position
 from sluiceway.mercure.publication import (
@@ -32,10 +44,14 @@ from sluiceway.mercure.publication import (
     PublishError,
     encode_update,
     hub_event_id,
+    new_subscriber_id,
     parse_last_event_id,
     response_last_event_id,
+    subscription_document,
+    subscription_topic,
+    subscription_update,
 )
-from sluiceway.mercure.selectors import Selector
+from sluiceway.mercure.selectors import MatchType, Selector
 
 EVENT = "mercure"
 #: Internal (``sluiceway.*``): the topic API refuses it, as it would show private updates.
@@ -43,6 +59,37 @@ HUB_TOPIC = "sluiceway.mercure"
 #: Decoded updates kept for reuse: one update fanned out to N subscribers is decoded once.
 CACHE_SIZE = 4096
 BATCH = 256
+
+logger = logging.getLogger("sluiceway.mercure")
+
+
+@dataclass(frozen=True, slots=True)
+class ActiveSubscription:
+    """One matcher of a running stream, as the subscriptions API and events describe it."""
+
+    match_type: MatchType
+    match: str
+    subscriber: str
+    payload: Any = None
+
+    @property
+    def topic(self) -> str:
+        return subscription_topic(self.match_type, self.match, self.subscriber)
+
+    def document(self, *, context: bool = True) -> dict[str, Any]:
+        return subscription_document(
+            self.match_type,
+            self.match,
+            self.subscriber,
+            active=True,
+            payload=self.payload,
+            context=context,
+        )
+
+    def update(self, *, active: bool) -> MercureUpdate:
+        return subscription_update(
+            self.match_type, self.match, self.subscriber, active=active, payload=self.payload
+        )
 
 
 def mercure_id(update: MercureUpdate, position: Position) -> str:
@@ -56,6 +103,9 @@ class MercureFace:
         self.hub = hub
         self.hub_topic = hub_topic
         self._decoded: dict[tuple[str, int], tuple[MercureUpdate, str]] = {}
+        #: This process's active subscriptions, by topic (unique: see :meth:`_register`).
+        self._active: dict[str, ActiveSubscription] = {}
+        self._announcing: set[asyncio.Task[None]] = set()
 
     async def publish(self, update: MercureUpdate) -> str:
         """Store ``update``; its Mercure id. A publisher's id that history still holds is
@@ -115,32 +165,107 @@ class MercureFace:
         self, subscription: Subscription, selectors: list[Selector], grants: Grants
     ) -> AsyncIterator[bytes]:
         """The subscriber's stream: the updates it matches and may receive, encoded; it ends
-        when the subscription closes (overflow, shutdown) or the token expires."""
+        when the subscription closes (overflow, shutdown) or the token expires. Its
+        subscriptions are announced active when it starts and inactive when it ends, for
+        whatever reason."""
         topic = subscription.topics[0]
         expires_at = grants.expires_at
         async with subscription:
-            while True:
-                taken = subscription.take(BATCH)
-                if taken is None:
-                    if subscription.closed:
-                        return
-                    timeout = None if expires_at is None else expires_at - time.time()
-                    if timeout is not None and timeout <= 0:
-                        return  # the token expired: so does the subscription
-                    try:
-                        await asyncio.wait_for(subscription.wait(), timeout)
-                    except TimeoutError:
-                        return
-                    continue
-                out = []
-                for offset in range(taken[0] + 1, taken[1] + 1):
-                    update, event_id = self._decode(topic, offset)
-                    if grants.may_receive(update.topic, update.private) and any(
-                        selector.matches(update.topic) for selector in selectors
-                    ):
-                        out.append(encode_update(update, event_id))
-                if out:
-                    yield b"".join(out)
+            # Registered here, not when the request is answered: only a generator that started
+            # is sure to run its ``finally`` (a HEAD request never starts it).
+            active = self._register(selectors, grants)
+            try:
+                await self._announce(active, active_now=True)
+                while True:
+                    taken = subscription.take(BATCH)
+                    if taken is None:
+                        if subscription.closed:
+                            return
+                        timeout = None if expires_at is None else expires_at - time.time()
+                        if timeout is not None and timeout <= 0:
+                            return  # the token expired: so does the subscription
+                        try:
+                            await asyncio.wait_for(subscription.wait(), timeout)
+                        except TimeoutError:
+                            return
+                        continue
+                    out = []
+                    for offset in range(taken[0] + 1, taken[1] + 1):
+                        update, event_id = self._decode(topic, offset)
+                        if grants.may_receive(update.topic, update.private) and any(
+                            selector.matches(update.topic) for selector in selectors
+                        ):
+                            out.append(encode_update(update, event_id))
+                    if out:
+                        yield b"".join(out)
+            finally:
+                self._unregister(active)
+                # In a task of its own: a second cancellation of this one (a client gone
+                # during shutdown) cannot stop the announcement half way.
+                task = asyncio.create_task(self._announce(active, active_now=False))
+                self._announcing.add(task)
+                task.add_done_callback(self._announcing.discard)
+                await asyncio.shield(task)
+
+    # -- active subscriptions ----------------------------------------------------------------
+
+    def _register(self, selectors: Sequence[Selector], grants: Grants) -> list[ActiveSubscription]:
+        """One active subscription per matcher, all with the same subscriber id: the token's
+        ``sub``, unless one of them would then not be unique among active subscriptions (the
+        same ``sub`` already listening with the same matcher); a random ``urn:uuid:`` then,
+        and for clients without a ``sub``. Never anything else the client sent."""
+        subject = grants.subject
+        if subject and any(
+            subscription_topic(s.match_type, s.pattern, subject) in self._active for s in selectors
+        ):
+            subject = None
+        subscriber = new_subscriber_id(subject)
+        active = [
+            ActiveSubscription(s.match_type, s.pattern, subscriber, grants.payload_for(s.pattern))
+            for s in selectors
+        ]
+        for entry in active:
+            self._active[entry.topic] = entry
+        return active
+
+    def _unregister(self, active: Sequence[ActiveSubscription]) -> None:
+        for entry in active:
+            self._active.pop(entry.topic, None)
+
+    async def _announce(self, active: Sequence[ActiveSubscription], *, active_now: bool) -> None:
+        """Publish the subscription events of ``active``. Those that end are best effort: a
+        hub shutting down, or a backend that is gone, is logged and otherwise ignored."""
+        for entry in active:
+            try:
+                await self.publish(entry.update(active=active_now))
+            except (HubClosed, BackendUnavailable) as exc:
+                if active_now:
+                    raise
+                logger.warning("subscription %s ended unannounced: %s", entry.topic, exc)
+
+    def subscriptions(
+        self,
+        match_type: MatchType | None = None,
+        match: str | None = None,
+        subscriber: str | None = None,
+    ) -> list[ActiveSubscription]:
+        """This process's active subscriptions, optionally those of one matcher, or one."""
+        if match_type is not None and match is not None and subscriber is not None:
+            found = self._active.get(subscription_topic(match_type, match, subscriber))
+            return [found] if found is not None else []
+        return [
+            entry
+            for entry in self._active.values()
+            if match_type is None or (entry.match_type is match_type and entry.match == match)
+        ]
+
+    async def last_event_id(self, grants: Grants) -> str:
+        """The id of the last update in the hub that ``grants`` may receive (``earliest``
+        when none): the ``lastEventID`` of the subscriptions API. Never an update it may not
+        receive; resuming from it misses none it may."""
+        events = await self._history()
+        candidates = (self._candidate(e) for e in reversed(events))
+        return response_last_event_id(candidates, grants.may_receive)
 
     def _decode(self, topic: Topic, offset: int) -> tuple[MercureUpdate, str]:
         key = (topic.epoch, offset)
@@ -160,4 +285,4 @@ def _update(data: str) -> MercureUpdate:
     return MercureUpdate(**fields)
 
 
-__all__ = ["EVENT", "MercureFace", "mercure_id"]
+__all__ = ["EVENT", "ActiveSubscription", "MercureFace", "mercure_id"]

@@ -6,11 +6,17 @@ update before the first one sent). ``POST`` publishes a form (``topic``, ``data`
 ``id``, ``type``, ``retry``) and answers the update's id as text. Access tokens (JWT) come from
 ``Authorization: Bearer``, the ``access_token`` query parameter or the ``mercureAccessToken``
 cookie; their grants decide who publishes where and who receives private updates.
+
+``GET /.well-known/mercure/subscriptions[/{matchType}/{match}[/{subscriber}]]`` is the
+subscriptions API ("Active Subscriptions"): JSON-LD documents of the active subscriptions (of
+this process, see :mod:`sluiceway.mercure.face`), for clients holding a ``subscribe`` grant on
+the requested path (in its canonical form, the topic of the subscription events).
 """
 
 from __future__ import annotations
 
-from urllib.parse import parse_qsl
+from typing import Any
+from urllib.parse import parse_qsl, quote
 
 from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
@@ -20,7 +26,16 @@ from sluiceway.asgi import EventStreamResponse
 from sluiceway.auth.grants import AuthError, Grants, authenticate, token_from
 from sluiceway.hub import BackendUnavailable, HubClosed
 from sluiceway.mercure.face import MercureFace
-from sluiceway.mercure.publication import PublishError, parse_publish_form, requested_last_event_id
+from sluiceway.mercure.publication import (
+    SUBSCRIPTIONS_PATH,
+    PublishError,
+    SubscriptionsPath,
+    parse_publish_form,
+    parse_subscriptions_path,
+    requested_last_event_id,
+    subscription_topic,
+    subscriptions_collection,
+)
 from sluiceway.mercure.selectors import SelectorError, parse_subscribe_query
 from sluiceway.server.errors import APIError, JSONResponse
 from sluiceway.server.routes import read_body
@@ -64,6 +79,9 @@ async def subscribe(request: Request) -> Response:
         )
     except SelectorError as exc:
         raise APIError(400, "invalid_matcher", str(exc)) from None
+    if request.method == "HEAD":
+        # Nothing would read the stream: open no subscription (it would never be released).
+        return Response(headers={"content-type": "text/event-stream; charset=utf-8"})
     last_event_id = requested_last_event_id(request.headers, request.query_params)
     face = _face(request)
     try:
@@ -108,4 +126,61 @@ async def publish(request: Request) -> Response:
     return PlainTextResponse(update_id)
 
 
-routes = [Route(PATH, subscribe, methods=["GET"]), Route(PATH, publish, methods=["POST"])]
+def _resource_topic(found: SubscriptionsPath) -> str:
+    """The canonical path of a subscriptions-API resource: the topic its grant must match."""
+    if found.match_type is None or found.match is None:
+        return SUBSCRIPTIONS_PATH
+    if found.subscriber is None:
+        return f"{SUBSCRIPTIONS_PATH}/{found.match_type.value}/{quote(found.match, safe='')}"
+    return subscription_topic(found.match_type, found.match, found.subscriber)
+
+
+class JSONLDResponse(JSONResponse):
+    media_type = "application/ld+json"
+
+
+async def subscriptions(request: Request) -> Response:
+    """The subscriptions API: the collection, one matcher's collection, or one subscription."""
+    settings: Settings = request.app.state.settings
+    raw_path: bytes = request.scope.get("raw_path") or request.url.path.encode()
+    try:
+        found: SubscriptionsPath | None = parse_subscriptions_path(raw_path.decode("ascii"))
+    except (LookupError, UnicodeDecodeError):
+        found = None
+    try:
+        grants = _grants(request, settings)
+        # An unknown path is checked as it came: a client without a grant learns nothing.
+        grants.require_subscribe_to(_resource_topic(found) if found else raw_path.decode("latin-1"))
+    except AuthError as error:
+        return _refused(error)
+    if found is None:
+        raise APIError(404, "not_found", "no such subscriptions resource")
+    face = _face(request)
+    try:
+        last_event_id = await face.last_event_id(grants)
+    except BackendUnavailable as exc:
+        raise APIError(503, "backend_unavailable", str(exc)) from None
+    # Read after the id: the face records a change before it announces it, so the list holds
+    # every change announced up to that id, and the changes it misses are announced after it.
+    active = face.subscriptions(found.match_type, found.match, found.subscriber)
+    document: dict[str, Any]
+    if found.subscriber is not None:
+        if not active:
+            raise APIError(404, "not_found", "no such active subscription")
+        document = active[0].document() | {"lastEventID": last_event_id}
+    else:
+        documents = (entry.document(context=False) for entry in active)
+        document = subscriptions_collection(_resource_topic(found), documents, last_event_id)
+    headers = {
+        "cache-control": "private, no-cache",
+        "link": f'<{settings.mercure_hub_url}>; rel="mercure"',
+    }
+    return JSONLDResponse(document, headers=headers)
+
+
+routes = [
+    Route(PATH, subscribe, methods=["GET"]),
+    Route(PATH, publish, methods=["POST"]),
+    Route(SUBSCRIPTIONS_PATH, subscriptions, methods=["GET"]),
+    Route(SUBSCRIPTIONS_PATH + "/{rest:path}", subscriptions, methods=["GET"]),
+]
