@@ -42,7 +42,8 @@ def token(*, publish: list[str] = (), subscribe: list[str] = (), **claims: Any) 
         details.append(
             {"type": "mercure", "actions": ["subscribe"], "topics": [*map(_m, subscribe)]}
         )
-    claims.setdefault("exp", int(time.time()) + 300)
+    # An hour: tokens made when the module is imported must outlive the whole test run.
+    claims.setdefault("exp", int(time.time()) + 3600)
     return jwt.encode({"authorization_details": details, **claims}, SECRET, algorithm="HS256")
 
 

@@ -61,7 +61,8 @@ def token(*, publish: list[str] = (), subscribe: list[str] = (), **claims: Any) 
         for action, topics in (("publish", publish), ("subscribe", subscribe))
         if topics
     ]
-    claims.setdefault("exp", int(time.time()) + 300)
+    # An hour: tokens made when the module is imported must outlive the whole test run.
+    claims.setdefault("exp", int(time.time()) + 3600)
     return jwt.encode({"authorization_details": details, **claims}, SECRET, algorithm="HS256")
 
 

@@ -43,7 +43,8 @@ def server() -> Iterator[ServerProcess]:
 def token(*details: dict[str, Any], **claims: Any) -> str:
     """A token whose ``subscribe`` details are ``details`` (``topics`` and an optional
     ``payload`` each)."""
-    claims.setdefault("exp", int(time.time()) + 300)
+    # An hour: tokens made when the module is imported must outlive the whole test run.
+    claims.setdefault("exp", int(time.time()) + 3600)
     claims["authorization_details"] = [
         {"type": "mercure", "actions": ["subscribe"], **detail} for detail in details
     ]
