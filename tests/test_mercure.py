@@ -267,3 +267,30 @@ def test_head_opens_no_subscription(server: ServerProcess) -> None:
         response = httpx.head(f"{server.url}/.well-known/mercure", params={"match": "*"})
         assert response.status_code == 200
     assert httpx.get(f"{server.url}/healthz").json()["open_streams"] == before
+
+
+def test_earlier_drafts_tokens_and_claims_still_work(server: ServerProcess) -> None:
+    """The legacy ``mercure: {publish, subscribe}`` claim, the ``authorization`` query
+    parameter and the ``mercureAuthorization`` cookie of drafts before 08."""
+    topic = topic_of("legacy")
+    exp = int(time.time()) + 3600
+    publisher = jwt.encode({"mercure": {"publish": [topic]}, "exp": exp}, SECRET, "HS256")
+    response = httpx.post(
+        f"{server.url}/.well-known/mercure",
+        params={"authorization": publisher},
+        data={"topic": topic, "data": "secret", "private": "on"},
+    )
+    assert response.status_code == 200, response.text
+    subscriber = jwt.encode({"mercure": {"subscribe": [topic]}, "exp": exp}, SECRET, "HS256")
+    params = [("match", topic), ("lastEventID", "earliest")]
+    with httpx.Client(cookies={"mercureAuthorization": subscriber}) as client, client.stream(
+        "GET", f"{server.url}/.well-known/mercure", params=params, timeout=5
+    ) as stream:
+        assert stream.status_code == 200
+        parser = Parser()
+        received = []
+        for chunk in stream.iter_bytes():
+            received += [e.data for e in parser.feed(chunk) if e.data]
+            if received:
+                break
+    assert received == ["secret"]

@@ -42,6 +42,9 @@ from sluiceway.server.routes import read_body
 from sluiceway.server.settings import Settings
 
 PATH = "/.well-known/mercure"
+#: The token's places in drafts before 08, still read after the current ones.
+LEGACY_COOKIE = "mercureAuthorization"
+LEGACY_QUERY = "authorization"
 
 
 def _face(request: Request) -> MercureFace:
@@ -50,12 +53,22 @@ def _face(request: Request) -> MercureFace:
 
 def _grants(request: Request, settings: Settings) -> Grants:
     token = token_from(request.headers, request.cookies, request.query_params)
+    if token is None:
+        # Where earlier drafts put it, and existing clients still do.
+        token = token_from(
+            {},
+            request.cookies,
+            request.query_params,
+            cookie_name=LEGACY_COOKIE,
+            query_name=LEGACY_QUERY,
+        )
     return authenticate(
         token,
         request.app.state.token_verifier,
         hub_url=settings.mercure_hub_url,
         anonymous_subscribe=settings.mercure_anonymous_subscribe,
         anonymous_publish=settings.mercure_anonymous_publish_allowed,
+        legacy_claims=True,  # the mercure.publish / mercure.subscribe claims of earlier drafts
     )
 
 
