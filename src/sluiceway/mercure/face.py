@@ -120,10 +120,8 @@ class MercureFace:
         return page.events
 
     async def _offset_of(self, external_id: str) -> int | None:
-        for stored in await self._history():
-            if orjson.loads(stored.data).get("id") == external_id:
-                return stored.offset
-        return None
+        found = _with_id(await self._history(), external_id)
+        return found.offset if found is not None else None
 
     async def open(self, last_event_id: str | None, grants: Grants) -> tuple[Subscription, str]:
         """A subscription resuming after ``last_event_id`` (None: live), and the
@@ -141,13 +139,9 @@ class MercureFace:
         if resume is not None and resume.position is not None:
             cursor = str(resume.position)
         elif resume is not None and resume.external_id is not None:
-            offset = next(
-                (e.offset for e in events if orjson.loads(e.data).get("id") == resume.external_id),
-                None,
-            )
-            if offset is not None:
-                epoch = events[0].id.rpartition("-")[0]
-                cursor = str(Position(epoch, offset))
+            found = _with_id(events, resume.external_id)
+            if found is not None:
+                cursor = found.id  # its hub position
         subscription = await self.hub.subscribe([self.hub_topic], cursor)
         if resume is not None and (cursor is None or subscription.lost):
             return subscription, EARLIEST  # that id names nothing we hold: updates may be lost
@@ -278,6 +272,11 @@ class MercureFace:
                 del self._decoded[next(iter(self._decoded))]
             self._decoded[key] = found
         return found
+
+
+def _with_id(events: list[StoredEvent], external_id: str) -> StoredEvent | None:
+    """The retained update a publisher gave ``external_id``, if history still holds it."""
+    return next((e for e in events if orjson.loads(e.data).get("id") == external_id), None)
 
 
 def _update(data: str) -> MercureUpdate:
