@@ -45,12 +45,21 @@ def start_and_read_stderr(args: list[str], until: str, env: dict[str, str] | Non
     return "".join(seen)
 
 
-def test_exposed_without_a_publish_key_warns_loudly() -> None:
+def test_anonymous_publishing_beyond_loopback_warns_loudly() -> None:
+    output = start_and_read_stderr(
+        ["--host", "0.0.0.0", "--anonymous-publish", "--port", str(free_port())],
+        until="Uvicorn running",
+    )
+    assert "anonymous publishing ON" in output
+    assert "Anyone who can reach this address can publish" in output
+
+
+def test_beyond_loopback_without_key_nobody_may_publish_and_it_says_so() -> None:
     output = start_and_read_stderr(
         ["--host", "0.0.0.0", "--port", str(free_port())], until="Uvicorn running"
     )
-    assert "NO publish key" in output
-    assert "Anyone who can reach this address can publish" in output
+    assert "nobody can publish" in output
+    assert "anonymous publishing ON" not in output
 
 
 @pytest.mark.parametrize(
@@ -66,7 +75,8 @@ def test_no_warning_on_loopback_or_with_a_key(args: list[str], env: dict[str, st
         [*args, "--port", str(free_port())], until="Uvicorn running", env=env
     )
     assert "Uvicorn running" in output
-    assert "NO publish key" not in output
+    assert "anonymous publishing ON" not in output
+    assert "nobody can publish" not in output
 
 
 def test_invalid_settings_are_reported_clearly() -> None:

@@ -27,7 +27,7 @@ def server() -> Iterator[ServerProcess]:
         "SLUICEWAY_TOKEN_HMAC_SECRET": SECRET,
         "SLUICEWAY_TOKEN_LEEWAY": "0",
         "SLUICEWAY_MERCURE_PUBLIC_URL": HUB,
-        "SLUICEWAY_MERCURE_ANONYMOUS_PUBLISH": "false",
+        "SLUICEWAY_ANONYMOUS_PUBLISH": "false",
     }
     process = ServerProcess(env=env).start()
     yield process
@@ -283,9 +283,12 @@ def test_earlier_drafts_tokens_and_claims_still_work(server: ServerProcess) -> N
     assert response.status_code == 200, response.text
     subscriber = jwt.encode({"mercure": {"subscribe": [topic]}, "exp": exp}, SECRET, "HS256")
     params = [("match", topic), ("lastEventID", "earliest")]
-    with httpx.Client(cookies={"mercureAuthorization": subscriber}) as client, client.stream(
-        "GET", f"{server.url}/.well-known/mercure", params=params, timeout=5
-    ) as stream:
+    with (
+        httpx.Client(cookies={"mercureAuthorization": subscriber}) as client,
+        client.stream(
+            "GET", f"{server.url}/.well-known/mercure", params=params, timeout=5
+        ) as stream,
+    ):
         assert stream.status_code == 200
         parser = Parser()
         received = []

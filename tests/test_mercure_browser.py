@@ -147,7 +147,7 @@ def hub(allowed: PageServer) -> Iterator[ServerProcess]:
     env = {
         "SLUICEWAY_TOKEN_HMAC_SECRET": SECRET,
         "SLUICEWAY_TOKEN_LEEWAY": "0",
-        "SLUICEWAY_MERCURE_ANONYMOUS_PUBLISH": "false",
+        "SLUICEWAY_ANONYMOUS_PUBLISH": "false",
         "SLUICEWAY_CORS_ALLOW_ORIGINS": origins,
         "SLUICEWAY_CORS_ALLOW_CREDENTIALS": "true",
     }

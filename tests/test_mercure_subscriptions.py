@@ -33,7 +33,7 @@ def server() -> Iterator[ServerProcess]:
         "SLUICEWAY_TOKEN_HMAC_SECRET": SECRET,
         "SLUICEWAY_TOKEN_LEEWAY": "0",
         "SLUICEWAY_MERCURE_PUBLIC_URL": HUB,
-        "SLUICEWAY_MERCURE_ANONYMOUS_PUBLISH": "false",
+        "SLUICEWAY_ANONYMOUS_PUBLISH": "false",
     }
     process = ServerProcess(env=env).start()
     yield process

@@ -320,16 +320,21 @@ async def test_publish_key_is_required_when_configured(start_server, topic: str)
     server = start_server(env={"SLUICEWAY_PUBLISH_KEY": "s3cret"})
     async with client_for(server) as client:
         before = await get_metrics(client)
-        for headers in (
-            {},
-            {"Authorization": "Bearer wrong"},
-            {"Authorization": "Bearer s3cre"},
-            {"Authorization": "Basic s3cret"},
-            {"Authorization": "s3cret"},
-            {"Authorization": "Bearer"},
+        # RFC 6750: no token 401 (no error code), a wrong one 401 invalid_token, a header that
+        # is not "Bearer <token>" 400 invalid_request; each with its WWW-Authenticate.
+        for headers, status, code in (
+            ({}, 401, "unauthorized"),
+            ({"Authorization": "Bearer wrong"}, 401, "invalid_token"),
+            ({"Authorization": "Bearer s3cre"}, 401, "invalid_token"),
+            ({"Authorization": "Basic s3cret"}, 400, "invalid_request"),
+            ({"Authorization": "s3cret"}, 400, "invalid_request"),
+            ({"Authorization": "Bearer"}, 400, "invalid_request"),
         ):
             response = await client.post(f"/topics/{topic}", json={"data": 1}, headers=headers)
-            assert_error(response, 401, "unauthorized")
+            assert_error(response, status, code)
+            challenge = response.headers["www-authenticate"]
+            assert challenge.startswith("Bearer")
+            assert (f'error="{code}"' in challenge) == (code != "unauthorized")
         await assert_nothing_published(client, topic, before)
 
         # Subscribing needs no key; publishing with it works and is delivered.

@@ -23,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import AsyncIterable, AsyncIterator, Callable, Mapping
 from typing import Any
 
@@ -75,7 +76,9 @@ class EventStreamResponse:
     ``content``: an async iterable of :data:`Item` or a hub :class:`Subscription`.
     ``ping_interval``: seconds of silence before a keep-alive comment (``None``: never; for a
     subscription the hub's ``ping_interval`` applies). ``retry``: reconnection delay in ms sent
-    first. ``headers``: extra response headers.
+    first. ``headers``: extra response headers. ``ends_at``: a Unix time at which the stream
+    ends (cleanly, after what was already sent), e.g. when the access token it rests on
+    expires; the client then reconnects, with a fresh token, and resumes.
     """
 
     def __init__(
@@ -86,8 +89,10 @@ class EventStreamResponse:
         headers: Mapping[str, str] | None = None,
         ping_interval: float | None = 15.0,
         retry: int | None = None,
+        ends_at: float | None = None,
     ) -> None:
         self.content = content
+        self.ends_at = ends_at
         self.status_code = status_code
         self.ping_interval = ping_interval
         self.retry = retry
@@ -107,9 +112,9 @@ class EventStreamResponse:
         if self.retry is not None:
             await send(_body(encode_retry(self.retry)))
         if isinstance(self.content, Subscription):
-            await _stream_subscription(self.content, receive, send)
+            await _stream_subscription(self.content, receive, send, self.ends_at)
         else:
-            await _stream_iterable(self.content, self.ping_interval, receive, send)
+            await _stream_iterable(self.content, self.ping_interval, receive, send, self.ends_at)
 
 
 def _body(chunk: bytes, more: bool = True) -> Message:
@@ -122,9 +127,18 @@ async def _watch_disconnect(receive: Receive, on_disconnect: Callable[[], None])
     on_disconnect()
 
 
-async def _stream_subscription(sub: Subscription, receive: Receive, send: Send) -> None:
+def _at(ends_at: float | None, end: Callable[[], object]) -> asyncio.TimerHandle | None:
+    if ends_at is None:
+        return None
+    return asyncio.get_running_loop().call_later(max(ends_at - time.time(), 0.0), end)
+
+
+async def _stream_subscription(
+    sub: Subscription, receive: Receive, send: Send, ends_at: float | None = None
+) -> None:
     """The hub's hot path: one write per wake-up, whatever number of events is pending."""
     loop = asyncio.get_running_loop()
+    deadline = _at(ends_at, lambda: sub.close(CloseReason.CLOSED))
     sub.task = asyncio.current_task()
     stats = sub.hub.stats
     listener = loop.create_task(
@@ -157,11 +171,17 @@ async def _stream_subscription(sub: Subscription, receive: Receive, send: Send) 
     finally:
         forget()
         listener.cancel()
+        if deadline is not None:
+            deadline.cancel()
         sub.release()
 
 
 async def _stream_iterable(
-    content: AsyncIterable[Item], ping_interval: float | None, receive: Receive, send: Send
+    content: AsyncIterable[Item],
+    ping_interval: float | None,
+    receive: Receive,
+    send: Send,
+    ends_at: float | None = None,
 ) -> None:
     """Any producer: a pump task writes its items, pings fill the silences, and a client that
     leaves (or a shutdown) cancels the pump, so the producer's ``finally`` runs at once."""
@@ -190,10 +210,13 @@ async def _stream_iterable(
     listener = loop.create_task(_watch_disconnect(receive, pump_task.cancel))
     ping_task = loop.create_task(pinger(ping_interval)) if ping_interval else None
     forget = register(pump_task.cancel)
+    deadline = _at(ends_at, pump_task.cancel)
     try:
         await asyncio.wait({pump_task})  # unlike awaiting it, lets our own cancellation through
     finally:
         forget()
+        if deadline is not None:
+            deadline.cancel()
         for task in (listener, ping_task):
             if task is not None:
                 task.cancel()

@@ -309,6 +309,16 @@ class Grants:
         return cls(authenticated=False, anonymous_subscribe=subscribe, anonymous_publish=publish)
 
     @classmethod
+    def full(cls, *, subject: str | None = None) -> Grants:
+        """Every action on every topic: what the server's publish key grants.
+
+        >>> Grants.full().may_publish("/topics/anything")
+        True
+        """
+        everything = Detail(frozenset(_ACTIONS), (compile_selector("*"),))
+        return cls([everything], authenticated=True, subject=subject)
+
+    @classmethod
     def from_claims(
         cls,
         claims: Mapping[str, Any],
@@ -361,6 +371,12 @@ class Grants:
         """May this client open a subscription at all (it then receives public updates)?"""
         return self.authenticated or self.anonymous_subscribe
 
+    @property
+    def can_publish(self) -> bool:
+        """May it publish anywhere at all (anonymously, or with some ``publish`` grant)?"""
+        index = self._publish
+        return self.anonymous_publish or index.any or bool(index.exact or index.patterns)
+
     def may_publish(self, topic: str) -> bool:
         """Does it hold ``publish`` on ``topic``? (The same for public and private updates:
         an update has one topic, and that is what is checked.)
@@ -374,6 +390,23 @@ class Grants:
         """Does it hold ``subscribe`` on ``topic``: may it read private updates of that topic
         and the subscriptions-API resource at that path? Anonymous clients never do."""
         return self._subscribe.matches(topic)
+
+    def may_read(self, resource: str) -> bool:
+        """May it read ``resource`` (a topic of the API, see :mod:`sluiceway.auth.resources`)?
+        Yes when anonymous subscribing is on, otherwise with a ``subscribe`` grant on it.
+
+        >>> Grants.anonymous(subscribe=True).may_read("/topics/chat")
+        True
+        >>> Grants.anonymous().may_read("/topics/chat")
+        False
+        """
+        return self.anonymous_subscribe or self._subscribe.matches(resource)
+
+    @property
+    def read_deadline(self) -> float | None:
+        """When reads that rest on the token must end (its ``exp``, a Unix time); None when
+        anonymous subscribing makes the token unnecessary, or it never expires."""
+        return None if self.anonymous_subscribe else self.expires_at
 
     def may_receive(self, topic: str, private: bool) -> bool:
         """May an update of ``topic`` be sent to this subscriber? Public: yes. Private: only
@@ -397,14 +430,31 @@ class Grants:
         if not self.can_subscribe:
             raise AuthError(None, "an access token is required to subscribe")
 
-    def require_publish(self, topic: str) -> None:
-        """Raise :class:`AuthError` unless publishing to ``topic`` is allowed: 401 without a
-        token, 403 ``insufficient_scope`` with one."""
-        if self.may_publish(topic):
+    def require_publish(self, topic: str, *alternatives: str) -> None:
+        """Raise :class:`AuthError` unless publishing to ``topic`` (or to one of the
+        ``alternatives``) is allowed: 401 without a token, 403 ``insufficient_scope`` with one."""
+        if self.may_publish(topic) or any(self.may_publish(t) for t in alternatives):
             return
         if not self.authenticated:
             raise AuthError(None, "an access token is required to publish")
         raise AuthError("insufficient_scope", "the access token does not grant publish here")
+
+    def require_publisher(self) -> None:
+        """Raise :class:`AuthError` unless :attr:`can_publish`: 401 without a token, 403 with
+        one (checked before reading a body whose every part needs a grant)."""
+        if self.can_publish:
+            return
+        if not self.authenticated:
+            raise AuthError(None, "an access token is required to publish")
+        raise AuthError("insufficient_scope", "the access token grants no publish")
+
+    def require_read(self, resource: str) -> None:
+        """Raise :class:`AuthError` unless :meth:`may_read`: 401 without a token, 403 with one."""
+        if self.may_read(resource):
+            return
+        if not self.authenticated:
+            raise AuthError(None, "an access token is required to read this")
+        raise AuthError("insufficient_scope", "the access token does not grant subscribe here")
 
     def require_subscribe_to(self, topic: str) -> None:
         """Raise :class:`AuthError` unless ``subscribe`` is granted on ``topic`` (e.g. a

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 import orjson
 
 from sluiceway import __version__
-from sluiceway.auth import TokenError
+from sluiceway.auth import AuthError, Grants, TokenError
 from sluiceway.centrifugo import codes, frames
 from sluiceway.centrifugo.codes import Disconnect, ReplyError
 from sluiceway.centrifugo.options import Client, channel_users
@@ -127,7 +127,12 @@ class Connection:
         self.options = endpoint.options
         self._send = send
         self.client = Client(
-            id=str(uuid.uuid4()), user="", claims={}, info=None, raw_headers=headers
+            id=str(uuid.uuid4()),
+            user="",
+            claims={},
+            info=None,
+            raw_headers=headers,
+            grants=self.options.anonymous_grants,
         )
         self.connected = False
         self.subscriptions: dict[str, Subscription] = {}
@@ -256,6 +261,7 @@ class Connection:
             self.client.user = user
             self.client.claims = claims
             self.client.info = claims.get("info")
+            self.client.grants = self._grants(claims)
         elif not self.options.allow_anonymous:
             raise codes.INVALID_TOKEN  # terminal: retrying without a token cannot help
         data = None
@@ -308,6 +314,12 @@ class Connection:
         except TokenError as error:
             if error.expired:
                 raise codes.token_expired() from None  # the client fetches a new one
+            raise codes.INVALID_TOKEN from None
+
+    def _grants(self, claims: dict[str, Any]) -> Grants:
+        try:
+            return self.options.grants_of(claims)
+        except AuthError:
             raise codes.INVALID_TOKEN from None
 
     def _expiry(self, claims: dict[str, Any]) -> float | None:
@@ -421,6 +433,8 @@ class Connection:
                 self.channel_info[channel] = claims["info"]
         elif channel.startswith("$"):
             raise codes.permission_denied()  # private: a subscription token is required
+        elif not self.options.may_subscribe(self.client, channel):
+            raise codes.permission_denied()
         users = channel_users(channel)
         if users is not None and claims is None and self.client.user not in users:
             raise codes.permission_denied()
@@ -457,7 +471,7 @@ class Connection:
         channel = self._channel(command.params)
         if "data" not in command.params:
             raise codes.bad_request("data is required")
-        if not self.options.may_publish(channel):
+        if not self.options.may_publish(self.client, channel):
             raise codes.permission_denied()
         data = command.params["data"]
         if self.options.hooks.on_publish is not None:
@@ -540,6 +554,7 @@ class Connection:
         claims = self._verify(command.params.get("token") or "")
         if claims.get("sub", "") != self.client.user:
             raise codes.INVALID_TOKEN
+        self.client.grants = self._grants(claims)
         expires = self._expiry(claims)
         self.expires_at = None if expires is None else self._loop.time() + expires
         result: dict[str, Any] = {"client": self.client.id, "version": __version__}

@@ -7,7 +7,8 @@ from dataclasses import dataclass, field
 from fnmatch import fnmatchcase
 from typing import Any
 
-from sluiceway.auth import TokenVerifier
+from sluiceway.auth import Grants, TokenVerifier
+from sluiceway.auth.resources import topic_resource
 
 
 @dataclass(slots=True)
@@ -19,6 +20,9 @@ class Client:
     claims: Mapping[str, Any]  # the connection token's claims ({} without a token)
     info: Any  # ``info`` from the token, shown in presence (``conn_info``)
     raw_headers: list[tuple[bytes, bytes]]  # as the ASGI server gave them
+    #: What its connection token's ``mercure`` authorization details grant on
+    #: ``/topics/{channel}`` (see :mod:`sluiceway.auth.resources`); anonymous grants without one.
+    grants: Grants
 
     @property
     def headers(self) -> dict[str, str]:
@@ -51,11 +55,14 @@ class Hooks:
 class CentrifugoOptions:
     """Limits and permissions of :class:`~sluiceway.centrifugo.CentrifugoEndpoint`.
 
-    Permissions: anyone may subscribe to a channel, except channels starting with ``$``
-    (a subscription token for that channel is required) and ``name#u1,u2`` channels (only
-    those users). Clients publish only to channels matching ``publish_channels`` (fnmatch
-    patterns), or to any when an ``on_publish`` hook is set (which then decides). History and
-    presence are open to the channel's subscribers.
+    Permissions: channels starting with ``$`` need a subscription token for that channel, and
+    ``name#u1,u2`` channels are limited to those users. Other channels: anyone may subscribe
+    while ``anonymous_subscribe`` is on; otherwise the connection token must grant
+    ``subscribe`` on ``/topics/{channel}`` (its ``authorization_details`` of type
+    ``mercure``, as for the HTTP API). Clients publish to channels matching
+    ``publish_channels`` (fnmatch patterns), to those their token grants ``publish`` on, or to
+    any when an ``on_publish`` hook is set (which then decides). History and presence are open
+    to the channel's subscribers.
     """
 
     #: Checks connection and subscription tokens; without keys, tokens are refused.
@@ -80,10 +87,34 @@ class CentrifugoOptions:
     #: How long presence entries live without being renewed (shared presence).
     presence_ttl: float = 60.0
     hooks: Hooks = field(default_factory=Hooks)
+    #: Subscribe to ordinary channels without a grant.
+    anonymous_subscribe: bool = True
+    #: The hub's URL: relative URL patterns in grants resolve against it.
+    hub_url: str | None = None
+    anonymous_grants: Grants = field(init=False)
 
-    def may_publish(self, channel: str) -> bool:
-        return self.hooks.on_publish is not None or any(
-            fnmatchcase(channel, pattern) for pattern in self.publish_channels
+    def __post_init__(self) -> None:
+        # One object shared by every connection without a token.
+        self.anonymous_grants = Grants.anonymous(subscribe=self.anonymous_subscribe)
+
+    def grants_of(self, claims: Mapping[str, Any]) -> Grants:
+        """A verified connection token's grants; raises :class:`AuthError` for bad details."""
+        return Grants.from_claims(
+            claims,
+            hub_url=self.hub_url,
+            legacy_claims=True,
+            anonymous_subscribe=self.anonymous_subscribe,
+        )
+
+    def may_subscribe(self, client: Client, channel: str) -> bool:
+        """An ordinary channel (not ``$``, no subscription token): anonymous or granted."""
+        return client.grants.may_read(topic_resource(channel))
+
+    def may_publish(self, client: Client, channel: str) -> bool:
+        return (
+            self.hooks.on_publish is not None
+            or any(fnmatchcase(channel, pattern) for pattern in self.publish_channels)
+            or client.grants.may_publish(topic_resource(channel))
         )
 
 

@@ -17,7 +17,17 @@ from sluiceway.server.settings import Settings
 @click.option("--port", type=int, help="Port (default 8000; 0 picks a free one). [SLUICEWAY_PORT]")
 @click.option("--log-level", type=click.Choice(["critical", "error", "warning", "info", "debug"]))
 @click.option("--backlog", type=int, help="Listen backlog (default 2048).")
-@click.option("--publish-key", help="Require 'Authorization: Bearer KEY' to publish.")
+@click.option("--publish-key", help="'Authorization: Bearer KEY' may do everything.")
+@click.option(
+    "--anonymous-publish/--no-anonymous-publish",
+    default=None,
+    help="Publish without a token (default: only on loopback without a publish key).",
+)
+@click.option(
+    "--anonymous-subscribe/--no-anonymous-subscribe",
+    default=None,
+    help="Read without a token (default: on).",
+)
 @click.option("--ping-interval", type=float, help="Keep-alive after N idle seconds (default 15).")
 @click.option("--retry-ms", type=int, help="retry: sent at the start of every stream.")
 @click.option("--history-size", type=int, help="Events kept per topic (default 1000).")

@@ -31,6 +31,7 @@ from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
 from sluiceway.asgi import EventStreamResponse
+from sluiceway.auth.resources import GENERATIONS, generation_resource
 from sluiceway.hub import Hub
 from sluiceway.llm.ai_sdk_format import (
     STREAM_HEADER,
@@ -44,6 +45,7 @@ from sluiceway.llm.directory import RemoteGeneration
 from sluiceway.llm.follow import generation_batches
 from sluiceway.llm.generation import Generation
 from sluiceway.llm.manager import GenerationRefused
+from sluiceway.server.access import require_read, require_write
 from sluiceway.server.errors import APIError, JSONResponse
 from sluiceway.server.generation_routes import (
     cancel_generation,
@@ -70,7 +72,7 @@ def _error(exc: APIError) -> Response:
     # The transport raises ``new Error(await response.text())``: this body is the message, in
     # the shape of the in-band ``error`` chunk's ``errorText`` (plus retry_after...).
     body = {"error": exc.code, "detail": exc.detail, **exc.extra}
-    headers = {}
+    headers = dict(exc.headers)
     if "retry_after" in exc.extra:
         headers["retry-after"] = str(int(exc.extra["retry_after"]))
     if "generation_id" in exc.extra:
@@ -78,10 +80,13 @@ def _error(exc: APIError) -> Response:
     return JSONResponse(body, status_code=exc.status, headers=headers)
 
 
-def _stream(hub: Hub, generation: Generation | RemoteGeneration) -> Response:
+def _stream(
+    hub: Hub, generation: Generation | RemoteGeneration, ends_at: float | None = None
+) -> Response:
     return EventStreamResponse(  # type: ignore[return-value]
         _ui_chunks(hub, generation),
         headers={STREAM_HEADER[0]: STREAM_HEADER[1], "x-generation-id": generation.id},
+        ends_at=ends_at,
     )
 
 
@@ -105,6 +110,7 @@ async def chat(request: Request) -> Response:
     """``POST {prefix}/chat``: start a generation over the chat's messages and stream it."""
     settings = request.app.state.settings
     try:
+        require_write(request, GENERATIONS)
         turn = parse_chat_request(await read_json(request), settings.llm_max_tokens)
     except APIError as exc:
         return _error(exc)
@@ -147,7 +153,11 @@ async def resume(request: Request) -> Response:
     generation = await _generation_of_chat(request)
     if generation is None:
         return Response(status_code=204)
-    return _stream(request.app.state.hub, generation)
+    try:
+        grants = require_read(request, generation_resource(generation.id))
+    except APIError as exc:
+        return _error(exc)
+    return _stream(request.app.state.hub, generation, grants.read_deadline)
 
 
 async def cancel(request: Request) -> Response:
@@ -155,6 +165,10 @@ async def cancel(request: Request) -> Response:
     generation = await _generation_of_chat(request)
     if generation is None:
         return _error(APIError(404, "unknown_chat", "no generation for this chat (or it expired)"))
+    try:
+        require_write(request, generation_resource(generation.id), GENERATIONS)
+    except APIError as exc:
+        return _error(exc)
     generation = await cancel_generation(request, generation)
     state = generation.state if isinstance(generation, RemoteGeneration) else generation.state.value
     return JSONResponse(

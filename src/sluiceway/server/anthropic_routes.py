@@ -19,6 +19,7 @@ from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
 from sluiceway.asgi import EventStreamResponse
+from sluiceway.auth.resources import GENERATIONS
 from sluiceway.hub import Hub
 from sluiceway.llm.anthropic_format import (
     BadRequest,
@@ -32,6 +33,7 @@ from sluiceway.llm.chunks import ERROR_STATUS, UpstreamError
 from sluiceway.llm.follow import generation_batches, generation_events
 from sluiceway.llm.generation import Generation
 from sluiceway.llm.manager import GenerationRefused
+from sluiceway.server.access import require_write
 from sluiceway.server.errors import APIError, JSONResponse
 from sluiceway.server.generation_routes import generations_of, read_json, start_generation
 
@@ -43,9 +45,10 @@ def _error(status: int, message: str, kind: str | None = None, **headers: str) -
 
 async def messages(request: Request) -> Response:
     try:
+        require_write(request, GENERATIONS, api_keys=True)
         chat, stream = parse_request(await read_json(request))
-    except APIError as exc:  # 413 too large, 400 not JSON
-        return _error(exc.status, exc.detail)
+    except APIError as exc:  # 401/403 refused, 413 too large, 400 not JSON
+        return _error(exc.status, exc.detail, **exc.headers)
     except BadRequest as exc:
         return _error(400, str(exc))
     try:

@@ -18,13 +18,23 @@ class JSONResponse(Response):
 
 
 class APIError(Exception):
-    """Raised by a route; rendered by :func:`api_error_handler`."""
+    """Raised by a route; rendered by :func:`api_error_handler`. ``headers``: response
+    headers to send with it (e.g. ``WWW-Authenticate``)."""
 
-    def __init__(self, status: int, code: str, detail: str, **extra: Any) -> None:
+    def __init__(
+        self,
+        status: int,
+        code: str,
+        detail: str,
+        *,
+        headers: dict[str, str] | None = None,
+        **extra: Any,
+    ) -> None:
         super().__init__(detail)
         self.status = status
         self.code = code
         self.detail = detail
+        self.headers = headers or {}
         self.extra = extra
 
 
@@ -34,7 +44,9 @@ def error_response(status: int, code: str, detail: str, **extra: Any) -> JSONRes
 
 async def api_error_handler(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, APIError)
-    return error_response(exc.status, exc.code, exc.detail, **exc.extra)
+    response = error_response(exc.status, exc.code, exc.detail, **exc.extra)
+    response.headers.update(exc.headers)
+    return response
 
 
 _HTTP_CODES = {404: "not_found", 405: "method_not_allowed"}

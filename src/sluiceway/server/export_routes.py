@@ -14,6 +14,8 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from sluiceway.auth.resources import export_resource
+from sluiceway.server.access import require_read
 from sluiceway.server.errors import APIError
 from sluiceway.transfer.export_query import ExportQuery, ExportQueryError
 from sluiceway.transfer.exports import (
@@ -27,6 +29,7 @@ from sluiceway.transfer.exports import (
 
 async def _export(request: Request, format: str) -> Response:
     settings = request.app.state.settings
+    require_read(request, export_resource(request.path_params["table"]))
     try:
         table = check_table(request.path_params["table"], settings.export_tables)
         query = ExportQuery.from_params(request.query_params.multi_items())

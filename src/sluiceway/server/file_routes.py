@@ -33,8 +33,16 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from sluiceway.auth import AuthError
+from sluiceway.auth.resources import file_resource
+from sluiceway.server.access import (
+    refusal,
+    refuse_unless,
+    request_grants_or_refuse,
+    require_read,
+    require_write,
+)
 from sluiceway.server.errors import APIError, JSONResponse
-from sluiceway.server.routes import require_publish_key
 from sluiceway.server.settings import Settings
 from sluiceway.transfer.download import file_response
 from sluiceway.transfer.multipart_upload import (
@@ -68,6 +76,7 @@ def _flag(request: Request, name: str) -> bool:
 
 async def download(request: Request) -> Response:
     path = request.path_params["path"]
+    require_read(request, file_resource(path))
     try:
         target = resolve_within(_settings(request).files_dir, path)
         return await file_response(request, target, attachment=_flag(request, "download"))
@@ -113,7 +122,7 @@ def _describe(root: Path, stored: StoredFile) -> dict[str, Any]:
 
 
 async def put_file(request: Request) -> Response:
-    require_publish_key(request)
+    require_write(request, file_resource(request.path_params["path"]))
     settings = _settings(request)
     root = settings.files_dir
     with _upload_errors():
@@ -133,7 +142,11 @@ async def put_file(request: Request) -> Response:
 
 
 async def post_uploads(request: Request) -> Response:
-    require_publish_key(request)
+    grants = request_grants_or_refuse(request)
+    try:
+        grants.require_publisher()  # before the body: each file's name is checked as it comes
+    except AuthError as error:
+        raise refusal(error) from None
     settings = _settings(request)
     root = settings.files_dir
     with _upload_errors():
@@ -145,6 +158,7 @@ async def post_uploads(request: Request) -> Response:
             root,
             max_bytes=settings.max_upload_bytes,
             overwrite=_flag(request, "overwrite"),
+            authorize=lambda name: refuse_unless(grants.require_publish, file_resource(name)),
         )
     files = [{"field": item.field, **_describe(root, item.stored)} for item in uploaded]
     return JSONResponse({"files": files}, status_code=201)

@@ -15,6 +15,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from sluiceway.asgi import EventStreamResponse
+from sluiceway.auth.resources import GENERATIONS, generation_resource
 from sluiceway.hub import Hub, HubClosed, InvalidEventId, Subscription
 from sluiceway.ids import parse_cursor
 from sluiceway.llm.chunks import UpstreamError
@@ -24,6 +25,7 @@ from sluiceway.llm.generation import Generation
 from sluiceway.llm.manager import GenerationRefused, Generations
 from sluiceway.llm.pacing import paced
 from sluiceway.llm.request import ChatRequest
+from sluiceway.server.access import require_read, require_write
 from sluiceway.server.errors import APIError, JSONResponse
 from sluiceway.sse import Event
 
@@ -89,7 +91,10 @@ async def stream_of(
     generation: Generation | RemoteGeneration,
     last_event_id: str | None,
     pace: float | None,
+    ends_at: float | None = None,
 ) -> Response:
+    """The generation's stream from ``last_event_id`` (its start when None); ``ends_at``: when
+    the stream must end (the reader's token expires)."""
     hub: Hub = request.app.state.hub
     try:
         if last_event_id:
@@ -120,10 +125,12 @@ async def stream_of(
         content,
         headers={"x-generation-id": generation.id},
         retry=request.app.state.settings.retry_ms,
+        ends_at=ends_at,
     )
 
 
 async def create(request: Request) -> Response:
+    require_write(request, GENERATIONS)
     try:
         body = GenerationBody.model_validate(await read_json(request))
     except ValidationError as exc:
@@ -157,6 +164,7 @@ async def _find(request: Request) -> Generation | RemoteGeneration:
 
 
 async def describe(request: Request) -> Response:
+    require_read(request, generation_resource(request.path_params["generation_id"]))
     generation = await _find(request)
     if isinstance(generation, Generation):
         return JSONResponse(generation.describe())
@@ -188,6 +196,7 @@ async def describe_remote(hub: Hub, generation: RemoteGeneration) -> dict[str, A
 
 
 async def follow(request: Request) -> Response:
+    grants = require_read(request, generation_resource(request.path_params["generation_id"]))
     generation = await _find(request)
     last_event_id = request.headers.get("last-event-id") or request.query_params.get(
         "last_event_id"
@@ -199,7 +208,7 @@ async def follow(request: Request) -> Response:
         rate = -1.0
     if rate is not None and not 0 < rate <= 10_000:
         raise APIError(400, "invalid_pace", "pace must be a number of tokens per second, 0-10000")
-    return await stream_of(request, generation, last_event_id, rate)
+    return await stream_of(request, generation, last_event_id, rate, grants.read_deadline)
 
 
 async def cancel_generation(
@@ -226,6 +235,7 @@ async def cancel_generation(
 
 
 async def cancel(request: Request) -> Response:
+    require_write(request, generation_resource(request.path_params["generation_id"]), GENERATIONS)
     generation = await cancel_generation(request, await _find(request))
     state = generation.state if isinstance(generation, RemoteGeneration) else generation.state.value
     return JSONResponse({"id": generation.id, "state": state})

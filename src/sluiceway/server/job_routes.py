@@ -22,8 +22,10 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from sluiceway.asgi import EventStreamResponse
+from sluiceway.auth.resources import JOBS, job_resource
 from sluiceway.hub import HubClosed, HubError, InvalidEventId
 from sluiceway.jobs import Job, JobRefused, Jobs
+from sluiceway.server.access import require_read, require_write
 from sluiceway.server.errors import APIError, JSONResponse
 from sluiceway.server.generation_routes import read_json, validation_detail
 
@@ -65,6 +67,7 @@ def _find(request: Request) -> Job:
 
 
 async def create(request: Request) -> Response:
+    require_write(request, JOBS)
     try:
         body = JobRequest.model_validate(await read_json(request))
     except ValidationError as exc:
@@ -77,14 +80,17 @@ async def create(request: Request) -> Response:
 
 
 async def list_jobs(request: Request) -> Response:
+    require_read(request, JOBS)
     return JSONResponse({"jobs": [describe(job) for job in jobs_for(request.app).list()]})
 
 
 async def show(request: Request) -> Response:
+    require_read(request, job_resource(request.path_params["job_id"]))
     return JSONResponse(describe(_find(request)))
 
 
 async def events(request: Request) -> Response:
+    grants = require_read(request, job_resource(request.path_params["job_id"]))
     job = _find(request)
     hub = request.app.state.hub
     last_event_id = request.headers.get("last-event-id") or request.query_params.get(
@@ -106,10 +112,12 @@ async def events(request: Request) -> Response:
         subscription,
         headers={"x-job-id": job.id},
         retry=request.app.state.settings.retry_ms,
+        ends_at=grants.read_deadline,
     )
 
 
 async def cancel(request: Request) -> Response:
+    require_write(request, job_resource(request.path_params["job_id"]), JOBS)
     job = _find(request)
     await jobs_for(request.app).cancel(job.id)
     return JSONResponse(describe(job))

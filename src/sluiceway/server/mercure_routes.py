@@ -23,7 +23,7 @@ from starlette.responses import PlainTextResponse, Response
 from starlette.routing import Route
 
 from sluiceway.asgi import EventStreamResponse
-from sluiceway.auth.grants import AuthError, Grants, authenticate, token_from
+from sluiceway.auth.grants import AuthError
 from sluiceway.hub import BackendUnavailable, HubClosed
 from sluiceway.mercure.face import MercureFace
 from sluiceway.mercure.publication import (
@@ -37,39 +37,16 @@ from sluiceway.mercure.publication import (
     subscriptions_collection,
 )
 from sluiceway.mercure.selectors import SelectorError, parse_subscribe_query
+from sluiceway.server.access import request_grants
 from sluiceway.server.errors import APIError, JSONResponse
 from sluiceway.server.routes import read_body
 from sluiceway.server.settings import Settings
 
 PATH = "/.well-known/mercure"
-#: The token's places in drafts before 08, still read after the current ones.
-LEGACY_COOKIE = "mercureAuthorization"
-LEGACY_QUERY = "authorization"
 
 
 def _face(request: Request) -> MercureFace:
     return request.app.state.mercure  # type: ignore[no-any-return]
-
-
-def _grants(request: Request, settings: Settings) -> Grants:
-    token = token_from(request.headers, request.cookies, request.query_params)
-    if token is None:
-        # Where earlier drafts put it, and existing clients still do.
-        token = token_from(
-            {},
-            request.cookies,
-            request.query_params,
-            cookie_name=LEGACY_COOKIE,
-            query_name=LEGACY_QUERY,
-        )
-    return authenticate(
-        token,
-        request.app.state.token_verifier,
-        hub_url=settings.mercure_hub_url,
-        anonymous_subscribe=settings.mercure_anonymous_subscribe,
-        anonymous_publish=settings.mercure_anonymous_publish_allowed,
-        legacy_claims=True,  # the mercure.publish / mercure.subscribe claims of earlier drafts
-    )
 
 
 def _refused(error: AuthError) -> Response:
@@ -82,7 +59,7 @@ def _refused(error: AuthError) -> Response:
 async def subscribe(request: Request) -> Response:
     settings: Settings = request.app.state.settings
     try:
-        grants = _grants(request, settings)
+        grants = request_grants(request)
         grants.require_subscriber()
     except AuthError as error:
         return _refused(error)
@@ -113,7 +90,7 @@ async def subscribe(request: Request) -> Response:
 async def publish(request: Request) -> Response:
     settings: Settings = request.app.state.settings
     try:
-        grants = _grants(request, settings)
+        grants = request_grants(request)
     except AuthError as error:
         return _refused(error)
     body = await read_body(request, settings.max_body_bytes)
@@ -161,7 +138,7 @@ async def subscriptions(request: Request) -> Response:
     except (LookupError, UnicodeDecodeError):
         found = None
     try:
-        grants = _grants(request, settings)
+        grants = request_grants(request)
         # An unknown path is checked as it came: a client without a grant learns nothing.
         grants.require_subscribe_to(_resource_topic(found) if found else raw_path.decode("latin-1"))
     except AuthError as error:

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 from typing import Any
 
 from starlette.datastructures import QueryParams
@@ -40,6 +41,9 @@ AVAILABLE = hasattr(HttpToolsProtocol, "_start_asgi_task")
 _HEAD = b"HTTP/1.1 200 OK\r\n" + b"".join(b"%s: %s\r\n" % header for header in SSE_HEADERS)
 _END = b"0\r\n\r\n"
 _NO_QUERY = QueryParams()
+# Where a request could carry a token (sluiceway.server.access): such requests take ASGI.
+_TOKEN_COOKIE = re.compile(rb"(?:^|[;\s])(?:mercureAccessToken|mercureAuthorization)=")
+_TOKEN_PARAMETER = re.compile(rb"(?:^|&)(?:access_token|authorization)=")
 
 
 class TransportSink:
@@ -126,8 +130,8 @@ class StreamingHttpProtocol(HttpToolsProtocol):
         if scope["method"] != "GET" or scope["http_version"] != "1.1" or self.hub.closing:
             return False
         path_topics = stream_topics_from_path(scope["path"])
-        if path_topics is None:
-            return False
+        if path_topics is None or not self.settings.anonymous_subscribe:
+            return False  # reading needs a token: the ASGI route checks its grants
         # Only one header matters here; skip building a full Headers object per connection.
         headers: dict[str, str] = {}
         for name, value in scope["headers"]:
@@ -135,7 +139,11 @@ class StreamingHttpProtocol(HttpToolsProtocol):
                 headers["last-event-id"] = value.decode("latin-1")
             elif name == b"origin" and self.settings.cors_allow_origins:
                 return False  # a cross-origin request: the CORS middleware answers it
+            elif name == b"authorization" or (name == b"cookie" and _TOKEN_COOKIE.search(value)):
+                return False  # a token must be valid even where none is needed: ASGI checks it
         query = scope["query_string"]
+        if _TOKEN_PARAMETER.search(query):
+            return False
         try:
             wanted = read_stream_request(
                 self.settings, path_topics, QueryParams(query) if query else _NO_QUERY, headers

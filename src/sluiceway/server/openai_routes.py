@@ -11,12 +11,14 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from sluiceway.asgi import EventStreamResponse
+from sluiceway.auth.resources import GENERATIONS
 from sluiceway.hub import Hub
 from sluiceway.llm.chunks import UpstreamError
 from sluiceway.llm.follow import generation_batches, generation_events
 from sluiceway.llm.generation import Generation
 from sluiceway.llm.manager import GenerationRefused
 from sluiceway.llm.openai_format import BadRequest, ChunkEncoder, error_body, parse_request
+from sluiceway.server.access import require_write
 from sluiceway.server.errors import APIError, JSONResponse
 from sluiceway.server.generation_routes import generations_of, read_json, start_generation
 
@@ -31,10 +33,11 @@ def openai_error(status: int, code: str, message: str, **headers: str) -> Respon
 async def chat_completions(request: Request) -> Response:
     settings = request.app.state.settings
     try:
+        require_write(request, GENERATIONS, api_keys=True)
         body = await read_json(request)
         chat, stream, include_usage = parse_request(body, settings.llm_max_tokens)
     except APIError as exc:
-        return openai_error(exc.status, exc.code, exc.detail)
+        return openai_error(exc.status, exc.code, exc.detail, **exc.headers)
     except BadRequest as exc:
         return openai_error(400, "invalid_request", str(exc))
     try:

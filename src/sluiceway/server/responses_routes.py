@@ -15,6 +15,8 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from sluiceway.asgi import EventStreamResponse
+from sluiceway.auth import Grants
+from sluiceway.auth.resources import GENERATIONS, generation_resource
 from sluiceway.hub import Hub
 from sluiceway.llm.chunks import UpstreamError
 from sluiceway.llm.directory import RemoteGeneration
@@ -30,6 +32,7 @@ from sluiceway.llm.responses_format import (
     parse_request,
     response_info,
 )
+from sluiceway.server.access import require_read, require_write
 from sluiceway.server.errors import APIError, JSONResponse
 from sluiceway.server.generation_routes import (
     cancel_generation,
@@ -44,10 +47,11 @@ from sluiceway.server.openai_routes import openai_error
 async def create(request: Request) -> Response:
     settings = request.app.state.settings
     try:
+        require_write(request, GENERATIONS, api_keys=True)
         body = await read_json(request)
         chat, stream, background = parse_request(body, settings.llm_max_tokens)
     except APIError as exc:
-        return openai_error(exc.status, exc.code, exc.detail)
+        return openai_error(exc.status, exc.code, exc.detail, **exc.headers)
     except BadRequest as exc:
         return openai_error(400, "invalid_request", str(exc))
     generations = generations_of(request)
@@ -120,21 +124,31 @@ async def _replay(
 
 
 async def _find(
-    request: Request,
-) -> tuple[Generation | RemoteGeneration, ResponseInfo] | Response:
+    request: Request, *, cancel: bool = False
+) -> tuple[Generation | RemoteGeneration, ResponseInfo, Grants] | Response:
+    """The response and the request's grants on it: to read it, or to ``cancel`` it."""
     rid = request.path_params["response_id"]
+    resource = generation_resource(generation_id(rid))
+    try:
+        if cancel:
+            grants = require_write(request, resource, GENERATIONS, api_keys=True)
+        else:
+            grants = require_read(request, resource, api_keys=True)
+    except APIError as exc:
+        return openai_error(exc.status, exc.code, exc.detail, **exc.headers)
     generation = await find_generation(request, generation_id(rid))
     fields = generation.annotations.get("responses") if generation is not None else None
     if generation is None or not isinstance(fields, dict):
         return openai_error(404, "not_found", f"No response found with id '{rid[:80]}'.")
-    return generation, response_info(generation.id, generation.model, generation.created, fields)
+    info = response_info(generation.id, generation.model, generation.created, fields)
+    return generation, info, grants
 
 
 async def retrieve(request: Request) -> Response:
     found = await _find(request)
     if isinstance(found, Response):
         return found
-    generation, info = found
+    generation, info, grants = found
     hub: Hub = request.app.state.hub
     if request.query_params.get("stream") in ("true", "1"):
         after = request.query_params.get("starting_after") or request.headers.get("last-event-id")
@@ -145,16 +159,17 @@ async def retrieve(request: Request) -> Response:
         return EventStreamResponse(  # type: ignore[return-value]
             _events(hub, generation, info, starting_after),
             headers={"x-generation-id": generation.id},
+            ends_at=grants.read_deadline,
         )
     encoder = await _replay(hub, generation, info, wait=False)
     return JSONResponse(encoder.snapshot())
 
 
 async def cancel(request: Request) -> Response:
-    found = await _find(request)
+    found = await _find(request, cancel=True)
     if isinstance(found, Response):
         return found
-    generation, info = found
+    generation, info, _ = found
     await cancel_generation(request, generation)
     encoder = await _replay(request.app.state.hub, generation, info, wait=False)
     return JSONResponse(encoder.snapshot())

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hmac
 from typing import Any
 
 import orjson
@@ -11,6 +10,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from sluiceway.asgi import EventStreamResponse
+from sluiceway.auth.resources import topic_resource
 from sluiceway.control import RESERVED_EVENT_PREFIX
 from sluiceway.hub import (
     BackendUnavailable,
@@ -22,6 +22,7 @@ from sluiceway.hub import (
     TooManyTopics,
     check_topic_name,
 )
+from sluiceway.server.access import require_read, require_write
 from sluiceway.server.errors import APIError, JSONResponse
 from sluiceway.server.metrics import render
 from sluiceway.server.settings import Settings
@@ -46,21 +47,6 @@ def _topic(request: Request) -> str:
         raise APIError(400, "invalid_topic", str(exc)) from None
     refuse_internal([topic])
     return topic
-
-
-def require_publish_key(request: Request) -> None:
-    key = _settings(request).publish_key
-    if key is None:
-        return
-    scheme, _, token = request.headers.get("authorization", "").partition(" ")
-    if scheme.lower() != "bearer" or not hmac.compare_digest(
-        token.strip().encode(), key.get_secret_value().encode()
-    ):
-        raise APIError(
-            401,
-            "unauthorized",
-            "publishing requires 'Authorization: Bearer <publish key>'",
-        )
 
 
 async def read_body(request: Request, limit: int) -> bytes:
@@ -100,8 +86,8 @@ def _parse_publication(body: bytes) -> tuple[Any, str | None]:
 
 
 async def publish(request: Request) -> Response:
-    require_publish_key(request)
     topic = _topic(request)
+    require_write(request, topic_resource(topic))
     data, event = _parse_publication(await read_body(request, _settings(request).max_body_bytes))
     try:
         event_id = await _hub(request).publish(topic, data, event=event)
@@ -121,6 +107,7 @@ async def _stream(request: Request, path_topics: list[str]) -> Response:
     wanted = read_stream_request(
         _settings(request), path_topics, request.query_params, request.headers
     )
+    grants = require_read(request, *map(topic_resource, wanted.topics))
     try:
         subscription = await hub.subscribe(wanted.topics, last_event_id=wanted.last_event_id)
     except InvalidEventId as exc:
@@ -133,7 +120,9 @@ async def _stream(request: Request, path_topics: list[str]) -> Response:
         raise APIError(503, "too_many_topics", str(exc)) from None
     except BackendUnavailable as exc:
         raise APIError(503, "backend_unavailable", str(exc)) from None
-    return EventStreamResponse(subscription, retry=_settings(request).retry_ms)  # type: ignore[return-value]
+    return EventStreamResponse(  # type: ignore[return-value]
+        subscription, retry=_settings(request).retry_ms, ends_at=grants.read_deadline
+    )
 
 
 async def subscribe_topic(request: Request) -> Response:
@@ -146,6 +135,7 @@ async def subscribe_many(request: Request) -> Response:
 
 async def history(request: Request) -> Response:
     topic = _topic(request)
+    require_read(request, topic_resource(topic))
     after = request.query_params.get("after") or None
     raw_limit = request.query_params.get("limit", "100")
     if not raw_limit.isdigit() or not 1 <= int(raw_limit) <= MAX_HISTORY_LIMIT:

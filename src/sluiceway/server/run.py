@@ -19,11 +19,15 @@ from sluiceway.server.workers import REUSE_PORT_ENV, check_backend, reuse_port_s
 
 logger = logging.getLogger("sluiceway")
 
+NOBODY_PUBLISHES = (
+    "publishing needs a publish key or a token, and neither is configured: nobody can publish."
+    " Set SLUICEWAY_PUBLISH_KEY, SLUICEWAY_TOKEN_HMAC_SECRET or SLUICEWAY_TOKEN_PUBLIC_KEY."
+)
 EXPOSED_WARNING = """
 !!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!
-!!  sluiceway is listening on {host}:{port} with NO publish key.
+!!  sluiceway is listening on {host}:{port} with anonymous publishing ON.
 !!  Anyone who can reach this address can publish to every topic.
-!!  Set SLUICEWAY_PUBLISH_KEY (or --publish-key), or bind to 127.0.0.1.
+!!  Unset SLUICEWAY_ANONYMOUS_PUBLISH and use a publish key or tokens, or bind to 127.0.0.1.
 !!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!
 """
 
@@ -118,6 +122,8 @@ def serve(settings: Settings) -> None:
     )
     if settings.exposed_without_key:
         logger.warning(EXPOSED_WARNING.format(host=settings.host, port=settings.port))
+    elif settings.nobody_may_publish:
+        logger.warning(NOBODY_PUBLISHES)
     # A connection allocates dozens of container objects; with the default thresholds the
     # cyclic GC runs a full pass over every live connection again and again while thousands
     # connect (measured: 10,000 subscribers accepted in 2.0 s before, 1.4 s after). What is

@@ -29,8 +29,15 @@ class Settings(BaseSettings):
     port: int = Field(8000, ge=0, le=65535)
     log_level: str = "info"
     backlog: int = Field(2048, ge=1)
-    #: Required as ``Authorization: Bearer <key>`` to publish, when set.
+    #: ``Authorization: Bearer <key>`` with this key may do everything (publish, read, start
+    #: generations and jobs, upload); unset: no such key.
     publish_key: SecretStr | None = None
+    #: Read without a token: topics, history, generations, jobs, downloads, WebSocket channels,
+    #: and Mercure's public updates. Off: each read needs a ``subscribe`` grant.
+    anonymous_subscribe: bool = True
+    #: Write without a token: publish, start generations and jobs, upload, publish to Mercure.
+    #: Unset: only while bound to loopback with no publish key (development stays key-free).
+    anonymous_publish: bool | None = None
     #: Largest request body accepted (413 beyond).
     max_body_bytes: int = Field(MiB, ge=1)
     #: Seconds of silence before a keep-alive comment.
@@ -115,10 +122,6 @@ class Settings(BaseSettings):
     #: The hub's public URL (relative topics and URL patterns resolve against it); unset:
     #: ``http://<host>:<port>/.well-known/mercure``.
     mercure_public_url: str | None = None
-    #: Subscribe without a token (public updates only).
-    mercure_anonymous_subscribe: bool = True
-    #: Publish without a token; unset: only on loopback without a publish key, as for /topics.
-    mercure_anonymous_publish: bool | None = None
 
     #: Origins (e.g. ``["https://app.example.com"]``) allowed to call the API from a browser;
     #: none by default (CORS off).
@@ -200,6 +203,8 @@ class Settings(BaseSettings):
             max_channels=self.ws_max_channels,
             command_rate=self.ws_command_rate,
             command_burst=self.ws_command_burst,
+            anonymous_subscribe=self.anonymous_subscribe,
+            hub_url=self.mercure_hub_url,
         )
 
     @property
@@ -207,15 +212,24 @@ class Settings(BaseSettings):
         return self.mercure_public_url or f"http://{self.host}:{self.port}/.well-known/mercure"
 
     @property
-    def mercure_anonymous_publish_allowed(self) -> bool:
-        if self.mercure_anonymous_publish is not None:
-            return self.mercure_anonymous_publish
+    def anonymous_publish_allowed(self) -> bool:
+        if self.anonymous_publish is not None:
+            return self.anonymous_publish
         return self.publish_key is None and is_loopback(self.host)
 
     @property
     def exposed_without_key(self) -> bool:
-        """Bound beyond loopback with nobody's key needed to publish."""
-        return self.publish_key is None and not is_loopback(self.host)
+        """Bound beyond loopback with anyone allowed to publish."""
+        return self.anonymous_publish is True and not is_loopback(self.host)
+
+    @property
+    def nobody_may_publish(self) -> bool:
+        """No anonymous publishing, no publish key, and no key to verify tokens with."""
+        return (
+            not self.anonymous_publish_allowed
+            and self.publish_key is None
+            and not self.token_verifier().configured
+        )
 
 
 def is_loopback(host: str) -> bool:

@@ -32,7 +32,7 @@ b'----x'
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterable
+from collections.abc import AsyncIterable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -128,8 +128,15 @@ class _Events:
 class _FormReceiver:
     """Acts on the events: which part is open, the ``path`` field, the files so far."""
 
-    def __init__(self, root: Path, max_bytes: int, overwrite: bool) -> None:
+    def __init__(
+        self,
+        root: Path,
+        max_bytes: int,
+        overwrite: bool,
+        authorize: Callable[[str], None] | None = None,
+    ) -> None:
         self.root = root
+        self.authorize = authorize
         self.max_bytes = max_bytes
         self.overwrite = overwrite
         self.directory = ""
@@ -157,6 +164,8 @@ class _FormReceiver:
             raise FormError("too_many_files", f"at most {MAX_FILES} files per request")
         relative = f"{self.directory}/{filename}" if self.directory else filename
         target = resolve_within(self.root, relative)
+        if self.authorize is not None:
+            self.authorize(relative)
         if target in self._targets:
             raise FormError("duplicate_path", f"two files of the request go to {relative!r}")
         self._targets.add(target)
@@ -206,6 +215,7 @@ async def save_multipart(
     *,
     max_bytes: int,
     overwrite: bool = False,
+    authorize: Callable[[str], None] | None = None,
 ) -> list[UploadedFile]:
     """Receive a ``multipart/form-data`` body into files under ``root`` (see the module doc).
 
@@ -213,10 +223,13 @@ async def save_multipart(
     :data:`FRAMING_ALLOWANCE`. Raises :class:`FormError`, :class:`UploadTooLarge`,
     :class:`~sluiceway.transfer.paths.UnsafePath`, ``FileExistsError``,
     :class:`~sluiceway.transfer.upload.PathConflict`, or what the stream raises.
+
+    ``authorize(relative_path)`` is called before each file is created; what it raises ends
+    the upload (every file of the request removed).
     """
     events = _Events()
     parser = MultipartParser(boundary, events.callbacks())
-    receiver = _FormReceiver(root, max_bytes, overwrite)
+    receiver = _FormReceiver(root, max_bytes, overwrite, authorize)
     body_limit = max_bytes + FRAMING_ALLOWANCE
     received = 0
     try:

@@ -1,0 +1,134 @@
+"""Who may do what on the server's API: one request's grants, and the checks routes make.
+
+Every endpoint asks the same question of the same :class:`~sluiceway.auth.Grants`: may this
+request read (``subscribe``) or write (``publish``) this resource, named as in
+:mod:`sluiceway.auth.resources`? The grants come from, in order:
+
+* the server's publish key as ``Authorization: Bearer <key>``: everything;
+* an access token (JWT) from ``Authorization: Bearer``, the ``access_token`` query parameter
+  or the ``mercureAccessToken`` cookie (and, from earlier Mercure drafts, the ``authorization``
+  parameter and the ``mercureAuthorization`` cookie): its ``mercure`` authorization details;
+* nothing: the anonymous grants of the settings ``anonymous_subscribe`` and
+  ``anonymous_publish``.
+
+A token that is presented must be valid, even where none is needed (401). The LLM faces are
+the exception: the OpenAI and Anthropic SDKs always send an API key, so there a key that is not
+a JWT (or any key, while no token key is configured) counts as no token.
+
+Refusals follow RFC 6750: 401 (no token, or an invalid one) or 403 (``insufficient_scope``),
+with ``WWW-Authenticate`` and a JSON body.
+"""
+
+from __future__ import annotations
+
+import hmac
+from collections.abc import Callable
+
+from starlette.requests import HTTPConnection
+
+from sluiceway.auth.grants import AuthError, Grants, authenticate, token_from
+from sluiceway.server.errors import APIError
+from sluiceway.server.settings import Settings
+
+#: The token's places in Mercure drafts before 08, read after the current ones.
+LEGACY_COOKIE = "mercureAuthorization"
+LEGACY_QUERY = "authorization"
+
+
+def presented_token(connection: HTTPConnection, *, api_key_header: bool = False) -> str | None:
+    """The request's access token from its first place (see the module doc), or None.
+    ``api_key_header``: also read ``x-api-key`` (what the Anthropic SDK sends)."""
+    token = token_from(connection.headers, connection.cookies, connection.query_params)
+    if token is None:
+        token = token_from(
+            {},
+            connection.cookies,
+            connection.query_params,
+            cookie_name=LEGACY_COOKIE,
+            query_name=LEGACY_QUERY,
+        )
+    if token is None and api_key_header:
+        token = connection.headers.get("x-api-key") or None
+    return token
+
+
+def _is_publish_key(settings: Settings, token: str) -> bool:
+    key = settings.publish_key
+    return key is not None and hmac.compare_digest(token.encode(), key.get_secret_value().encode())
+
+
+def request_grants(connection: HTTPConnection, *, api_keys: bool = False) -> Grants:
+    """The grants of this request; raises :class:`AuthError` for a bad token.
+
+    ``api_keys``: the request comes from an LLM SDK, whose API key is not a token (see the
+    module doc).
+    """
+    settings: Settings = connection.app.state.settings
+    anonymous = {
+        "anonymous_subscribe": settings.anonymous_subscribe,
+        "anonymous_publish": settings.anonymous_publish_allowed,
+    }
+    token = presented_token(connection, api_key_header=api_keys)
+    if token is not None and _is_publish_key(settings, token):
+        return Grants.full(subject="publish key")
+    verifier = connection.app.state.token_verifier
+    if token is not None and api_keys and (token.count(".") != 2 or not verifier.configured):
+        token = None  # an API key for the upstream's SDK, not a token of ours
+    return authenticate(
+        token,
+        verifier,
+        hub_url=settings.mercure_hub_url,
+        legacy_claims=True,  # the mercure.publish / mercure.subscribe claims
+        **anonymous,
+    )
+
+
+def refusal(error: AuthError) -> APIError:
+    """An :class:`AuthError` as the API's JSON error, with its ``WWW-Authenticate``."""
+    return APIError(
+        error.status,
+        error.error or "unauthorized",
+        error.description,
+        headers={"www-authenticate": error.header()},
+    )
+
+
+def request_grants_or_refuse(connection: HTTPConnection, *, api_keys: bool = False) -> Grants:
+    """:func:`request_grants`, raising :class:`APIError` (401) for a bad token."""
+    try:
+        return request_grants(connection, api_keys=api_keys)
+    except AuthError as error:
+        raise refusal(error) from None
+
+
+def refuse_unless(check: Callable[[str], None], resource: str) -> None:
+    """Run one of the grants' ``require_*`` checks, as an :class:`APIError` (401/403).
+
+    >>> refuse_unless(Grants.full().require_publish, "/files/a.txt")
+    """
+    try:
+        check(resource)
+    except AuthError as error:
+        raise refusal(error) from None
+
+
+def require_read(connection: HTTPConnection, *resources: str, api_keys: bool = False) -> Grants:
+    """The request's grants, if they allow reading every one of ``resources``; else raises
+    :class:`APIError` (401/403)."""
+    grants = request_grants_or_refuse(connection, api_keys=api_keys)
+    for resource in resources:
+        refuse_unless(grants.require_read, resource)
+    return grants
+
+
+def require_write(
+    connection: HTTPConnection, resource: str, *alternatives: str, api_keys: bool = False
+) -> Grants:
+    """The request's grants, if they allow publishing to ``resource`` (or to one of the
+    ``alternatives``); else raises :class:`APIError` (401/403)."""
+    grants = request_grants_or_refuse(connection, api_keys=api_keys)
+    try:
+        grants.require_publish(resource, *alternatives)
+    except AuthError as error:
+        raise refusal(error) from None
+    return grants
