@@ -31,6 +31,7 @@ from sluiceway.server import (
     openai_routes,
     proxy_routes,
     responses_routes,
+    web_routes,
 )
 from sluiceway.server.errors import APIError, api_error_handler, http_error_handler
 from sluiceway.server.job_routes import close_jobs
@@ -110,6 +111,7 @@ def create_app(
             *proxy_routes.routes,
             *(websocket_routes(websocket) if websocket is not None else []),
             *(mercure_routes.routes if settings.mercure_enabled else []),
+            *(web_routes.make_routes() if settings.web_ui else []),
         ],
         middleware=middleware_for(settings),
         lifespan=lifespan,

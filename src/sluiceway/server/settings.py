@@ -98,6 +98,9 @@ class Settings(BaseSettings):
     #: Where the Vercel AI SDK's chat endpoints live (``<prefix>/chat``).
     chat_api_prefix: str = Field("/api", pattern=r"^(/[A-Za-z0-9._~-]+)*$")
 
+    #: Serve the web UI at ``/`` and ``sluiceway.js`` at ``/static/sluiceway.js``.
+    web_ui: bool = True
+
     #: Serve Centrifugo's client protocol at ``/connection/websocket``.
     ws_enabled: bool = True
     #: Channel patterns (fnmatch) WebSocket clients may publish to (none by default).

@@ -1,0 +1,317 @@
+// Type declarations for sluiceway.js, the browser client of Sluiceway (an ES module with no
+// dependencies: `import { EventStream, Generation } from "/static/sluiceway.js"`).
+
+/** The name of the hub's control event ("events were lost"); EventStream dispatches it as "reset". */
+export declare const RESET_EVENT: "sluiceway.reset";
+
+/** One dispatched server-sent event. */
+export interface ServerSentEvent {
+  /** The `event:` name, "message" when there was none. */
+  type: string;
+  /** The `data:` lines joined with "\n". */
+  data: string;
+  /** The last event id in effect when it was dispatched (ids persist across events). */
+  lastEventId: string;
+}
+
+export interface SSEParserOptions {
+  /** Called with the reconnection time (ms) of each valid (all ASCII digits) `retry:` line. */
+  onRetry?: (ms: number) => void;
+  /** The id in effect before this stream (a reconnecting client passes its previous one). */
+  lastEventId?: string;
+}
+
+/**
+ * Incremental `text/event-stream` parser (WHATWG HTML rules), sans-I/O: feed it decoded text in
+ * chunks split anywhere (inside a CRLF too); it returns the events each chunk completed.
+ * Decode bytes with `new TextDecoder("utf-8", { ignoreBOM: true })` in streaming mode: the
+ * parser strips the one BOM the spec allows at the start of the stream itself.
+ */
+export declare class SSEParser {
+  constructor(options?: SSEParserOptions);
+  /** Consume decoded text, any chunking; the events it completed, in order. */
+  feed(text: string): ServerSentEvent[];
+  /** End of stream: an incomplete event (no blank line yet) is discarded; returns []. The
+   * parser is then ready for a new stream. */
+  end(): ServerSentEvent[];
+  /** The spec's "last event ID string": updated at each blank line, even without data. */
+  readonly lastEventId: string;
+}
+
+/** Parse a whole stream of byte chunks (split anywhere, even inside a UTF-8 character). */
+export declare function parseBytes(
+  chunks: Iterable<Uint8Array>,
+  options?: SSEParserOptions,
+): ServerSentEvent[];
+
+/**
+ * The wait (ms) before reconnect attempt `attempt` (1-based): with d = min(max, base * 2^(attempt-1)),
+ * uniform in [d/2, d]. `random` defaults to Math.random.
+ */
+export declare function backoffDelay(
+  attempt: number,
+  base: number,
+  max: number,
+  random?: () => number,
+): number;
+
+/** Milliseconds from a `Retry-After` value (delta-seconds or an HTTP date), or null. */
+export declare function parseRetryAfter(value: string | null | undefined, now?: number): number | null;
+
+/** The error of a connection that received no byte (not even a keep-alive) for `idleTimeout`. */
+export declare class IdleTimeoutError extends Error {
+  constructor(ms: number);
+}
+
+/** An HTTP error status, or a 2xx that was not `text/event-stream`. */
+export declare class HTTPError extends Error {
+  constructor(message: string, status: number);
+  readonly status: number;
+}
+
+export interface StreamOptions {
+  /** "GET" (default) or "POST". */
+  method?: string;
+  /** Sent JSON-serialised, with `content-type: application/json` (unless headers set one). */
+  body?: unknown;
+  /** Sent with every request (e.g. Authorization). */
+  headers?: Record<string, string>;
+  /** Resume from here on the first request (sent as `Last-Event-ID`). */
+  lastEventId?: string;
+  /** Base reconnect delay in ms (default 1000); a server `retry:` replaces it. */
+  retry?: number;
+  /** Cap of the exponential backoff in ms (default 30000). A `Retry-After` is not capped. */
+  maxRetry?: number;
+  /** Ms without any byte (keep-alive comments count) before the connection is aborted and
+   * reconnected (default 45000, three of Sluiceway's default 15 s pings). 0 or Infinity: none. */
+  idleTimeout?: number;
+  /** Consecutive failed attempts before giving up with close("gave_up") (default Infinity).
+   * A connection that delivered at least one event resets the count; one that ended cleanly
+   * without any event counts as a failed attempt. */
+  maxAttempts?: number;
+  /** false: never reconnect; the stream closes with "done" (clean end) or "gave_up" (failure). */
+  reconnect?: boolean;
+  /** Where (GET, no body) to reconnect once the stream has opened once, e.g. a POST that started
+   * something is followed elsewhere. A function gets the current last event id. Retries before
+   * the first successful open repeat the original request. */
+  resumeUrl?: string | ((lastEventId: string) => string);
+  /** The fetch to use (tests). */
+  fetch?: typeof fetch;
+  /** Jitter source in [0, 1) (tests; default Math.random). */
+  random?: () => number;
+}
+
+/** Every event this module dispatches: a plain Event whose fields are own properties. */
+export declare class StreamEvent extends Event {
+  constructor(type: string, fields?: Record<string, unknown>);
+  [field: string]: unknown;
+}
+
+export interface OpenEvent extends Event {
+  readonly type: "open";
+  response: Response;
+  /** True for every open after the first. */
+  reconnected: boolean;
+}
+
+/** "message" and every named event from the server (its `event:` name is the type). */
+export interface MessageStreamEvent extends Event {
+  data: string;
+  lastEventId: string;
+}
+
+export interface ResetDetail {
+  topics: Array<{
+    topic: string;
+    /** "expired" (trimmed from history), "unknown_epoch" (a history that no longer exists),
+     * "unknown_position" (ahead of anything published). */
+    reason: string;
+    requested: string;
+    earliest: string;
+    resumed_at: string;
+  }>;
+}
+
+/** The hub could not resume exactly from the id sent: events were lost; the stream goes on
+ * from `detail.topics[].resumed_at`. */
+export interface ResetEvent extends Event {
+  readonly type: "reset";
+  data: string;
+  /** `data` parsed, or null when it is not JSON. */
+  detail: ResetDetail | null;
+  lastEventId: string;
+}
+
+export interface ReconnectingEvent extends Event {
+  readonly type: "reconnecting";
+  /** Consecutive failed attempts so far (1 after a working stream simply ended). */
+  attempt: number;
+  /** Ms until the next request. */
+  delay: number;
+  /** What ended the previous connection; null for a clean end of the response. */
+  error: Error | null;
+}
+
+/**
+ * A transport failure. Note: an event the *server* names "error" is dispatched as "error" too
+ * (with `data` and `lastEventId` and none of these fields): tell them apart with
+ * `typeof event.data === "string"`.
+ */
+export interface StreamErrorEvent extends Event {
+  readonly type: "error";
+  error: Error;
+  /** The HTTP status, or 0 (network error, idle timeout). */
+  status: number;
+  /** The error response's body: parsed JSON (Sluiceway: {"error", "detail"}) or text, or null. */
+  body: unknown;
+  /** true: the stream closes ("fatal"); false: it will reconnect ("reconnecting" follows). */
+  fatal: boolean;
+}
+
+export interface StreamCloseEvent extends Event {
+  readonly type: "close";
+  /** "closed" (close()), "done" (HTTP 204: nothing more), "fatal" (after a fatal error),
+   * "gave_up" (maxAttempts reached, or a failure with reconnect: false). */
+  reason: "closed" | "done" | "fatal" | "gave_up";
+}
+
+/**
+ * Server-sent events over `fetch`: GET or POST with a JSON body and any headers, automatic
+ * reconnection with `Last-Event-ID`, backoff with jitter, `retry:` honoured, an idle timeout.
+ *
+ * Statuses: 2xx `text/event-stream` opens; 204 closes ("done"); 408, 429 and 5xx are retried
+ * (at least `Retry-After` later on 429/503); any other status, or a 2xx of another content
+ * type, is fatal. A response that ends is reconnected, like EventSource.
+ *
+ * Starts connecting in a microtask: attach listeners right after `new`.
+ */
+export declare class EventStream extends EventTarget {
+  constructor(url: string, options?: StreamOptions);
+  readonly url: string;
+  /** Sent as `Last-Event-ID` on the next request when not empty; updated by every event. */
+  lastEventId: string;
+  readonly readyState: "connecting" | "open" | "closed";
+  /** Successful re-opens after the first. */
+  readonly reconnects: number;
+  /** The latest response (null before the first). */
+  readonly response: Response | null;
+  /** Abort the request, no more reconnects; dispatches "close" with reason "closed". */
+  close(): void;
+
+  addEventListener(type: "open", listener: (event: OpenEvent) => void, options?: boolean | AddEventListenerOptions): void;
+  addEventListener(type: "reset", listener: (event: ResetEvent) => void, options?: boolean | AddEventListenerOptions): void;
+  addEventListener(type: "reconnecting", listener: (event: ReconnectingEvent) => void, options?: boolean | AddEventListenerOptions): void;
+  addEventListener(type: "error", listener: (event: StreamErrorEvent | MessageStreamEvent) => void, options?: boolean | AddEventListenerOptions): void;
+  addEventListener(type: "close", listener: (event: StreamCloseEvent) => void, options?: boolean | AddEventListenerOptions): void;
+  addEventListener(type: string, listener: (event: MessageStreamEvent) => void, options?: boolean | AddEventListenerOptions): void;
+  addEventListener(type: string, listener: EventListenerOrEventListenerObject | null, options?: boolean | AddEventListenerOptions): void;
+}
+
+export interface GenerationOptions {
+  /** Default "" (same origin). */
+  baseUrl?: string;
+  /** Sent with every request (e.g. Authorization), the cancel included. */
+  headers?: Record<string, string>;
+  /** Where the unfinished generation is kept; default globalThis.sessionStorage when present;
+   * null: not kept. */
+  storage?: Storage | null;
+  /** Default "sluiceway.generation". */
+  storageKey?: string;
+  /** Generation.start only: kept with it in storage (e.g. the prompt), given back by resume(). */
+  meta?: Record<string, unknown>;
+  /** Passed to the EventStream. */
+  fetch?: typeof fetch;
+  retry?: number;
+  maxRetry?: number;
+  idleTimeout?: number;
+  maxAttempts?: number;
+}
+
+/** What storage holds (JSON under `storageKey`) while a generation is unfinished. Written
+ * after every event (text and lastEventId always agree), removed when it ends. */
+export interface StoredGeneration {
+  id: string;
+  lastEventId: string;
+  text: string;
+  meta: Record<string, unknown>;
+  baseUrl: string;
+  model: string | null;
+}
+
+export type GenerationState = "starting" | "streaming" | "done" | "cancelled" | "error";
+
+/** The `done` payload of the server. */
+export interface GenerationSummary {
+  finish_reason: string;
+  usage: { prompt_tokens: number | null; completion_tokens: number; total_tokens: number | null };
+  ttft_ms: number | null;
+  tokens_per_s: number | null;
+  duration_ms: number;
+  output_tokens: number;
+  [k: string]: unknown;
+}
+
+export interface GenerationStartEvent extends Event { id: string | null; model: string | null; provider?: string; created?: number }
+/** `text`: this token; `total`: the whole text so far (== generation.text). */
+export interface GenerationTokenEvent extends Event { text: string; total: string }
+/** The generation ended normally; `summary` is null when the server answered 204 (it had ended
+ * and everything was already here). finish_reason may be "length", "abandoned", "time_limit". */
+export interface GenerationDoneEvent extends Event { summary: GenerationSummary | null }
+/** Cancelled: by stop() (`summary` null) or by someone else (`summary`: the server's `done`
+ * with finish_reason "cancelled"). */
+export interface GenerationCancelledEvent extends Event { summary: GenerationSummary | null }
+/** It failed: the server's `error` event (`error`: its kind, e.g. "timeout", "upstream_error"),
+ * an HTTP refusal (`error`: the body's code, e.g. "invalid_body", "unknown_generation";
+ * `status`), or "gave_up" (maxAttempts reached; storage keeps it so a reload can try again). */
+export interface GenerationErrorEvent extends Event { error: string; message: string; status: number; body?: unknown }
+export interface GenerationReconnectingEvent extends Event { attempt: number; delay: number; error: Error | null }
+export interface GenerationStateEvent extends Event { state: GenerationState }
+export interface GenerationToolCallEvent extends Event { call: unknown; data: string }
+export interface GenerationPartialEvent extends Event { value: unknown; data: string }
+
+/**
+ * A generation of `/v1/generations`, followed across dropped connections (resumed without
+ * duplicates through Last-Event-ID) and page reloads (resume() from storage).
+ *
+ * Events: "start", "token", "tool_call", "partial", "done", "cancelled", "error", "reset",
+ * "reconnecting", and "state" after every change of `state`.
+ */
+export declare class Generation extends EventTarget {
+  private constructor();
+  /** POST {baseUrl}/v1/generations with `body`; the id comes from the `x-generation-id`
+   * response header; reconnects GET {baseUrl}/v1/generations/{id}/stream with Last-Event-ID. */
+  static start(
+    body: { messages: Array<{ role: string; content: string }>; [k: string]: unknown },
+    options?: GenerationOptions,
+  ): Generation;
+  /** The unfinished generation kept in storage, followed again from its stored last event id
+   * with its stored text; null when there is none. */
+  static resume(options?: GenerationOptions): Generation | null;
+  readonly id: string | null;
+  readonly model: string | null;
+  /** Everything received so far. */
+  readonly text: string;
+  readonly state: GenerationState;
+  readonly meta: Record<string, unknown>;
+  readonly summary: GenerationSummary | null;
+  readonly lastEventId: string;
+  /** Abort the request AND POST {baseUrl}/v1/generations/{id}/cancel; state becomes
+   * "cancelled" at once. Idempotent. When called before the server's first answer, waits for
+   * it (the id comes with it) before cancelling. Also cancels after a "gave_up" error (the
+   * generation may still run on the server). Resolves even if the cancel request fails. */
+  stop(): Promise<void>;
+  /** Stop reading without cancelling (e.g. page unload); storage keeps it for resume(). */
+  close(): void;
+
+  addEventListener(type: "start", listener: (event: GenerationStartEvent) => void, options?: boolean | AddEventListenerOptions): void;
+  addEventListener(type: "token", listener: (event: GenerationTokenEvent) => void, options?: boolean | AddEventListenerOptions): void;
+  addEventListener(type: "done", listener: (event: GenerationDoneEvent) => void, options?: boolean | AddEventListenerOptions): void;
+  addEventListener(type: "cancelled", listener: (event: GenerationCancelledEvent) => void, options?: boolean | AddEventListenerOptions): void;
+  addEventListener(type: "error", listener: (event: GenerationErrorEvent) => void, options?: boolean | AddEventListenerOptions): void;
+  addEventListener(type: "reconnecting", listener: (event: GenerationReconnectingEvent) => void, options?: boolean | AddEventListenerOptions): void;
+  addEventListener(type: "state", listener: (event: GenerationStateEvent) => void, options?: boolean | AddEventListenerOptions): void;
+  addEventListener(type: "reset", listener: (event: ResetEvent) => void, options?: boolean | AddEventListenerOptions): void;
+  addEventListener(type: "tool_call", listener: (event: GenerationToolCallEvent) => void, options?: boolean | AddEventListenerOptions): void;
+  addEventListener(type: "partial", listener: (event: GenerationPartialEvent) => void, options?: boolean | AddEventListenerOptions): void;
+  addEventListener(type: string, listener: EventListenerOrEventListenerObject | null, options?: boolean | AddEventListenerOptions): void;
+}

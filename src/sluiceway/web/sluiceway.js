@@ -1,0 +1,843 @@
+// sluiceway.js: the browser client of Sluiceway. No dependencies, no build step; an ES module
+// that runs in current browsers and in Node >= 20.
+//
+//   SSEParser    the WHATWG "event stream" parser, sans-I/O: text in, events out.
+//   EventStream  SSE over fetch: GET or POST with a JSON body and any headers, reconnection
+//                with Last-Event-ID, backoff with jitter, `retry:`, an idle timeout, and the
+//                hub's reset event surfaced as "reset".
+//   Generation   an LLM generation of /v1/generations: tokens, Stop that really cancels, and
+//                resumption after a page reload from what sessionStorage kept.
+//
+// Why not EventSource: it can only GET, cannot send Authorization or other headers, and gives
+// no say over reconnection. Why not `fetch` + `split("\n")`: a chunk may end in the middle of a
+// line, of a CRLF or of a UTF-8 character, and an event may have several `data:` lines.
+
+/** The name of the hub's control event that says "I could not resume you exactly from there". */
+export const RESET_EVENT = "sluiceway.reset";
+
+// ------------------------------------------------------------------------------------ parser
+
+/**
+ * Incremental `text/event-stream` parser following the WHATWG HTML "Server-sent events" rules.
+ * Feed it decoded text in chunks split anywhere; it returns the events the chunk completed.
+ *
+ * Rules that are easy to get wrong, and why they matter:
+ * - A line ends at CRLF, LF or a lone CR. A CR is acted on at once (a server that ends lines
+ *   with bare CR must not have its events held back until the next chunk); when the next
+ *   chunk then starts with LF, that LF is the second half of a CRLF, not an empty line (which
+ *   would dispatch an event early).
+ * - One U+FEFF (BOM) is skipped only at the very start of the stream; later, it is data.
+ * - `id:` only fills a buffer; the parser's `lastEventId` takes it at the next blank line,
+ *   even when that block has no data, and keeps it for later events without `id:`.
+ *   An id containing U+0000 is ignored (it could not be sent back as a header).
+ * - `retry:` counts only when it is all ASCII digits.
+ * - A block with no `data` dispatches nothing; an event not ended by a blank line when the
+ *   stream ends is discarded (it may be truncated).
+ */
+export class SSEParser {
+  #onRetry;
+  #lastEventId;
+  #idBuffer;
+  #data = "";
+  #hasData = false;
+  #type = "";
+  #pending = ""; // the current line, not yet ended
+  #atStart = true; // nothing seen yet: a U+FEFF now is the BOM
+  #afterCR = false; // the previous chunk ended in CR: an LF now completes a CRLF
+
+  /**
+   * @param {{onRetry?: (ms: number) => void, lastEventId?: string}} [options]
+   *   `lastEventId`: the id in effect before this stream (a reconnecting client passes the
+   *   previous connection's, so that events without `id:` keep carrying it, as browsers do).
+   */
+  constructor(options = {}) {
+    this.#onRetry = options.onRetry;
+    this.#lastEventId = options.lastEventId ?? "";
+    this.#idBuffer = this.#lastEventId;
+  }
+
+  /** The spec's "last event ID string": the id in effect after the last blank line. */
+  get lastEventId() {
+    return this.#lastEventId;
+  }
+
+  /**
+   * @param {string} text decoded text, any chunking
+   * @returns {{type: string, data: string, lastEventId: string}[]} the events it completed
+   */
+  feed(text) {
+    const events = [];
+    if (!text) return events;
+    if (this.#atStart) {
+      this.#atStart = false;
+      if (text.charCodeAt(0) === 0xfeff) text = text.slice(1);
+    }
+    let start = 0;
+    if (this.#afterCR) {
+      this.#afterCR = false;
+      if (text.charCodeAt(0) === 10) start = 1;
+    }
+    const length = text.length;
+    for (let i = start; i < length; i++) {
+      const c = text.charCodeAt(i);
+      if (c !== 10 && c !== 13) continue;
+      let line = text.slice(start, i);
+      if (this.#pending) {
+        line = this.#pending + line;
+        this.#pending = "";
+      }
+      if (c === 13) {
+        if (i + 1 === length) this.#afterCR = true;
+        else if (text.charCodeAt(i + 1) === 10) i++;
+      }
+      start = i + 1;
+      const event = this.#line(line);
+      if (event) events.push(event);
+    }
+    if (start < length) this.#pending += text.slice(start);
+    return events;
+  }
+
+  /**
+   * The stream ended: an event not ended by a blank line is discarded (with its `id:`), and
+   * the parser is ready for a new stream. Always returns [] (the spec dispatches nothing here).
+   * @returns {never[]}
+   */
+  end() {
+    this.#pending = "";
+    this.#data = "";
+    this.#hasData = false;
+    this.#type = "";
+    this.#idBuffer = this.#lastEventId;
+    this.#atStart = true;
+    this.#afterCR = false;
+    return [];
+  }
+
+  #line(line) {
+    if (line === "") return this.#dispatch();
+    if (line.charCodeAt(0) === 58) return null; // ":" a comment (keep-alive pings)
+    const colon = line.indexOf(":");
+    let field = line;
+    let value = "";
+    if (colon >= 0) {
+      field = line.slice(0, colon);
+      // Exactly one leading space belongs to the syntax; any more are data.
+      value = line.slice(line.charCodeAt(colon + 1) === 32 ? colon + 2 : colon + 1);
+    }
+    switch (field) {
+      case "data":
+        this.#data += value + "\n";
+        this.#hasData = true;
+        break;
+      case "event":
+        this.#type = value;
+        break;
+      case "id":
+        if (!value.includes("\0")) this.#idBuffer = value;
+        break;
+      case "retry":
+        if (/^[0-9]+$/.test(value)) this.#onRetry?.(Number.parseInt(value, 10));
+        break;
+      default: // unknown fields are ignored
+    }
+    return null;
+  }
+
+  #dispatch() {
+    this.#lastEventId = this.#idBuffer; // committed even when nothing is dispatched
+    const type = this.#type || "message";
+    this.#type = "";
+    if (!this.#hasData) return null;
+    const data = this.#data.slice(0, -1); // each data line added "\n": drop the last one
+    this.#data = "";
+    this.#hasData = false;
+    return { type, data, lastEventId: this.#lastEventId };
+  }
+}
+
+/**
+ * Parse a whole stream given as byte chunks (Uint8Array), split anywhere, even inside a UTF-8
+ * character. A convenience for tests and for bodies read in one piece.
+ * @param {Iterable<Uint8Array>} chunks
+ * @param {{onRetry?: (ms: number) => void, lastEventId?: string}} [options]
+ */
+export function parseBytes(chunks, options) {
+  const parser = new SSEParser(options);
+  const decoder = newDecoder();
+  const events = [];
+  for (const chunk of chunks) events.push(...parser.feed(decoder.decode(chunk, { stream: true })));
+  events.push(...parser.feed(decoder.decode()));
+  parser.end();
+  return events;
+}
+
+/** UTF-8 with U+FFFD for bad bytes. ignoreBOM keeps the BOM in the text: the parser strips
+ * exactly one itself, so a stream that starts with two BOMs keeps the second, as the spec says. */
+function newDecoder() {
+  return new TextDecoder("utf-8", { ignoreBOM: true });
+}
+
+// -------------------------------------------------------------------------------- EventStream
+
+/** The event class of everything this module dispatches: its fields are own properties. */
+export class StreamEvent extends Event {
+  /** @param {string} type @param {Record<string, unknown>} [fields] */
+  constructor(type, fields = {}) {
+    super(type);
+    for (const [key, value] of Object.entries(fields)) {
+      if (key !== "type") this[key] = value;
+    }
+  }
+}
+
+/**
+ * The wait before reconnect attempt `attempt` (1, 2, ...): exponential, capped, with jitter.
+ * d = min(max, base * 2^(attempt-1)); the delay is uniform in [d/2, d]. The jitter spreads out
+ * the clients that lost the same server at the same moment, so they do not all return at once;
+ * the lower half-bound keeps the server's `retry:` meaningful.
+ * @param {number} attempt @param {number} base ms @param {number} max ms
+ * @param {() => number} [random] in [0, 1)
+ */
+export function backoffDelay(attempt, base, max, random = Math.random) {
+  const n = Math.max(1, Math.floor(attempt));
+  const d = Math.max(0, Math.min(max, base * 2 ** Math.min(n - 1, 52)));
+  return d / 2 + random() * (d / 2);
+}
+
+/**
+ * Milliseconds to wait from a `Retry-After` value (delta-seconds or an HTTP date), or null.
+ * @param {string | null | undefined} value @param {number} [now]
+ */
+export function parseRetryAfter(value, now = Date.now()) {
+  if (!value) return null;
+  value = value.trim();
+  if (/^[0-9]+$/.test(value)) return Number(value) * 1000;
+  const when = Date.parse(value);
+  return Number.isNaN(when) ? null : Math.max(0, when - now);
+}
+
+/** What ended a connection because no byte arrived (not even a keep-alive comment) in time. */
+export class IdleTimeoutError extends Error {
+  constructor(ms) {
+    super(`no data from the server for ${ms} ms`);
+    this.name = "IdleTimeoutError";
+  }
+}
+
+/** An HTTP status, or an answer that is not an event stream. */
+export class HTTPError extends Error {
+  constructor(message, status) {
+    super(message);
+    this.name = "HTTPError";
+    this.status = status;
+  }
+}
+
+/** Statuses worth trying again: the server or something in front of it may recover. */
+const retryable = (status) => status >= 500 || status === 408 || status === 429;
+
+/**
+ * Server-sent events over `fetch`. Listeners: "open", "message" and each named event type,
+ * "reset", "reconnecting", "error", "close" (see sluiceway.d.ts for their fields).
+ *
+ * Reconnects like EventSource when a response ends, and with backoff after a failure, sending
+ * `Last-Event-ID` so that a Sluiceway stream resumes exactly where it was.
+ */
+export class EventStream extends EventTarget {
+  /** @type {string} */ url;
+  /** The id to resume from (sent as Last-Event-ID when not empty). */
+  lastEventId;
+  #options;
+  #fetch;
+  #base; // reconnection time (ms): options.retry, replaced by the server's `retry:`
+  #state = "connecting";
+  #opens = 0;
+  #failures = 0;
+  #response = null;
+  #controller = null;
+  #wake = null; // ends the current backoff wait early (close())
+  #closed = false;
+
+  /** @param {string} url @param {import("./sluiceway.js").StreamOptions} [options] */
+  constructor(url, options = {}) {
+    super();
+    this.url = String(url);
+    this.#options = options;
+    this.lastEventId = options.lastEventId ?? "";
+    this.#base = options.retry ?? 1000;
+    // Bound now: a `fetch` called as a method of this object would throw "Illegal invocation".
+    const fetchFn = options.fetch ?? globalThis.fetch;
+    this.#fetch = (...args) => fetchFn(...args);
+    // A microtask, so that listeners attached right after `new` see every event.
+    queueMicrotask(() => {
+      this.#run().catch((error) => this.#fail(error, 0, null));
+    });
+  }
+
+  /** "connecting" (also while waiting to reconnect), "open" or "closed". */
+  get readyState() {
+    return this.#state;
+  }
+  /** Successful re-opens after the first. */
+  get reconnects() {
+    return Math.max(0, this.#opens - 1);
+  }
+  /** The latest response (null before the first). */
+  get response() {
+    return this.#response;
+  }
+
+  /** Abort the request and stop for good: no more reconnects; dispatches "close" ("closed"). */
+  close() {
+    this.#finish("closed");
+  }
+
+  #emit(type, fields) {
+    this.dispatchEvent(new StreamEvent(type, fields));
+  }
+
+  #finish(reason) {
+    if (this.#closed) return;
+    this.#closed = true;
+    this.#state = "closed";
+    this.#controller?.abort();
+    this.#wake?.();
+    this.#emit("close", { reason });
+  }
+
+  #fail(error, status, body) {
+    if (this.#closed) return;
+    this.#emit("error", { error, status, body, fatal: true });
+    this.#finish("fatal");
+  }
+
+  async #run() {
+    const options = this.#options;
+    const maxAttempts = options.maxAttempts ?? Infinity;
+    while (!this.#closed) {
+      const outcome = await this.#connect();
+      if (this.#closed) return;
+      if (outcome.kind === "done") return this.#finish("done");
+      if (outcome.kind === "fatal") return this.#fail(outcome.error, outcome.status, outcome.body);
+      if (outcome.delivered) this.#failures = 0; // that connection worked: start over
+      this.#failures += 1;
+      if (outcome.error) {
+        const { error, status = 0, body = null } = outcome;
+        this.#emit("error", { error, status, body, fatal: false });
+        if (this.#closed) return;
+      }
+      if (options.reconnect === false) return this.#finish(outcome.error ? "gave_up" : "done");
+      if (this.#failures >= maxAttempts) return this.#finish("gave_up");
+      let delay = backoffDelay(this.#failures, this.#base, options.maxRetry ?? 30000, options.random);
+      // The server said when to come back: wait at least that long (not capped by maxRetry).
+      if (outcome.retryAfter != null) delay = Math.max(delay, outcome.retryAfter);
+      this.#state = "connecting";
+      this.#emit("reconnecting", { attempt: this.#failures, delay, error: outcome.error ?? null });
+      if (this.#closed) return;
+      await new Promise((resolve) => {
+        const timer = setTimeout(resolve, delay);
+        this.#wake = () => {
+          clearTimeout(timer);
+          resolve();
+        };
+      });
+      this.#wake = null;
+    }
+  }
+
+  /** The request of the next attempt: after the stream first opened, `resumeUrl` (GET). */
+  #request() {
+    const options = this.#options;
+    const resume = this.#opens > 0 && options.resumeUrl != null;
+    let url = this.url;
+    if (resume) {
+      const target = options.resumeUrl;
+      url = typeof target === "function" ? target(this.lastEventId) : target;
+    }
+    const headers = new Headers(options.headers ?? {});
+    if (!headers.has("accept")) headers.set("accept", "text/event-stream");
+    // Some proxies and caches hold on to GET responses otherwise.
+    if (!headers.has("cache-control")) headers.set("cache-control", "no-cache");
+    if (this.lastEventId) headers.set("last-event-id", this.lastEventId);
+    const init = { method: resume ? "GET" : (options.method ?? "GET").toUpperCase(), headers };
+    if (!resume && options.body !== undefined) {
+      if (!headers.has("content-type")) headers.set("content-type", "application/json");
+      init.body = JSON.stringify(options.body);
+    }
+    return { url, init };
+  }
+
+  /** One connection, start to end: what ended it, and whether it delivered any event. */
+  async #connect() {
+    const controller = new AbortController();
+    this.#controller = controller;
+    const idleTimeout = this.#options.idleTimeout ?? 45000;
+    let idle = false;
+    let timer = null;
+    // Any byte re-arms it (Sluiceway sends a comment every ping_interval, 15 s by default): a
+    // connection that went silent (a sleeping laptop, a dead proxy) never errors by itself.
+    const arm = () => {
+      clearTimeout(timer);
+      if (idleTimeout > 0 && idleTimeout < Infinity) {
+        timer = setTimeout(() => {
+          idle = true;
+          controller.abort(new IdleTimeoutError(idleTimeout));
+        }, idleTimeout);
+      }
+    };
+    let delivered = false;
+    try {
+      arm();
+      const { url, init } = this.#request();
+      const response = await this.#fetch(url, { ...init, signal: controller.signal });
+      arm();
+      this.#response = response;
+      const status = response.status;
+      if (status === 204) {
+        await response.body?.cancel().catch(() => {});
+        return { kind: "done" };
+      }
+      if (!response.ok) {
+        const body = await readBody(response);
+        const error = new HTTPError(`HTTP ${status}${describe(body)}`, status);
+        if (!retryable(status)) return { kind: "fatal", error, status, body };
+        let retryAfter = null;
+        if (status === 429 || status === 503) {
+          retryAfter = parseRetryAfter(response.headers.get("retry-after"));
+          // Sluiceway's JSON errors may carry it too ({"retry_after": seconds}).
+          const seconds = body?.retry_after;
+          if (retryAfter == null && typeof seconds === "number") retryAfter = seconds * 1000;
+        }
+        return { kind: "error", error, status, body, retryAfter };
+      }
+      const type = (response.headers.get("content-type") ?? "").split(";")[0].trim().toLowerCase();
+      if (type !== "text/event-stream") {
+        const body = await readBody(response);
+        const error = new HTTPError(`expected text/event-stream, got ${type || "no content type"}`, status);
+        return { kind: "fatal", error, status, body };
+      }
+      this.#opens += 1;
+      this.#state = "open";
+      this.#emit("open", { response, reconnected: this.#opens > 1 });
+      if (this.#closed || !response.body) return { kind: "end", delivered };
+
+      const parser = new SSEParser({
+        lastEventId: this.lastEventId,
+        onRetry: (ms) => {
+          this.#base = ms;
+        },
+      });
+      const decoder = newDecoder();
+      const reader = response.body.getReader();
+      const deliver = (events) => {
+        for (const event of events) {
+          this.lastEventId = event.lastEventId;
+          delivered = true;
+          this.#dispatchServerEvent(event);
+          if (this.#closed) return;
+        }
+        this.lastEventId = parser.lastEventId; // an id-only block counts too
+      };
+      for (;;) {
+        const { done, value } = await reader.read();
+        if (done) break;
+        arm();
+        deliver(parser.feed(decoder.decode(value, { stream: true })));
+        if (this.#closed) return { kind: "closed" };
+      }
+      deliver(parser.feed(decoder.decode()));
+      parser.end();
+      return { kind: "end", delivered };
+    } catch (error) {
+      if (this.#closed) return { kind: "closed" };
+      if (error?.fatal) return { kind: "fatal", error, status: 0, body: null };
+      return { kind: "error", error: idle ? new IdleTimeoutError(idleTimeout) : error, delivered };
+    } finally {
+      clearTimeout(timer);
+      if (this.#controller === controller) this.#controller = null;
+      controller.abort(); // releases the connection whatever happened
+    }
+  }
+
+  #dispatchServerEvent({ type, data, lastEventId }) {
+    if (type === RESET_EVENT) {
+      let detail = null;
+      try {
+        detail = JSON.parse(data);
+      } catch {
+        // not JSON: `data` still says it
+      }
+      this.#emit("reset", { data, detail, lastEventId });
+    } else {
+      this.#emit(type, { data, lastEventId });
+    }
+  }
+}
+
+/** An error body: parsed JSON when it is JSON, else its text; null when empty or unreadable. */
+async function readBody(response) {
+  let text;
+  try {
+    text = await response.text();
+  } catch {
+    return null;
+  }
+  if (!text) return null;
+  try {
+    return JSON.parse(text);
+  } catch {
+    return text;
+  }
+}
+
+function describe(body) {
+  if (body && typeof body === "object") {
+    const what = [body.error, body.detail ?? body.message].filter((x) => typeof x === "string");
+    return what.length ? `: ${what.join(": ")}` : "";
+  }
+  return typeof body === "string" && body ? `: ${body.slice(0, 200)}` : "";
+}
+
+// --------------------------------------------------------------------------------- Generation
+
+const INTERNAL = Symbol("sluiceway.Generation");
+const ENDED = new Set(["done", "cancelled", "error"]);
+
+/** `globalThis.sessionStorage`, or null: reading it throws in sandboxed frames and is absent in Node. */
+function defaultStorage() {
+  try {
+    return globalThis.sessionStorage ?? null;
+  } catch {
+    return null;
+  }
+}
+
+const trimSlash = (url) => String(url).replace(/\/+$/, "");
+
+function parseJSON(text) {
+  try {
+    return JSON.parse(text);
+  } catch {
+    return null;
+  }
+}
+
+/**
+ * A generation of `/v1/generations`, followed to its end across dropped connections and page
+ * reloads. Create one with `Generation.start()` or `Generation.resume()`.
+ *
+ * Events: "start", "token", "tool_call", "partial", "done", "cancelled", "error", "reset",
+ * "reconnecting", "state" (see sluiceway.d.ts).
+ */
+export class Generation extends EventTarget {
+  #id = null;
+  #model = null;
+  #text = "";
+  #state = "starting";
+  #meta;
+  #summary = null;
+  #lastEventId;
+  #baseUrl;
+  #headers;
+  #options;
+  #storage;
+  #storageKey;
+  #stream = null;
+  #stopping = null;
+  #idWaiters = [];
+  #gaveUp = false; // state "error" because the connection could not be re-established
+
+  /** Not for direct use: call Generation.start() or Generation.resume(). */
+  constructor(token, init) {
+    if (token !== INTERNAL) throw new TypeError("use Generation.start() or Generation.resume()");
+    super();
+    const options = init.options;
+    this.#options = options;
+    this.#baseUrl = init.baseUrl;
+    this.#headers = options.headers ?? {};
+    this.#storage = options.storage === undefined ? defaultStorage() : options.storage;
+    this.#storageKey = options.storageKey ?? "sluiceway.generation";
+    this.#meta = init.meta ?? {};
+    this.#id = init.id ?? null;
+    this.#model = init.model ?? null;
+    this.#text = init.text ?? "";
+    this.#lastEventId = init.lastEventId ?? "";
+  }
+
+  /**
+   * POST {baseUrl}/v1/generations with `body` and follow the answer; reconnects go to
+   * GET {baseUrl}/v1/generations/{id}/stream with Last-Event-ID.
+   * @param {{messages: Array<{role: string, content: string}>, [k: string]: unknown}} body
+   * @param {import("./sluiceway.js").GenerationOptions} [options]
+   */
+  static start(body, options = {}) {
+    const baseUrl = trimSlash(options.baseUrl ?? "");
+    const generation = new Generation(INTERNAL, { options, baseUrl, meta: options.meta });
+    generation.#follow(`${baseUrl}/v1/generations`, { method: "POST", body });
+    return generation;
+  }
+
+  /**
+   * The unfinished generation that storage kept (e.g. before a page reload), followed again
+   * from its last event id, with the text received until then; null when there is none.
+   * @param {import("./sluiceway.js").GenerationOptions} [options]
+   */
+  static resume(options = {}) {
+    const storage = options.storage === undefined ? defaultStorage() : options.storage;
+    const key = options.storageKey ?? "sluiceway.generation";
+    if (!storage) return null;
+    let record;
+    try {
+      record = JSON.parse(storage.getItem(key) ?? "null");
+    } catch {
+      return null;
+    }
+    if (!record || typeof record.id !== "string" || !record.id) return null;
+    const baseUrl = trimSlash(options.baseUrl ?? record.baseUrl ?? "");
+    const generation = new Generation(INTERNAL, {
+      options,
+      baseUrl,
+      id: record.id,
+      model: record.model,
+      meta: record.meta,
+      text: typeof record.text === "string" ? record.text : "",
+      lastEventId: typeof record.lastEventId === "string" ? record.lastEventId : "",
+    });
+    generation.#follow(generation.#streamUrl(), { lastEventId: generation.#lastEventId });
+    return generation;
+  }
+
+  /** The generation's id: null until the server's first answer (x-generation-id). */
+  get id() {
+    return this.#id;
+  }
+  get model() {
+    return this.#model;
+  }
+  /** Everything received so far. */
+  get text() {
+    return this.#text;
+  }
+  /** "starting", "streaming", "done", "cancelled" or "error". */
+  get state() {
+    return this.#state;
+  }
+  /** What the caller stored with it (Generation.start's `meta`), restored by resume(). */
+  get meta() {
+    return this.#meta;
+  }
+  /** The `done` payload once done (or cancelled by the server), else null. */
+  get summary() {
+    return this.#summary;
+  }
+  get lastEventId() {
+    return this.#lastEventId;
+  }
+
+  /**
+   * Stop it for real: abort the request AND ask the server to cancel, so that the provider
+   * stops producing (and billing) tokens. Idempotent; resolves once the cancel was answered
+   * (a failed cancel request is not an error here: the server also cancels generations that
+   * nobody watches, after a grace period).
+   * @returns {Promise<void>}
+   */
+  stop() {
+    this.#stopping ??= this.#stop();
+    return this.#stopping;
+  }
+
+  /** Stop reading without cancelling (e.g. page unload): storage keeps it for resume(). */
+  close() {
+    this.#stream?.close();
+    this.#resolveId();
+  }
+
+  async #stop() {
+    if (ENDED.has(this.#state) && !this.#gaveUp) return;
+    this.#end("cancelled", { summary: null }, { closeStream: false });
+    let id = this.#id;
+    if (id === null && this.#stream && this.#stream.readyState !== "closed") {
+      // The POST has not answered yet, and its answer (sent once the first token exists) is
+      // the only place the id comes from: wait for it, so that the cancel can name it.
+      id = await new Promise((resolve) => {
+        const timer = setTimeout(() => resolve(this.#id), 15000);
+        this.#idWaiters.push((value) => {
+          clearTimeout(timer);
+          resolve(value);
+        });
+      });
+    }
+    this.#stream?.close();
+    if (!id) return;
+    try {
+      const response = await (this.#options.fetch ?? globalThis.fetch)(
+        `${this.#baseUrl}/v1/generations/${encodeURIComponent(id)}/cancel`,
+        // keepalive: the cancel still goes out when stop() runs as the page is closing.
+        { method: "POST", headers: this.#headers, keepalive: true },
+      );
+      await response.body?.cancel().catch(() => {});
+    } catch {
+      // the network is gone: the server's abandon policy will end it
+    }
+  }
+
+  #streamUrl() {
+    if (this.#id === null) {
+      const error = new Error("the server did not say the generation's id (x-generation-id)");
+      error.fatal = true; // no way to resume without it
+      throw error;
+    }
+    return `${this.#baseUrl}/v1/generations/${encodeURIComponent(this.#id)}/stream`;
+  }
+
+  #follow(url, extra) {
+    const o = this.#options;
+    const stream = new EventStream(url, {
+      headers: this.#headers,
+      resumeUrl: () => this.#streamUrl(),
+      fetch: o.fetch,
+      retry: o.retry,
+      maxRetry: o.maxRetry,
+      idleTimeout: o.idleTimeout,
+      maxAttempts: o.maxAttempts,
+      ...extra,
+    });
+    this.#stream = stream;
+    const on = (type, handler) =>
+      stream.addEventListener(type, (event) => {
+        if (event.lastEventId !== undefined && !ENDED.has(this.#state)) this.#lastEventId = event.lastEventId;
+        handler(event);
+      });
+    on("open", (e) => {
+      this.#id ??= e.response.headers.get("x-generation-id") || null;
+      this.#resolveId();
+      if (ENDED.has(this.#state)) return;
+      this.#setState("streaming");
+      this.#save();
+    });
+    on("start", (e) => {
+      const d = parseJSON(e.data) ?? {};
+      if (typeof d.id === "string") this.#id ??= d.id;
+      this.#resolveId();
+      if (ENDED.has(this.#state)) return;
+      this.#model = d.model ?? this.#model;
+      this.#save();
+      this.#emit("start", { id: this.#id, model: this.#model, provider: d.provider, created: d.created });
+    });
+    on("token", (e) => {
+      if (ENDED.has(this.#state)) return;
+      const delta = parseJSON(e.data)?.text ?? "";
+      this.#text += delta;
+      this.#save(); // text and lastEventId together: a reload resumes right after this token
+      this.#emit("token", { text: delta, total: this.#text });
+    });
+    on("tool_call", (e) => {
+      if (ENDED.has(this.#state)) return;
+      this.#save();
+      this.#emit("tool_call", { call: parseJSON(e.data), data: e.data });
+    });
+    on("partial", (e) => {
+      if (ENDED.has(this.#state)) return;
+      this.#save();
+      this.#emit("partial", { value: parseJSON(e.data)?.value, data: e.data });
+    });
+    on("done", (e) => {
+      const summary = parseJSON(e.data) ?? {};
+      // A cancelled generation (by anyone) ends with `done` and finish_reason "cancelled".
+      if (summary.finish_reason === "cancelled") this.#end("cancelled", { summary });
+      else this.#end("done", { summary });
+    });
+    on("error", (e) => {
+      if (typeof e.data === "string") {
+        const d = parseJSON(e.data) ?? {};
+        this.#end("error", { error: d.error ?? "error", message: d.message ?? e.data, status: 0 });
+      } else if (e.fatal) {
+        const body = e.body && typeof e.body === "object" ? e.body : null;
+        this.#end("error", {
+          error: body?.error ?? `http_${e.status || "error"}`,
+          message: body?.detail ?? body?.message ?? e.error?.message ?? String(e.error),
+          status: e.status,
+          body: e.body,
+        });
+      }
+    });
+    on("reset", (e) => {
+      if (ENDED.has(this.#state)) return;
+      this.#emit("reset", { data: e.data, detail: e.detail, lastEventId: e.lastEventId });
+    });
+    on("reconnecting", (e) => {
+      if (ENDED.has(this.#state)) return;
+      this.#emit("reconnecting", { attempt: e.attempt, delay: e.delay, error: e.error });
+    });
+    on("close", (e) => {
+      this.#resolveId();
+      if (e.reason === "done") {
+        // 204: the server has nothing more (its last event was already here).
+        this.#end("done", { summary: this.#summary });
+      } else if (e.reason === "gave_up" && !ENDED.has(this.#state)) {
+        // Not removed from storage: the generation may well still be running; a reload
+        // retries, and stop() still cancels it.
+        this.#gaveUp = true;
+        this.#setState("error");
+        this.#emit("error", { error: "gave_up", message: "could not reconnect to the generation", status: 0 });
+      }
+    });
+  }
+
+  #resolveId() {
+    const waiters = this.#idWaiters;
+    this.#idWaiters = [];
+    for (const resolve of waiters) resolve(this.#id);
+  }
+
+  #emit(type, fields) {
+    this.dispatchEvent(new StreamEvent(type, fields));
+  }
+
+  #setState(state) {
+    if (this.#state === state) return;
+    this.#state = state;
+    this.#emit("state", { state });
+  }
+
+  /** The end of the generation, once: state, storage, the stream, then its event. */
+  #end(state, fields, { closeStream = true } = {}) {
+    if (ENDED.has(this.#state) && !this.#gaveUp) return;
+    this.#gaveUp = false;
+    if (fields.summary) this.#summary = fields.summary;
+    this.#state = state;
+    this.#forget();
+    if (closeStream) this.#stream?.close();
+    this.#emit(state, fields);
+    this.#emit("state", { state });
+  }
+
+  #save() {
+    if (!this.#storage || this.#id === null) return;
+    const record = {
+      id: this.#id,
+      lastEventId: this.#lastEventId,
+      text: this.#text,
+      meta: this.#meta,
+      baseUrl: this.#baseUrl,
+      model: this.#model,
+    };
+    try {
+      this.#storage.setItem(this.#storageKey, JSON.stringify(record));
+    } catch {
+      // quota exceeded or storage disabled: the generation itself goes on
+    }
+  }
+
+  #forget() {
+    if (!this.#storage || this.#id === null) return;
+    try {
+      // Only our own record: another generation may have been started since.
+      const record = parseJSON(this.#storage.getItem(this.#storageKey));
+      if (!record || record.id === this.#id) this.#storage.removeItem(this.#storageKey);
+    } catch {
+      // storage disabled
+    }
+  }
+}
