@@ -348,6 +348,9 @@ def test_clients_that_leave_give_their_connection_back(server: ServerProcess) ->
     response = httpx.get(f"{server.url}/exports/demo.csv", params={"limit": "5"}, timeout=10.0)
     assert response.status_code == 200
     assert time.monotonic() - started < 5.0
+    # The fetch in flight when they left was allowed to end: cancelling it inside the driver
+    # made SQLAlchemy log a traceback for each.
+    assert "Error closing cursor" not in server.output()
 
 
 @pytest.mark.parametrize(

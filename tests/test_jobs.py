@@ -232,6 +232,7 @@ def test_cancel_mid_way_removes_the_partial_file(
     assert state["state"] == "cancelled"
     assert state["error"]["error"] == "cancelled"
     assert state["progress"]["done"] < ROWS
+    assert "Error closing cursor" not in server.output()  # the fetch in flight was let end
 
 
 def test_a_job_whose_database_fails_ends_with_an_error(

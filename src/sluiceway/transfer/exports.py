@@ -31,7 +31,7 @@ from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import MetaData, Table, func, select
+from sqlalchemy import MetaData, Row, Table, func, select
 from sqlalchemy.exc import ArgumentError, NoSuchTableError, SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncResult, create_async_engine
 from starlette.responses import StreamingResponse
@@ -195,6 +195,31 @@ def describe_error(exc: BaseException) -> str:
 # -- streaming -----------------------------------------------------------------------------
 
 
+async def _whole_batches(result: AsyncResult[Any]) -> AsyncIterator[Sequence[Row[Any]]]:
+    """``result.partitions()``, each fetch allowed to finish when the task is cancelled.
+
+    Cancelling a fetch inside the driver (aiosqlite's thread) makes SQLAlchemy invalidate the
+    connection and then log an "Error closing cursor" traceback; a cancelled export would log
+    one every time. So the fetch runs in a task of its own, shielded: a cancel waits for the
+    batch in flight (milliseconds), then goes on as usual from here.
+    """
+    batches = result.partitions()  # closed with the result, by ExportCursor.aclose
+    while True:
+        fetch = asyncio.ensure_future(anext(batches, None))
+        try:
+            batch = await asyncio.shield(fetch)
+        except asyncio.CancelledError:
+            while not fetch.done():
+                # A Starlette response is cancelled through an anyio scope, which cancels
+                # every await again: keep waiting, the batch takes milliseconds.
+                with contextlib.suppress(asyncio.CancelledError):
+                    await asyncio.wait({fetch})
+            raise
+        if batch is None:
+            return
+        yield batch
+
+
 async def iter_chunks(
     cursor: ExportCursor,
     encoder: RowEncoder,
@@ -209,7 +234,7 @@ async def iter_chunks(
     if encoder.pending():
         yield encoder.take()  # the first bytes leave before the first row is fetched
     last_sent = loop.time()
-    async for batch in cursor.result.partitions():
+    async for batch in _whole_batches(cursor.result):
         if stopping is not None and stopping():
             raise ExportInterrupted("shutting_down", "the server is shutting down")
         encoder.add(batch)
