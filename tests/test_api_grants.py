@@ -19,6 +19,7 @@ import jwt
 import openai
 import orjson
 import pytest
+from conftest import StartServer
 from fake_llm import FakeLLM, Script
 from serverproc import ServerProcess, SSEStream, client_for
 from test_exports import TABLES, demo_database
@@ -381,7 +382,10 @@ def test_ai_sdk_chat_endpoints(http: httpx.Client) -> None:
     with http.stream("POST", "/api/chat", json=body, headers=bearer(STARTER)) as response:
         assert response.status_code == 200
         response.read()
+    # Refused before the chat is looked up: unknown and known chats answer alike.
     assert http.get("/api/chat/chat-grants/stream").status_code == 401
+    assert http.get("/api/chat/no-such-chat/stream").status_code == 401
+    assert http.post("/api/chat/no-such-chat/cancel").status_code == 401
     assert http.get("/api/chat/chat-grants/stream", headers=bearer(READER)).status_code == 200
     assert http.post("/api/chat/chat-grants/cancel", headers=bearer(READER)).status_code == 403
 
@@ -392,7 +396,10 @@ def test_ai_sdk_chat_endpoints(http: httpx.Client) -> None:
 def test_jobs_and_exports(http: httpx.Client) -> None:
     job = {"kind": "export", "params": {"table": "demo", "where": {"id.lte": 10}}}
     assert_refused(http.post("/jobs", json=job), 401, "unauthorized")
-    starter = bearer(token(publish=["/jobs"]))
+    # An export job writes a file others may download: its table must be readable too.
+    jobs_only = http.post("/jobs", json=job, headers=bearer(token(publish=["/jobs"])))
+    assert_refused(jobs_only, 403, "insufficient_scope")
+    starter = bearer(token(publish=["/jobs"], subscribe=["/exports/demo"]))
     created = http.post("/jobs", json=job, headers=starter)
     assert created.status_code == 202, created.text
     job_id = created.json()["id"]
@@ -445,6 +452,85 @@ def test_files_and_uploads(http: httpx.Client, files: Path) -> None:
     assert (files / "docs" / "c.txt").read_bytes() == b"2"
 
 
+# -- private topics, names with "#" -----------------------------------------------------------
+
+
+def test_private_topics_are_not_read_anonymously_over_http(start_server: StartServer) -> None:
+    """``$name`` and ``name#users`` topics (Centrifugo's private channels) are private over
+    HTTP too: anonymous reading, on by default, does not reach them."""
+    server = start_server(env={"SLUICEWAY_TOKEN_HMAC_SECRET": SECRET})
+    with httpx.Client(base_url=server.url, timeout=10) as http:
+        for topic in ("%24secret", "chat%23alice"):
+            assert http.post(f"/topics/{topic}", json={"data": "x"}).status_code == 200
+            assert_refused(http.get(f"/topics/{topic}/history"), 401, "unauthorized")
+            assert_refused(http.get(f"/topics/{topic}"), 401, "unauthorized")  # not natively
+        events = http.get("/events", params=[("topic", "open"), ("topic", "$secret")])
+        assert_refused(events, 401, "unauthorized")
+        alice = bearer(token(sub="alice", aud=None))
+        bob = bearer(token(sub="bob", aud=None))
+        assert http.get("/topics/chat%23alice/history", headers=alice).status_code == 200
+        assert_refused(
+            http.get("/topics/chat%23alice/history", headers=bob), 403, "insufficient_scope"
+        )
+        granted = bearer(token(subscribe=["/topics/$secret"], aud=None))  # "$" stays literal
+        assert http.get("/topics/%24secret/history", headers=granted).json()["events"]
+
+
+def test_a_grant_on_a_topic_does_not_cover_its_user_channels(http: httpx.Client) -> None:
+    """Resources are URL paths with "#" percent-encoded: a pattern for room-42 cannot match
+    room-42#alice through a URL fragment."""
+    room = bearer(
+        token(publish=[pattern("/topics/room-42")], subscribe=[pattern("/topics/room-42")])
+    )
+    assert http.post("/topics/room-42", json={"data": 1}, headers=room).status_code == 200
+    for path in ("/topics/room-42%23alice", "/topics/room-42%23alice/history"):
+        response = http.request(
+            "POST" if "history" not in path else "GET", path, json={"data": 1}, headers=room
+        )
+        assert_refused(response, 403, "insufficient_scope")
+    alice = bearer(token(publish=["/topics/room-42%23alice"]))
+    assert http.post("/topics/room-42%23alice", json={"data": 1}, headers=alice).status_code == 200
+
+
+# -- writes from other web origins -------------------------------------------------------------
+
+
+def test_writes_from_other_origins_are_refused(start_server: StartServer) -> None:
+    """A page elsewhere can make a browser POST here without a preflight (text/plain): with
+    anonymous publishing on (loopback), that would publish. Browsers say where they come
+    from; other clients send nothing and are unaffected."""
+    server = start_server()
+    url = f"{server.url}/topics/csrf"
+    body = '{"data": "from elsewhere"}'
+    for headers in (
+        {"origin": "https://evil.example", "sec-fetch-site": "cross-site"},
+        {"origin": "http://localhost:3000", "sec-fetch-site": "same-site"},
+        {"origin": "https://evil.example"},  # an older browser: no Sec-Fetch-Site
+        {"origin": "null", "sec-fetch-site": "cross-site"},
+    ):
+        refused = httpx.post(url, content=body, headers={**headers, "content-type": "text/plain"})
+        assert refused.status_code == 403, headers
+        assert refused.json()["error"] == "cross_origin"
+    assert httpx.get(f"{url}/history").json()["events"] == []  # nothing was written
+    for headers in (
+        {},  # curl, SDKs
+        {"origin": server.url, "sec-fetch-site": "same-origin"},  # the web UI
+        {"origin": server.url},  # an older browser, same origin
+    ):
+        assert httpx.post(url, content=body, headers=headers).status_code == 200, headers
+
+
+def test_an_allowed_cors_origin_may_write(start_server: StartServer) -> None:
+    server = start_server(env={"SLUICEWAY_CORS_ALLOW_ORIGINS": '["https://app.example"]'})
+    headers = {"origin": "https://app.example", "sec-fetch-site": "cross-site"}
+    allowed = httpx.post(f"{server.url}/topics/cors-write", json={"data": 1}, headers=headers)
+    assert allowed.status_code == 200
+    assert allowed.headers["access-control-allow-origin"] == "https://app.example"
+    other = {"origin": "https://other.example", "sec-fetch-site": "cross-site"}
+    refused = httpx.post(f"{server.url}/topics/cors-write", json={"data": 1}, headers=other)
+    assert refused.status_code == 403
+
+
 # -- WebSocket channels ----------------------------------------------------------------------
 
 
@@ -488,10 +574,12 @@ def test_with_anonymous_reading_on_a_presented_token_must_still_be_valid(
         assert_refused(http.get("/topics/open", headers=bearer(wrong)), 401, "invalid_token")
         refused = http.get("/topics/open", params={"access_token": wrong})
         assert_refused(refused, 401, "invalid_token")
+        encoded = http.get(f"/topics/open?access%5Ftoken={wrong}")  # the name percent-encoded
+        assert_refused(encoded, 401, "invalid_token")
         http.cookies.set("mercureAccessToken", wrong)
         assert_refused(http.get("/topics/open"), 401, "invalid_token")
 
 
-def test_anonymous_publishing_is_for_loopback_without_a_key(start_server: Any) -> None:
+def test_anonymous_publishing_is_for_loopback_without_a_key(start_server: StartServer) -> None:
     keyed = start_server(env={"SLUICEWAY_PUBLISH_KEY": PUBLISH_KEY})
     assert_refused(httpx.post(f"{keyed.url}/topics/a", json={"data": 1}), 401, "unauthorized")

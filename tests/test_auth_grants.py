@@ -448,8 +448,10 @@ def test_token_from_custom_names_and_malformed_requests() -> None:
         token_from({}, {"mercureAuthorization": "c"}, {}, cookie_name="mercureAuthorization") == "c"
     )
     assert token_from({}, {}, {"authorization": "q"}, query_name="authorization") == "q"
+    # Another scheme is no Bearer token: the other places are read (RFC 6750 3.1).
+    assert token_from({"Authorization": "Basic dXNlcjpwYXNz"}, {}, {}) is None
+    assert token_from({"Authorization": "Basic dXNlcjpwYXNz"}, {}, {"access_token": "q"}) == "q"
     for headers, query in [
-        ({"Authorization": "Basic dXNlcjpwYXNz"}, {}),
         ({"Authorization": "Bearer"}, {}),
         ({"Authorization": "Bearer a b"}, {}),
         ({}, {"access_token": ""}),

@@ -11,9 +11,13 @@ ORIGIN = "https://app.example.com"
 
 def test_cors_is_off_by_default(start_server: StartServer) -> None:
     server = start_server()
-    response = httpx.post(f"{server.url}/topics/x", json={"data": 1}, headers={"origin": ORIGIN})
+    response = httpx.get(f"{server.url}/topics/x/history", headers={"origin": ORIGIN})
     assert response.status_code == 200
     assert "access-control-allow-origin" not in response.headers
+    # And a write from that origin is refused (the browser would send it without asking).
+    response = httpx.post(f"{server.url}/topics/x", json={"data": 1}, headers={"origin": ORIGIN})
+    assert response.status_code == 403
+    assert response.json()["error"] == "cross_origin"
 
 
 def test_allowed_origins_get_cors_headers_on_streams_and_preflights(

@@ -191,7 +191,15 @@ def test_publishing_needs_a_matching_grant(server: ServerProcess) -> None:
         data={"topic": topic},
         headers={"authorization": "Basic x"},
     )
-    assert bearer.status_code == 400
+    # Another scheme is as if no credentials came (RFC 6750 3.1): 401, a bare challenge.
+    assert bearer.status_code == 401
+    assert bearer.headers["www-authenticate"] == "Bearer"
+    malformed = httpx.post(
+        f"{server.url}/.well-known/mercure",
+        data={"topic": topic},
+        headers={"authorization": "Bearer"},
+    )
+    assert malformed.status_code == 400
 
 
 @pytest.mark.parametrize(

@@ -171,9 +171,11 @@ def token_from(
     ``Authorization: Bearer`` header, then the ``access_token`` query parameter, then the
     cookie. The others are ignored, even when the chosen one turns out invalid.
 
-    Raises :class:`AuthError` (400, ``invalid_request``) for an ``Authorization`` header that
-    is not ``Bearer <token>`` and for an empty ``access_token`` parameter. An empty cookie
-    counts as none (a browser's cleared cookie).
+    Raises :class:`AuthError` (400, ``invalid_request``) for a ``Bearer`` header that is not
+    ``Bearer <token>`` and for an empty ``access_token`` parameter. An ``Authorization`` header
+    of another scheme (``Basic``...) is not a Bearer token at all: as if no credentials came
+    (RFC 6750 3.1: then no error code, a bare challenge). An empty cookie counts as none (a
+    browser's cleared cookie).
 
     >>> cookies = {"mercureAccessToken": "c"}
     >>> token_from({"Authorization": "Bearer h"}, cookies, {"access_token": "q"})
@@ -187,11 +189,12 @@ def token_from(
     if authorization is not None:
         scheme, _, token = authorization.strip().partition(" ")
         token = token.strip()
-        if scheme.lower() != "bearer" or not token or " " in token:
-            raise AuthError(
-                "invalid_request", "the Authorization header must be 'Bearer <access token>'"
-            )
-        return token
+        if scheme.lower() == "bearer":
+            if not token or " " in token:
+                raise AuthError(
+                    "invalid_request", "the Authorization header must be 'Bearer <access token>'"
+                )
+            return token
     token = query.get(query_name)
     if token is not None:
         if not token:

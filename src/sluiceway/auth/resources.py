@@ -28,13 +28,27 @@ resource                              action       what it allows
 A token granting ``subscribe`` on ``{"match": "/topics/*", "matchType": "URLPattern"}`` reads
 every topic; ``{"match": "*"}`` grants everything.
 
+Names are URL paths: what a path cannot hold literally is percent-encoded, ``#`` above all, so
+that a pattern for ``/topics/room-42`` cannot also match the topic ``room-42#alice`` (the
+``#`` would start a URL fragment).
+
+Private topics, as Centrifugo names its channels: ``$name`` and ``name#user1,user2``. Reading
+one (over HTTP as over WebSocket) needs more than anonymous access: a ``subscribe`` grant on it,
+or, for a user channel, a token whose ``sub`` is one of its users.
+
 >>> topic_resource("chat")
 '/topics/chat'
+>>> topic_resource("room-42#alice")
+'/topics/room-42%23alice'
 >>> generation_resource("gen_abc")
 '/generations/gen_abc'
+>>> topic_users("chat#alice,bob"), is_private_topic("$admin"), is_private_topic("chat")
+(['alice', 'bob'], True, False)
 """
 
 from __future__ import annotations
+
+from urllib.parse import quote
 
 __all__ = [
     "GENERATIONS",
@@ -43,8 +57,10 @@ __all__ = [
     "export_resource",
     "file_resource",
     "generation_resource",
+    "is_private_topic",
     "job_resource",
     "topic_resource",
+    "topic_users",
 ]
 
 GENERATIONS = "/generations"
@@ -52,21 +68,40 @@ JOBS = "/jobs"
 PROXY = "/proxy"
 
 
+# Kept literal: what a URL path segment may hold as it is (RFC 3986 pchar), minus "/".
+_SEGMENT_SAFE = "!$&'()*+,;=:@~"
+
+
+def _segment(value: str) -> str:
+    return quote(value, safe=_SEGMENT_SAFE)
+
+
 def topic_resource(topic: str) -> str:
-    return f"/topics/{topic}"
+    return f"/topics/{_segment(topic)}"
 
 
 def generation_resource(generation_id: str) -> str:
-    return f"{GENERATIONS}/{generation_id}"
+    return f"{GENERATIONS}/{_segment(generation_id)}"
 
 
 def job_resource(job_id: str) -> str:
-    return f"{JOBS}/{job_id}"
+    return f"{JOBS}/{_segment(job_id)}"
 
 
 def export_resource(table: str) -> str:
-    return f"/exports/{table}"
+    return f"/exports/{_segment(table)}"
 
 
 def file_resource(path: str) -> str:
-    return f"/files/{path.lstrip('/')}"
+    return "/files/" + "/".join(_segment(part) for part in path.lstrip("/").split("/"))
+
+
+def topic_users(topic: str) -> list[str] | None:
+    """The users a ``name#u1,u2`` topic is limited to; ``None`` for other topics."""
+    _, mark, users = topic.rpartition("#")
+    return users.split(",") if mark else None
+
+
+def is_private_topic(topic: str) -> bool:
+    """``$name`` or ``name#users``: never readable anonymously."""
+    return topic.startswith("$") or "#" in topic

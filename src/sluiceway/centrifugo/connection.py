@@ -21,9 +21,10 @@ import orjson
 
 from sluiceway import __version__
 from sluiceway.auth import AuthError, Grants, TokenError
+from sluiceway.auth.resources import topic_users
 from sluiceway.centrifugo import codes, frames
 from sluiceway.centrifugo.codes import Disconnect, ReplyError
-from sluiceway.centrifugo.options import Client, channel_users
+from sluiceway.centrifugo.options import Client
 from sluiceway.hub import (
     BackendUnavailable,
     CloseReason,
@@ -435,7 +436,7 @@ class Connection:
             raise codes.permission_denied()  # private: a subscription token is required
         elif not self.options.may_subscribe(self.client, channel):
             raise codes.permission_denied()
-        users = channel_users(channel)
+        users = topic_users(channel)
         if users is not None and claims is None and self.client.user not in users:
             raise codes.permission_denied()
         if self.options.hooks.on_subscribe is not None:

@@ -116,9 +116,3 @@ class CentrifugoOptions:
             or any(fnmatchcase(channel, pattern) for pattern in self.publish_channels)
             or client.grants.may_publish(topic_resource(channel))
         )
-
-
-def channel_users(channel: str) -> list[str] | None:
-    """The users a ``name#u1,u2`` channel is limited to; ``None`` for other channels."""
-    _, mark, users = channel.rpartition("#")
-    return users.split(",") if mark else None

@@ -26,13 +26,24 @@ from collections.abc import Callable
 
 from starlette.requests import HTTPConnection
 
-from sluiceway.auth.grants import AuthError, Grants, authenticate, token_from
+from sluiceway.auth.grants import (
+    ACCESS_TOKEN_COOKIE,
+    ACCESS_TOKEN_QUERY,
+    AuthError,
+    Grants,
+    authenticate,
+    token_from,
+)
+from sluiceway.auth.resources import is_private_topic, topic_resource, topic_users
 from sluiceway.server.errors import APIError
 from sluiceway.server.settings import Settings
 
 #: The token's places in Mercure drafts before 08, read after the current ones.
 LEGACY_COOKIE = "mercureAuthorization"
 LEGACY_QUERY = "authorization"
+#: Every query parameter and cookie a token may come in.
+TOKEN_PARAMETERS = (ACCESS_TOKEN_QUERY, LEGACY_QUERY)
+TOKEN_COOKIES = (ACCESS_TOKEN_COOKIE, LEGACY_COOKIE)
 
 
 def presented_token(connection: HTTPConnection, *, api_key_header: bool = False) -> str | None:
@@ -112,12 +123,42 @@ def refuse_unless(check: Callable[[str], None], resource: str) -> None:
         raise refusal(error) from None
 
 
+def require_reader(connection: HTTPConnection) -> Grants:
+    """The request's grants, if it may read anything at all (anonymously or with a token);
+    else raises :class:`APIError` (401). For checks made before the resource is known."""
+    grants = request_grants_or_refuse(connection)
+    refuse_unless(lambda _: grants.require_subscriber(), "")
+    return grants
+
+
+def require_publisher(connection: HTTPConnection) -> Grants:
+    """The request's grants, if it may publish somewhere (anonymously or with some
+    ``publish`` grant); else raises :class:`APIError` (401/403)."""
+    grants = request_grants_or_refuse(connection)
+    refuse_unless(lambda _: grants.require_publisher(), "")
+    return grants
+
+
 def require_read(connection: HTTPConnection, *resources: str, api_keys: bool = False) -> Grants:
     """The request's grants, if they allow reading every one of ``resources``; else raises
     :class:`APIError` (401/403)."""
     grants = request_grants_or_refuse(connection, api_keys=api_keys)
     for resource in resources:
         refuse_unless(grants.require_read, resource)
+    return grants
+
+
+def require_topic_read(connection: HTTPConnection, topics: list[str]) -> Grants:
+    """:func:`require_read` for topics, private ones included (``$name``, ``name#users``):
+    those need a ``subscribe`` grant on them, or a token whose ``sub`` is one of the users;
+    anonymous reading never reaches them."""
+    grants = request_grants_or_refuse(connection)
+    for topic in topics:
+        resource = topic_resource(topic)
+        if not is_private_topic(topic):
+            refuse_unless(grants.require_read, resource)
+        elif grants.subject is None or grants.subject not in (topic_users(topic) or ()):
+            refuse_unless(grants.require_subscribe_to, resource)
     return grants
 
 

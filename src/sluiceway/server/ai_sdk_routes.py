@@ -45,7 +45,12 @@ from sluiceway.llm.directory import RemoteGeneration
 from sluiceway.llm.follow import generation_batches
 from sluiceway.llm.generation import Generation
 from sluiceway.llm.manager import GenerationRefused
-from sluiceway.server.access import require_read, require_write
+from sluiceway.server.access import (
+    require_publisher,
+    require_read,
+    require_reader,
+    require_write,
+)
 from sluiceway.server.errors import APIError, JSONResponse
 from sluiceway.server.generation_routes import (
     cancel_generation,
@@ -150,6 +155,10 @@ async def _generation_of_chat(request: Request) -> Generation | RemoteGeneration
 async def resume(request: Request) -> Response:
     """``GET {prefix}/chat/{chatId}/stream``: the chat's latest generation from its start,
     live or ended; ``204`` when there is none (or its retention ended)."""
+    try:
+        require_reader(request)  # before the lookup: a refusal tells nothing of which chats exist
+    except APIError as exc:
+        return _error(exc)
     generation = await _generation_of_chat(request)
     if generation is None:
         return Response(status_code=204)
@@ -162,6 +171,10 @@ async def resume(request: Request) -> Response:
 
 async def cancel(request: Request) -> Response:
     """``POST {prefix}/chat/{chatId}/cancel``: stop the chat's generation (idempotent)."""
+    try:
+        require_publisher(request)  # before the lookup, as above
+    except APIError as exc:
+        return _error(exc)
     generation = await _generation_of_chat(request)
     if generation is None:
         return _error(APIError(404, "unknown_chat", "no generation for this chat (or it expired)"))

@@ -36,6 +36,7 @@ from sluiceway.server import (
 from sluiceway.server.errors import APIError, api_error_handler, http_error_handler
 from sluiceway.server.job_routes import close_jobs
 from sluiceway.server.metrics import CentrifugoCollector, metrics_registry
+from sluiceway.server.origin_guard import CrossOriginWriteGuard
 from sluiceway.server.routes import routes
 from sluiceway.server.settings import Settings
 from sluiceway.transfer.compression import CompressionMiddleware
@@ -141,6 +142,10 @@ def middleware_for(settings: Settings) -> list[Middleware]:
                 expose_headers=["last-event-id", "x-generation-id", "retry-after"],
             )
         )
+    # Inside CORS (its preflight answers come first), before anything that writes.
+    middleware.append(
+        Middleware(CrossOriginWriteGuard, allowed_origins=settings.cors_allow_origins)
+    )
     if settings.compression:
         middleware.append(Middleware(CompressionMiddleware))
     return middleware

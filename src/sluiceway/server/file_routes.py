@@ -33,12 +33,10 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from sluiceway.auth import AuthError
 from sluiceway.auth.resources import file_resource
 from sluiceway.server.access import (
-    refusal,
     refuse_unless,
-    request_grants_or_refuse,
+    require_publisher,
     require_read,
     require_write,
 )
@@ -142,11 +140,7 @@ async def put_file(request: Request) -> Response:
 
 
 async def post_uploads(request: Request) -> Response:
-    grants = request_grants_or_refuse(request)
-    try:
-        grants.require_publisher()  # before the body: each file's name is checked as it comes
-    except AuthError as error:
-        raise refusal(error) from None
+    grants = require_publisher(request)  # before the body; each file is checked as it comes
     settings = _settings(request)
     root = settings.files_dir
     with _upload_errors():

@@ -22,7 +22,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from sluiceway.asgi import EventStreamResponse
-from sluiceway.auth.resources import JOBS, job_resource
+from sluiceway.auth.resources import JOBS, export_resource, job_resource
 from sluiceway.hub import HubClosed, HubError, InvalidEventId
 from sluiceway.jobs import Job, JobRefused, Jobs
 from sluiceway.server.access import require_read, require_write
@@ -72,6 +72,11 @@ async def create(request: Request) -> Response:
         body = JobRequest.model_validate(await read_json(request))
     except ValidationError as exc:
         raise APIError(422, "invalid_body", validation_detail(exc)) from None
+    table = body.params.get("table")
+    if body.kind == "export" and isinstance(table, str):
+        # What the job writes is a download for whoever may read its file: the table must be
+        # readable by the one who asks, as for GET /exports/{table}.
+        require_read(request, export_resource(table))
     try:
         job = await jobs_for(request.app).start(body.kind, body.params)
     except JobRefused as exc:

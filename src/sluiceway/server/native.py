@@ -27,9 +27,11 @@ from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol, RequestResp
 from uvicorn.protocols.utils import get_client_addr, get_path_with_query_string
 
 from sluiceway.asgi.eventstream import SSE_HEADERS
+from sluiceway.auth.resources import is_private_topic
 from sluiceway.hub import Hub, HubError, InvalidEventId
 from sluiceway.hub.subscription import CloseReason, Subscription
 from sluiceway.hub.topic import as_http_chunk
+from sluiceway.server.access import TOKEN_COOKIES, TOKEN_PARAMETERS
 from sluiceway.server.errors import APIError
 from sluiceway.server.settings import Settings
 from sluiceway.server.streams import read_stream_request, stream_topics_from_path
@@ -41,9 +43,10 @@ AVAILABLE = hasattr(HttpToolsProtocol, "_start_asgi_task")
 _HEAD = b"HTTP/1.1 200 OK\r\n" + b"".join(b"%s: %s\r\n" % header for header in SSE_HEADERS)
 _END = b"0\r\n\r\n"
 _NO_QUERY = QueryParams()
-# Where a request could carry a token (sluiceway.server.access): such requests take ASGI.
-_TOKEN_COOKIE = re.compile(rb"(?:^|[;\s])(?:mercureAccessToken|mercureAuthorization)=")
-_TOKEN_PARAMETER = re.compile(rb"(?:^|&)(?:access_token|authorization)=")
+# A request that could carry a token (sluiceway.server.access) takes the ASGI path.
+_TOKEN_COOKIE = re.compile(
+    rb"(?:^|[;\s])(?:" + b"|".join(name.encode() for name in TOKEN_COOKIES) + rb")="
+)
 
 
 class TransportSink:
@@ -141,13 +144,13 @@ class StreamingHttpProtocol(HttpToolsProtocol):
                 return False  # a cross-origin request: the CORS middleware answers it
             elif name == b"authorization" or (name == b"cookie" and _TOKEN_COOKIE.search(value)):
                 return False  # a token must be valid even where none is needed: ASGI checks it
-        query = scope["query_string"]
-        if _TOKEN_PARAMETER.search(query):
+        query = QueryParams(scope["query_string"]) if scope["query_string"] else _NO_QUERY
+        if any(name in query for name in TOKEN_PARAMETERS):  # names percent-decoded
             return False
         try:
-            wanted = read_stream_request(
-                self.settings, path_topics, QueryParams(query) if query else _NO_QUERY, headers
-            )
+            wanted = read_stream_request(self.settings, path_topics, query, headers)
+            if any(map(is_private_topic, wanted.topics)):
+                return False  # reading it needs a grant: the ASGI route checks it
             sub = self.hub.subscribe_nowait(wanted.topics, wanted.last_event_id)
         except (APIError, HubError, InvalidEventId, ValueError):
             return False  # the ASGI route answers with the proper error

@@ -22,7 +22,7 @@ from sluiceway.hub import (
     TooManyTopics,
     check_topic_name,
 )
-from sluiceway.server.access import require_read, require_write
+from sluiceway.server.access import require_topic_read, require_write
 from sluiceway.server.errors import APIError, JSONResponse
 from sluiceway.server.metrics import render
 from sluiceway.server.settings import Settings
@@ -107,7 +107,7 @@ async def _stream(request: Request, path_topics: list[str]) -> Response:
     wanted = read_stream_request(
         _settings(request), path_topics, request.query_params, request.headers
     )
-    grants = require_read(request, *map(topic_resource, wanted.topics))
+    grants = require_topic_read(request, wanted.topics)
     try:
         subscription = await hub.subscribe(wanted.topics, last_event_id=wanted.last_event_id)
     except InvalidEventId as exc:
@@ -135,7 +135,7 @@ async def subscribe_many(request: Request) -> Response:
 
 async def history(request: Request) -> Response:
     topic = _topic(request)
-    require_read(request, topic_resource(topic))
+    require_topic_read(request, [topic])
     after = request.query_params.get("after") or None
     raw_limit = request.query_params.get("limit", "100")
     if not raw_limit.isdigit() or not 1 <= int(raw_limit) <= MAX_HISTORY_LIMIT:
