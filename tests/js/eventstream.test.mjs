@@ -279,12 +279,13 @@ describe("EventStream", () => {
       res.writeHead(statuses[n] ?? 500);
       res.end();
     });
-    const stream = connect(s.url, { retry: 20, maxAttempts: 5, random: () => 0.5 });
+    const stream = connect(s.url, { retry: 20, maxRetry: 600, maxAttempts: 5, random: () => 0.5 });
     const log = record(stream, CONTROL);
     assert.equal((await once(stream, "close")).reason, "gave_up");
     const waits = log.filter(([t]) => t === "reconnecting").map(([, e]) => [e.attempt, e.delay]);
-    // d = 20 * 2^(n-1); random 0.5 gives 3/4 of d.
-    assert.deepEqual(waits, [[1, 15], [2, 30], [3, 60], [4, 120]]);
+    // After a failure the base is at least 250 ms (retry: 20 is less): d = min(600, 250 *
+    // 2^(n-1)); random 0.5 gives 3/4 of d.
+    assert.deepEqual(waits, [[1, 187.5], [2, 375], [3, 450], [4, 450]]);
     assert.deepEqual(log.filter(([t]) => t === "error").map(([, e]) => [e.status, e.fatal]), [
       [500, false], [429, false], [502, false], [408, false], [500, false],
     ]);
@@ -296,11 +297,11 @@ describe("EventStream", () => {
       res.writeHead(500);
       res.end();
     });
-    const stream = connect(s.url, { retry: 10, maxRetry: 40, maxAttempts: 6, random: () => 0 });
+    const stream = connect(s.url, { retry: 300, maxRetry: 700, maxAttempts: 4, random: () => 0 });
     const delays = [];
     stream.addEventListener("reconnecting", (e) => delays.push(e.delay));
     await once(stream, "close");
-    assert.deepEqual(delays, [5, 10, 20, 20, 20]);
+    assert.deepEqual(delays, [150, 300, 350]);
   });
 
   test("the attempt counter starts over after a connection that delivered an event", async () => {
@@ -384,6 +385,175 @@ describe("EventStream", () => {
     assert.equal(reset.data, JSON.stringify(detail));
     assert.equal(reset.lastEventId, "a-57");
     assert.equal(stream.lastEventId, "a-58");
+  });
+
+  test("server events named open, close, reconnecting or reset arrive as server:<name>", async () => {
+    const s = await server((req, res) => {
+      openStream(res);
+      for (const name of ["open", "close", "reconnecting", "reset", "error"]) {
+        res.write(`event: ${name}\nid: ${name}-1\ndata: {"published":"${name}"}\n\n`);
+      }
+      res.write("id: last\ndata: still here\n\n");
+    });
+    const stream = connect(s.url, { retry: 10 });
+    const renamed = ["server:open", "server:close", "server:reconnecting", "server:reset"];
+    const log = record(stream, [...CONTROL, ...renamed]);
+    await once(stream, "message");
+    // The published "close" did not end anything: the stream is open, and saw one open.
+    assert.equal(stream.readyState, "open");
+    stream.close();
+    assert.deepEqual(log.map(([t]) => t), ["open", ...renamed, "error", "message", "close"]);
+    const [, open] = log[0];
+    assert.ok(open.response, "the client's own open");
+    for (const [type, event] of log.slice(1, 5)) {
+      assert.equal(event.data, `{"published":"${type.slice(7)}"}`);
+      assert.equal(event.lastEventId, `${type.slice(7)}-1`);
+    }
+    // A server event named "error" stays "error" (as with EventSource): it has data.
+    const [, error] = log[5];
+    assert.equal(error.data, '{"published":"error"}');
+    assert.equal(error.fatal, undefined);
+    assert.equal(log.at(-1)[1].reason, "closed", "the only close is close()");
+  });
+
+  test("a POST that fails before it opened is never repeated: fatal error, close fatal", async () => {
+    const s = await server((req, res) => {
+      res.writeHead(503, { "retry-after": "0", "content-type": "application/json" });
+      res.end(JSON.stringify({ error: "shutting_down", detail: "restarting" }));
+    });
+    const stream = connect(s.url, { method: "POST", body: { go: 1 }, retry: 10 });
+    const log = record(stream, CONTROL);
+    assert.equal((await once(stream, "close", 2000)).reason, "fatal");
+    assert.deepEqual(log.map(([t]) => t), ["error", "close"]);
+    const [[, error]] = log;
+    assert.equal(error.fatal, true);
+    assert.equal(error.status, 503);
+    assert.deepEqual(error.body, { error: "shutting_down", detail: "restarting" });
+    await sleep(100);
+    assert.equal(s.requests.length, 1, "the POST was sent once");
+
+    // A network failure of a POST is fatal too (the server may have received it).
+    const gone = await serve(() => {});
+    await gone.close();
+    const refused = connect(gone.url, { method: "POST", body: {}, retry: 10 });
+    const log2 = record(refused, CONTROL);
+    assert.equal((await once(refused, "close", 2000)).reason, "fatal");
+    assert.deepEqual(log2.map(([t]) => t), ["error", "close"]);
+    assert.equal(log2[0][1].fatal, true);
+    assert.equal(log2[0][1].status, 0);
+  });
+
+  test("a POST may answer after the idle timeout: the idle timer starts with the headers", async () => {
+    const s = await server(async (req, res, n) => {
+      if (n === 0) await sleep(300); // a slow first token: Sluiceway answers the POST then
+      openStream(res);
+      res.write(`id: ${n + 1}\ndata: from ${req.method}\n\n`);
+      // then silence: now the idle timeout applies
+    });
+    const stream = connect(`${s.url}/start`, {
+      method: "POST",
+      body: {},
+      idleTimeout: 100,
+      retry: 10,
+      resumeUrl: `${s.url}/follow`,
+    });
+    const log = record(stream, CONTROL);
+    const messages = [];
+    stream.addEventListener("message", (e) => {
+      messages.push(e.data);
+      if (messages.length === 2) stream.close();
+    });
+    await once(stream, "close");
+    assert.deepEqual(messages, ["from POST", "from GET"]);
+    assert.deepEqual(s.requests.map((r) => [r.method, r.url]), [["POST", "/start"], ["GET", "/follow"]]);
+    const [[, reconnecting]] = log.filter(([t]) => t === "reconnecting");
+    assert.ok(reconnecting.error instanceof IdleTimeoutError, "the silence after the headers was timed");
+    assert.equal(s.requests[1].headers["last-event-id"], "1");
+  });
+
+  test("after retry: 0, failed attempts stay spaced (a floor of 250 ms for the base)", async () => {
+    const s = await server((req, res, n) => {
+      if (n === 0) {
+        openStream(res);
+        res.end("retry: 0\n\nid: 1\ndata: a\n\n");
+        return;
+      }
+      res.writeHead(503);
+      res.end();
+    });
+    const stream = connect(s.url, { maxAttempts: 3, random: () => 0 });
+    const delays = [];
+    stream.addEventListener("reconnecting", (e) => delays.push(e.delay));
+    assert.equal((await once(stream, "close")).reason, "gave_up");
+    // A clean end after events: `retry: 0` as given. Then 503s: base 250, d = 250 * 2^(n-1).
+    assert.deepEqual(delays, [0, 250]);
+    assert.equal(s.requests.length, 3);
+    const gap = s.requests[2].at - s.requests[1].at;
+    assert.ok(gap >= 240, `the second failure was retried after ${gap} ms`);
+  });
+
+  test("huge Retry-After, retry and idleTimeout are clamped: no setTimeout overflow", async () => {
+    const s = await server((req, res) => {
+      res.writeHead(503, { "retry-after": "99999999999" });
+      res.end();
+    });
+    const stream = connect(s.url, { retry: 10 });
+    const reconnecting = await once(stream, "reconnecting");
+    assert.equal(reconnecting.delay, 3_600_000, "Retry-After is honoured up to an hour");
+    await sleep(100);
+    assert.equal(s.requests.length, 1, "no early retry");
+    stream.close();
+
+    const s2 = await server((req, res) => {
+      res.writeHead(500);
+      res.end();
+    });
+    const stream2 = connect(s2.url, { retry: 1e12, maxRetry: Infinity });
+    const { delay } = await once(stream2, "reconnecting");
+    assert.ok(delay > 0 && delay <= 2 ** 31 - 1, `delay ${delay}`);
+    await sleep(100);
+    assert.equal(s2.requests.length, 1, "no early retry");
+    stream2.close();
+
+    const s3 = await server(async (req, res) => {
+      openStream(res);
+      res.write("data: a\n\n");
+      await sleep(150);
+      res.write("data: b\n\n");
+    });
+    const stream3 = connect(s3.url, { idleTimeout: 2 ** 32, retry: 10 });
+    const log = record(stream3, CONTROL);
+    await new Promise((resolve) => stream3.addEventListener("message", (e) => e.data === "b" && resolve()));
+    stream3.close();
+    assert.deepEqual(log.map(([t]) => t), ["open", "message", "message", "close"]);
+  });
+
+  test("headers may be a function, called for each request (a fresh token on reconnect)", async () => {
+    const s = await server((req, res, n) => {
+      openStream(res);
+      if (n === 0) res.end("retry: 10\nid: 1\ndata: a\n\n");
+      else res.write("id: 2\ndata: b\n\n");
+    });
+    let issued = 0;
+    const stream = connect(s.url, { headers: () => ({ Authorization: `Bearer t${++issued}` }) });
+    await new Promise((resolve) => stream.addEventListener("message", (e) => e.data === "b" && resolve()));
+    stream.close();
+    assert.deepEqual(s.requests.map((r) => r.headers.authorization), ["Bearer t1", "Bearer t2"]);
+
+    // An async one too; one that throws fails that attempt (a GET: retried).
+    let calls = 0;
+    const stream2 = connect(s.url, {
+      retry: 10,
+      headers: async () => {
+        if (++calls === 1) throw new Error("token refresh failed");
+        return { Authorization: "Bearer async" };
+      },
+    });
+    const reconnecting = await once(stream2, "reconnecting");
+    assert.match(reconnecting.error.message, /token refresh failed/);
+    await once(stream2, "message");
+    stream2.close();
+    assert.equal(s.requests.at(-1).headers.authorization, "Bearer async");
   });
 
   test("bytes split anywhere on the wire (CRLF and UTF-8 cut in two)", async () => {

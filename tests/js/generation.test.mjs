@@ -17,9 +17,11 @@ const frame = (id, event, data) => `id: ${id}\nevent: ${event}\ndata: ${JSON.str
  *   POST /v1/generations/{id}/cancel  ends it with `done` {finish_reason: "cancelled"}
  * Events: start (g-1), a token per TOKENS entry (g-2...), then `done` or `error` (`ending`).
  * `cutAfter`: the first connection is destroyed after that many events; `status`: the POST's
- * refusal; `streamStatus`: the status of every GET .../stream.
+ * refusal; `streamStatus`: the status of every GET .../stream. `resetOnResume`: a GET with a
+ * Last-Event-ID gets the hub's `sluiceway.reset` and then events from g-9 on (g-6 to g-8
+ * lost), as when that id left the history; "always": every GET does, even without one.
  */
-async function fakeServer({ cutAfter = null, headerDelay = 0, tokenDelay = 3, ending = "done", status = null, streamStatus = null } = {}) {
+async function fakeServer({ cutAfter = null, headerDelay = 0, tokenDelay = 3, ending = "done", status = null, streamStatus = null, resetOnResume = false } = {}) {
   const events = [frame("g-1", "start", { id: GEN_ID, model: "fake-1", provider: "fake", created: 1 })];
   TOKENS.forEach((text, i) => events.push(frame(`g-${i + 2}`, "token", { text })));
   const last = `g-${TOKENS.length + 2}`;
@@ -31,12 +33,13 @@ async function fakeServer({ cutAfter = null, headerDelay = 0, tokenDelay = 3, en
   const state = { cancelled: false, produced: 0, closedEarly: 0, connections: 0 };
   const idOf = (f) => f.slice(4, f.indexOf("\n"));
 
-  async function stream(req, res, from, cut) {
+  async function stream(req, res, from, cut, prefix = "") {
     state.connections++;
     res.on("close", () => {
       if (!res.writableFinished) state.closedEarly++;
     });
     openStream(res, { "x-generation-id": GEN_ID });
+    if (prefix) res.write(prefix);
     for (let i = from, sent = 0; ; i++, sent++) {
       if (cut !== null && sent === cut) return res.socket.destroy();
       if (state.cancelled && i >= state.produced) {
@@ -70,6 +73,10 @@ async function fakeServer({ cutAfter = null, headerDelay = 0, tokenDelay = 3, en
         return res.end();
       }
       const after = req.headers["last-event-id"];
+      if (resetOnResume === "always" || (resetOnResume && after)) {
+        const detail = { topics: [{ topic: `gen.${GEN_ID}`, reason: "expired", requested: after ?? "", earliest: "g-9", resumed_at: "g-8" }] };
+        return stream(req, res, 8, null, frame("g-8", "sluiceway.reset", detail));
+      }
       const from = after ? events.findIndex((f) => idOf(f) === after) + 1 : 0;
       if (after === last) {
         res.writeHead(204);
@@ -78,6 +85,7 @@ async function fakeServer({ cutAfter = null, headerDelay = 0, tokenDelay = 3, en
       return stream(req, res, from, null);
     }
     if (req.method === "POST" && path === `/v1/generations/${GEN_ID}/cancel`) {
+      state.cancelAuthorization = req.headers.authorization;
       state.cancelled = true;
       res.writeHead(200, { "content-type": "application/json" });
       return res.end(JSON.stringify({ id: GEN_ID, state: "cancelled" }));
@@ -100,13 +108,25 @@ const resumeGen = (...args) => track(Generation.resume(...args));
 afterEach(() => followed.splice(0).forEach((g) => g.close()));
 const test = (name, fn) => nodeTest(name, { timeout: 8000 }, fn);
 
+/** The text a record with this lastEventId must hold: the tokens up to that event. */
+const textAt = (id) => (id === "" || id === "g-1" ? "" : TOKENS.slice(0, Number(id.slice(2)) - 1).join(""));
+
+/** A MemoryStorage that also keeps every record written, parsed, with when it was written. */
+class SpyStorage extends MemoryStorage {
+  writes = [];
+  setItem(key, value) {
+    this.writes.push({ ...JSON.parse(value), at: performance.now() });
+    super.setItem(key, value);
+  }
+}
+
 const BODY = { messages: [{ role: "user", content: "Tell me a story" }], max_tokens: 50 };
 const TYPES = ["start", "token", "done", "cancelled", "error", "reconnecting", "state", "reset"];
 
 describe("Generation", () => {
-  test("start: POSTs the body, streams the text, ends done; storage follows every token", async () => {
+  test("start: POSTs the body, streams the text, ends done; storage pairs text and id", async () => {
     const s = await fakeServer();
-    const storage = new MemoryStorage();
+    const storage = new SpyStorage();
     const g = startGen(BODY, {
       baseUrl: s.url,
       storage,
@@ -116,8 +136,6 @@ describe("Generation", () => {
     assert.equal(g.state, "starting");
     assert.equal(g.id, null);
     const log = record(g, TYPES);
-    const snapshots = [];
-    g.addEventListener("token", () => snapshots.push([g.text, JSON.parse(storage.getItem("sluiceway.generation"))]));
     const done = await once(g, "done");
 
     assert.equal(g.text, TEXT);
@@ -142,15 +160,14 @@ describe("Generation", () => {
     assert.equal(start.id, GEN_ID);
     assert.equal(start.model, "fake-1");
 
-    // After every token, storage held that token's text with that token's id.
-    snapshots.forEach(([text, stored], i) => {
-      assert.equal(stored.text, text);
-      assert.equal(stored.lastEventId, `g-${i + 2}`);
+    // Every record written paired a text with the id of its last token.
+    assert.ok(storage.writes.length >= 1);
+    for (const stored of storage.writes) {
+      assert.equal(stored.text, textAt(stored.lastEventId));
       assert.equal(stored.id, GEN_ID);
       assert.equal(stored.baseUrl, s.url);
       assert.deepEqual(stored.meta, { prompt: "Tell me a story" });
-    });
-    assert.equal(snapshots.length, TOKENS.length);
+    }
     assert.equal(storage.getItem("sluiceway.generation"), null, "removed once done");
     assert.equal(s.requests.length, 1);
   });
@@ -349,5 +366,156 @@ describe("Generation", () => {
     assert.equal(g.state, "cancelled");
     assert.equal(s.requests.at(-1).url, `/v1/generations/${GEN_ID}/cancel`);
     assert.equal(storage.getItem("sluiceway.generation"), null);
+  });
+  test("a start POST that fails is never repeated: one POST, then error", async () => {
+    const s = await fakeServer({ status: 503 });
+    const g = startGen(BODY, { baseUrl: s.url, storage: null, retry: 10 });
+    const error = await once(g, "error", 2000);
+    assert.equal(error.status, 503);
+    assert.equal(g.state, "error");
+    await sleep(100);
+    assert.deepEqual(s.requests.map((r) => r.method), ["POST"], "one generation started, not several");
+  });
+
+  test("a slow first token (headers later than idleTimeout) does not start the generation again", async () => {
+    const s = await fakeServer({ headerDelay: 300 });
+    const g = startGen(BODY, { baseUrl: s.url, storage: null, idleTimeout: 100, retry: 10 });
+    await once(g, "done");
+    assert.equal(g.text, TEXT);
+    assert.deepEqual(s.requests.map((r) => r.method), ["POST"]);
+  });
+
+  test("a reset on resume drops the text and replays the generation from its first event", async () => {
+    const s = await fakeServer({ cutAfter: 5, resetOnResume: true });
+    const storage = new SpyStorage();
+    const g = startGen(BODY, { baseUrl: s.url, storage, retry: 10 });
+    const log = record(g, TYPES);
+    let textAtReset = null;
+    g.addEventListener("reset", () => (textAtReset = g.text));
+    await once(g, "done");
+    assert.equal(g.text, TEXT, "the server's text, without a gap");
+    assert.equal(textAtReset, "", "the text was dropped before the replay");
+    const [[, reset]] = log.filter(([t]) => t === "reset");
+    assert.equal(reset.detail.topics[0].reason, "expired");
+    assert.equal(reset.text, "");
+    // Tokens: 4 before the cut, then all of them again from the start.
+    const afterReset = log.slice(log.findIndex(([t]) => t === "reset")).filter(([t]) => t === "token");
+    assert.deepEqual(afterReset.map(([, e]) => e.text), TOKENS);
+    assert.equal(afterReset.at(-1)[1].total, TEXT);
+    const gets = s.requests.filter((r) => r.method === "GET");
+    assert.deepEqual(gets.map((r) => r.headers["last-event-id"]), ["g-5", undefined]);
+    assert.ok(gets.every((r) => r.url === `/v1/generations/${GEN_ID}/stream`));
+    for (const stored of storage.writes) assert.equal(stored.text, textAt(stored.lastEventId));
+    assert.equal(storage.getItem("sluiceway.generation"), null);
+    assert.equal(g.state, "done");
+  });
+
+  test("a reset even when replaying from the start ends in error (no loop, no gap)", async () => {
+    const s = await fakeServer({ resetOnResume: "always" });
+    const storage = new MemoryStorage();
+    storage.setItem("sluiceway.generation", JSON.stringify({ id: GEN_ID, lastEventId: "g-4", text: "Once upon a", meta: {}, baseUrl: s.url }));
+    const g = resumeGen({ storage, retry: 10 });
+    const log = record(g, TYPES);
+    const error = await once(g, "error");
+    assert.equal(error.error, "reset");
+    assert.equal(g.state, "error");
+    await sleep(50);
+    assert.deepEqual(s.requests.map((r) => r.headers["last-event-id"]), ["g-4", undefined]);
+    assert.equal(log.filter(([t]) => t === "reset").length, 1);
+    assert.ok(!log.some(([t]) => t === "done"));
+  });
+
+  test("401/403 on a reconnect: a fatal error, but storage keeps the generation for a reload", async () => {
+    for (const status of [401, 403]) {
+      const s = await fakeServer({ streamStatus: status });
+      const storage = new MemoryStorage();
+      const record0 = JSON.stringify({ id: GEN_ID, lastEventId: "g-4", text: "Once upon a", meta: { a: 1 }, baseUrl: s.url, model: "fake-1" });
+      storage.setItem("sluiceway.generation", record0);
+      const g = resumeGen({ storage, retry: 10 });
+      const error = await once(g, "error");
+      assert.equal(error.status, status);
+      assert.equal(g.state, "error");
+      assert.equal(storage.getItem("sluiceway.generation"), record0, "kept as it was");
+      await sleep(30);
+      assert.equal(s.requests.length, 1, "not retried");
+      // A reload (with a fresh token) follows it again.
+      const again = resumeGen({ storage, retry: 10 });
+      assert.equal(again?.text, "Once upon a");
+      again.close();
+    }
+  });
+
+  test("headers may be an (async) function: called for the POST, each reconnect and the cancel", async () => {
+    const s = await fakeServer({ cutAfter: 5, tokenDelay: 20 });
+    let issued = 0;
+    const headers = async () => ({ Authorization: `Bearer t${++issued}` });
+    const g = startGen(BODY, { baseUrl: s.url, storage: null, retry: 10, headers });
+    await new Promise((resolve) => g.addEventListener("token", () => g.text.length > 20 && resolve()));
+    await g.stop();
+    assert.deepEqual(s.requests.map((r) => [r.method, r.headers.authorization]), [
+      ["POST", "Bearer t1"],
+      ["GET", "Bearer t2"],
+      ["POST", "Bearer t3"],
+    ]);
+    assert.equal(s.state.cancelAuthorization, "Bearer t3");
+  });
+
+  test("storage writes are throttled (at most one per 250 ms), always pairing text and id", async () => {
+    const fast = await fakeServer({ tokenDelay: 1 });
+    const storage = new SpyStorage();
+    const g = startGen(BODY, { baseUrl: fast.url, storage });
+    await once(g, "done");
+    assert.ok(storage.writes.length <= 2, `${storage.writes.length} writes for a 30 ms generation`);
+
+    const slow = await fakeServer({ tokenDelay: 60 }); // about 700 ms
+    const storage2 = new SpyStorage();
+    const g2 = startGen(BODY, { baseUrl: slow.url, storage: storage2 });
+    await once(g2, "done");
+    const writes = storage2.writes;
+    assert.ok(writes.length >= 2 && writes.length <= 4, `${writes.length} writes`);
+    for (let i = 1; i < writes.length; i++) {
+      const gap = writes[i].at - writes[i - 1].at;
+      assert.ok(gap >= 245, `writes ${gap} ms apart`);
+    }
+    for (const stored of writes) assert.equal(stored.text, textAt(stored.lastEventId));
+    assert.ok(writes.some((w) => w.text.length > 0), "the text was kept on the way");
+    assert.equal(storage2.getItem("sluiceway.generation"), null);
+  });
+
+  test("pagehide writes the record at once", async () => {
+    const page = new EventTarget();
+    globalThis.addEventListener = page.addEventListener.bind(page);
+    globalThis.removeEventListener = page.removeEventListener.bind(page);
+    try {
+      const s = await fakeServer({ tokenDelay: 20 });
+      const storage = new SpyStorage();
+      const g = startGen(BODY, { baseUrl: s.url, storage });
+      await new Promise((resolve) => g.addEventListener("token", () => g.text === "Once upon a time" && resolve()));
+      page.dispatchEvent(new Event("pagehide"));
+      const stored = JSON.parse(storage.getItem("sluiceway.generation"));
+      assert.equal(stored.text, "Once upon a time");
+      assert.equal(stored.lastEventId, "g-5");
+      await once(g, "done");
+      const writes = storage.writes.length;
+      page.dispatchEvent(new Event("pagehide")); // its listener is gone with the generation
+      assert.equal(storage.writes.length, writes);
+    } finally {
+      delete globalThis.addEventListener;
+      delete globalThis.removeEventListener;
+    }
+  });
+
+  test("Generation.forget() removes the stored record (New chat)", () => {
+    const storage = new MemoryStorage();
+    storage.setItem("sluiceway.generation", JSON.stringify({ id: GEN_ID, lastEventId: "g-4", text: "x", meta: {} }));
+    storage.setItem("tab-2", JSON.stringify({ id: GEN_ID, lastEventId: "g-4", text: "x", meta: {} }));
+    Generation.forget({ storage });
+    assert.equal(storage.getItem("sluiceway.generation"), null);
+    assert.equal(resumeGen({ storage }), null);
+    assert.notEqual(storage.getItem("tab-2"), null, "another key is left alone");
+    Generation.forget({ storage, storageKey: "tab-2" });
+    assert.equal(storage.getItem("tab-2"), null);
+    Generation.forget(); // Node has no sessionStorage: nothing to do, no error
+    Generation.forget({ storage: null });
   });
 });

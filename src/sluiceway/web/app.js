@@ -57,6 +57,9 @@ function describeError(data, status) {
 
 /** An event the server sent (EventStream also dispatches "error" for a failed connection). */
 const isServerEvent = (ev) => typeof ev.data === "string" && "lastEventId" in ev;
+/** The name the server gave an event: EventStream dispatches a server event named like one
+ * of its own ("open", "close", "reconnecting", "reset") as "server:<name>". */
+const serverName = (type) => (/^server:(open|close|reconnecting|reset)$/.test(type) ? type.slice(7) : type);
 /** Whether a scrolled list shows its end (new lines then keep it there). */
 const nearBottom = (list) => list.scrollHeight - list.scrollTop - list.clientHeight < 48;
 
@@ -119,6 +122,9 @@ function renderConversation() {
 function setChatState(state) {
   chat.state.textContent = state;
   chat.state.dataset.state = state;
+  // While tokens stream in, screen readers wait for the answer instead of re-reading it on
+  // every token; "false" again once it is whole.
+  chat.log.setAttribute("aria-busy", String(state === "streaming"));
   chat.stop.disabled = state !== "streaming";
   chat.send.disabled = state === "streaming";
 }
@@ -142,6 +148,15 @@ function followGeneration(generation, { sentAt = null, resumed = false } = {}) {
 
   let firstAt = null; // live figures, measured here; the server's replace them at "done"
   let tokens = 0;
+  // The server could not resume the answer exactly: sluiceway.js dropped its text and replays
+  // it from the start; show it anew (the tokens come again).
+  generation.addEventListener("reset", () => {
+    text.textContent = generation.text;
+    firstAt = null;
+    tokens = 0;
+    sentAt = null; // a TTFT measured now would not be the answer's
+    chat.notice.textContent = "Some of the answer was lost on the way: replaying it from its start";
+  });
   generation.addEventListener("token", () => {
     const now = performance.now();
     if (firstAt === null) {
@@ -225,6 +240,8 @@ $("chat-clear").addEventListener("click", () => {
   if (chat.generation) return;
   chat.messages = [];
   store.remove(CHAT_KEY);
+  // An unfinished generation kept for a reload (after an error) belongs to the old chat.
+  Generation.forget(GENERATION_OPTIONS);
   renderConversation();
   chat.resumed.hidden = chat.error.hidden = true;
   setChatState("idle");
@@ -287,6 +304,7 @@ function setTopicStatus(state) {
 
 function showEvent({ type, data, lastEventId: id }) {
   if (type.startsWith("sluiceway.")) return; // the hub's control events: "reset" shows them
+  type = serverName(type);
   const topic = id ? topicOf(id) : undefined;
   if (id) topics.cursor = id;
   topics.lastId.textContent = id || "—";
@@ -539,7 +557,7 @@ const savedJob = store.get(JOB_KEY, null);
 if (savedJob?.id) followJob(savedJob.id, savedJob.events ?? `/jobs/${encodeURIComponent(savedJob.id)}/events`, true);
 
 // ---------------------------------------------------------------- status
-const status = { timer: null, last: null };
+const status = { timer: null, last: null, busy: false };
 
 /** Prometheus text format → [{name, labels, value}] */
 function parseMetrics(text) {
@@ -556,6 +574,9 @@ function parseMetrics(text) {
 const sum = (samples, name) => samples.reduce((n, s) => (s.name === name ? n + s.value : n), 0);
 
 async function refreshStatus() {
+  // A slow server must not get a pile of polls: the next tick starts one only once this ends.
+  if (status.busy) return;
+  status.busy = true;
   const problem = $("status-error");
   try {
     const [text, health] = await Promise.all([
@@ -590,6 +611,8 @@ async function refreshStatus() {
   } catch (error) {
     problem.textContent = `Could not refresh: ${error?.message ?? error}`;
     problem.hidden = false;
+  } finally {
+    status.busy = false;
   }
 }
 

@@ -69,21 +69,36 @@ export declare class HTTPError extends Error {
   readonly status: number;
 }
 
+/** Headers to send: an object, or a function (sync or async) returning one, called before each
+ * request (the first, every reconnect, Generation's cancel), so that a page can send a token
+ * it refreshed meanwhile. A function that throws fails that attempt. */
+export type HeadersOption =
+  | Record<string, string>
+  | (() => Record<string, string> | Promise<Record<string, string>>);
+
 export interface StreamOptions {
-  /** "GET" (default) or "POST". */
+  /** "GET" (default) or "POST". A request that is not a GET is never repeated before the
+   * stream first opened (it may have started something): a failure then is fatal. */
   method?: string;
   /** Sent JSON-serialised, with `content-type: application/json` (unless headers set one). */
   body?: unknown;
-  /** Sent with every request (e.g. Authorization). */
-  headers?: Record<string, string>;
+  /** Sent with every request (e.g. Authorization); a function is called for each request. */
+  headers?: HeadersOption;
   /** Resume from here on the first request (sent as `Last-Event-ID`). */
   lastEventId?: string;
-  /** Base reconnect delay in ms (default 1000); a server `retry:` replaces it. */
+  /** Base reconnect delay in ms (default 1000); a server `retry:` replaces it. After a failed
+   * attempt (an error, or an end without any event) the base is at least 250 ms, so that
+   * `retry: 0` cannot make a failing server spin the client; after a clean end that delivered
+   * events, `retry:` is used as given (even 0). */
   retry?: number;
-  /** Cap of the exponential backoff in ms (default 30000). A `Retry-After` is not capped. */
+  /** Cap of the exponential backoff in ms (default 30000; it caps the 250 ms floor too). A
+   * `Retry-After` is not capped by it, but by one hour. No delay exceeds 2^31-1 ms. */
   maxRetry?: number;
   /** Ms without any byte (keep-alive comments count) before the connection is aborted and
-   * reconnected (default 45000, three of Sluiceway's default 15 s pings). 0 or Infinity: none. */
+   * reconnected (default 45000, three of Sluiceway's default 15 s pings). It starts once the
+   * response headers arrived; before them only a GET is timed (a POST may take as long as it
+   * needs: Sluiceway answers POST /v1/generations after the first token). 0, Infinity or more
+   * than 2^31-1: none. */
   idleTimeout?: number;
   /** Consecutive failed attempts before giving up with close("gave_up") (default Infinity).
    * A connection that delivered at least one event resets the count; one that ended cleanly
@@ -93,7 +108,7 @@ export interface StreamOptions {
   reconnect?: boolean;
   /** Where (GET, no body) to reconnect once the stream has opened once, e.g. a POST that started
    * something is followed elsewhere. A function gets the current last event id. Retries before
-   * the first successful open repeat the original request. */
+   * the first successful open repeat the original request (only a GET is retried then). */
   resumeUrl?: string | ((lastEventId: string) => string);
   /** The fetch to use (tests). */
   fetch?: typeof fetch;
@@ -114,7 +129,14 @@ export interface OpenEvent extends Event {
   reconnected: boolean;
 }
 
-/** "message" and every named event from the server (its `event:` name is the type). */
+/**
+ * "message" and every named event from the server (its `event:` name is the type), except:
+ * the hub's "sluiceway.reset" is dispatched as "reset" (ResetEvent), and a server event named
+ * "open", "close", "reconnecting" or "reset" is dispatched as "server:open", "server:close",
+ * "server:reconnecting", "server:reset" (those names are the client's own lifecycle events: a
+ * published `close` must not look like the end of the stream). A server event named "error"
+ * keeps its name, as with EventSource (see StreamErrorEvent).
+ */
 export interface MessageStreamEvent extends Event {
   data: string;
   lastEventId: string;
@@ -140,6 +162,13 @@ export interface ResetEvent extends Event {
   /** `data` parsed, or null when it is not JSON. */
   detail: ResetDetail | null;
   lastEventId: string;
+}
+
+/** Generation's "reset": the server could not resume it exactly, so its text was dropped
+ * ("") and it is replayed from its first event (the tokens come again): render `text` anew. */
+export interface GenerationResetEvent extends ResetEvent {
+  /** The text after the reset: "". */
+  text: string;
 }
 
 export interface ReconnectingEvent extends Event {
@@ -198,6 +227,8 @@ export declare class EventStream extends EventTarget {
   /** Abort the request, no more reconnects; dispatches "close" with reason "closed". */
   close(): void;
 
+  /** Server events named "open", "close", "reconnecting" or "reset" arrive under these. */
+  addEventListener(type: "server:open" | "server:close" | "server:reconnecting" | "server:reset", listener: (event: MessageStreamEvent) => void, options?: boolean | AddEventListenerOptions): void;
   addEventListener(type: "open", listener: (event: OpenEvent) => void, options?: boolean | AddEventListenerOptions): void;
   addEventListener(type: "reset", listener: (event: ResetEvent) => void, options?: boolean | AddEventListenerOptions): void;
   addEventListener(type: "reconnecting", listener: (event: ReconnectingEvent) => void, options?: boolean | AddEventListenerOptions): void;
@@ -210,8 +241,9 @@ export declare class EventStream extends EventTarget {
 export interface GenerationOptions {
   /** Default "" (same origin). */
   baseUrl?: string;
-  /** Sent with every request (e.g. Authorization), the cancel included. */
-  headers?: Record<string, string>;
+  /** Sent with every request (e.g. Authorization), the cancel included; a function is called
+   * for each request (a refreshed token then reaches every reconnect). */
+  headers?: HeadersOption;
   /** Where the unfinished generation is kept; default globalThis.sessionStorage when present;
    * null: not kept. */
   storage?: Storage | null;
@@ -219,7 +251,8 @@ export interface GenerationOptions {
   storageKey?: string;
   /** Generation.start only: kept with it in storage (e.g. the prompt), given back by resume(). */
   meta?: Record<string, unknown>;
-  /** Passed to the EventStream. */
+  /** Passed to the EventStream (so is idleTimeout: it does not time the wait for the POST's
+   * answer, which comes with the first token). */
   fetch?: typeof fetch;
   retry?: number;
   maxRetry?: number;
@@ -227,8 +260,12 @@ export interface GenerationOptions {
   maxAttempts?: number;
 }
 
-/** What storage holds (JSON under `storageKey`) while a generation is unfinished. Written
- * after every event (text and lastEventId always agree), removed when it ends. */
+/** What storage holds (JSON under `storageKey`) while a generation is unfinished. Written at
+ * most every 250 ms while events arrive, at once by close() and on `pagehide` (when
+ * globalThis.addEventListener exists); text and lastEventId are always written together (the
+ * text is that of the events up to lastEventId). Removed when the generation ends, except
+ * after "gave_up" or a 401/403 on a reconnect (a reload may follow it again); removed by
+ * stop() and by Generation.forget(). */
 export interface StoredGeneration {
   id: string;
   lastEventId: string;
@@ -261,8 +298,12 @@ export interface GenerationDoneEvent extends Event { summary: GenerationSummary 
  * with finish_reason "cancelled"). */
 export interface GenerationCancelledEvent extends Event { summary: GenerationSummary | null }
 /** It failed: the server's `error` event (`error`: its kind, e.g. "timeout", "upstream_error"),
- * an HTTP refusal (`error`: the body's code, e.g. "invalid_body", "unknown_generation";
- * `status`), or "gave_up" (maxAttempts reached; storage keeps it so a reload can try again). */
+ * an HTTP refusal (`error`: the body's code, e.g. "invalid_body", "unknown_generation", else
+ * "http_<status>"; `status`), a start POST that got no answer ("network_error", status 0: it
+ * is never sent again), "gave_up" (maxAttempts reached), or "reset" (even a replay from the
+ * first event was not exact: the text cannot be complete). After "gave_up" and after a 401 or
+ * 403 on a reconnect, storage keeps the generation so that a reload can try again (with fresh
+ * headers), and stop() still cancels it. */
 export interface GenerationErrorEvent extends Event { error: string; message: string; status: number; body?: unknown }
 export interface GenerationReconnectingEvent extends Event { attempt: number; delay: number; error: Error | null }
 export interface GenerationStateEvent extends Event { state: GenerationState }
@@ -274,7 +315,10 @@ export interface GenerationPartialEvent extends Event { value: unknown; data: st
  * duplicates through Last-Event-ID) and page reloads (resume() from storage).
  *
  * Events: "start", "token", "tool_call", "partial", "done", "cancelled", "error", "reset",
- * "reconnecting", and "state" after every change of `state`.
+ * "reconnecting", and "state" after every change of `state`. On "reset" (the hub could not
+ * resume it exactly) `text` is dropped and the generation is replayed from its first event
+ * (GET .../stream without Last-Event-ID): its tokens come again, and the final text is the
+ * server's.
  */
 export declare class Generation extends EventTarget {
   private constructor();
@@ -287,6 +331,9 @@ export declare class Generation extends EventTarget {
   /** The unfinished generation kept in storage, followed again from its stored last event id
    * with its stored text; null when there is none. */
   static resume(options?: GenerationOptions): Generation | null;
+  /** Remove the record storage keeps under `storageKey` (e.g. "New chat": a reload must not
+   * resume the old answer). close() or stop() a generation still followed in this page first. */
+  static forget(options?: Pick<GenerationOptions, "storage" | "storageKey">): void;
   readonly id: string | null;
   readonly model: string | null;
   /** Everything received so far. */
@@ -295,12 +342,14 @@ export declare class Generation extends EventTarget {
   readonly meta: Record<string, unknown>;
   readonly summary: GenerationSummary | null;
   readonly lastEventId: string;
-  /** Abort the request AND POST {baseUrl}/v1/generations/{id}/cancel; state becomes
+  /** Abort the request AND POST {baseUrl}/v1/generations/{id}/cancel (removing the stored
+   * record); state becomes
    * "cancelled" at once. Idempotent. When called before the server's first answer, waits for
    * it (the id comes with it) before cancelling. Also cancels after a "gave_up" error (the
    * generation may still run on the server). Resolves even if the cancel request fails. */
   stop(): Promise<void>;
-  /** Stop reading without cancelling (e.g. page unload); storage keeps it for resume(). */
+  /** Stop reading without cancelling (e.g. page unload); storage keeps it, written now, for
+   * resume(). */
   close(): void;
 
   addEventListener(type: "start", listener: (event: GenerationStartEvent) => void, options?: boolean | AddEventListenerOptions): void;
@@ -310,7 +359,7 @@ export declare class Generation extends EventTarget {
   addEventListener(type: "error", listener: (event: GenerationErrorEvent) => void, options?: boolean | AddEventListenerOptions): void;
   addEventListener(type: "reconnecting", listener: (event: GenerationReconnectingEvent) => void, options?: boolean | AddEventListenerOptions): void;
   addEventListener(type: "state", listener: (event: GenerationStateEvent) => void, options?: boolean | AddEventListenerOptions): void;
-  addEventListener(type: "reset", listener: (event: ResetEvent) => void, options?: boolean | AddEventListenerOptions): void;
+  addEventListener(type: "reset", listener: (event: GenerationResetEvent) => void, options?: boolean | AddEventListenerOptions): void;
   addEventListener(type: "tool_call", listener: (event: GenerationToolCallEvent) => void, options?: boolean | AddEventListenerOptions): void;
   addEventListener(type: "partial", listener: (event: GenerationPartialEvent) => void, options?: boolean | AddEventListenerOptions): void;
   addEventListener(type: string, listener: EventListenerOrEventListenerObject | null, options?: boolean | AddEventListenerOptions): void;

@@ -4,7 +4,8 @@
 //   SSEParser    the WHATWG "event stream" parser, sans-I/O: text in, events out.
 //   EventStream  SSE over fetch: GET or POST with a JSON body and any headers, reconnection
 //                with Last-Event-ID, backoff with jitter, `retry:`, an idle timeout, and the
-//                hub's reset event surfaced as "reset".
+//                hub's reset event surfaced as "reset". Server events named like the stream's
+//                own ("open", "close", "reconnecting", "reset") arrive as "server:<name>".
 //   Generation   an LLM generation of /v1/generations: tokens, Stop that really cancels, and
 //                resumption after a page reload from what sessionStorage kept.
 //
@@ -272,12 +273,38 @@ export class HTTPError extends Error {
 /** Statuses worth trying again: the server or something in front of it may recover. */
 const retryable = (status) => status >= 500 || status === 408 || status === 429;
 
+/** The longest delay setTimeout takes: a longer one fires after 1 ms (it overflows). */
+const MAX_TIMEOUT = 2 ** 31 - 1;
+/** The longest `Retry-After` (ms) honoured: a server asking for more is asking for an hour. */
+const MAX_RETRY_AFTER = 3_600_000;
+/** The smallest backoff base (ms) after a failed attempt, whatever `retry:` or options.retry
+ * say: with `retry: 0` a server that fails would otherwise be asked again in a tight loop. */
+const MIN_FAILURE_BASE = 250;
+/** Event names of the stream's own lifecycle: a server event so named is dispatched as
+ * "server:<name>", so that it cannot pass for the client's own (a published `close` event
+ * must not look like the end of the stream). "error" is not renamed, as in EventSource. */
+const OWN_EVENTS = new Set(["open", "close", "reconnecting", "reset"]);
+
+/** `headers` of the options: an object, or a function (sync or async) returning one, called
+ * for each request so that a page can send a fresh token on every reconnect. */
+async function resolveHeaders(headers) {
+  return (typeof headers === "function" ? await headers() : headers) ?? {};
+}
+
 /**
  * Server-sent events over `fetch`. Listeners: "open", "message" and each named event type,
  * "reset", "reconnecting", "error", "close" (see sluiceway.d.ts for their fields).
  *
+ * A server event is dispatched under its `event:` name, except: the hub's "sluiceway.reset"
+ * is dispatched as "reset", and a server event named "open", "close", "reconnecting" or
+ * "reset" as "server:open", "server:close", ... (those names are the client's own events). A
+ * server event named "error" stays "error", as with EventSource: it has `data`, a transport
+ * error has not.
+ *
  * Reconnects like EventSource when a response ends, and with backoff after a failure, sending
- * `Last-Event-ID` so that a Sluiceway stream resumes exactly where it was.
+ * `Last-Event-ID` so that a Sluiceway stream resumes exactly where it was. A request that is
+ * not a GET is never repeated before it opened (it may have started something, e.g. a paid
+ * generation): a failure then is fatal.
  */
 export class EventStream extends EventTarget {
   /** @type {string} */ url;
@@ -355,6 +382,12 @@ export class EventStream extends EventTarget {
       if (this.#closed) return;
       if (outcome.kind === "done") return this.#finish("done");
       if (outcome.kind === "fatal") return this.#fail(outcome.error, outcome.status, outcome.body);
+      // Before the first open, a request that is not a GET is never repeated: it may have
+      // started something (POST /v1/generations starts a paid generation) whose answer was
+      // lost on the way. Fatal, so that the caller decides.
+      if (outcome.error && this.#opens === 0 && this.#firstMethod() !== "GET") {
+        return this.#fail(outcome.error, outcome.status ?? 0, outcome.body ?? null);
+      }
       if (outcome.delivered) this.#failures = 0; // that connection worked: start over
       this.#failures += 1;
       if (outcome.error) {
@@ -364,9 +397,16 @@ export class EventStream extends EventTarget {
       }
       if (options.reconnect === false) return this.#finish(outcome.error ? "gave_up" : "done");
       if (this.#failures >= maxAttempts) return this.#finish("gave_up");
-      let delay = backoffDelay(this.#failures, this.#base, options.maxRetry ?? 30000, options.random);
-      // The server said when to come back: wait at least that long (not capped by maxRetry).
-      if (outcome.retryAfter != null) delay = Math.max(delay, outcome.retryAfter);
+      // A failed attempt (an error, or an end without any event) waits at least a floor, so
+      // that `retry: 0` cannot make a failing server spin the client; a clean end after
+      // events reconnects after `retry:` as given (attempts still count up if it repeats).
+      let base = Number.isFinite(this.#base) ? this.#base : 1000;
+      if (outcome.error || !outcome.delivered) base = Math.max(base, MIN_FAILURE_BASE);
+      let delay = backoffDelay(this.#failures, base, options.maxRetry ?? 30000, options.random);
+      // The server said when to come back: wait at least that long (not capped by maxRetry,
+      // but by an hour).
+      if (outcome.retryAfter != null) delay = Math.max(delay, Math.min(outcome.retryAfter, MAX_RETRY_AFTER));
+      delay = Math.min(delay, MAX_TIMEOUT); // a longer setTimeout would fire at once
       this.#state = "connecting";
       this.#emit("reconnecting", { attempt: this.#failures, delay, error: outcome.error ?? null });
       if (this.#closed) return;
@@ -381,8 +421,13 @@ export class EventStream extends EventTarget {
     }
   }
 
+  /** The method of the requests before the first open. */
+  #firstMethod() {
+    return (this.#options.method ?? "GET").toUpperCase();
+  }
+
   /** The request of the next attempt: after the stream first opened, `resumeUrl` (GET). */
-  #request() {
+  async #request() {
     const options = this.#options;
     const resume = this.#opens > 0 && options.resumeUrl != null;
     let url = this.url;
@@ -390,12 +435,12 @@ export class EventStream extends EventTarget {
       const target = options.resumeUrl;
       url = typeof target === "function" ? target(this.lastEventId) : target;
     }
-    const headers = new Headers(options.headers ?? {});
+    const headers = new Headers(await resolveHeaders(options.headers));
     if (!headers.has("accept")) headers.set("accept", "text/event-stream");
     // Some proxies and caches hold on to GET responses otherwise.
     if (!headers.has("cache-control")) headers.set("cache-control", "no-cache");
     if (this.lastEventId) headers.set("last-event-id", this.lastEventId);
-    const init = { method: resume ? "GET" : (options.method ?? "GET").toUpperCase(), headers };
+    const init = { method: resume ? "GET" : this.#firstMethod(), headers };
     if (!resume && options.body !== undefined) {
       if (!headers.has("content-type")) headers.set("content-type", "application/json");
       init.body = JSON.stringify(options.body);
@@ -412,9 +457,10 @@ export class EventStream extends EventTarget {
     let timer = null;
     // Any byte re-arms it (Sluiceway sends a comment every ping_interval, 15 s by default): a
     // connection that went silent (a sleeping laptop, a dead proxy) never errors by itself.
+    // Over MAX_TIMEOUT it would fire at once: that long means none.
     const arm = () => {
       clearTimeout(timer);
-      if (idleTimeout > 0 && idleTimeout < Infinity) {
+      if (idleTimeout > 0 && idleTimeout <= MAX_TIMEOUT) {
         timer = setTimeout(() => {
           idle = true;
           controller.abort(new IdleTimeoutError(idleTimeout));
@@ -423,8 +469,13 @@ export class EventStream extends EventTarget {
     };
     let delivered = false;
     try {
-      arm();
-      const { url, init } = this.#request();
+      const { url, init } = await this.#request();
+      // The idle timeout times the silence of a response: it starts once its headers are
+      // here. Before, only a GET is timed (a server that never answers; a GET is safe to
+      // repeat, and Sluiceway answers one at once). Other requests wait as long as their
+      // answer takes: POST /v1/generations answers after the first token, which may take
+      // longer than the idle timeout, and such a request is not repeated anyway.
+      if (init.method === "GET") arm();
       const response = await this.#fetch(url, { ...init, signal: controller.signal });
       arm();
       this.#response = response;
@@ -442,7 +493,7 @@ export class EventStream extends EventTarget {
           retryAfter = parseRetryAfter(response.headers.get("retry-after"));
           // Sluiceway's JSON errors may carry it too ({"retry_after": seconds}).
           const seconds = body?.retry_after;
-          if (retryAfter == null && typeof seconds === "number") retryAfter = seconds * 1000;
+          if (retryAfter == null && Number.isFinite(seconds) && seconds >= 0) retryAfter = seconds * 1000;
         }
         return { kind: "error", error, status, body, retryAfter };
       }
@@ -505,7 +556,8 @@ export class EventStream extends EventTarget {
       }
       this.#emit("reset", { data, detail, lastEventId });
     } else {
-      this.#emit(type, { data, lastEventId });
+      // A server event named like one of ours must not pass for it: "server:close", ...
+      this.#emit(OWN_EVENTS.has(type) ? `server:${type}` : type, { data, lastEventId });
     }
   }
 }
@@ -538,6 +590,10 @@ function describe(body) {
 
 const INTERNAL = Symbol("sluiceway.Generation");
 const ENDED = new Set(["done", "cancelled", "error"]);
+const STORAGE_KEY = "sluiceway.generation";
+/** Storage is written at most this often (ms) while tokens arrive: each write serialises the
+ * whole text, so one write per token would cost O(n²) over a generation. */
+const SAVE_INTERVAL = 250;
 
 /** `globalThis.sessionStorage`, or null: reading it throws in sandboxed frames and is absent in Node. */
 function defaultStorage() {
@@ -548,7 +604,9 @@ function defaultStorage() {
   }
 }
 
+const storageOf = (options) => (options.storage === undefined ? defaultStorage() : options.storage);
 const trimSlash = (url) => String(url).replace(/\/+$/, "");
+const now = () => globalThis.performance?.now() ?? Date.now();
 
 function parseJSON(text) {
   try {
@@ -563,7 +621,9 @@ function parseJSON(text) {
  * reloads. Create one with `Generation.start()` or `Generation.resume()`.
  *
  * Events: "start", "token", "tool_call", "partial", "done", "cancelled", "error", "reset",
- * "reconnecting", "state" (see sluiceway.d.ts).
+ * "reconnecting", "state" (see sluiceway.d.ts). On "reset" (the server could not resume it
+ * exactly) the text was dropped and the generation is replayed from its first event: render
+ * `text` again.
  */
 export class Generation extends EventTarget {
   #id = null;
@@ -579,9 +639,16 @@ export class Generation extends EventTarget {
   #storage;
   #storageKey;
   #stream = null;
+  #openedFrom = ""; // the Last-Event-ID the current connection was opened with
   #stopping = null;
   #idWaiters = [];
-  #gaveUp = false; // state "error" because the connection could not be re-established
+  // State "error" but the generation may still run on the server (reconnecting gave up, or a
+  // reconnect was refused with 401/403): storage keeps it for a reload, stop() still cancels.
+  #detached = false;
+  #dirty = false; // text or lastEventId changed since the last write to storage
+  #savedAt = -Infinity;
+  #saveTimer = null;
+  #onPageHide = null;
 
   /** Not for direct use: call Generation.start() or Generation.resume(). */
   constructor(token, init) {
@@ -591,18 +658,25 @@ export class Generation extends EventTarget {
     this.#options = options;
     this.#baseUrl = init.baseUrl;
     this.#headers = options.headers ?? {};
-    this.#storage = options.storage === undefined ? defaultStorage() : options.storage;
-    this.#storageKey = options.storageKey ?? "sluiceway.generation";
+    this.#storage = storageOf(options);
+    this.#storageKey = options.storageKey ?? STORAGE_KEY;
     this.#meta = init.meta ?? {};
     this.#id = init.id ?? null;
     this.#model = init.model ?? null;
     this.#text = init.text ?? "";
     this.#lastEventId = init.lastEventId ?? "";
+    if (this.#storage && typeof globalThis.addEventListener === "function") {
+      // The page is going away (reload, navigation, bfcache): write what a throttled save
+      // still holds back, so that resume() continues from the very last token.
+      this.#onPageHide = () => this.#flush();
+      globalThis.addEventListener("pagehide", this.#onPageHide);
+    }
   }
 
   /**
    * POST {baseUrl}/v1/generations with `body` and follow the answer; reconnects go to
-   * GET {baseUrl}/v1/generations/{id}/stream with Last-Event-ID.
+   * GET {baseUrl}/v1/generations/{id}/stream with Last-Event-ID. The POST is never repeated:
+   * if it fails before its answer, the generation ends with "error".
    * @param {{messages: Array<{role: string, content: string}>, [k: string]: unknown}} body
    * @param {import("./sluiceway.js").GenerationOptions} [options]
    */
@@ -619,8 +693,8 @@ export class Generation extends EventTarget {
    * @param {import("./sluiceway.js").GenerationOptions} [options]
    */
   static resume(options = {}) {
-    const storage = options.storage === undefined ? defaultStorage() : options.storage;
-    const key = options.storageKey ?? "sluiceway.generation";
+    const storage = storageOf(options);
+    const key = options.storageKey ?? STORAGE_KEY;
     if (!storage) return null;
     let record;
     try {
@@ -641,6 +715,20 @@ export class Generation extends EventTarget {
     });
     generation.#follow(generation.#streamUrl(), { lastEventId: generation.#lastEventId });
     return generation;
+  }
+
+  /**
+   * Remove the record storage keeps of an unfinished generation (e.g. "New chat": a reload
+   * must not resume the old answer). Close or stop a generation still followed in this page
+   * first, or its next save writes the record again.
+   * @param {{storage?: Storage | null, storageKey?: string}} [options]
+   */
+  static forget(options = {}) {
+    try {
+      storageOf(options)?.removeItem(options.storageKey ?? STORAGE_KEY);
+    } catch {
+      // storage disabled
+    }
   }
 
   /** The generation's id: null until the server's first answer (x-generation-id). */
@@ -684,12 +772,14 @@ export class Generation extends EventTarget {
 
   /** Stop reading without cancelling (e.g. page unload): storage keeps it for resume(). */
   close() {
+    this.#flush();
+    this.#unwatchPage();
     this.#stream?.close();
     this.#resolveId();
   }
 
   async #stop() {
-    if (ENDED.has(this.#state) && !this.#gaveUp) return;
+    if (ENDED.has(this.#state) && !this.#detached) return;
     this.#end("cancelled", { summary: null }, { closeStream: false });
     let id = this.#id;
     if (id === null && this.#stream && this.#stream.readyState !== "closed") {
@@ -709,11 +799,12 @@ export class Generation extends EventTarget {
       const response = await (this.#options.fetch ?? globalThis.fetch)(
         `${this.#baseUrl}/v1/generations/${encodeURIComponent(id)}/cancel`,
         // keepalive: the cancel still goes out when stop() runs as the page is closing.
-        { method: "POST", headers: this.#headers, keepalive: true },
+        { method: "POST", headers: await resolveHeaders(this.#headers), keepalive: true },
       );
       await response.body?.cancel().catch(() => {});
     } catch {
-      // the network is gone: the server's abandon policy will end it
+      // the network is gone (or the headers function failed): the server's abandon policy
+      // will end it
     }
   }
 
@@ -729,7 +820,7 @@ export class Generation extends EventTarget {
   #follow(url, extra) {
     const o = this.#options;
     const stream = new EventStream(url, {
-      headers: this.#headers,
+      headers: this.#headers, // a function stays one: called for each request
       resumeUrl: () => this.#streamUrl(),
       fetch: o.fetch,
       retry: o.retry,
@@ -739,12 +830,15 @@ export class Generation extends EventTarget {
       ...extra,
     });
     this.#stream = stream;
+    // Only the current stream's events count (after a reset, the previous one is left).
     const on = (type, handler) =>
       stream.addEventListener(type, (event) => {
+        if (stream !== this.#stream) return;
         if (event.lastEventId !== undefined && !ENDED.has(this.#state)) this.#lastEventId = event.lastEventId;
         handler(event);
       });
     on("open", (e) => {
+      this.#openedFrom = stream.lastEventId; // what this connection sent as Last-Event-ID
       this.#id ??= e.response.headers.get("x-generation-id") || null;
       this.#resolveId();
       if (ENDED.has(this.#state)) return;
@@ -764,7 +858,7 @@ export class Generation extends EventTarget {
       if (ENDED.has(this.#state)) return;
       const delta = parseJSON(e.data)?.text ?? "";
       this.#text += delta;
-      this.#save(); // text and lastEventId together: a reload resumes right after this token
+      this.#save(); // throttled; a write always pairs the text with this token's id
       this.#emit("token", { text: delta, total: this.#text });
     });
     on("tool_call", (e) => {
@@ -789,17 +883,25 @@ export class Generation extends EventTarget {
         this.#end("error", { error: d.error ?? "error", message: d.message ?? e.data, status: 0 });
       } else if (e.fatal) {
         const body = e.body && typeof e.body === "object" ? e.body : null;
-        this.#end("error", {
-          error: body?.error ?? `http_${e.status || "error"}`,
-          message: body?.detail ?? body?.message ?? e.error?.message ?? String(e.error),
-          status: e.status,
-          body: e.body,
-        });
+        const status = e.status || 0;
+        // Refused for its credentials (an expired token, say): the generation itself may be
+        // fine, and a reload (with fresh headers) can follow it again; storage keeps it.
+        const keep = (status === 401 || status === 403) && this.#id !== null;
+        this.#end(
+          "error",
+          {
+            error: body?.error ?? (status ? `http_${status}` : "network_error"),
+            message: body?.detail ?? body?.message ?? e.error?.message ?? String(e.error),
+            status,
+            body: e.body,
+          },
+          { keep },
+        );
       }
     });
     on("reset", (e) => {
       if (ENDED.has(this.#state)) return;
-      this.#emit("reset", { data: e.data, detail: e.detail, lastEventId: e.lastEventId });
+      this.#replay(e);
     });
     on("reconnecting", (e) => {
       if (ENDED.has(this.#state)) return;
@@ -813,11 +915,41 @@ export class Generation extends EventTarget {
       } else if (e.reason === "gave_up" && !ENDED.has(this.#state)) {
         // Not removed from storage: the generation may well still be running; a reload
         // retries, and stop() still cancels it.
-        this.#gaveUp = true;
-        this.#setState("error");
-        this.#emit("error", { error: "gave_up", message: "could not reconnect to the generation", status: 0 });
+        this.#end(
+          "error",
+          { error: "gave_up", message: "could not reconnect to the generation", status: 0 },
+          { keep: true },
+        );
       }
     });
+  }
+
+  /**
+   * The hub could not resume from our last event id (events were lost): a text with a gap
+   * would look whole, so drop it and replay the generation from its first event (its topic
+   * keeps every event for its retention). Listeners get "reset" and render `text` anew.
+   */
+  #replay(e) {
+    const fields = { data: e.data, detail: e.detail, lastEventId: e.lastEventId };
+    if (this.#openedFrom === "" || this.#id === null) {
+      // Even a replay from the start was not exact: the start itself is gone; say so rather
+      // than loop, or show a text with a hole.
+      this.#end("error", {
+        error: "reset",
+        message: "the generation's events are no longer all kept: its text cannot be complete",
+        status: 0,
+        ...fields,
+      });
+      return;
+    }
+    const previous = this.#stream;
+    this.#stream = null; // first: its "close" is not ours to handle
+    previous?.close();
+    this.#text = "";
+    this.#lastEventId = "";
+    this.#save(); // "" with "": a reload now replays from the start too
+    this.#follow(this.#streamUrl(), { lastEventId: "" });
+    this.#emit("reset", { ...fields, text: "" });
   }
 
   #resolveId() {
@@ -836,20 +968,48 @@ export class Generation extends EventTarget {
     this.#emit("state", { state });
   }
 
-  /** The end of the generation, once: state, storage, the stream, then its event. */
-  #end(state, fields, { closeStream = true } = {}) {
-    if (ENDED.has(this.#state) && !this.#gaveUp) return;
-    this.#gaveUp = false;
+  /**
+   * The end of the generation, once: state, storage, the stream, then its event. `keep`: the
+   * generation may still run on the server: its record is written now and kept (a reload
+   * follows it again), and stop() may still cancel it.
+   */
+  #end(state, fields, { closeStream = true, keep = false } = {}) {
+    if (ENDED.has(this.#state) && !this.#detached) return;
     if (fields.summary) this.#summary = fields.summary;
     this.#state = state;
-    this.#forget();
+    if (keep) this.#flush();
+    else this.#forget();
+    this.#detached = keep;
+    this.#unwatchPage();
     if (closeStream) this.#stream?.close();
     this.#emit(state, fields);
     this.#emit("state", { state });
   }
 
+  /** Mark the record changed; write it now, or at most SAVE_INTERVAL after the last write. */
   #save() {
     if (!this.#storage || this.#id === null) return;
+    this.#dirty = true;
+    if (this.#saveTimer !== null) return; // a write is already due
+    const wait = this.#savedAt + SAVE_INTERVAL - now();
+    if (wait <= 0) {
+      this.#flush();
+    } else {
+      this.#saveTimer = setTimeout(() => {
+        this.#saveTimer = null;
+        this.#flush();
+      }, wait);
+    }
+  }
+
+  /** Write the record now if it changed. Text and lastEventId are read together, here: a
+   * record always pairs a text with the id of its last token. */
+  #flush() {
+    clearTimeout(this.#saveTimer);
+    this.#saveTimer = null;
+    if (!this.#dirty || !this.#storage || this.#id === null) return;
+    this.#dirty = false;
+    this.#savedAt = now();
     const record = {
       id: this.#id,
       lastEventId: this.#lastEventId,
@@ -866,6 +1026,9 @@ export class Generation extends EventTarget {
   }
 
   #forget() {
+    clearTimeout(this.#saveTimer);
+    this.#saveTimer = null;
+    this.#dirty = false;
     if (!this.#storage || this.#id === null) return;
     try {
       // Only our own record: another generation may have been started since.
@@ -874,5 +1037,10 @@ export class Generation extends EventTarget {
     } catch {
       // storage disabled
     }
+  }
+
+  #unwatchPage() {
+    if (this.#onPageHide) globalThis.removeEventListener?.("pagehide", this.#onPageHide);
+    this.#onPageHide = null;
   }
 }
