@@ -17,12 +17,11 @@ import anthropic
 import httpx
 import jwt
 import openai
-import orjson
 import pytest
 from conftest import StartServer
 from fake_llm import FakeLLM, Script
 from serverproc import ServerProcess, SSEStream, client_for
-from test_exports import TABLES, demo_database
+from test_exports import demo_database, export_env
 from test_generations import llm_env
 from wsclient import raw_client
 
@@ -79,8 +78,7 @@ def server(
         "SLUICEWAY_PUBLISH_KEY": PUBLISH_KEY,
         "SLUICEWAY_ANONYMOUS_SUBSCRIBE": "false",
         "SLUICEWAY_ANONYMOUS_PUBLISH": "false",
-        "SLUICEWAY_DATABASE_URL": f"sqlite+aiosqlite:///{database}",
-        "SLUICEWAY_EXPORT_TABLES": orjson.dumps(TABLES).decode(),
+        **export_env(database),
         "SLUICEWAY_FILES_DIR": str(files),
     }
     process = ServerProcess(env=env).start()

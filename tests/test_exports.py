@@ -75,6 +75,14 @@ def demo_database(base: Path) -> Path:
     return path
 
 
+def export_env(database: Path) -> dict[str, str]:
+    """The settings of a server that exports the tables of :func:`demo_database`."""
+    return {
+        "SLUICEWAY_DATABASE_URL": f"sqlite+aiosqlite:///{database}",
+        "SLUICEWAY_EXPORT_TABLES": orjson.dumps(TABLES).decode(),
+    }
+
+
 @pytest.fixture(scope="module")
 def database(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return demo_database(tmp_path_factory.getbasetemp())
@@ -82,11 +90,7 @@ def database(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def server(database: Path) -> Iterator[ServerProcess]:
-    env = {
-        "SLUICEWAY_DATABASE_URL": f"sqlite+aiosqlite:///{database}",
-        "SLUICEWAY_EXPORT_TABLES": orjson.dumps(TABLES).decode(),
-    }
-    process = ServerProcess(env=env).start()
+    process = ServerProcess(env=export_env(database)).start()
     yield process
     process.stop()
 

@@ -20,7 +20,7 @@ import pytest
 from conftest import StartServer
 from pydantic import BaseModel
 from serverproc import ServerProcess
-from test_exports import BOOM_AT, IDENTITY, ROWS, TABLES, demo_database
+from test_exports import BOOM_AT, IDENTITY, ROWS, demo_database, export_env
 
 from sluiceway.client import EventSource
 from sluiceway.hub import Hub
@@ -50,8 +50,7 @@ def files(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def server(tmp_path_factory: pytest.TempPathFactory, files: Path) -> Iterator[ServerProcess]:
     database = demo_database(tmp_path_factory.getbasetemp())
     env = {
-        "SLUICEWAY_DATABASE_URL": f"sqlite+aiosqlite:///{database}",
-        "SLUICEWAY_EXPORT_TABLES": orjson.dumps(TABLES).decode(),
+        **export_env(database),
         "SLUICEWAY_FILES_DIR": str(files),
         "SLUICEWAY_MAX_JOBS": str(MAX_JOBS),
     }

@@ -22,14 +22,13 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-import orjson
 import pytest
 from browserproc import CHROMIUM, launch_chromium
 from fake_llm import FakeLLM, Script
 from playwright.sync_api import Browser, Page, expect, sync_playwright
 from redisproc import RedisProcess
 from serverproc import ServerProcess
-from test_exports import ROWS, TABLES, demo_database
+from test_exports import ROWS, demo_database, export_env
 from test_generations import llm_env
 
 pytestmark = pytest.mark.skipif(
@@ -57,8 +56,7 @@ def server(
     database = demo_database(tmp_path_factory.getbasetemp())
     env = {
         **llm_env(fake),
-        "SLUICEWAY_DATABASE_URL": f"sqlite+aiosqlite:///{database}",
-        "SLUICEWAY_EXPORT_TABLES": orjson.dumps(TABLES).decode(),
+        **export_env(database),
         "SLUICEWAY_FILES_DIR": str(files),
     }
     process = ServerProcess(env=env).start()
