@@ -769,3 +769,43 @@ def test_docstring_examples() -> None:
 
     for module in (sluiceway.mercure, sluiceway.mercure.publication, sluiceway.mercure.selectors):
         assert doctest.testmod(module).failed == 0, module.__name__
+
+
+# -- the publisher-id index of the face ------------------------------------------------------
+
+
+async def test_publisher_ids_leave_the_index_with_their_updates() -> None:
+    """The face finds a publisher's id without reading history (an index brought up to date
+    incrementally); an id whose update was trimmed names nothing any more: publishing it again
+    is allowed, and resuming from it answers ``earliest``."""
+    from sluiceway.auth.grants import Grants
+    from sluiceway.hub import Hub, HubConfig
+    from sluiceway.mercure.face import MercureFace
+
+    hub = Hub(HubConfig(history_size=3))
+    await hub.start()
+    face = MercureFace(hub)
+    anyone = Grants.anonymous(subscribe=True)
+
+    def update(n: int, external_id: str) -> MercureUpdate:
+        return publish(("topic", "https://e.example/t"), ("data", str(n)), ("id", external_id))
+
+    try:
+        for n in range(3):
+            assert await face.publish(update(n, f"urn:{n}")) == f"urn:{n}"
+        with pytest.raises(PublishError):
+            await face.publish(update(9, "urn:0"))  # still held
+        subscription, last = await face.open("urn:1", anyone)
+        assert (last, subscription.lost) == ("urn:1", False)
+        subscription.release()
+        for n in range(3, 6):
+            await face.publish(update(n, f"urn:{n}"))  # urn:0..2 are trimmed now
+        assert await face.publish(update(0, "urn:0")) == "urn:0"  # free again
+        subscription, last = await face.open("urn:2", anyone)
+        assert last == "earliest"
+        subscription.release()
+        subscription, last = await face.open(None, anyone)
+        assert last == "urn:0"  # the newest update, for a live subscriber
+        subscription.release()
+    finally:
+        await hub.aclose()

@@ -284,6 +284,15 @@ class Hub:
             start = position.offset
         return HistoryPage(topic, found.history(start, limit), found.earliest, found.position)
 
+    async def retained(self, topic: str) -> Topic | None:
+        """``topic`` as this process holds it (a shared one loaded first), or None when it
+        holds nothing: for readers that walk its events by offset (``Topic.record_at``)
+        rather than copy a page of history."""
+        check_topic_name(topic)
+        if self._mirrors is not None and self._is_shared(topic):
+            await self._mirrors.ensure([topic], {})
+        return self._topics.get(topic)
+
     def topic_names(self) -> list[str]:
         return list(self._topics)
 

@@ -28,14 +28,14 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Iterator, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
 import orjson
 
 from sluiceway.auth.grants import Grants
-from sluiceway.hub import BackendUnavailable, Hub, HubClosed, StoredEvent, Subscription
+from sluiceway.hub import BackendUnavailable, Hub, HubClosed, Subscription
 from sluiceway.hub.topic import Topic
 from sluiceway.ids import InvalidEventId, Position
 from sluiceway.mercure.publication import (
@@ -106,28 +106,66 @@ class MercureFace:
         #: This process's active subscriptions, by topic (unique: see :meth:`_register`).
         self._active: dict[str, ActiveSubscription] = {}
         self._announcing: set[asyncio.Task[None]] = set()
+        #: Publishers' ids of the updates in the hub topic -> their offsets, brought up to
+        #: date incrementally (each update is read once), valid for ``_indexed_epoch``.
+        self._ids: dict[str, int] = {}
+        self._indexed_epoch: str | None = None
+        self._indexed_upto = 0
+        #: Publishers' ids being published by this process right now.
+        self._publishing: set[str] = set()
 
     async def publish(self, update: MercureUpdate) -> str:
         """Store ``update``; its Mercure id. A publisher's id that history still holds is
-        refused (409): resuming from it must name one update."""
-        if update.id is not None and await self._offset_of(update.id) is not None:
-            raise PublishError("id", "an update with this id is still in history", 409)
-        hub_id = await self.hub.publish(self.hub_topic, asdict(update), event=EVENT)
-        return mercure_id(update, Position.parse(hub_id))
+        refused (409): resuming from it must name one update. (Two processes publishing the
+        same new id at the same instant could both succeed: the check is per process.)"""
+        external_id = update.id
+        if external_id is not None:
+            topic = await self.hub.retained(self.hub_topic)
+            taken = topic is not None and self._offset_of(topic, external_id) is not None
+            if taken or external_id in self._publishing:
+                raise PublishError("id", "an update with this id is still in history", 409)
+            self._publishing.add(external_id)
+        try:
+            hub_id = await self.hub.publish(self.hub_topic, asdict(update), event=EVENT)
+        finally:
+            if external_id is not None:
+                self._publishing.discard(external_id)
+        position = Position.parse(hub_id)
+        if external_id is not None and position.epoch == self._indexed_epoch:
+            self._ids[external_id] = position.offset  # before a shared topic's mirror has it
+        return mercure_id(update, position)
 
-    async def _history(self) -> list[StoredEvent]:
-        page = await self.hub.history(self.hub_topic, None, self.hub.config.history_size)
-        return page.events
+    def _offset_of(self, topic: Topic, external_id: str) -> int | None:
+        """The offset of the retained update a publisher gave ``external_id``, if any."""
+        self._index(topic)
+        offset = self._ids.get(external_id)
+        # Past the head: published here a moment ago, and a shared topic's mirror lags.
+        return offset if offset is not None and offset >= topic.base else None
 
-    async def _offset_of(self, external_id: str) -> int | None:
-        found = _with_id(await self._history(), external_id)
-        return found.offset if found is not None else None
+    def _index(self, topic: Topic) -> None:
+        """Read the updates published since the last call into ``_ids``."""
+        if topic.epoch != self._indexed_epoch:  # a new history: the old offsets mean nothing
+            self._ids.clear()
+            self._indexed_epoch = topic.epoch
+            self._indexed_upto = topic.base - 1
+        for offset in range(max(self._indexed_upto + 1, topic.base), topic.head + 1):
+            update, _ = self._decode(topic, offset)
+            if update.id is not None:
+                self._ids[update.id] = offset
+        self._indexed_upto = topic.head
+        if len(self._ids) > 2 * (topic.head - topic.base + 1) + 1024:  # trimmed ones linger
+            self._ids = {k: v for k, v in self._ids.items() if v >= topic.base}
+
+    def _candidates(self, topic: Topic, start: int) -> Iterator[tuple[str, str, bool]]:
+        """(id, topic, private) of the retained updates at ``start`` and before, newest first."""
+        for offset in range(start, topic.base - 1, -1):
+            update, event_id = self._decode(topic, offset)
+            yield event_id, update.topic, update.private
 
     async def open(self, last_event_id: str | None, grants: Grants) -> tuple[Subscription, str]:
         """A subscription resuming after ``last_event_id`` (None: live), and the
         ``Last-Event-ID`` to answer: the id of the last update before the first one sent
         that this subscriber may receive, or ``earliest``."""
-        events = await self._history()
         try:
             resume = parse_last_event_id(last_event_id) if last_event_id else None
         except InvalidEventId:  # a "#..." id that was never ours: it names nothing
@@ -139,21 +177,15 @@ class MercureFace:
         if resume is not None and resume.position is not None:
             cursor = str(resume.position)
         elif resume is not None and resume.external_id is not None:
-            found = _with_id(events, resume.external_id)
-            if found is not None:
-                cursor = found.id  # its hub position
+            held = await self.hub.retained(self.hub_topic)
+            offset = self._offset_of(held, resume.external_id) if held is not None else None
+            if held is not None and offset is not None:
+                cursor = str(Position(held.epoch, offset))  # its hub position
         subscription = await self.hub.subscribe([self.hub_topic], cursor)
         if resume is not None and (cursor is None or subscription.lost):
             return subscription, EARLIEST  # that id names nothing we hold: updates may be lost
-        start = subscription.offsets[0]
-        before = [e for e in reversed(events) if e.offset <= start]
-        candidates = (self._candidate(e) for e in before)
+        candidates = self._candidates(subscription.topics[0], subscription.offsets[0])
         return subscription, response_last_event_id(candidates, grants.may_receive)
-
-    @staticmethod
-    def _candidate(stored: StoredEvent) -> tuple[str, str, bool]:
-        update = _update(stored.data)
-        return mercure_id(update, Position.parse(stored.id)), update.topic, update.private
 
     async def updates(
         self, subscription: Subscription, selectors: list[Selector], grants: Grants
@@ -257,8 +289,8 @@ class MercureFace:
         """The id of the last update in the hub that ``grants`` may receive (``earliest``
         when none): the ``lastEventID`` of the subscriptions API. Never an update it may not
         receive; resuming from it misses none it may."""
-        events = await self._history()
-        candidates = (self._candidate(e) for e in reversed(events))
+        topic = await self.hub.retained(self.hub_topic)
+        candidates = self._candidates(topic, topic.head) if topic is not None else iter(())
         return response_last_event_id(candidates, grants.may_receive)
 
     def _decode(self, topic: Topic, offset: int) -> tuple[MercureUpdate, str]:
@@ -272,11 +304,6 @@ class MercureFace:
                 del self._decoded[next(iter(self._decoded))]
             self._decoded[key] = found
         return found
-
-
-def _with_id(events: list[StoredEvent], external_id: str) -> StoredEvent | None:
-    """The retained update a publisher gave ``external_id``, if history still holds it."""
-    return next((e for e in events if orjson.loads(e.data).get("id") == external_id), None)
 
 
 def _update(data: str) -> MercureUpdate:
