@@ -388,6 +388,25 @@ def test_ai_sdk_chat_endpoints(http: httpx.Client) -> None:
     assert http.post("/api/chat/chat-grants/cancel", headers=bearer(READER)).status_code == 403
 
 
+def test_a_chat_stays_with_the_user_who_started_it(http: httpx.Client) -> None:
+    """Another user posting to the same chat id would repoint its resume to their answer."""
+
+    def body(text: str) -> dict[str, Any]:
+        part = {"type": "text", "text": text}
+        return {"id": "chat-owned", "messages": [{"id": text, "role": "user", "parts": [part]}]}
+
+    alice = bearer(token(publish=["/generations"], sub="alice"))
+    mallory = bearer(token(publish=["/generations"], sub="mallory"))
+    with http.stream("POST", "/api/chat", json=body("hi"), headers=alice) as response:
+        assert response.status_code == 200
+        response.read()
+    taken = http.post("/api/chat", json=body("mine now"), headers=mallory)
+    assert taken.status_code == 403 and taken.json()["error"] == "chat_taken"
+    with http.stream("POST", "/api/chat", json=body("again"), headers=alice) as response:
+        assert response.status_code == 200
+        response.read()
+
+
 # -- jobs, exports, files ------------------------------------------------------------------
 
 

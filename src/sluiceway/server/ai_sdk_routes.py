@@ -64,6 +64,10 @@ from sluiceway.server.generation_routes import (
 CHAT_CAPACITY = 4096
 
 
+#: The annotation naming who started a chat's generation (the token's ``sub``, or None).
+OWNER = "chat_owner"
+
+
 def chats_of(request: Request) -> ChatIndex:
     """The app's chat → generation index, made on first use (kept on ``app.state``)."""
     state = request.app.state
@@ -115,15 +119,16 @@ async def chat(request: Request) -> Response:
     """``POST {prefix}/chat``: start a generation over the chat's messages and stream it."""
     settings = request.app.state.settings
     try:
-        require_write(request, GENERATIONS)
+        grants = require_write(request, GENERATIONS)
         turn = parse_chat_request(await read_json(request), settings.llm_max_tokens)
+        await _check_owner(request, turn.chat_id, grants.subject)
     except APIError as exc:
         return _error(exc)
     except BadRequest as exc:
         return _error(APIError(400, "invalid_request", str(exc)))
     generations = generations_of(request)
     try:
-        generation = generations.start(turn.request)
+        generation = generations.start(turn.request, annotations={OWNER: grants.subject})
     except GenerationRefused as exc:
         return _error(refusal(exc))
     # Recorded before the first token, so that a reconnect meanwhile finds this answer (in
@@ -144,8 +149,20 @@ async def chat(request: Request) -> Response:
     return _stream(request.app.state.hub, generation)
 
 
+async def _check_owner(request: Request, chat_id: str, subject: str | None) -> None:
+    """A chat started by a token's subject stays theirs: another one posting to its id would
+    repoint its resume to their own answer (403). Chats started anonymously have no owner."""
+    previous = await _generation_of(request, chat_id)
+    owner = previous.annotations.get(OWNER) if previous is not None else None
+    if owner is not None and owner != subject:
+        raise APIError(403, "chat_taken", "this chat belongs to another user")
+
+
 async def _generation_of_chat(request: Request) -> Generation | RemoteGeneration | None:
-    chat_id = request.path_params["chat_id"]
+    return await _generation_of(request, request.path_params["chat_id"])
+
+
+async def _generation_of(request: Request, chat_id: str) -> Generation | RemoteGeneration | None:
     generation_id = chats_of(request).get(chat_id)
     if generation_id is None:
         generation_id = await generations_of(request).directory.chat(chat_id)
