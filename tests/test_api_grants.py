@@ -6,6 +6,7 @@ the token they rest on expires."""
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 import time
@@ -567,6 +568,24 @@ async def test_websocket_channels_follow_the_same_grants(server: ServerProcess) 
         published = await alice.request("publish", {"channel": "ws-a", "data": {"n": 2}})
         assert "publish" in published, published
         assert [p["data"] for p in await alice.publications("ws-a", 1)] == [{"n": 2}]
+    # A refreshed token that grants less leaves the channels it no longer allows.
+    async with raw_client(server.url) as carol:
+        both = ["/topics/ws-a", "/topics/ws-c"]
+        await carol.connect(token=token(subscribe=both, sub="carol"))
+        await carol.subscribe("ws-a")
+        await carol.subscribe("ws-c")
+        narrower = token(subscribe=["/topics/ws-c"], sub="carol")
+        assert "refresh" in await carol.request("refresh", {"token": narrower})
+        async with asyncio.timeout(5):
+            while not any("unsubscribe" in p for p in carol.pushes):
+                await carol.messages()
+        assert [
+            (p["channel"], p["unsubscribe"]["code"]) for p in carol.pushes if "unsubscribe" in p
+        ] == [("ws-a", 2000)]
+        async with httpx.AsyncClient() as http:
+            url = f"{server.url}/topics/ws-c"
+            await http.post(url, json={"data": "still here"}, headers=bearer(PUBLISH_KEY))
+        assert [p["data"] for p in await carol.publications("ws-c", 1)] == ["still here"]
     async with raw_client(server.url) as mallory:
         await mallory.send_frame(
             json.dumps({"id": 1, "connect": {"token": BAD_TOKENS["alg none"]}})

@@ -104,6 +104,7 @@ class Connection:
         "done",
         "endpoint",
         "expires_at",
+        "granted_channels",
         "hub",
         "next_ping",
         "opened_at",
@@ -139,6 +140,9 @@ class Connection:
         self.subscriptions: dict[str, Subscription] = {}
         self.channel_info: dict[str, Any] = {}  # chan_info from subscription tokens
         self.sub_expires_at: dict[str, float] = {}  # loop time when a subscription token ends
+        #: Channels subscribed on the strength of the connection token's grants alone (made
+        #: when first needed: most connections never have one), re-checked on refresh.
+        self.granted_channels: set[str] | None = None
         self.disconnect: Disconnect | None = None
         self._out: list[bytes] = []  # replies and control pushes, sent before publications
         self._more = False  # the last frame collected was full
@@ -436,6 +440,10 @@ class Connection:
             raise codes.permission_denied()  # private: a subscription token is required
         elif not self.options.may_subscribe(self.client, channel):
             raise codes.permission_denied()
+        elif self.client.grants is not self.options.anonymous_grants:
+            if self.granted_channels is None:
+                self.granted_channels = set()
+            self.granted_channels.add(channel)
         users = topic_users(channel)
         if users is not None and claims is None and self.client.user not in users:
             raise codes.permission_denied()
@@ -464,6 +472,8 @@ class Connection:
         subscription = self.subscriptions.pop(channel, None)
         self.sub_expires_at.pop(channel, None)
         self.channel_info.pop(channel, None)
+        if self.granted_channels is not None:
+            self.granted_channels.discard(channel)
         if subscription is not None:
             subscription.release()
             await self.endpoint.presence.remove(channel, self.client.id)
@@ -562,6 +572,14 @@ class Connection:
         if expires is not None:
             result.update(expires=True, ttl=int(expires))
         self._queue(frames.reply(command.id, "refresh", result))
+        # The new token may grant less: leave the channels it no longer allows.
+        for channel in sorted(self.granted_channels or ()):
+            if channel in self.subscriptions and not self.options.may_subscribe(
+                self.client, channel
+            ):
+                await self._drop(channel)
+                body = {"code": codes.UNSUBSCRIBE_SERVER, "reason": "permission revoked"}
+                self._queue(frames.push(channel, "unsubscribe", body))
 
     async def _sub_refresh(self, command: frames.Command) -> None:
         channel = self._subscribed(command.params)
