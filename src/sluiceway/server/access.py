@@ -21,8 +21,9 @@ with ``WWW-Authenticate`` and a JSON body.
 
 from __future__ import annotations
 
+import contextlib
 import hmac
-from collections.abc import Callable
+from collections.abc import Iterator
 
 from starlette.requests import HTTPConnection
 
@@ -44,6 +45,8 @@ LEGACY_QUERY = "authorization"
 #: Every query parameter and cookie a token may come in.
 TOKEN_PARAMETERS = (ACCESS_TOKEN_QUERY, LEGACY_QUERY)
 TOKEN_COOKIES = (ACCESS_TOKEN_COOKIE, LEGACY_COOKIE)
+#: What the publish key grants: everything (immutable, so one object serves every request).
+_PUBLISH_KEY_GRANTS = Grants.full(subject="publish key")
 
 
 def presented_token(connection: HTTPConnection, *, api_key_header: bool = False) -> str | None:
@@ -75,13 +78,9 @@ def request_grants(connection: HTTPConnection, *, api_keys: bool = False) -> Gra
     module doc).
     """
     settings: Settings = connection.app.state.settings
-    anonymous = {
-        "anonymous_subscribe": settings.anonymous_subscribe,
-        "anonymous_publish": settings.anonymous_publish_allowed,
-    }
     token = presented_token(connection, api_key_header=api_keys)
     if token is not None and _is_publish_key(settings, token):
-        return Grants.full(subject="publish key")
+        return _PUBLISH_KEY_GRANTS
     verifier = connection.app.state.token_verifier
     if token is not None and api_keys and (token.count(".") != 2 or not verifier.configured):
         token = None  # an API key for the upstream's SDK, not a token of ours
@@ -90,7 +89,8 @@ def request_grants(connection: HTTPConnection, *, api_keys: bool = False) -> Gra
         verifier,
         hub_url=settings.mercure_hub_url,
         legacy_claims=True,  # the mercure.publish / mercure.subscribe claims
-        **anonymous,
+        anonymous_subscribe=settings.anonymous_subscribe,
+        anonymous_publish=settings.anonymous_publish_allowed,
     )
 
 
@@ -104,30 +104,31 @@ def refusal(error: AuthError) -> APIError:
     )
 
 
-def request_grants_or_refuse(connection: HTTPConnection, *, api_keys: bool = False) -> Grants:
-    """:func:`request_grants`, raising :class:`APIError` (401) for a bad token."""
-    try:
-        return request_grants(connection, api_keys=api_keys)
-    except AuthError as error:
-        raise refusal(error) from None
+@contextlib.contextmanager
+def refused_as_api_error() -> Iterator[None]:
+    """Turn an :class:`AuthError` raised inside into the API's refusal (:func:`refusal`).
 
-
-def refuse_unless(check: Callable[[str], None], resource: str) -> None:
-    """Run one of the grants' ``require_*`` checks, as an :class:`APIError` (401/403).
-
-    >>> refuse_unless(Grants.full().require_publish, "/files/a.txt")
+    >>> with refused_as_api_error():
+    ...     Grants.full().require_publish("/files/a.txt")
     """
     try:
-        check(resource)
+        yield
     except AuthError as error:
         raise refusal(error) from None
+
+
+def request_grants_or_refuse(connection: HTTPConnection, *, api_keys: bool = False) -> Grants:
+    """:func:`request_grants`, raising :class:`APIError` (401) for a bad token."""
+    with refused_as_api_error():
+        return request_grants(connection, api_keys=api_keys)
 
 
 def require_reader(connection: HTTPConnection) -> Grants:
     """The request's grants, if it may read anything at all (anonymously or with a token);
     else raises :class:`APIError` (401). For checks made before the resource is known."""
     grants = request_grants_or_refuse(connection)
-    refuse_unless(lambda _: grants.require_subscriber(), "")
+    with refused_as_api_error():
+        grants.require_subscriber()
     return grants
 
 
@@ -135,7 +136,8 @@ def require_publisher(connection: HTTPConnection) -> Grants:
     """The request's grants, if it may publish somewhere (anonymously or with some
     ``publish`` grant); else raises :class:`APIError` (401/403)."""
     grants = request_grants_or_refuse(connection)
-    refuse_unless(lambda _: grants.require_publisher(), "")
+    with refused_as_api_error():
+        grants.require_publisher()
     return grants
 
 
@@ -143,8 +145,9 @@ def require_read(connection: HTTPConnection, *resources: str, api_keys: bool = F
     """The request's grants, if they allow reading every one of ``resources``; else raises
     :class:`APIError` (401/403)."""
     grants = request_grants_or_refuse(connection, api_keys=api_keys)
-    for resource in resources:
-        refuse_unless(grants.require_read, resource)
+    with refused_as_api_error():
+        for resource in resources:
+            grants.require_read(resource)
     return grants
 
 
@@ -153,12 +156,13 @@ def require_topic_read(connection: HTTPConnection, topics: list[str]) -> Grants:
     those need a ``subscribe`` grant on them, or a token whose ``sub`` is one of the users;
     anonymous reading never reaches them."""
     grants = request_grants_or_refuse(connection)
-    for topic in topics:
-        resource = topic_resource(topic)
-        if not is_private_topic(topic):
-            refuse_unless(grants.require_read, resource)
-        elif grants.subject is None or grants.subject not in (topic_users(topic) or ()):
-            refuse_unless(grants.require_subscribe_to, resource)
+    with refused_as_api_error():
+        for topic in topics:
+            resource = topic_resource(topic)
+            if not is_private_topic(topic):
+                grants.require_read(resource)
+            elif grants.subject is None or grants.subject not in (topic_users(topic) or ()):
+                grants.require_subscribe_to(resource)
     return grants
 
 
@@ -168,8 +172,6 @@ def require_write(
     """The request's grants, if they allow publishing to ``resource`` (or to one of the
     ``alternatives``); else raises :class:`APIError` (401/403)."""
     grants = request_grants_or_refuse(connection, api_keys=api_keys)
-    try:
+    with refused_as_api_error():
         grants.require_publish(resource, *alternatives)
-    except AuthError as error:
-        raise refusal(error) from None
     return grants

@@ -33,9 +33,10 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from sluiceway.auth import Grants
 from sluiceway.auth.resources import file_resource
 from sluiceway.server.access import (
-    refuse_unless,
+    refused_as_api_error,
     require_publisher,
     require_read,
     require_write,
@@ -139,6 +140,11 @@ async def put_file(request: Request) -> Response:
     )
 
 
+def _require_upload(grants: Grants, name: str) -> None:
+    with refused_as_api_error():
+        grants.require_publish(file_resource(name))
+
+
 async def post_uploads(request: Request) -> Response:
     grants = require_publisher(request)  # before the body; each file is checked as it comes
     settings = _settings(request)
@@ -152,7 +158,7 @@ async def post_uploads(request: Request) -> Response:
             root,
             max_bytes=settings.max_upload_bytes,
             overwrite=_flag(request, "overwrite"),
-            authorize=lambda name: refuse_unless(grants.require_publish, file_resource(name)),
+            authorize=lambda name: _require_upload(grants, name),
         )
     files = [{"field": item.field, **_describe(root, item.stored)} for item in uploaded]
     return JSONResponse({"files": files}, status_code=201)
