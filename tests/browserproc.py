@@ -28,10 +28,11 @@ CHROMIUM_ARGS = [
 PAGE = b"<!doctype html><meta charset=utf-8><title>sluiceway browser test</title>"
 
 
-def launch_chromium(playwright: Any) -> Any:
-    """``playwright.chromium.launch`` on the system Chromium, headless."""
+def launch_chromium(playwright: Any, *extra_args: str) -> Any:
+    """``playwright.chromium.launch`` on the system Chromium, headless (``extra_args``: more
+    command-line switches, e.g. ``--host-resolver-rules``)."""
     return playwright.chromium.launch(
-        executable_path=str(CHROMIUM), args=CHROMIUM_ARGS, headless=True
+        executable_path=str(CHROMIUM), args=[*CHROMIUM_ARGS, *extra_args], headless=True
     )
 
 

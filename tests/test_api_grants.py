@@ -27,6 +27,7 @@ from test_generations import llm_env
 from wsclient import raw_client
 
 SECRET = "api-grants-test-secret-long-enough-for-hs256"
+DETAIL = "https://mercure.rocks/authorization-detail"
 AUDIENCE = "sluiceway-tests"
 PUBLISH_KEY = "pk-api-grants-0123456789"
 
@@ -40,12 +41,14 @@ def token(
 ) -> str:
     """A token granting ``publish``/``subscribe`` on those selectors (a string: Exact)."""
     details = [
-        {"type": "mercure", "actions": [action], "topics": [_matcher(s) for s in selectors]}
+        {"type": DETAIL, "actions": [action], "topics": [_matcher(s) for s in selectors]}
         for action, selectors in (("publish", publish), ("subscribe", subscribe))
         if selectors
     ]
     claims.setdefault("exp", int(time.time()) + 3600)  # outlives a long test run
     claims.setdefault("aud", AUDIENCE)
+    if claims["aud"] is None:
+        del claims["aud"]  # for a server with no audience configured
     return jwt.encode({"authorization_details": details, **claims}, secret, algorithm="HS256")
 
 
@@ -54,7 +57,7 @@ def _matcher(selector: str | dict[str, str]) -> dict[str, str]:
 
 
 def pattern(value: str) -> dict[str, str]:
-    return {"match": value, "matchType": "URLPattern"}
+    return {"match": value, "match_type": "urlpattern"}
 
 
 def bearer(value: str) -> dict[str, str]:
@@ -222,7 +225,11 @@ def test_token_places_and_the_publish_key(http: httpx.Client) -> None:
 
 def test_legacy_mercure_claims_grant_too(http: httpx.Client) -> None:
     legacy = jwt.encode(
-        {"mercure": {"publish": ["/topics/a"], "subscribe": ["/topics/a"]}, "aud": AUDIENCE},
+        {
+            "mercure": {"publish": ["/topics/a"], "subscribe": ["/topics/a"]},
+            "aud": AUDIENCE,
+            "exp": int(time.time()) + 3600,
+        },
         SECRET,
         algorithm="HS256",
     )
@@ -317,20 +324,25 @@ def test_starting_a_generation_needs_publish_on_generations(http: httpx.Client) 
 def test_reading_and_cancelling_a_generation(http: httpx.Client, fake: FakeLLM) -> None:
     fake.script = Script(tokens=["a", "b", "c"], stall_after=2)
     body = {"messages": [{"role": "user", "content": "hi"}]}
-    with http.stream("POST", "/v1/generations", json=body, headers=bearer(STARTER)) as started:
+    alice = bearer(token(publish=["/generations"], sub="alice"))
+    with http.stream("POST", "/v1/generations", json=body, headers=alice) as started:
         generation_id = started.headers["x-generation-id"]
         path = f"/v1/generations/{generation_id}"
         assert_refused(http.get(path), 401, "unauthorized")
-        assert_refused(http.get(path, headers=bearer(STARTER)), 403, "insufficient_scope")
+        # Another starter (publish on /generations) has it on their own only.
+        bob = bearer(token(publish=["/generations"], sub="bob"))
+        assert_refused(http.get(path, headers=bob), 403, "insufficient_scope")
+        assert_refused(http.post(f"{path}/cancel", headers=bob), 403, "insufficient_scope")
         other = token(subscribe=["/generations/someone-else"])
         assert_refused(http.get(path, headers=bearer(other)), 403, "insufficient_scope")
         assert http.get(path, headers=bearer(READER)).json()["id"] == generation_id
         with http.stream("GET", f"{path}/stream", headers=bearer(READER)) as follow:
             assert follow.status_code == 200
-        # Reading is not cancelling; the starter (publish on /generations) may cancel any.
+        # Reading is not cancelling; its owner may do both.
         refused = http.post(f"{path}/cancel", headers=bearer(READER))
         assert_refused(refused, 403, "insufficient_scope")
-        cancelled = http.post(f"{path}/cancel", headers=bearer(STARTER))
+        assert http.get(path, headers=alice).json()["id"] == generation_id
+        cancelled = http.post(f"{path}/cancel", headers=alice)
         assert cancelled.json()["state"] == "cancelled"
 
 
@@ -353,9 +365,12 @@ def test_the_openai_sdk_api_key_is_no_token(server: ServerProcess) -> None:
     sdk = openai.OpenAI(base_url=f"{server.url}/v1", api_key=STARTER, max_retries=0)
     response = sdk.responses.create(model="fake-model", input="hi")
     assert response.output_text == "Hello, world!"
-    # Retrieving it needs subscribe on its generation; the starter alone has none.
+    # Its starter may retrieve it, as may a grant on every generation; another starter not.
+    assert sdk.responses.retrieve(response.id).output_text == "Hello, world!"
+    bob = token(publish=["/generations"], sub="bob")
+    other = openai.OpenAI(base_url=f"{server.url}/v1", api_key=bob, max_retries=0)
     with pytest.raises(openai.PermissionDeniedError):
-        sdk.responses.retrieve(response.id)
+        other.responses.retrieve(response.id)
     reader = openai.OpenAI(base_url=f"{server.url}/v1", api_key=READER, max_retries=0)
     assert reader.responses.retrieve(response.id).output_text == "Hello, world!"
 
@@ -417,12 +432,15 @@ def test_jobs_and_exports(http: httpx.Client) -> None:
     # An export job writes a file others may download: its table must be readable too.
     jobs_only = http.post("/jobs", json=job, headers=bearer(token(publish=["/jobs"])))
     assert_refused(jobs_only, 403, "insufficient_scope")
-    starter = bearer(token(publish=["/jobs"], subscribe=["/exports/demo"]))
+    starter = bearer(token(publish=["/jobs"], subscribe=["/exports/demo"], sub="ana"))
     created = http.post("/jobs", json=job, headers=starter)
     assert created.status_code == 202, created.text
     job_id = created.json()["id"]
-    assert_refused(http.get(f"/jobs/{job_id}", headers=starter), 403, "insufficient_scope")
-    assert_refused(http.get("/jobs", headers=starter), 403, "insufficient_scope")
+    assert http.get(f"/jobs/{job_id}", headers=starter).json()["id"] == job_id  # hers
+    assert job_id in {j["id"] for j in http.get("/jobs", headers=starter).json()["jobs"]}
+    someone = bearer(token(publish=["/jobs"], subscribe=["/jobs"], sub="bo"))
+    assert_refused(http.get(f"/jobs/{job_id}", headers=someone), 403, "insufficient_scope")
+    assert job_id not in {j["id"] for j in http.get("/jobs", headers=someone).json()["jobs"]}
     watcher = bearer(token(subscribe=[f"/jobs/{job_id}", "/jobs"]))
     assert http.get(f"/jobs/{job_id}", headers=watcher).json()["id"] == job_id
     assert job_id in {j["id"] for j in http.get("/jobs", headers=watcher).json()["jobs"]}

@@ -30,6 +30,7 @@ from sluiceway.auth import (
 )
 
 HUB = "https://example.com/.well-known/mercure"
+COOKIE = "__Secure-mercure_access_token"
 URLP = "URLPattern"
 SECRET = "s" * 32
 AUDIENCE = "https://example.com/.well-known/mercure"
@@ -261,13 +262,18 @@ def test_details_of_other_types_are_ignored() -> None:
         (["mercure"], "no string type"),
         ([{"actions": ["publish"]}], "no string type"),
         ([{"type": "mercure", "actions": [], "topics": [{"match": "a"}]}], "actions"),
-        ([{"type": "mercure", "actions": ["read"], "topics": [{"match": "a"}]}], "actions"),
+        ([{"type": "mercure", "actions": ["read", 1], "topics": [{"match": "a"}]}], "actions"),
         ([{"type": "mercure", "actions": "publish", "topics": [{"match": "a"}]}], "actions"),
         ([{"type": "mercure", "actions": ["publish"]}], "topics"),
         ([{"type": "mercure", "actions": ["publish"], "topics": []}], "topics"),
         ([{"type": "mercure", "actions": ["publish"], "topics": ["a"]}], "topics[0]"),
         ([{"type": "mercure", "actions": ["publish"], "topics": [{"match": 1}]}], "topics[0]"),
-        ([detail(["publish"], {"match": "a", "matchType": "exact"})], "matchType"),
+        ([detail(["publish"], {"match": "a", "matchType": "EXACT"})], "matchType"),
+        ([detail(["publish"], {"match": "a", "match_type": "URLPattern"})], "match_type"),
+        (
+            [detail(["publish"], {"match": "a", "match_type": "exact", "matchType": "Exact"})],
+            "both",
+        ),
         ([detail(["publish"], {"match": "/(", "matchType": URLP})], "topics[0]"),
         ([detail(["publish"], "a\n")], "control"),
         ([detail(["subscribe"], "a", payload=[1])], "payload"),
@@ -430,11 +436,12 @@ def test_authenticate_end_to_end() -> None:
 @pytest.mark.parametrize(
     ("headers", "cookies", "query", "expected"),
     [
-        ({"Authorization": "Bearer h"}, {"mercureAccessToken": "c"}, {"access_token": "q"}, "h"),
+        ({"Authorization": "Bearer h"}, {COOKIE: "c"}, {"access_token": "q"}, "h"),
         ({"authorization": "bearer   h "}, {}, {}, "h"),
-        ({}, {"mercureAccessToken": "c"}, {"access_token": "q"}, "q"),
-        ({}, {"mercureAccessToken": "c"}, {}, "c"),
-        ({}, {"mercureAccessToken": ""}, {}, None),
+        ({}, {COOKIE: "c"}, {"access_token": "q"}, "q"),
+        ({}, {COOKIE: "c"}, {}, "c"),
+        ({}, {COOKIE: ""}, {}, None),
+        ({}, {"mercureAccessToken": "c"}, {}, None),  # earlier revisions' (read by admission)
         ({}, {"mercureAuthorization": "old"}, {"authorization": "old"}, None),
         ({}, {}, {}, None),
     ],
@@ -457,7 +464,7 @@ def test_token_from_custom_names_and_malformed_requests() -> None:
         ({}, {"access_token": ""}),
     ]:
         with pytest.raises(AuthError) as caught:
-            token_from(headers, {"mercureAccessToken": "c"}, query)
+            token_from(headers, {COOKIE: "c"}, query)
         assert (caught.value.status, caught.value.error) == (400, "invalid_request")
 
 
@@ -639,3 +646,97 @@ def test_docstring_examples() -> None:
 
     for module in (sluiceway.auth.grants, sluiceway.auth.tokens):
         assert doctest.testmod(module).failed == 0, module.__name__
+
+
+# -- the current revision of the draft -------------------------------------------------------
+
+CURRENT = "https://mercure.rocks/authorization-detail"
+
+
+def test_the_current_detail_type_and_matcher_names() -> None:
+    grants = Grants.from_claims(
+        {
+            "authorization_details": [
+                {
+                    "type": CURRENT,
+                    "actions": ["subscribe", "a-future-action"],
+                    "topics": [
+                        {"match": "https://example.com/books/:id", "match_type": "urlpattern"}
+                    ],
+                },
+                {"type": CURRENT, "actions": ["only-the-future"], "topics": [{"match": "x"}]},
+                {"type": "https://other.example/detail", "actions": ["publish"], "topics": "?"},
+            ]
+        },
+        hub_url=HUB,
+    )
+    assert grants.may_receive("https://example.com/books/7", private=True)
+    assert not grants.may_publish("x")  # an unknown action grants nothing, and spoils nothing
+    assert not grants.may_subscribe_to("x")
+
+
+def test_the_legacy_claim_counts_only_without_authorization_details() -> None:
+    legacy = {"mercure": {"subscribe": ["*"]}}
+    alone = Grants.from_claims(legacy, legacy_claims=True)
+    assert alone.may_subscribe_to("anything")
+    both = Grants.from_claims(
+        {**legacy, "authorization_details": [detail(["subscribe"], "a")]}, legacy_claims=True
+    )
+    assert both.may_subscribe_to("a") and not both.may_subscribe_to("b")
+
+
+def test_only_named_grants_reach_named_resources() -> None:
+    grants = grants_of(
+        detail(["subscribe"], "*", {"match": "/*", "match_type": "urlpattern"}),
+        detail(["subscribe"], {"match": "/files/pub/*", "match_type": "urlpattern"}),
+        detail(["publish"], "/jobs", {"match": "/fil(e)s/*", "match_type": "urlpattern"}),
+    )
+    assert grants.may_read("/files/secret.txt")  # as a topic: the wildcard covers it
+    assert grants.names("subscribe", "/files/pub/a.txt")
+    assert not grants.names("subscribe", "/files/secret.txt")
+    assert not grants.names("subscribe", "/exports/demo")
+    assert grants.names("publish", "/jobs") and not grants.names("publish", "/files/x")
+    legacy = Grants.from_claims({"mercure": {"subscribe": ["/files/a"]}}, legacy_claims=True)
+    assert legacy.may_subscribe_to("/files/a") and not legacy.names("subscribe", "/files/a")
+    assert Grants.full().names("publish", "/anything/at/all")
+
+
+def test_private_updates_with_alternate_topics() -> None:
+    grants = grants_of(
+        detail(["subscribe"], {"match": "https://e.com/users/42/*", "match_type": "urlpattern"})
+    )
+    topics = ("https://e.com/books/1", "https://e.com/users/42/books/1")
+    assert grants.may_receive_any(topics, private=True)
+    assert not grants.may_receive_any(topics[:1], private=True)
+    assert grants.may_receive_any(topics[:1], private=False)
+
+
+@pytest.mark.parametrize(
+    ("claims", "headers", "options", "accepted"),
+    [
+        ({"exp": 2_000_000_000}, None, {}, True),
+        ({}, None, {"require_exp": True}, False),
+        ({}, None, {}, True),
+        ({"exp": 1e308}, None, {"max_lifetime": 3600}, False),
+        ({"exp": "soon"}, None, {}, False),
+        ({"aud": "https://other.example"}, None, {"identities": ["https://us.example"]}, False),
+        ({"aud": ["x", "https://us.example"]}, None, {"identities": ["https://us.example"]}, True),
+        ({"aud": "https://us.example"}, None, {}, False),
+        ({}, None, {"audience": "https://us.example"}, False),
+        ({}, {"typ": "at+jwt"}, {}, True),
+        ({}, {"typ": "application/AT+JWT"}, {"token_type": "at+jwt"}, True),
+        ({}, {"typ": "JWT"}, {"token_type": "at+jwt"}, False),
+        ({}, {"typ": "dpop+jwt"}, {}, False),
+        ({}, {"typ": 7}, {}, False),
+    ],
+)
+def test_token_claims_and_types(
+    claims: dict[str, Any], headers: dict[str, Any] | None, options: dict[str, Any], accepted: bool
+) -> None:
+    verifier = TokenVerifier(hmac_secret=SECRET, **options)
+    token = jwt.encode(claims, SECRET, algorithm="HS256", headers=headers)
+    if accepted:
+        verifier.verify(token)
+    else:
+        with pytest.raises(TokenError):
+            verifier.verify(token)

@@ -45,6 +45,9 @@ def server() -> Iterator[ServerProcess]:
 
 
 def token(secret: str = SECRET, algorithm: str = "HS256", **claims: Any) -> str:
+    """A token; it expires in an hour unless ``exp`` says otherwise (the server refuses
+    tokens that never expire)."""
+    claims.setdefault("exp", int(time.time()) + 3600)
     return jwt.encode(claims, secret, algorithm=algorithm)
 
 
@@ -329,7 +332,8 @@ async def test_anonymous_refused_and_rs256_accepted(start_server: StartServer) -
         await client.send_frame(json.dumps({"id": 1, "connect": {}}))
         assert await client.closed() == (3500, "invalid token")
     async with raw_client(server.url) as client:
-        await client.connect(token=jwt.encode({"sub": "alice"}, key, algorithm="RS256"))
+        claims = {"sub": "alice", "exp": int(time.time()) + 600}
+        await client.connect(token=jwt.encode(claims, key, algorithm="RS256"))
     # Algorithm confusion: the public key used as an HMAC secret is refused.
     forged = jwt.encode({"sub": "alice"}, "x" * 32, algorithm="HS256")
     async with raw_client(server.url) as client:

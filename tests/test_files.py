@@ -202,8 +202,10 @@ def test_get_whole_file_with_validators(http: httpx.Client, sample: str, files: 
     assert headers["content-length"] == str(len(CONTENT))
     assert headers["content-type"] == "application/octet-stream"
     assert headers["accept-ranges"] == "bytes"
-    assert headers["content-disposition"] == f'inline; filename="{sample}"'
+    # Not a passive type: an attachment (only images, audio, video, PDF and text are shown).
+    assert headers["content-disposition"] == f'attachment; filename="{sample}"'
     assert headers["x-content-type-options"] == "nosniff"
+    assert headers["content-security-policy"] == "sandbox"
     info = (files / sample).stat()
     assert headers["etag"] == f'"{info.st_size:x}-{info.st_mtime_ns:x}-{info.st_ino:x}"'
     assert headers["last-modified"] == formatdate(int(info.st_mtime), usegmt=True)
@@ -240,11 +242,12 @@ def test_content_type_by_extension(
     assert "content-encoding" not in response.headers
 
 
-def test_html_is_sandboxed(http: httpx.Client, files: Path, name: str) -> None:
+def test_html_is_an_attachment_and_sandboxed(http: httpx.Client, files: Path, name: str) -> None:
     (files / f"{name}.html").write_bytes(b"<script>alert(1)</script>")
     response = http.get(f"/files/{name}.html")
     assert response.headers["content-type"] == "text/html"
     assert response.headers["content-security-policy"] == "sandbox"
+    assert response.headers["content-disposition"].startswith("attachment;")
 
 
 def test_non_ascii_name_content_disposition(http: httpx.Client, files: Path) -> None:

@@ -370,20 +370,20 @@ async def test_a_long_replay_is_not_mistaken_for_a_slow_subscriber(make_hub: Mak
 async def test_a_finished_topic_ends_its_streams_after_the_last_event(make_hub: MakeHub) -> None:
     # Finishing is this process's business: a process-local topic (jobs), on either backend.
     hub = await make_hub()
-    live = await hub.subscribe(["job:1"])
-    first = await hub.publish("job:1", "a")
-    await hub.publish("job:1", "b")
-    hub.finish("job:1")
+    live = await hub.subscribe(["sluiceway.job:1"])
+    first = await hub.publish("sluiceway.job:1", "a")
+    await hub.publish("sluiceway.job:1", "b")
+    hub.finish("sluiceway.job:1")
     received = b"".join([chunk async for chunk in live])
     assert b"data: a" in received and b"data: b" in received
     assert live.close_reason is CloseReason.COMPLETE
     # Later subscribers replay and end too; resuming mid-way replays only the rest.
-    late = await hub.subscribe(["job:1"], last_event_id=first)
+    late = await hub.subscribe(["sluiceway.job:1"], last_event_id=first)
     second = first[:-1] + "2"
     assert [chunk async for chunk in late] == [f"data: b\nid: {second}\n\n".encode()]
-    assert hub.latest_id("job:1") == second
+    assert hub.latest_id("sluiceway.job:1") == second
     with pytest.raises(TopicFinished):
-        await hub.publish("job:1", "c")
+        await hub.publish("sluiceway.job:1", "c")
     live.release()
     late.release()
     await hub.aclose()
@@ -393,12 +393,12 @@ async def test_topic_bounds_replace_the_hub_wide_ones_for_matching_topics(
     make_hub: MakeHub,
 ) -> None:
     hub = await make_hub(
-        HubConfig(history_size=2, topic_bounds=(TopicBounds("gen:*", history_size=5),))
+        HubConfig(history_size=2, topic_bounds=(TopicBounds("sluiceway.gen:*", history_size=5),))
     )
     for n in range(6):
-        await hub.publish("gen:1", str(n))
+        await hub.publish("sluiceway.gen:1", str(n))
         await hub.publish("news", str(n))
-    assert len((await hub.history("gen:1")).events) == 5
+    assert len((await hub.history("sluiceway.gen:1")).events) == 5
     assert len((await hub.history("news")).events) == 2
-    assert hub.earliest_id("gen:1").endswith("-1")  # offsets 2..6 kept: resume after 1
+    assert hub.earliest_id("sluiceway.gen:1").endswith("-1")  # offsets 2..6 kept: resume after 1
     await hub.aclose()

@@ -1,6 +1,8 @@
-"""The Mercure protocol at ``/.well-known/mercure`` against a real ``sluiceway serve``: publish
-and subscribe, URL pattern matchers, private updates and grants, publisher ids and resume,
-``earliest``, the ``Last-Event-ID`` response header, and refused tokens."""
+"""The Mercure protocol at ``/.well-known/mercure`` against a real ``sluiceway serve``, as the
+current revision of the draft writes it: publish and subscribe, URL pattern matchers, canonical
+and alternate topics, private updates and grants, publisher ids and resume, ``earliest``, the
+``Mercure-Last-Event-ID`` response header, the protected resource metadata, refused tokens and
+malformed requests; and the names of earlier revisions, still accepted."""
 
 from __future__ import annotations
 
@@ -34,24 +36,39 @@ def server() -> Iterator[ServerProcess]:
     process.stop()
 
 
+DETAIL = "https://mercure.rocks/authorization-detail"
+
+
 def token(*, publish: list[str] = (), subscribe: list[str] = (), **claims: Any) -> str:  # type: ignore[assignment]
     details = []
     if publish:
-        details.append({"type": "mercure", "actions": ["publish"], "topics": [*map(_m, publish)]})
+        details.append({"type": DETAIL, "actions": ["publish"], "topics": [*map(_m, publish)]})
     if subscribe:
-        details.append(
-            {"type": "mercure", "actions": ["subscribe"], "topics": [*map(_m, subscribe)]}
-        )
+        details.append({"type": DETAIL, "actions": ["subscribe"], "topics": [*map(_m, subscribe)]})
     # An hour: tokens made when the module is imported must outlive the whole test run.
     claims.setdefault("exp", int(time.time()) + 3600)
     return jwt.encode({"authorization_details": details, **claims}, SECRET, algorithm="HS256")
 
 
-def _m(topic: str) -> dict[str, str]:
-    return {"match": topic}
+def _m(topic: str | dict[str, str]) -> dict[str, str]:
+    return topic if isinstance(topic, dict) else {"match": topic}
 
 
 PUBLISHER = token(publish=["*"])
+
+
+def post_form(
+    server: ServerProcess, form: list[tuple[str, str]], jwt_token: str = PUBLISHER
+) -> httpx.Response:
+    """Publish a form whose fields may repeat (several topics), or be malformed."""
+    return httpx.post(
+        f"{server.url}/.well-known/mercure",
+        content=urlencode(form),
+        headers={
+            "authorization": f"Bearer {jwt_token}",
+            "content-type": "application/x-www-form-urlencoded",
+        },
+    )
 
 
 def publish(server: ServerProcess, jwt_token: str = PUBLISHER, **form: Any) -> httpx.Response:
@@ -99,8 +116,8 @@ def test_publish_then_replay_from_earliest(server: ServerProcess) -> None:
     topic = topic_of("books")
     ids = [publish(server, topic=topic, data=f"v{n}").text for n in range(3)]
     assert all(i.startswith("#") for i in ids)
-    response, events = read(server, [("match", topic), ("lastEventID", "earliest")], 3)
-    assert response.headers["last-event-id"] == "earliest"
+    response, events = read(server, [("match", topic), ("last_event_id", "earliest")], 3)
+    assert response.headers["mercure-last-event-id"] == "earliest"
     assert [(e.data, e.id) for e in events] == [(f"v{n}", ids[n]) for n in range(3)]
 
 
@@ -109,7 +126,7 @@ def test_url_pattern_matchers_select_topics(server: ServerProcess) -> None:
     publish(server, topic=f"{base}/books/1", data="book")
     publish(server, topic=f"{base}/authors/1", data="author")
     publish(server, topic=f"{base}/books/2", data="book 2", type="update", retry="500")
-    params = [("matchURLPattern", f"{base}/books/:id"), ("lastEventID", "earliest")]
+    params = [("match_urlpattern", f"{base}/books/:id"), ("last_event_id", "earliest")]
     _, events = read(server, params, 2)
     assert [(e.data, e.event) for e in events] == [("book", "message"), ("book 2", "update")]
 
@@ -125,11 +142,14 @@ def test_publisher_ids_resume_exactly(server: ServerProcess) -> None:
     assert duplicate.status_code == 409
     headers = {"last-event-id": f"urn:order:{topic}:2"}
     response, events = read(server, [("match", topic)], 2, headers=headers)
-    assert response.headers["last-event-id"] == f"urn:order:{topic}:2"
+    assert response.headers["mercure-last-event-id"] == f"urn:order:{topic}:2"
+    assert response.headers["last-event-id"] == f"urn:order:{topic}:2"  # its earlier name
     assert [e.data for e in events] == ["3", "4"]
     unknown = {"last-event-id": "urn:order:never"}
     response, events = read(server, [("match", topic)], 1, headers=unknown, timeout=0.5)
-    assert response.headers["last-event-id"] == "earliest" and events == []
+    assert response.headers["mercure-last-event-id"] == "earliest" and events == []
+    live, _ = read(server, [("match", topic)], 1, timeout=0.3)
+    assert "mercure-last-event-id" not in live.headers  # no cursor asked for, none answered
 
 
 def test_private_updates_reach_only_matching_grants(server: ServerProcess) -> None:
@@ -137,11 +157,11 @@ def test_private_updates_reach_only_matching_grants(server: ServerProcess) -> No
     other = topic_of("other")
     publish(server, topic=topic, data="public")
     publish(server, topic=topic, data="private", private="on")
-    everything = [("match", "*"), ("lastEventID", "earliest")]
-    _, anonymous = read(server, [("match", topic), ("lastEventID", "earliest")], 2, timeout=0.7)
+    everything = [("match", "*"), ("last_event_id", "earliest")]
+    _, anonymous = read(server, [("match", topic), ("last_event_id", "earliest")], 2, timeout=0.7)
     assert [e.data for e in anonymous] == ["public"]
     granted = {"authorization": f"Bearer {token(subscribe=[topic])}"}
-    _, events = read(server, [("match", topic), ("lastEventID", "earliest")], 2, headers=granted)
+    _, events = read(server, [("match", topic), ("last_event_id", "earliest")], 2, headers=granted)
     assert [e.data for e in events] == ["public", "private"]
     wrong = {"authorization": f"Bearer {token(subscribe=[other])}"}
     _, events = read(server, everything, 1000, headers=wrong, timeout=0.7)
@@ -191,9 +211,13 @@ def test_publishing_needs_a_matching_grant(server: ServerProcess) -> None:
         data={"topic": topic},
         headers={"authorization": "Basic x"},
     )
-    # Another scheme is as if no credentials came (RFC 6750 3.1): 401, a bare challenge.
+    # Another scheme is as if no credentials came (RFC 6750 3.1): 401, a challenge without an
+    # error code, pointing at the hub's metadata.
     assert bearer.status_code == 401
-    assert bearer.headers["www-authenticate"] == "Bearer"
+    assert bearer.headers["www-authenticate"] == (
+        'Bearer resource_metadata="https://example.com/.well-known/oauth-protected-resource'
+        '/.well-known/mercure"'
+    )
     malformed = httpx.post(
         f"{server.url}/.well-known/mercure",
         data={"topic": topic},
@@ -205,31 +229,56 @@ def test_publishing_needs_a_matching_grant(server: ServerProcess) -> None:
 @pytest.mark.parametrize(
     "form",
     [
-        [("topic", "a"), ("topic", "b"), ("data", "x")],
+        [("topic", "*"), ("data", "x")],
         [("data", "no topic")],
         [("topic", "t"), ("id", "#mine")],
         [("topic", "t"), ("id", "earliest")],
+        [("topic", "t"), ("id", "a\u200bb")],
+        [("topic", "t"), ("type", "mercure")],
+        [("topic", "/.well-known/mercure/subscriptions/exact/a/b")],
         [("topic", "t"), ("retry", "-1")],
     ],
-    ids=["two-topics", "no-topic", "hash-id", "earliest-id", "bad-retry"],
+    ids=[
+        "wildcard-topic",
+        "no-topic",
+        "hash-id",
+        "earliest-id",
+        "format-character",
+        "the-hubs-type",
+        "reserved",
+        "bad-retry",
+    ],
 )
 def test_malformed_updates_are_400(server: ServerProcess, form: list[tuple[str, str]]) -> None:
-    response = httpx.post(
-        f"{server.url}/.well-known/mercure",
-        content=urlencode(form),
-        headers={
-            "authorization": f"Bearer {PUBLISHER}",
-            "content-type": "application/x-www-form-urlencoded",
-        },
-    )
+    response = post_form(server, form, PUBLISHER)
     assert response.status_code == 400, response.text
 
 
+def test_invalid_utf_8_is_400(server: ServerProcess) -> None:
+    for body in (b"topic=%FF&data=x", b"topic=t&data=%C3%28", b"topic=t&id=%80"):
+        response = httpx.post(
+            f"{server.url}/.well-known/mercure",
+            content=body,
+            headers={
+                "authorization": f"Bearer {PUBLISHER}",
+                "content-type": "application/x-www-form-urlencoded",
+            },
+        )
+        assert response.status_code == 400, body
+    response = httpx.get(f"{server.url}/.well-known/mercure?match=%FF")
+    assert response.status_code == 400
+
+
 def test_bad_matchers_are_400(server: ServerProcess) -> None:
-    response, _ = read(server, [("match_urlpattern", "x")], 1)
-    assert response.status_code == 400
-    response, _ = read(server, [], 1)
-    assert response.status_code == 400
+    for params in (
+        [("match_regexp", "x")],
+        [("matchURLpattern", "x")],
+        [("match_urlpattern", "https://e/(")],
+        [("match", "a\u200eb")],
+        [],
+    ):
+        response, _ = read(server, params, 1)
+        assert response.status_code == 400, params
 
 
 async def test_the_mercure_log_is_not_a_public_topic(server: ServerProcess) -> None:
@@ -290,7 +339,7 @@ def test_earlier_drafts_tokens_and_claims_still_work(server: ServerProcess) -> N
     )
     assert response.status_code == 200, response.text
     subscriber = jwt.encode({"mercure": {"subscribe": [topic]}, "exp": exp}, SECRET, "HS256")
-    params = [("match", topic), ("lastEventID", "earliest")]
+    params = [("match", topic), ("lastEventID", "earliest")]  # an earlier name, too
     with (
         httpx.Client(cookies={"mercureAuthorization": subscriber}) as client,
         client.stream(
@@ -305,3 +354,83 @@ def test_earlier_drafts_tokens_and_claims_still_work(server: ServerProcess) -> N
             if received:
                 break
     assert received == ["secret"]
+
+
+def test_alternate_topics(server: ServerProcess) -> None:
+    """The draft's example: a subscriber granted only its own namespace receives a private
+    update about a book through the update's alternate topic."""
+    book = topic_of("books")
+    mine = book.replace("/books/", "/users/42/books/")
+    subscriber = token(
+        subscribe=[{"match": "https://example.com/users/42/*", "match_type": "urlpattern"}]
+    )  # type: ignore[list-item]
+    both = [("topic", book), ("topic", mine), ("data", "for 42"), ("private", "on")]
+    only_book = token(publish=[book])
+    refused = post_form(server, both, only_book)
+    assert refused.status_code == 403  # publishing needs a grant on every topic
+    published = post_form(server, both, PUBLISHER)
+    assert published.status_code == 200
+    headers = {"authorization": f"Bearer {subscriber}"}
+    params = [("match", book), ("last_event_id", "earliest")]  # routed by the canonical topic
+    _, events = read(server, params, 1, headers=headers)
+    assert [e.data for e in events] == ["for 42"]
+    _, events = read(server, [("match", mine), ("last_event_id", "earliest")], 1, headers=headers)
+    assert [e.data for e in events] == ["for 42"]  # and by the alternate one
+    _, events = read(server, params, 1, timeout=0.5)  # anonymous: private, not theirs
+    assert events == []
+
+
+def test_the_draft_shaped_token(server: ServerProcess) -> None:
+    """A token as the current draft writes it: ``typ: at+jwt``, the detail type URI, a
+    ``match_type: urlpattern`` matcher, an unknown action."""
+    topic = topic_of("draft")
+    publish(server, topic=topic, data="for you", private="on")
+    detail = {
+        "type": DETAIL,
+        "actions": ["subscribe", "a-future-action"],
+        "topics": [{"match": "https://example.com/draft/*", "match_type": "urlpattern"}],
+    }
+    claims = {"authorization_details": [detail], "exp": int(time.time()) + 600, "aud": HUB}
+    draft = jwt.encode(claims, SECRET, algorithm="HS256", headers={"typ": "at+jwt"})
+    headers = {"authorization": f"Bearer {draft}"}
+    _, events = read(server, [("match", topic), ("last_event_id", "earliest")], 1, headers=headers)
+    assert [e.data for e in events] == ["for you"]
+
+
+def test_the_protected_resource_metadata(server: ServerProcess) -> None:
+    metadata = httpx.get(
+        f"{server.url}/.well-known/oauth-protected-resource/.well-known/mercure"
+    ).json()
+    assert metadata["resource"] == HUB
+    assert metadata["authorization_details_types_supported"] == [DETAIL]
+    assert metadata["mercure_cookie"] == "__Secure-mercure_access_token"
+    assert metadata["mercure_subscriptions"] is True
+    assert "header" in metadata["bearer_methods_supported"]
+
+
+def test_the_names_of_earlier_revisions(server: ServerProcess) -> None:
+    """``matchURLPattern``, ``matchExact``, ``lastEventID``, the detail type ``mercure`` and
+    ``matchType: URLPattern``, and the ``mercureAccessToken`` cookie."""
+    base = topic_of("earlier")
+    publish(server, topic=f"{base}/a", data="a", private="on")
+    old = jwt.encode(
+        {
+            "authorization_details": [
+                {
+                    "type": "mercure",
+                    "actions": ["subscribe"],
+                    "topics": [{"match": f"{base}/*", "matchType": "URLPattern"}],
+                }
+            ],
+            "exp": int(time.time()) + 600,
+        },
+        SECRET,
+        algorithm="HS256",
+    )
+    for params in (
+        [("matchURLPattern", f"{base}/:x"), ("lastEventID", "earliest")],
+        [("matchExact", f"{base}/a"), ("lastEventID", "earliest")],
+    ):
+        response, events = read(server, params, 1, headers={"cookie": f"mercureAccessToken={old}"})
+        assert response.headers["mercure-last-event-id"] == "earliest"
+        assert [e.data for e in events] == ["a"]

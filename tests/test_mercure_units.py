@@ -1,8 +1,8 @@
-"""Mercure, sans-I/O: topic matchers (Exact, ``*``, URL Pattern), the publish form, the SSE
+"""Mercure, sans-I/O: topic matchers (exact, ``*``, URL Pattern), the publish form, the SSE
 encoding of an update, reconnection ids and the documents of active subscriptions.
 
-The URL Pattern cases come from the Mercure draft (draft-dunglas-mercure-08) and from the
-examples of the WHATWG URL Pattern standard itself.
+The URL Pattern cases come from the Mercure draft (draft-dunglas-mercure-08 as revised in
+dunglas/mercure) and from the examples of the WHATWG URL Pattern standard itself.
 """
 
 from __future__ import annotations
@@ -39,6 +39,7 @@ from sluiceway.mercure import (
     subscription_update,
     subscriptions_collection,
 )
+from sluiceway.mercure.publication import hub_link
 from sluiceway.sse import Parser
 
 HUB = "https://hub.example/.well-known/mercure"
@@ -83,7 +84,9 @@ def test_selectors_are_cached() -> None:
 
 def test_unknown_matcher_type_and_bad_matchers_are_refused() -> None:
     with pytest.raises(SelectorError, match="unknown matcher type"):
-        compile_selector("a", "urlpattern")
+        compile_selector("a", "URLPATTERN")
+    with pytest.raises(SelectorError, match="format characters"):
+        compile_selector("a\u200bb")
     with pytest.raises(SelectorError, match="control characters"):
         compile_selector("a\x85b")
     with pytest.raises(SelectorError, match="longer than"):
@@ -443,7 +446,16 @@ def test_any_pattern_is_compiled_or_refused_and_matching_never_raises(text, topi
 
 def test_check_topic() -> None:
     assert check_topic("https://example.com/é") == "https://example.com/é"
-    for bad in ("a\x00", "a\x1f", "a\x7f", "a\x80", "a\x9f", "a\ud800"):
+    invisible = (
+        "a\u200b",
+        "a\u200e",
+        "a\u202e",
+        "a\ufeff",
+        "a\u2066",
+        "a\U00013439",
+        "a\U000e0001",
+    )
+    for bad in ("a\x00", "a\x1f", "a\x7f", "a\x80", "a\x9f", "a\ud800", *invisible):
         with pytest.raises(ValueError):
             check_topic(bad)
 
@@ -452,7 +464,7 @@ def test_check_topic() -> None:
     ("topic", "reserved"),
     [
         ("/.well-known/mercure", True),
-        ("/.well-known/mercure/subscriptions/Exact/a/b", True),
+        ("/.well-known/mercure/subscriptions/exact/a/b", True),
         ("https://hub.example/.well-known/mercure/subscriptions", True),
         ("https://elsewhere.example/.well-known/mercure/x", True),  # any authority
         ("wss://x/.well-known/mercure", True),  # any scheme
@@ -487,9 +499,9 @@ def test_subscribe_query_reads_the_matcher_parameters() -> None:
         [
             ("match", "https://example.com/foo"),
             ("match", "bar"),
-            ("matchURLPattern", "https://example.com/bar/:id"),
-            ("matchExact", "bar"),  # the same matcher as match=bar: kept once
-            ("lastEventID", "x"),
+            ("match_urlpattern", "https://example.com/bar/:id"),
+            ("match_exact", "bar"),  # the same matcher as match=bar: kept once
+            ("last_event_id", "x"),
             ("access_token", "t"),
         ],
         hub_url=HUB,
@@ -501,8 +513,19 @@ def test_subscribe_query_reads_the_matcher_parameters() -> None:
     ]
 
 
+def test_subscribe_query_reads_the_names_of_earlier_revisions() -> None:
+    selectors = parse_subscribe_query(
+        [("matchURLPattern", "https://example.com/bar/:id"), ("matchExact", "bar")], hub_url=HUB
+    )
+    assert [(s.match_type, s.pattern) for s in selectors] == [
+        (URLP, "https://example.com/bar/:id"),
+        (MatchType.EXACT, "bar"),
+    ]
+
+
 @pytest.mark.parametrize(
-    "name", ["matchurlpattern", "match_urlpattern", "Match", "MATCHEXACT", "matches", "matchRegex"]
+    "name",
+    ["matchurlpattern", "match_URLPattern", "Match", "MATCH_EXACT", "matches", "match_regexp"],
 )
 def test_subscribe_query_refuses_the_rest_of_the_match_namespace(name: str) -> None:
     with pytest.raises(SelectorError, match="unknown matcher parameter"):
@@ -518,8 +541,8 @@ def test_subscribe_query_limits_and_errors() -> None:
         parse_subscribe_query([("match", "x" * 20)], max_length=10)
     with pytest.raises(SelectorError, match="control characters"):
         parse_subscribe_query([("match", "a\nb")])
-    with pytest.raises(SelectorError, match=r"matchURLPattern='https://e/\(': "):
-        parse_subscribe_query([("matchURLPattern", "https://e/(")])
+    with pytest.raises(SelectorError, match=r"match_urlpattern='https://e/\(': "):
+        parse_subscribe_query([("match_urlpattern", "https://e/(")])
 
 
 def test_subscribe_query_legacy_topic_parameter() -> None:
@@ -546,7 +569,7 @@ def test_publish_form_with_every_field() -> None:
         ("target", "ignored: not defined by the draft"),
     )
     assert update == MercureUpdate(
-        topic="https://example.com/books/1",
+        topics=("https://example.com/books/1",),
         data="line 1\nline 2",
         private=True,
         id="urn:uuid:e1ee88e2-532a-4d6f-ba70-f0f8bd584022",
@@ -556,7 +579,7 @@ def test_publish_form_with_every_field() -> None:
 
 
 def test_publish_form_defaults() -> None:
-    assert publish(("topic", "t")) == MercureUpdate("t", "", False, None, None, None)
+    assert publish(("topic", "t")) == MercureUpdate(("t",), "", False, None, None, None)
     assert publish(("topic", "t"), ("type", "")).type is None
 
 
@@ -568,23 +591,33 @@ def test_private_is_set_by_presence_alone(value: str) -> None:
 @pytest.mark.parametrize(
     ("fields", "field", "status", "message"),
     [
-        ([], "topic", 400, "exactly once (found 0)"),
-        ([("topic", "a"), ("topic", "b")], "topic", 400, "exactly once (found 2)"),
+        ([], "topic", 400, "is required"),
         ([("topic", "a\x00")], "topic", 400, "control characters"),
         ([("topic", "a\u0085")], "topic", 400, "control characters"),
+        ([("topic", "a\u200b")], "topic", 400, "format characters"),
         ([("topic", "a\ud800")], "topic", 400, "UTF-8"),
-        ([("topic", "/.well-known/mercure/subscriptions/Exact/a/b")], "topic", 403, "reserved"),
-        ([("topic", "https://hub.example/.well-known/mercure")], "topic", 403, "reserved"),
+        ([("topic", "*")], "topic", 400, "wildcard"),
+        ([("topic", "a"), ("topic", "*")], "topic", 400, "wildcard"),  # alternates too
+        ([("topic", "/.well-known/mercure/subscriptions/exact/a/b")], "topic", 400, "reserved"),
+        ([("topic", "https://hub.example/.well-known/mercure")], "topic", 400, "reserved"),
+        ([("topic", "a"), ("topic", "/.well-known/mercure/x")], "topic", 400, "reserved"),
+        ([("topic", str(n)) for n in range(101)], "topic", 413, "more than 100"),
         ([("topic", "t"), ("id", "#1")], "id", 400, "'#'"),
         ([("topic", "t"), ("id", "earliest")], "id", 400, "earliest"),
-        ([("topic", "t"), ("id", "a\nb")], "id", 400, "CR, LF or NUL"),
-        ([("topic", "t"), ("id", "a\rb")], "id", 400, "CR, LF or NUL"),
-        ([("topic", "t"), ("id", "a\x00b")], "id", 400, "CR, LF or NUL"),
+        ([("topic", "t"), ("id", "a\nb")], "id", 400, "control characters"),
+        ([("topic", "t"), ("id", "a\rb")], "id", 400, "control characters"),
+        ([("topic", "t"), ("id", "a\x00b")], "id", 400, "control characters"),
+        ([("topic", "t"), ("id", "a\x01b")], "id", 400, "control characters"),
+        ([("topic", "t"), ("id", "a\tb")], "id", 400, "control characters"),
+        ([("topic", "t"), ("id", "a\x85b")], "id", 400, "control characters"),
+        ([("topic", "t"), ("id", "a\u200bb")], "id", 400, "format characters"),
         ([("topic", "t"), ("id", "")], "id", 400, "empty"),
         ([("topic", "t"), ("id", "a"), ("id", "b")], "id", 400, "at most once"),
         ([("topic", "t"), ("data", "a"), ("data", "b")], "data", 400, "at most once"),
         ([("topic", "t"), ("data", "\udc80")], "data", 400, "UTF-8"),
-        ([("topic", "t"), ("type", "a\nb")], "type", 400, "CR or LF"),
+        ([("topic", "t"), ("type", "a\nb")], "type", 400, "control characters"),
+        ([("topic", "t"), ("type", "a\u200fb")], "type", 400, "format characters"),
+        ([("topic", "t"), ("type", "mercure")], "type", 400, "reserved"),
         ([("topic", "t"), ("type", "sluiceway.reset")], "type", 400, "reserved"),
         ([("topic", "t"), ("retry", "")], "retry", 400, "ASCII digits"),
         ([("topic", "t"), ("retry", "-1")], "retry", 400, "ASCII digits"),
@@ -636,12 +669,18 @@ def test_encode_update_always_has_a_data_line() -> None:
 
 
 def test_requested_last_event_id_header_wins() -> None:
-    assert requested_last_event_id({"Last-Event-ID": "h"}, {"lastEventID": "q"}) == "h"
-    assert requested_last_event_id({"last-event-id": "h"}, {}) == "h"
-    assert requested_last_event_id({}, {"lastEventID": "q"}) == "q"
-    assert requested_last_event_id({"Last-Event-ID": ""}, {"lastEventID": "q"}) == "q"
-    assert requested_last_event_id({}, {"Last-Event-ID": "old draft name"}) is None
-    assert requested_last_event_id({}, {}) is None
+    assert requested_last_event_id("h", [("last_event_id", "q")]) == "h"
+    assert requested_last_event_id("h", []) == "h"
+    assert requested_last_event_id(None, [("last_event_id", "q")]) == "q"
+    assert requested_last_event_id("", [("last_event_id", "q")]) == "q"
+    assert requested_last_event_id(None, [("last_event_id", "q"), ("lastEventID", "old")]) == "q"
+    assert requested_last_event_id(None, [("lastEventID", "old")]) == "old"  # earlier name
+    assert requested_last_event_id(None, [("last_event_id", "1"), ("last_event_id", "2")]) == "1"
+    assert requested_last_event_id(None, [("Last-Event-ID", "v7's name")]) is None
+    assert requested_last_event_id(None, []) is None
+    # A browser sends the header's value as UTF-8; ASGI hands it over as Latin-1.
+    assert requested_last_event_id("urn:☃".encode().decode("latin-1"), []) == "urn:☃"
+    assert requested_last_event_id("caf\xe9", []) == "caf\xe9"  # not UTF-8: kept as it came
 
 
 def test_last_event_ids_name_a_hub_position_a_publisher_id_or_the_start() -> None:
@@ -655,10 +694,10 @@ def test_last_event_ids_name_a_hub_position_a_publisher_id_or_the_start() -> Non
 
 
 def test_response_last_event_id_never_discloses_what_the_subscriber_may_not_see() -> None:
-    def may_receive(topic: str, private: bool) -> bool:
-        return not private or topic == "mine"
+    def may_receive(topics: tuple[str, ...], private: bool) -> bool:
+        return not private or "mine" in topics
 
-    newest_first = [("p2", "theirs", True), ("p1", "mine", True), ("a", "x", False)]
+    newest_first = [("p2", ("theirs",), True), ("p1", ("x", "mine"), True), ("a", ("x",), False)]
     assert response_last_event_id(newest_first, may_receive) == "p1"
     assert response_last_event_id(newest_first[:1], may_receive) == EARLIEST
     assert response_last_event_id(newest_first, may_receive, scan_limit=1) == EARLIEST
@@ -673,55 +712,60 @@ SPEC_SUBSCRIBER = "urn:uuid:bb3de268-05b0-4c65-b44e-8f9acefc29d6"
 
 def test_subscription_documents_are_those_of_the_draft() -> None:
     document = subscription_document(
-        "URLPattern", "https://example.com/:selector", SPEC_SUBSCRIBER,
+        "urlpattern", "https://example.com/:selector", SPEC_SUBSCRIBER,
         active=True, payload={"foo": "bar"},
     )  # fmt: skip
-    assert document == {
-        "@context": "https://mercure.rocks/",
-        "id": "/.well-known/mercure/subscriptions/URLPattern/https%3A%2F%2Fexample.com%2F"
+    assert document == {  # the draft's example, word for word
+        "id": "/.well-known/mercure/subscriptions/urlpattern/https%3A%2F%2Fexample.com%2F"
         "%3Aselector/urn%3Auuid%3Abb3de268-05b0-4c65-b44e-8f9acefc29d6",
-        "type": "Subscription",
-        "matchType": "URLPattern",
+        "type": "subscription",
+        "match_type": "urlpattern",
         "match": "https://example.com/:selector",
         "subscriber": SPEC_SUBSCRIBER,
         "active": True,
         "payload": {"foo": "bar"},
     }
-    nested = subscription_document("Exact", "a", "s", active=False, context=False)
-    assert "@context" not in nested and "payload" not in nested
+    legacy = subscription_document("URLPattern", "a", "s", active=False)
+    assert legacy["match_type"] == "urlpattern" and "payload" not in legacy
 
 
 def test_subscription_topics_encode_each_variable_exactly_once() -> None:
     topic = subscription_topic(MatchType.EXACT, "https://e.example/a%20b/c d", "user/1")
     assert topic == (
-        "/.well-known/mercure/subscriptions/Exact/"
+        "/.well-known/mercure/subscriptions/exact/"
         "https%3A%2F%2Fe.example%2Fa%2520b%2Fc%20d/user%2F1"
     )
     with pytest.raises(ValueError):
-        subscription_topic("exact", "a", "b")
+        subscription_topic("Regexp", "a", "b")
 
 
-def test_subscription_events_are_private_json_ld_updates_in_the_reserved_namespace() -> None:
-    update = subscription_update("Exact", "a", "s", active=True, payload={"k": 1})
-    assert update.private
+def test_subscription_events_are_private_updates_of_the_hubs_type_in_the_reserved_namespace() -> (
+    None
+):
+    update = subscription_update("exact", "a", "s", active=True, payload={"k": 1})
+    assert update.private and update.type == "mercure"
     assert is_reserved_topic(update.topic, HUB)  # publishers cannot forge them
     assert orjson.loads(update.data)["id"] == update.topic
+    assert encode_update(update, "#e-1").startswith(b"id: #e-1\nevent: mercure\n")
     # A subscriber can follow them with the relative pattern of the draft.
-    assert pattern("/.well-known/mercure/subscriptions/Exact/:match/:subscriber").matches(
+    assert pattern("/.well-known/mercure/subscriptions/exact/:match/:subscriber").matches(
         update.topic
     )
 
 
 def test_subscriptions_collection() -> None:
-    nested = [subscription_document("Exact", "a", "s", active=True, context=False)]
-    document = subscriptions_collection("/.well-known/mercure/subscriptions", nested, "earliest")
+    nested = [subscription_document("exact", "a", "s", active=True)]
+    document = subscriptions_collection("/.well-known/mercure/subscriptions", nested)
     assert document == {
-        "@context": "https://mercure.rocks/",
         "id": "/.well-known/mercure/subscriptions",
-        "type": "Subscriptions",
-        "lastEventID": "earliest",
+        "type": "subscriptions",
         "subscriptions": nested,
     }
+    link = hub_link(HUB, 'urn:"x"')
+    assert link == (
+        f'<{HUB}>; rel="mercure"; last-event-id="urn:\\"x\\""; type="mercure"; '
+        'content-type="application/json"'
+    )
 
 
 @settings(max_examples=200, deadline=None)
@@ -744,19 +788,21 @@ def test_subscriptions_api_path_errors() -> None:
     assert parse_subscriptions_path("/.well-known/mercure/subscriptions/").match is None
     for bad in (
         "/.well-known/mercure/subscriptionsX",
-        "/.well-known/mercure/subscriptions/Exact",
-        "/.well-known/mercure/subscriptions/exact/a",
-        "/.well-known/mercure/subscriptions/Exact/a/b/c",
-        "/.well-known/mercure/subscriptions/Exact//b",
-        "/.well-known/mercure/subscriptions/Exact/%FF/b",
+        "/.well-known/mercure/subscriptions/exact",
+        "/.well-known/mercure/subscriptions/EXACT/a",
+        "/.well-known/mercure/subscriptions/exact/a/b/c",
+        "/.well-known/mercure/subscriptions/exact//b",
+        "/.well-known/mercure/subscriptions/exact/%FF/b",
     ):
         with pytest.raises(LookupError):
             parse_subscriptions_path(bad)
+    # Earlier revisions' spelling names the same resource.
+    legacy = parse_subscriptions_path("/.well-known/mercure/subscriptions/URLPattern/a")
+    assert (legacy.match_type, legacy.match) == (URLP, "a")
 
 
 def test_new_subscriber_id() -> None:
-    assert new_subscriber_id("https://example.com/users/1") == "https://example.com/users/1"
-    first, second = new_subscriber_id(), new_subscriber_id(None)
+    first, second = new_subscriber_id(), new_subscriber_id()
     assert first.startswith("urn:uuid:") and first != second
 
 

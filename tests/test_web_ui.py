@@ -424,7 +424,12 @@ def test_the_page_and_client_are_served_with_their_headers(server: ServerProcess
     page = httpx.get(f"{server.url}/")
     assert page.status_code == 200
     assert page.headers["content-type"].startswith("text/html")
-    assert "default-src 'self'" in page.headers["content-security-policy"]
+    policy = page.headers["content-security-policy"]
+    nonce = re.search(r"script-src 'nonce-([A-Za-z0-9_-]+)'", policy)
+    assert nonce is not None and "default-src 'none'" in policy
+    assert f'nonce="{nonce[1]}"' in page.text  # the page's own script and style carry it
+    again = httpx.get(f"{server.url}/").headers["content-security-policy"]
+    assert again != policy  # a nonce per page
     client = httpx.get(f"{server.url}/static/sluiceway.js")
     assert client.headers["content-type"].startswith("text/javascript")
     assert "export class EventStream" in client.text

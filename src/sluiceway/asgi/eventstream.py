@@ -23,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import re
 import time
 from collections.abc import AsyncIterable, AsyncIterator, Callable, Mapping
 from typing import Any
@@ -76,9 +77,12 @@ class EventStreamResponse:
     ``content``: an async iterable of :data:`Item` or a hub :class:`Subscription`.
     ``ping_interval``: seconds of silence before a keep-alive comment (``None``: never; for a
     subscription the hub's ``ping_interval`` applies). ``retry``: reconnection delay in ms sent
-    first. ``headers``: extra response headers. ``ends_at``: a Unix time at which the stream
-    ends (cleanly, after what was already sent), e.g. when the access token it rests on
-    expires; the client then reconnects, with a fresh token, and resumes.
+    first. ``headers``: extra response headers; values may hold any text but line breaks
+    (see :func:`header_value`). ``ends_at``: a Unix time at which the stream ends (cleanly,
+    after what was already sent), e.g. when the access token it rests on expires; the client
+    then reconnects, with a fresh token, and resumes. ``on_close``: called once the response
+    is over, however it ended: the stream's end, the client gone, or a failure before its
+    first byte (release there what the stream holds).
     """
 
     def __init__(
@@ -90,31 +94,74 @@ class EventStreamResponse:
         ping_interval: float | None = 15.0,
         retry: int | None = None,
         ends_at: float | None = None,
+        on_close: Callable[[], object] | None = None,
     ) -> None:
         self.content = content
         self.ends_at = ends_at
         self.status_code = status_code
         self.ping_interval = ping_interval
         self.retry = retry
+        self.on_close = on_close
         self.raw_headers = list(SSE_HEADERS)
         for name, value in (headers or {}).items():
-            self.raw_headers.append((name.lower().encode("latin-1"), value.encode("latin-1")))
+            self.raw_headers.append((name.lower().encode("latin-1"), header_value(value)))
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        await send(
-            {"type": "http.response.start", "status": self.status_code, "headers": self.raw_headers}
-        )
-        if scope.get("method") == "HEAD":
-            await send({"type": "http.response.body", "body": b""})
-            if isinstance(self.content, Subscription):
-                self.content.release()
-            return
-        if self.retry is not None:
-            await send(_body(encode_retry(self.retry)))
+        try:
+            await self._stream(scope, receive, send)
+        finally:
+            if self.on_close is not None:
+                self.on_close()
+
+    async def _stream(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            await send(
+                {
+                    "type": "http.response.start",
+                    "status": self.status_code,
+                    "headers": self.raw_headers,
+                }
+            )
+            if scope.get("method") == "HEAD":
+                await send({"type": "http.response.body", "body": b""})
+                await self._discard()
+                return
+            if self.retry is not None:
+                await send(_body(encode_retry(self.retry)))
+        except BaseException:
+            await self._discard()  # nothing streams: what the content holds is let go now
+            raise
         if isinstance(self.content, Subscription):
             await _stream_subscription(self.content, receive, send, self.ends_at)
         else:
             await _stream_iterable(self.content, self.ping_interval, receive, send, self.ends_at)
+
+    async def _discard(self) -> None:
+        if isinstance(self.content, Subscription):
+            self.content.release()
+            return
+        aclose = getattr(self.content, "aclose", None)
+        if aclose is not None:
+            await aclose()
+
+
+def header_value(text: str) -> bytes:
+    """A header value as bytes that every HTTP/1.1 parser takes: the text as UTF-8 (bytes over
+    0x7F are field content, RFC 9110 5.5), with the control characters a header may not hold
+    percent-escaped, so that a value that came from a client (a Mercure publisher's id) can
+    never break the response it rides on.
+
+    >>> header_value("urn:☃"), header_value("a\x01b")
+    (b'urn:\xe2\x98\x83', b'a%01b')
+    """
+    raw = text.encode("utf-8", "backslashreplace")  # a lone surrogate: never an error
+    if _CONTROL.search(raw) is None:
+        return raw
+    return _CONTROL.sub(lambda match: b"%%%02X" % match[0][0], raw)
+
+
+# HTAB is the one control character a field value may hold.
+_CONTROL = re.compile(rb"[\x00-\x08\x0a-\x1f\x7f]")
 
 
 def _body(chunk: bytes, more: bool = True) -> Message:

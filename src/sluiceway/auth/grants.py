@@ -1,14 +1,15 @@
 """Who may publish and read what: the grants an access token carries, sans-I/O.
 
-Follows the Mercure draft (draft-dunglas-mercure-08, "Authorization"): a token grants an action
-(``publish`` or ``subscribe``) on a topic when one of its ``authorization_details`` of type
-``mercure`` lists that action and one of its ``topics`` matchers matches the topic. A private
-update reaches a subscriber only when its token grants ``subscribe`` on the update's (single)
-topic; public updates reach every subscriber. What a subscriber *listens to* (its ``match``
-query parameters) never widens what it may read.
+Follows the Mercure draft (draft-dunglas-mercure-08 as revised in dunglas/mercure, 2026):
+a token grants an action (``publish`` or ``subscribe``) on a topic when one of its
+``authorization_details`` of type ``https://mercure.rocks/authorization-detail`` (or
+``mercure``, as earlier revisions named it) lists that action and one of its ``topics``
+matchers matches the topic. A private update reaches a subscriber only when its token grants
+``subscribe`` on the update's topic; public updates reach every subscriber. What a subscriber
+*listens to* (its ``match`` query parameters) never widens what it may read.
 
 >>> grants = Grants.from_claims({"authorization_details": [
-...     {"type": "mercure", "actions": ["subscribe"],
+...     {"type": "https://mercure.rocks/authorization-detail", "actions": ["subscribe"],
 ...      "topics": [{"match": "https://example.com/books/1"}]}]}, hub_url="https://hub.example/")
 >>> grants.may_receive("https://example.com/books/1", private=True)
 True
@@ -50,11 +51,13 @@ __all__ = [
     "www_authenticate",
 ]
 
-#: The ``type`` of the authorization details this module reads (RFC 9396).
-AUTHORIZATION_DETAIL_TYPE = "mercure"
-#: The cookie name the draft recommends (the draft allows another; draft 07 said
-#: ``mercureAuthorization``).
-ACCESS_TOKEN_COOKIE = "mercureAccessToken"
+#: The ``type`` of the authorization details this module reads (RFC 9396), as the current
+#: draft names it; ``mercure``, its name in earlier revisions, is read too.
+AUTHORIZATION_DETAIL_TYPE = "https://mercure.rocks/authorization-detail"
+_DETAIL_TYPES = frozenset({AUTHORIZATION_DETAIL_TYPE, "mercure"})
+#: The cookie name the draft recommends (it allows another; earlier revisions said
+#: ``mercureAccessToken``, and draft 07 ``mercureAuthorization``).
+ACCESS_TOKEN_COOKIE = "__Secure-mercure_access_token"
 #: The RFC 6750 query parameter (older hubs read ``authorization``).
 ACCESS_TOKEN_QUERY = "access_token"
 
@@ -177,12 +180,12 @@ def token_from(
     (RFC 6750 3.1: then no error code, a bare challenge). An empty cookie counts as none (a
     browser's cleared cookie).
 
-    >>> cookies = {"mercureAccessToken": "c"}
+    >>> cookies = {"__Secure-mercure_access_token": "c"}
     >>> token_from({"Authorization": "Bearer h"}, cookies, {"access_token": "q"})
     'h'
-    >>> token_from({}, {"mercureAccessToken": "c"}, {"access_token": "q"})
+    >>> token_from({}, cookies, {"access_token": "q"})
     'q'
-    >>> token_from({}, {"mercureAccessToken": "c"}, {})
+    >>> token_from({}, cookies, {})
     'c'
     """
     authorization = _header(headers, "Authorization")
@@ -221,11 +224,14 @@ class Detail:
     """One ``mercure`` authorization detail: actions on the topics its selectors match.
 
     ``payload``: the detail's ``payload`` (subscription events show it), or None.
+    ``legacy``: it comes from the ``mercure`` claim of earlier drafts, which was written for
+    Mercure topics only (see :meth:`Grants.names`).
     """
 
     actions: frozenset[str]
     selectors: tuple[Selector, ...]
     payload: Any = None
+    legacy: bool = False
 
     def matches(self, topic: str) -> bool:
         return any(selector.matches(topic) for selector in self.selectors)
@@ -233,14 +239,17 @@ class Detail:
 
 class _Index:
     """The selectors of one action, arranged for quick checks: ``*``, a set of exact topics,
-    then the URL patterns one by one."""
+    then the URL patterns one by one. ``named`` keeps apart the selectors that name what
+    they match (see :meth:`Grants.names`)."""
 
-    __slots__ = ("any", "exact", "patterns")
+    __slots__ = ("any", "exact", "named_exact", "named_patterns", "patterns")
 
     def __init__(self, details: Iterable[Detail], action: str) -> None:
         self.any = False
         exact: set[str] = set()
+        named_exact: set[str] = set()
         patterns: dict[Selector, None] = {}
+        named_patterns: dict[Selector, str] = {}
         for detail in details:
             if action not in detail.actions:
                 continue
@@ -249,10 +258,16 @@ class _Index:
                     self.any = True
                 elif selector.match_type is MatchType.EXACT:
                     exact.add(selector.pattern)
+                    if not detail.legacy:
+                        named_exact.add(selector.pattern)
                 else:
                     patterns[selector] = None
+                    if not detail.legacy and (prefix := selector.path_prefix) is not None:
+                        named_patterns[selector] = prefix
         self.exact = frozenset(exact)
         self.patterns = tuple(patterns)
+        self.named_exact = frozenset(named_exact)
+        self.named_patterns = tuple(named_patterns.items())
 
     def matches(self, topic: str) -> bool:
         return (
@@ -260,6 +275,27 @@ class _Index:
             or topic in self.exact
             or any(selector.matches(topic) for selector in self.patterns)
         )
+
+    def names(self, resource: str) -> bool:
+        if resource in self.named_exact:
+            return True
+        family = _family(resource)
+        return any(
+            _within(prefix, family) and selector.matches(resource)
+            for selector, prefix in self.named_patterns
+        )
+
+
+def _family(resource: str) -> str:
+    """``/files`` for ``/files/a/b.txt``: the first segment of a resource's path."""
+    end = resource.find("/", 1)
+    return resource if end < 0 else resource[:end]
+
+
+def _within(prefix: str, family: str) -> bool:
+    # A pattern's literal path prefix names a family when it is the family or below it:
+    # "/files/docs/" and "/files" do, "/fil" and "/" do not.
+    return prefix == family or prefix.startswith(family + "/")
 
 
 class Grants:
@@ -277,6 +313,7 @@ class Grants:
         "anonymous_subscribe",
         "authenticated",
         "details",
+        "everything",
         "expires_at",
         "subject",
     )
@@ -290,6 +327,7 @@ class Grants:
         expires_at: float | None = None,
         anonymous_subscribe: bool = False,
         anonymous_publish: bool = False,
+        everything: bool = False,
     ) -> None:
         self.details = tuple(details)
         self.authenticated = authenticated
@@ -297,6 +335,8 @@ class Grants:
         self.expires_at = expires_at
         self.anonymous_subscribe = anonymous_subscribe
         self.anonymous_publish = anonymous_publish
+        #: Every action on every resource, named or not: the server's publish key.
+        self.everything = everything
         self._publish = _Index(self.details, PUBLISH)
         self._subscribe = _Index(self.details, SUBSCRIBE)
 
@@ -313,13 +353,13 @@ class Grants:
 
     @classmethod
     def full(cls, *, subject: str | None = None) -> Grants:
-        """Every action on every topic: what the server's publish key grants.
+        """Every action on every resource: what the server's publish key grants.
 
-        >>> Grants.full().may_publish("/topics/anything")
-        True
+        >>> Grants.full().may_publish("/topics/anything"), Grants.full().names("publish", "/x/y")
+        (True, True)
         """
-        everything = Detail(frozenset(_ACTIONS), (compile_selector("*"),))
-        return cls([everything], authenticated=True, subject=subject)
+        wildcard = Detail(frozenset(_ACTIONS), (compile_selector("*"),))
+        return cls([wildcard], authenticated=True, subject=subject, everything=True)
 
     @classmethod
     def from_claims(
@@ -338,9 +378,10 @@ class Grants:
 
         ``hub_url`` is needed for relative URL patterns. Details of other types are ignored.
 
-        ``legacy_claims``: also read the ``mercure: {publish, subscribe, payload}`` claim of
-        draft 07 and earlier, each string an ``Exact`` matcher or ``*``. Its URI Templates
-        are not supported: a token using one is refused.
+        ``legacy_claims``: in a token without ``authorization_details``, read the ``mercure:
+        {publish, subscribe, payload}`` claim of draft 07 and earlier, each string an exact
+        matcher or ``*``. Its URI Templates are not supported: a token using one is refused.
+        Such grants reach Mercure topics and the topic API only (see :meth:`names`).
         """
         details: list[Detail] = []
         raw = claims.get("authorization_details")
@@ -350,9 +391,10 @@ class Grants:
             for index, entry in enumerate(raw):
                 if not isinstance(entry, dict) or not isinstance(entry.get("type"), str):
                     raise _invalid_token(f"authorization_details[{index}] has no string type")
-                if entry["type"] == AUTHORIZATION_DETAIL_TYPE:
+                if entry["type"] in _DETAIL_TYPES:
                     details.append(_parse_detail(entry, index, hub_url, limits))
-        if legacy_claims and "mercure" in claims:
+        elif legacy_claims and "mercure" in claims:
+            # Only in tokens without authorization_details (as the reference hub reads it).
             details.extend(_parse_legacy(claims["mercure"], limits))
         if len(details) > limits.max_details:
             raise _invalid_token(f"more than {limits.max_details} mercure authorization details")
@@ -394,6 +436,31 @@ class Grants:
         and the subscriptions-API resource at that path? Anonymous clients never do."""
         return self._subscribe.matches(topic)
 
+    def names(self, action: str, resource: str) -> bool:
+        """Does a grant that *names* ``resource`` allow ``action`` on it? For resources that a
+        token written for Mercure topics must not reach by accident (files, exports, jobs,
+        generations, the proxy): only ``authorization_details`` count, not the legacy
+        ``mercure`` claim; an exact selector naming the resource, or a URL pattern whose
+        literal path names its family (``/files/docs/*`` names ``/files/docs/a``; ``*`` and
+        ``/*`` name nothing). Anonymous settings do not count either.
+
+        >>> grants = Grants.from_claims({"authorization_details": [{"type": "mercure",
+        ...     "actions": ["subscribe"], "topics": [{"match": "*"},
+        ...     {"match": "/files/pub/*", "match_type": "urlpattern"}]}]},
+        ...     hub_url="http://127.0.0.1:8000/.well-known/mercure")
+        >>> grants.names("subscribe", "/files/pub/a.txt"), grants.names("subscribe", "/jobs")
+        (True, False)
+        """
+        if self.everything:
+            return True
+        index = self._publish if action == PUBLISH else self._subscribe
+        return index.names(resource)
+
+    def holds_exact(self, action: str, resource: str) -> bool:
+        """Does a selector equal to ``resource`` (not a pattern, not ``*``) allow ``action``?"""
+        index = self._publish if action == PUBLISH else self._subscribe
+        return self.everything or resource in index.exact
+
     def may_read(self, resource: str) -> bool:
         """May it read ``resource`` (a topic of the API, see :mod:`sluiceway.auth.resources`)?
         Yes when anonymous subscribing is on, otherwise with a ``subscribe`` grant on it.
@@ -416,6 +483,11 @@ class Grants:
         with a ``subscribe`` grant on that very topic. (The subscriber's own ``match``
         parameters decide what it listens to; check them separately.)"""
         return not private or self._subscribe.matches(topic)
+
+    def may_receive_any(self, topics: Sequence[str], private: bool) -> bool:
+        """May an update of these topics (its canonical and alternate ones) be sent to this
+        subscriber? Public: yes. Private: with a ``subscribe`` grant on one of them."""
+        return not private or any(self._subscribe.matches(topic) for topic in topics)
 
     def payload_for(self, match: str) -> Any:
         """The ``payload`` shown with a subscription whose matcher is ``match``: that of the
@@ -478,12 +550,10 @@ def _parse_detail(
 ) -> Detail:
     where = f"authorization_details[{index}]"
     actions = entry.get("actions")
-    if (
-        not isinstance(actions, list)
-        or not actions
-        or not all(isinstance(a, str) and a in _ACTIONS for a in actions)
-    ):
-        raise _invalid_token(f"{where}.actions must be a non-empty array of publish/subscribe")
+    if not isinstance(actions, list) or not actions or not all(isinstance(a, str) for a in actions):
+        raise _invalid_token(f"{where}.actions must be a non-empty array of strings")
+    # The draft: an action this hub does not know grants nothing, and spoils nothing.
+    known = frozenset(actions) & _ACTIONS
     topics = entry.get("topics")
     if not isinstance(topics, list) or not topics:
         raise _invalid_token(f"{where}.topics must be a non-empty array")
@@ -493,9 +563,7 @@ def _parse_detail(
     for position, matcher in enumerate(topics):
         if not isinstance(matcher, dict) or not isinstance(matcher.get("match"), str):
             raise _invalid_token(f"{where}.topics[{position}] must be an object with a match")
-        kind = matcher.get("matchType", MatchType.EXACT.value)
-        if kind not in (MatchType.EXACT.value, MatchType.URL_PATTERN.value):
-            raise _invalid_token(f"{where}.topics[{position}].matchType is {str(kind)[:40]!r}")
+        kind = _matcher_type(matcher, f"{where}.topics[{position}]")
         try:
             selectors.append(
                 compile_selector(
@@ -507,7 +575,26 @@ def _parse_detail(
     payload = entry.get("payload")
     if payload is not None and not isinstance(payload, dict):
         raise _invalid_token(f"{where}.payload must be an object")
-    return Detail(frozenset(actions), tuple(selectors), payload)
+    return Detail(known, tuple(selectors), payload)
+
+
+def _matcher_type(matcher: Mapping[str, Any], where: str) -> MatchType:
+    """A topic matcher's type: ``match_type`` (the current draft: ``exact`` or ``urlpattern``,
+    case-sensitive), or ``matchType`` of earlier revisions (``Exact``, ``URLPattern``);
+    ``exact`` when absent. An unknown type refuses the whole token: ignoring it would change
+    what the token grants."""
+    if "match_type" in matcher:
+        if "matchType" in matcher:
+            raise _invalid_token(f"{where} has both match_type and matchType")
+        kind = matcher["match_type"]
+        if kind not in (MatchType.EXACT.value, MatchType.URL_PATTERN.value):
+            raise _invalid_token(f"{where}.match_type is {str(kind)[:40]!r}")
+        return MatchType(kind)
+    kind = matcher.get("matchType", MatchType.EXACT.value)
+    found = MatchType.parse(kind) if isinstance(kind, str) else None
+    if found is None:
+        raise _invalid_token(f"{where}.matchType is {str(kind)[:40]!r}")
+    return found
 
 
 def _parse_legacy(claim: Any, limits: GrantLimits) -> list[Detail]:
@@ -534,7 +621,7 @@ def _parse_legacy(claim: Any, limits: GrantLimits) -> list[Detail]:
         except SelectorError as exc:
             raise _invalid_token(f"mercure.{action}: {exc}") from None
         payload = claim.get("payload") if action == SUBSCRIBE else None
-        details.append(Detail(frozenset({action}), selectors, payload))
+        details.append(Detail(frozenset({action}), selectors, payload, legacy=True))
     return details
 
 

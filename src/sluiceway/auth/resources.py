@@ -23,18 +23,38 @@ resource                              action       what it allows
 ``/files/{path}``                     publish      upload (``PUT``, or ``POST /uploads`` for
                                                    each part's file name)
 ``/proxy``                            subscribe    ``GET /proxy?url=…``
+``/metrics``                          subscribe    ``GET /metrics`` and the counts of
+                                                   ``/healthz``, when status is not public
 ====================================  ===========  =============================================
 
-A token granting ``subscribe`` on ``{"match": "/topics/*", "matchType": "URLPattern"}`` reads
-every topic; ``{"match": "*"}`` grants everything.
+A token granting ``subscribe`` on ``{"match": "/topics/*", "match_type": "urlpattern"}`` reads
+every topic; ``{"match": "*"}`` reads and writes every topic and every Mercure topic.
+
+**Named resources.** Everything but topics (generations, jobs, exports, files, the proxy,
+metrics) needs a grant that names it: an exact selector, or a URL pattern whose fixed path
+names its family (``/files/docs/*``). ``*``, patterns like ``/*``, and the legacy ``mercure``
+claim are written for Mercure topics and do not reach them (see
+:meth:`~sluiceway.auth.Grants.names`): a browser's Mercure token must not read the server's
+files.
+
+**Owned runs.** A generation (and its chat) or a job belongs to the ``sub`` of the token that
+started it (None without one). A grant on the collection (``/generations``, ``/jobs``) acts on
+the caller's own runs only; others' need a grant naming their path (``/generations/{id}``, or
+a pattern such as ``/generations/*``). See :func:`may_act_on_run`.
 
 Names are URL paths: what a path cannot hold literally is percent-encoded, ``#`` above all, so
 that a pattern for ``/topics/room-42`` cannot also match the topic ``room-42#alice`` (the
 ``#`` would start a URL fragment).
 
 Private topics, as Centrifugo names its channels: ``$name`` and ``name#user1,user2``. Reading
-one (over HTTP as over WebSocket) needs more than anonymous access: a ``subscribe`` grant on it,
-or, for a user channel, a token whose ``sub`` is one of its users.
+one (over HTTP as over WebSocket, see :func:`may_read_topic`) needs more than anonymous access:
+``$name`` a ``subscribe`` grant on it; ``name#users`` a token whose ``sub`` is one of its users,
+or a grant naming that very topic (an exact selector: a pattern for ``room-:id`` does not reach
+``room-42#alice``).
+
+Internal topics (``sluiceway.*``: the Mercure log, generations' and jobs' streams) are the
+server's own: no grant reaches them through the topic API or WebSocket channels; they are read
+through their own endpoints.
 
 >>> topic_resource("chat")
 '/topics/chat'
@@ -50,15 +70,24 @@ from __future__ import annotations
 
 from urllib.parse import quote
 
+from sluiceway.auth.grants import PUBLISH, SUBSCRIBE, Grants
+
 __all__ = [
     "GENERATIONS",
+    "INTERNAL_TOPIC_PREFIX",
     "JOBS",
+    "METRICS",
     "PROXY",
     "export_resource",
     "file_resource",
     "generation_resource",
+    "is_internal_topic",
     "is_private_topic",
     "job_resource",
+    "may_act_on_run",
+    "may_publish_topic",
+    "may_read_topic",
+    "may_use",
     "topic_resource",
     "topic_users",
 ]
@@ -66,6 +95,10 @@ __all__ = [
 GENERATIONS = "/generations"
 JOBS = "/jobs"
 PROXY = "/proxy"
+METRICS = "/metrics"
+
+#: Topics the server keeps for itself (see the module doc).
+INTERNAL_TOPIC_PREFIX = "sluiceway."
 
 
 # Kept literal: what a URL path segment may hold as it is (RFC 3986 pchar), minus "/".
@@ -97,11 +130,90 @@ def file_resource(path: str) -> str:
 
 
 def topic_users(topic: str) -> list[str] | None:
-    """The users a ``name#u1,u2`` topic is limited to; ``None`` for other topics."""
+    """The users a ``name#u1,u2`` topic is limited to (empty names are nobody); ``None`` for
+    other topics.
+
+    >>> topic_users("room#"), topic_users("room#,bob")
+    ([], ['bob'])
+    """
     _, mark, users = topic.rpartition("#")
-    return users.split(",") if mark else None
+    return [user for user in users.split(",") if user] if mark else None
 
 
 def is_private_topic(topic: str) -> bool:
     """``$name`` or ``name#users``: never readable anonymously."""
     return topic.startswith("$") or "#" in topic
+
+
+def is_internal_topic(topic: str) -> bool:
+    """``sluiceway.*``: kept by the server (see the module doc)."""
+    return topic.startswith(INTERNAL_TOPIC_PREFIX)
+
+
+# -- the rules ---------------------------------------------------------------------------------
+
+
+def may_read_topic(grants: Grants, topic: str) -> bool:
+    """May ``grants`` read ``topic`` through the topic API or a WebSocket channel?
+
+    >>> anonymous = Grants.anonymous(subscribe=True)
+    >>> may_read_topic(anonymous, "news"), may_read_topic(anonymous, "chat#alice")
+    (True, False)
+    >>> may_read_topic(anonymous, "sluiceway.mercure")
+    False
+    """
+    if is_internal_topic(topic):
+        return False
+    resource = topic_resource(topic)
+    users = topic_users(topic)
+    if users is not None:
+        subject = grants.subject
+        return (bool(subject) and subject in users) or grants.holds_exact(SUBSCRIBE, resource)
+    if topic.startswith("$"):
+        return grants.may_subscribe_to(resource)
+    return grants.may_read(resource)
+
+
+def may_publish_topic(grants: Grants, topic: str) -> bool:
+    """May ``grants`` publish to ``topic`` through the topic API or a WebSocket channel?"""
+    return not is_internal_topic(topic) and grants.may_publish(topic_resource(topic))
+
+
+def may_use(grants: Grants, action: str, resource: str) -> bool:
+    """May ``grants`` act on a named resource (not a topic: see the module doc)? Anonymous
+    clients may read while anonymous reading is on, and write while anonymous writing is."""
+    anonymous = grants.anonymous_subscribe if action == SUBSCRIBE else grants.anonymous_publish
+    return anonymous or grants.names(action, resource)
+
+
+def may_act_on_run(
+    grants: Grants,
+    action: str,
+    collection: str,
+    run_id: str,
+    owner: str | None,
+    *,
+    exists: bool = True,
+) -> bool:
+    """May ``grants`` read (``subscribe``: describe, stream, resume) or cancel (``publish``)
+    the generation or job ``run_id`` of ``collection``, started by ``owner``?
+
+    Yes with a grant naming its path; or, for the caller's own run (the same ``sub``, or both
+    without one), with a grant on the collection or the anonymous setting for that action.
+    ``exists=False`` (no such run): judged as the caller's own, so that whoever may act on
+    their own runs learns that it does not exist (a 404), and nobody else anything.
+
+    >>> alice = Grants.from_claims({"sub": "alice", "authorization_details": [{
+    ...     "type": "mercure", "actions": ["publish"], "topics": [{"match": "/jobs"}]}]})
+    >>> may_act_on_run(alice, "publish", "/jobs", "job_1", "alice")
+    True
+    >>> may_act_on_run(alice, "publish", "/jobs", "job_2", "bob")
+    False
+    """
+    resource = f"{collection}/{_segment(run_id)}"
+    if grants.names(action, resource):
+        return True
+    if exists and owner != grants.subject:
+        return False
+    anonymous = grants.anonymous_subscribe if action == SUBSCRIBE else grants.anonymous_publish
+    return anonymous or grants.names(PUBLISH, collection) or grants.names(SUBSCRIBE, collection)

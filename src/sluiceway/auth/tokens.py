@@ -8,7 +8,7 @@ signature is computed.
 
 For OAuth 2.0 access tokens (RFC 9068, as the Mercure draft requires), also pass
 ``token_type="at+jwt"`` (the header's ``typ`` must say so: an OpenID Connect ID token signed
-with the same key is refused) and ``required_claims=("exp",)``.
+with the same key is refused), the ``audience`` and the ``issuer``.
 
 >>> verifier = TokenVerifier(hmac_secret="s3cret")
 >>> claims = verifier.verify(token)          # doctest: +SKIP
@@ -16,6 +16,7 @@ with the same key is refused) and ``required_claims=("exp",)``.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -43,6 +44,10 @@ class _Key:
 _EC_ALGORITHMS = {"secp256r1": "ES256", "secp384r1": "ES384", "secp521r1": "ES512"}
 
 
+#: ``typ`` values of tokens that may be access tokens (RFC 7519 5.1, RFC 9068 2.1).
+_JWT_TYPES = frozenset({"jwt", "at+jwt"})
+
+
 def _media_type(value: str) -> str:
     # RFC 7515 4.1.9: compared case-insensitively, "application/" may be left out.
     value = value.lower()
@@ -50,11 +55,19 @@ def _media_type(value: str) -> str:
 
 
 class TokenVerifier:
-    """Checks signature, ``exp`` / ``nbf`` (with ``leeway`` seconds of clock skew), and the
-    audience and issuer when they are configured. Raises :class:`TokenError`.
+    """Checks signature, ``exp`` / ``nbf`` (with ``leeway`` seconds of clock skew), the
+    header's ``typ``, the audience, the issuer, and the token's lifetime. Raises
+    :class:`TokenError`.
 
-    ``token_type``: the header's ``typ`` must be this media type (e.g. ``at+jwt``).
-    ``required_claims``: claims that must be present (e.g. ``("exp",)``).
+    ``audience``: when set, a token must name it in ``aud``. Otherwise a token may go without
+    ``aud``, but one that has it must name one of ``identities`` (RFC 7519 4.1.3: a principal
+    that does not identify itself with a value of a present ``aud`` must reject the token).
+    ``issuer``: when set, ``iss`` must be it. ``token_type``: the header's ``typ`` must be
+    this media type (e.g. ``at+jwt``); unset, a ``typ`` may be absent, ``JWT`` or ``at+jwt``,
+    and anything else (an ID token's or a DPoP proof's type...) is refused. ``require_exp``:
+    a token without ``exp`` is refused. ``max_lifetime``: nor is one that expires more than
+    this many seconds from now (``exp: 1e308`` is no expiry at all). ``required_claims``:
+    further claims that must be present.
     """
 
     def __init__(
@@ -63,9 +76,12 @@ class TokenVerifier:
         hmac_secret: str | None = None,
         public_key_pem: str | None = None,
         audience: str | None = None,
+        identities: Sequence[str] = (),
         issuer: str | None = None,
         leeway: float = 0.0,
         token_type: str | None = None,
+        require_exp: bool = False,
+        max_lifetime: float | None = None,
         required_claims: Sequence[str] = (),
     ) -> None:
         self._keys: dict[str, _Key] = {}
@@ -85,10 +101,14 @@ class TokenVerifier:
             else:
                 raise ValueError("the public key must be an RSA, EC (P-256/384/521) or Ed25519 key")
         self.audience = audience
+        self.identities = frozenset(identities)
         self.issuer = issuer
         self.leeway = leeway
         self.token_type = token_type
-        self.required_claims = tuple(required_claims)
+        self.max_lifetime = max_lifetime
+        self.required_claims = tuple(
+            dict.fromkeys([*(["exp"] if require_exp else []), *required_claims])
+        )
 
     @property
     def configured(self) -> bool:
@@ -107,11 +127,7 @@ class TokenVerifier:
         key = self._keys.get(algorithm) if isinstance(algorithm, str) else None
         if key is None:
             raise TokenError(f"token algorithm {str(algorithm)[:20]!r} is not accepted")
-        if self.token_type is not None:
-            typ = header.get("typ")
-            if not isinstance(typ, str) or _media_type(typ) != _media_type(self.token_type):
-                raise TokenError(f"token type must be {self.token_type!r}")
-        # Without a configured audience, a token's own "aud" is not ours to judge.
+        self._check_type(header.get("typ"))
         options: dict[str, Any] = {"verify_aud": self.audience is not None}
         if self.required_claims:
             options["require"] = list(self.required_claims)
@@ -129,4 +145,29 @@ class TokenVerifier:
             raise TokenError("token expired", expired=True) from None
         except jwt.PyJWTError as exc:
             raise TokenError(f"invalid token: {exc}") from None
+        if self.audience is None and "aud" in claims:
+            self._check_identity(claims["aud"])
+        if self.max_lifetime is not None:
+            self._check_lifetime(claims.get("exp"))
         return claims
+
+    def _check_type(self, typ: Any) -> None:
+        if self.token_type is not None:
+            if not isinstance(typ, str) or _media_type(typ) != _media_type(self.token_type):
+                raise TokenError(f"token type must be {self.token_type!r}")
+        elif typ is not None and (not isinstance(typ, str) or _media_type(typ) not in _JWT_TYPES):
+            raise TokenError(f"token type {str(typ)[:40]!r} is not an access token's")
+
+    def _check_identity(self, audience: Any) -> None:
+        named = [audience] if isinstance(audience, str) else audience
+        if not isinstance(named, list) or not self.identities.intersection(
+            value for value in named if isinstance(value, str)
+        ):
+            raise TokenError("the token is meant for another audience")
+
+    def _check_lifetime(self, expires: Any) -> None:
+        assert self.max_lifetime is not None
+        if isinstance(expires, int | float) and expires - time.time() > (
+            self.max_lifetime + self.leeway
+        ):
+            raise TokenError(f"the token lives longer than {self.max_lifetime:g} s")

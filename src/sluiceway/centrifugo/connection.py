@@ -21,7 +21,7 @@ import orjson
 
 from sluiceway import __version__
 from sluiceway.auth import AuthError, Grants, TokenError
-from sluiceway.auth.resources import topic_users
+from sluiceway.auth.resources import is_internal_topic
 from sluiceway.centrifugo import codes, frames
 from sluiceway.centrifugo.codes import Disconnect, ReplyError
 from sluiceway.centrifugo.options import Client
@@ -36,7 +36,6 @@ from sluiceway.hub import (
     TooManyTopics,
     TopicFinished,
     check_topic_name,
-    is_internal_topic,
 )
 from sluiceway.ids import Position
 
@@ -293,6 +292,8 @@ class Connection:
         channels = claims.get("channels") or []
         if not isinstance(channels, list) or not all(isinstance(c, str) for c in channels):
             raise codes.INVALID_TOKEN
+        for channel in channels:
+            self._check_channel(channel)  # a signed token names no internal topic either
         positions = params.get("subs") if isinstance(params.get("subs"), dict) else {}
         subscribed: list[tuple[str, Subscription]] = []
         try:
@@ -436,17 +437,14 @@ class Connection:
             expires = self._expiry(claims)
             if "info" in claims:
                 self.channel_info[channel] = claims["info"]
-        elif channel.startswith("$"):
-            raise codes.permission_denied()  # private: a subscription token is required
         elif not self.options.may_subscribe(self.client, channel):
+            # The rules of every path (sluiceway.auth.resources.may_read_topic): "$name"
+            # needs a grant on it, "name#users" one of its users or a grant naming it.
             raise codes.permission_denied()
         elif self.client.grants is not self.options.anonymous_grants:
             if self.granted_channels is None:
                 self.granted_channels = set()
             self.granted_channels.add(channel)
-        users = topic_users(channel)
-        if users is not None and claims is None and self.client.user not in users:
-            raise codes.permission_denied()
         if self.options.hooks.on_subscribe is not None:
             await self.options.hooks.on_subscribe(self.client, channel, params.get("data"))
         return expires
@@ -455,12 +453,17 @@ class Connection:
         channel = params.get("channel")
         if not isinstance(channel, str) or not channel:
             raise codes.bad_request("channel is required")
+        return self._check_channel(channel)
+
+    @staticmethod
+    def _check_channel(channel: str) -> str:
         try:
             check_topic_name(channel)
         except InvalidTopic:
             raise codes.unknown_channel() from None
         if is_internal_topic(channel):
-            raise codes.permission_denied()  # the server's own topics (the Mercure log)
+            # The server's own topics (the Mercure log, generations, jobs): no channel.
+            raise codes.permission_denied()
         return channel
 
     async def _unsubscribe(self, command: frames.Command) -> None:
@@ -489,7 +492,11 @@ class Connection:
             data = await self.options.hooks.on_publish(self.client, channel, data)
         try:
             # Always JSON, strings included, so that subscribers get back exactly what was sent.
-            await self.hub.publish(channel, orjson.dumps(data).decode())
+            text = orjson.dumps(data).decode()
+        except orjson.JSONEncodeError:  # nested deeper than JSON may be written back
+            raise codes.bad_request("data cannot be published as JSON") from None
+        try:
+            await self.hub.publish(channel, text)
         except TopicFinished:
             raise codes.permission_denied() from None
         except BackendUnavailable:

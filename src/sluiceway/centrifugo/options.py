@@ -8,7 +8,7 @@ from fnmatch import fnmatchcase
 from typing import Any
 
 from sluiceway.auth import Grants, TokenVerifier
-from sluiceway.auth.resources import topic_resource
+from sluiceway.auth.resources import may_publish_topic, may_read_topic
 
 
 @dataclass(slots=True)
@@ -55,14 +55,16 @@ class Hooks:
 class CentrifugoOptions:
     """Limits and permissions of :class:`~sluiceway.centrifugo.CentrifugoEndpoint`.
 
-    Permissions: channels starting with ``$`` need a subscription token for that channel, and
-    ``name#u1,u2`` channels are limited to those users. Other channels: anyone may subscribe
-    while ``anonymous_subscribe`` is on; otherwise the connection token must grant
-    ``subscribe`` on ``/topics/{channel}`` (its ``authorization_details`` of type
-    ``mercure``, as for the HTTP API). Clients publish to channels matching
-    ``publish_channels`` (fnmatch patterns), to those their token grants ``publish`` on, or to
-    any when an ``on_publish`` hook is set (which then decides). History and presence are open
-    to the channel's subscribers.
+    Permissions are those of the HTTP API (:func:`sluiceway.auth.resources.may_read_topic`),
+    read from the connection token's ``authorization_details`` of type ``mercure`` on
+    ``/topics/{channel}``: anyone may subscribe to ordinary channels while
+    ``anonymous_subscribe`` is on, otherwise the token must grant ``subscribe`` on the
+    channel; ``$name`` channels need a grant on them; ``name#u1,u2`` channels are limited to
+    those users (or a grant naming the channel exactly). A subscription token for the channel
+    (Centrifugo's) allows any of them. Internal topics (``sluiceway.*``) are no channels.
+    Clients publish to channels matching ``publish_channels`` (fnmatch patterns), to those
+    their token grants ``publish`` on, or to any when an ``on_publish`` hook is set (which
+    then decides). History and presence are open to the channel's subscribers.
     """
 
     #: Checks connection and subscription tokens; without keys, tokens are refused.
@@ -107,12 +109,12 @@ class CentrifugoOptions:
         )
 
     def may_subscribe(self, client: Client, channel: str) -> bool:
-        """An ordinary channel (not ``$``, no subscription token): anonymous or granted."""
-        return client.grants.may_read(topic_resource(channel))
+        """Without a subscription token: the rules of every path."""
+        return may_read_topic(client.grants, channel)
 
     def may_publish(self, client: Client, channel: str) -> bool:
         return (
             self.hooks.on_publish is not None
             or any(fnmatchcase(channel, pattern) for pattern in self.publish_channels)
-            or client.grants.may_publish(topic_resource(channel))
+            or may_publish_topic(client.grants, channel)
         )

@@ -28,6 +28,12 @@ from sluiceway.server.settings import Settings
     default=None,
     help="Read without a token (default: on).",
 )
+@click.option(
+    "--allowed-host",
+    "allowed_hosts",
+    multiple=True,
+    help="A Host name to answer besides loopback ones (repeat; '.example.com', '*').",
+)
 @click.option("--ping-interval", type=float, help="Keep-alive after N idle seconds (default 15).")
 @click.option("--retry-ms", type=int, help="retry: sent at the start of every stream.")
 @click.option("--history-size", type=int, help="Events kept per topic (default 1000).")

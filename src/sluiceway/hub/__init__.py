@@ -10,12 +10,10 @@
 
 from sluiceway.hub.config import HubConfig, OverflowPolicy, TopicBounds
 from sluiceway.hub.core import (
-    INTERNAL_TOPIC_PREFIX,
     RESET_EVENT,
     HistoryPage,
     Hub,
     check_topic_name,
-    is_internal_topic,
     to_data,
 )
 from sluiceway.hub.errors import (
@@ -34,7 +32,6 @@ from sluiceway.hub.subscription import CloseReason, Subscription
 from sluiceway.hub.topic import StoredEvent
 
 __all__ = [
-    "INTERNAL_TOPIC_PREFIX",
     "RESET_EVENT",
     "BackendUnavailable",
     "CloseReason",
@@ -55,6 +52,5 @@ __all__ = [
     "TopicFinished",
     "TopicNotReady",
     "check_topic_name",
-    "is_internal_topic",
     "to_data",
 ]

@@ -26,8 +26,8 @@ class TopicBounds:
     """History and buffer bounds for the topics whose name matches ``pattern`` (fnmatch),
     replacing the hub-wide ones that are given here.
 
-    >>> TopicBounds("gen:*", history_size=10_000, history_ttl=600.0)   # doctest: +ELLIPSIS
-    TopicBounds(pattern='gen:*', history_size=10000, history_ttl=600.0, ...)
+    >>> TopicBounds("sluiceway.gen:*", history_size=10_000, history_ttl=600.0)  # doctest: +ELLIPSIS
+    TopicBounds(pattern='sluiceway.gen:*', history_size=10000, history_ttl=600.0, ...)
     """
 
     pattern: str
@@ -71,7 +71,7 @@ class HubConfig:
     #: Topic patterns kept in this process even with a shared backend (jobs run in the
     #: process that started them, and are followed there; LLM generations are shared, so
     #: that any process can replay, resume and cancel them).
-    process_local_topics: tuple[str, ...] = ("job:*",)
+    process_local_topics: tuple[str, ...] = ("sluiceway.job:*",)
 
     def __post_init__(self) -> None:
         positive_ints = ("history_size", "history_bytes", "buffer_events", "buffer_bytes")

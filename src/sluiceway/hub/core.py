@@ -39,15 +39,6 @@ logger = logging.getLogger("sluiceway.hub")
 TOPIC_NAME = re.compile(r"[A-Za-z0-9_.:@~+=$#!,-]{1,200}")
 
 
-#: Topics the server's own faces keep for themselves (the Mercure log, whose private updates
-#: are filtered per subscriber): the topic API and WebSocket channels refuse them.
-INTERNAL_TOPIC_PREFIX = "sluiceway."
-
-
-def is_internal_topic(name: str) -> bool:
-    return name.startswith(INTERNAL_TOPIC_PREFIX)
-
-
 def check_topic_name(name: str) -> str:
     if not TOPIC_NAME.fullmatch(name):
         raise InvalidTopic(
@@ -57,8 +48,19 @@ def check_topic_name(name: str) -> str:
 
 
 def to_data(value: Any) -> str:
-    """Event data as sent on the wire: strings as they are, anything else as compact JSON."""
-    return value if isinstance(value, str) else orjson.dumps(value).decode()
+    """Event data as sent on the wire: strings as they are, anything else as compact JSON.
+    Raises ValueError for what JSON cannot carry (a value nested more than 255 deep, a type
+    it does not know).
+
+    >>> to_data({"a": [1, 2]}), to_data("as is")
+    ('{"a":[1,2]}', 'as is')
+    """
+    if isinstance(value, str):
+        return value
+    try:
+        return orjson.dumps(value).decode()
+    except orjson.JSONEncodeError as exc:
+        raise ValueError(f"the data cannot be sent as JSON: {exc}") from None
 
 
 @dataclass(frozen=True, slots=True)
@@ -130,16 +132,17 @@ class Hub:
             raise HubClosed("the hub is shutting down")
         if event is not None and event.startswith(RESERVED_EVENT_PREFIX):
             raise ValueError(f"event types starting with {RESERVED_EVENT_PREFIX!r} are reserved")
+        text = to_data(data)  # before anything is created: a value JSON cannot carry fails here
         if self._mirrors is not None and self._is_shared(topic):
             assert self.backend is not None
-            publication = await self.backend.publish(check_topic_name(topic), to_data(data), event)
+            publication = await self.backend.publish(check_topic_name(topic), text, event)
             self.stats.published += 1
             self._mirrors.apply_own(publication)
             return f"{publication.epoch}-{publication.offset}"
         found = self._topic(topic)
         if found.finished:
             raise TopicFinished(f"topic {topic!r} is finished")
-        event_id = found.append(to_data(data), event)
+        event_id = found.append(text, event)
         self.stats.published += 1
         self._ensure_sweeper()  # history must expire even on topics nobody follows
         return event_id

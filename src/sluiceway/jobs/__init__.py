@@ -7,7 +7,7 @@ through a hub topic, so clients can leave, come back with ``Last-Event-ID`` and 
 >>> jobs = Jobs(hub, app=app, max_running=4)                        # doctest: +SKIP
 >>> job = await jobs.start("export", {"table": "demo", "format": "ndjson"})  # doctest: +SKIP
 >>> job.topic                      # follow it: hub.subscribe([job.topic])  # doctest: +SKIP
-'job:job_...'
+'sluiceway.job:job_...'
 
 Add kinds of your own with :func:`register_job_kind`.
 """

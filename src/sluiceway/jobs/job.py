@@ -14,7 +14,7 @@ from pydantic import BaseModel
 from sluiceway.jobs.progress import Progress
 
 #: The hub topic of job ``id`` is ``TOPIC_PREFIX + id``.
-TOPIC_PREFIX = "job:"
+TOPIC_PREFIX = "sluiceway.job:"
 
 
 class JobState(enum.StrEnum):
@@ -36,11 +36,16 @@ class Job:
     "state"}`` (``state``: ``failed`` or ``cancelled``); then the topic is finished.
     """
 
-    def __init__(self, kind: str, params: BaseModel, progress: Progress) -> None:
+    def __init__(
+        self, kind: str, params: BaseModel, progress: Progress, owner: str | None = None
+    ) -> None:
         self.id = progress.job_id
         self.topic = TOPIC_PREFIX + self.id
         self.kind = kind
         self.params = params
+        #: Who started it (a token's ``sub``; None without one): it is theirs to follow and
+        #: cancel (see :func:`sluiceway.auth.resources.may_act_on_run`).
+        self.owner = owner
         self.progress = progress
         self.state = JobState.RUNNING
         self.created = time.time()

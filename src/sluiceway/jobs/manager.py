@@ -76,8 +76,9 @@ class Jobs:
     def running(self) -> int:
         return sum(1 for job in self._by_id.values() if job.running)
 
-    async def start(self, kind: str, params: Any) -> Job:
-        """Validate ``params`` for ``kind`` and start the job (it runs detached).
+    async def start(self, kind: str, params: Any, *, owner: str | None = None) -> Job:
+        """Validate ``params`` for ``kind`` and start the job (it runs detached) for
+        ``owner`` (who may then follow and cancel it).
 
         Raises :class:`JobRefused`: 422 ``unknown_job_kind`` / ``invalid_params`` (or the
         kind's own check), 429 ``too_many_jobs``, 503 ``shutting_down``.
@@ -109,7 +110,7 @@ class Jobs:
             app=self.app,
             interval=self.report_interval,
         )
-        job = Job(kind, model, progress)
+        job = Job(kind, model, progress, owner)
         self._by_id[job.id] = job
         job.task = asyncio.get_running_loop().create_task(self._run(job, job_kind), name=job.id)
         if self._sweeper is None or self._sweeper.done():

@@ -51,6 +51,7 @@ class RemoteGeneration:
     finish_reason: str | None = None
     background: bool = False
     annotations: dict[str, Any] = field(default_factory=dict)
+    owner: str | None = None
     done: asyncio.Event = field(default_factory=asyncio.Event)
 
     def __post_init__(self) -> None:
@@ -144,6 +145,7 @@ class RedisDirectory(GenerationDirectory):
             "state": generation.state.value,
             "background": "1" if generation.background else "",
             "annotations": orjson.dumps(generation.annotations),
+            "owner": orjson.dumps(generation.owner),  # JSON: a subject may be any string
         }
         await self._write(generation.id, fields)
 
@@ -176,6 +178,7 @@ class RedisDirectory(GenerationDirectory):
             finish_reason=found.get("finish_reason") or None,
             background=bool(found.get("background")),
             annotations=orjson.loads(found.get("annotations") or "{}"),
+            owner=orjson.loads(found.get("owner") or "null"),
         )
 
     async def request_cancel(self, generation_id: str) -> None:

@@ -23,7 +23,7 @@ from sluiceway.llm.stats import GenerationMetrics
 logger = logging.getLogger("sluiceway.llm")
 
 #: The hub topic of generation ``id`` is ``TOPIC_PREFIX + id``.
-TOPIC_PREFIX = "gen:"
+TOPIC_PREFIX = "sluiceway.gen:"
 
 #: Structured output: at most this many ``partial`` events per second (and one at the end).
 PARTIAL_EVENTS_PER_SECOND = 10
@@ -43,7 +43,8 @@ def new_generation_id() -> str:
 
 
 class Generation:
-    """Runs ``request`` on ``provider`` and publishes, to topic ``gen:<id>``:
+    """Runs ``request`` on ``provider`` and publishes, to the internal topic
+    ``sluiceway.gen:<id>`` (read through the generation endpoints, never the topic API):
 
     ``start`` ``{"id", "model", "provider", "created"}``, then ``token`` ``{"text"}`` (and
     ``tool_call`` ``{"index", "id", "name", "arguments"}``, and ``partial`` ``{"value"}`` with
@@ -64,8 +65,12 @@ class Generation:
         background: bool = False,
         annotations: dict[str, Any] | None = None,
         directory: GenerationDirectory | None = None,
+        owner: str | None = None,
     ) -> None:
         self.id = new_generation_id()
+        #: Who started it (a token's ``sub``; None without one): it is theirs to follow and
+        #: cancel (see :func:`sluiceway.auth.resources.may_act_on_run`).
+        self.owner = owner
         #: Keeps running with nobody watching (the abandon policy does not apply).
         self.background = background
         #: What a wire format needs to describe this generation again (e.g. the Responses

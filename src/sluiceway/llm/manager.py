@@ -85,10 +85,12 @@ class Generations:
         partial_json: bool = False,
         background: bool = False,
         annotations: dict[str, Any] | None = None,
+        owner: str | None = None,
     ) -> Generation:
         """Start a generation (it runs detached); raises :class:`GenerationRefused`.
         ``background``: it runs to its end even when nobody watches it. ``annotations``:
-        what a wire format needs to describe it again, from any process (JSON)."""
+        what a wire format needs to describe it again, from any process (JSON). ``owner``:
+        who started it (a token's ``sub``), whose it is to follow and cancel."""
         if request.max_tokens > self.limits.max_tokens:
             raise GenerationRefused(
                 400, "max_tokens_too_large", f"max_tokens may be at most {self.limits.max_tokens}"
@@ -109,6 +111,7 @@ class Generations:
             background=background,
             annotations=annotations,
             directory=self.directory,
+            owner=owner,
         )
         self._by_id[generation.id] = generation
         generation.start()

@@ -1,6 +1,6 @@
-"""Mercure (draft-dunglas-mercure-08), sans-I/O: topic matchers, publications, reconnection
-ids and the documents of active subscriptions. The authorization side (tokens, grants) lives in
-:mod:`sluiceway.auth`.
+"""Mercure (draft-dunglas-mercure-08 as revised in dunglas/mercure), sans-I/O: topic
+matchers, publications, reconnection ids and the documents of active subscriptions. The
+authorization side (tokens, grants) lives in :mod:`sluiceway.auth`.
 
 >>> from sluiceway.mercure import MatchType, compile_selector
 >>> compile_selector("https://example.com/books/:id", MatchType.URL_PATTERN).matches(
@@ -10,7 +10,8 @@ True
 
 from sluiceway.mercure.publication import (
     EARLIEST,
-    JSONLD_CONTEXT,
+    HUB_EVENT_TYPE,
+    MAX_TOPICS,
     SUBSCRIPTIONS_PATH,
     MercureUpdate,
     PublishError,
@@ -18,6 +19,7 @@ from sluiceway.mercure.publication import (
     SubscriptionsPath,
     encode_update,
     hub_event_id,
+    hub_link,
     new_subscriber_id,
     parse_last_event_id,
     parse_publish_form,
@@ -46,8 +48,9 @@ from sluiceway.mercure.selectors import (
 __all__ = [
     "DEFAULT_MAX_MATCHERS",
     "EARLIEST",
-    "JSONLD_CONTEXT",
+    "HUB_EVENT_TYPE",
     "MAX_PATTERN_LENGTH",
+    "MAX_TOPICS",
     "RESERVED_PATH",
     "SUBSCRIPTIONS_PATH",
     "WILDCARD",
@@ -62,6 +65,7 @@ __all__ = [
     "compile_selector",
     "encode_update",
     "hub_event_id",
+    "hub_link",
     "is_reserved_topic",
     "new_subscriber_id",
     "parse_last_event_id",

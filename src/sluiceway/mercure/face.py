@@ -9,11 +9,15 @@ their grants allow.
 
 Ids: a publisher's id when it gave one, else ``#<epoch>-<offset>`` (publishers may not start
 ids with ``#``, so the two never collide). Resuming from an id the hub no longer holds starts
-live and answers ``Last-Event-ID: earliest``: the subscriber learns it may have missed updates.
+live and answers ``Mercure-Last-Event-ID: earliest``: the subscriber learns it may have missed
+updates. A publisher's id still in history is refused (409), so that resuming from it names one
+update; should two processes publish the same id at the same instant, an id resolves to the
+earliest update that bears it, as the draft asks.
 
 Active subscriptions (the draft's "Active Subscriptions"): each matcher of a stream is one
-subscription. When the stream starts, the hub publishes a private update ``active: true`` to
-``/.well-known/mercure/subscriptions/{matchType}/{match}/{subscriber}``, and ``active: false``
+subscription, and the stream is one subscriber (a random ``urn:uuid:``). When the stream
+starts, the hub publishes a private update ``active: true``, of SSE type ``mercure``, to
+``/.well-known/mercure/subscriptions/{match_type}/{match}/{subscriber}``, and ``active: false``
 when it ends, whatever the reason (the client left, the token expired, overflow, shutdown).
 They go through :meth:`MercureFace.publish`, so they are ordinary updates: delivered to the
 subscribers whose matchers select them and whose grants allow ``subscribe`` on them, and
@@ -29,7 +33,7 @@ import asyncio
 import logging
 import time
 from collections.abc import AsyncIterator, Iterator, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import Any
 
 import orjson
@@ -76,14 +80,9 @@ class ActiveSubscription:
     def topic(self) -> str:
         return subscription_topic(self.match_type, self.match, self.subscriber)
 
-    def document(self, *, context: bool = True) -> dict[str, Any]:
+    def document(self) -> dict[str, Any]:
         return subscription_document(
-            self.match_type,
-            self.match,
-            self.subscriber,
-            active=True,
-            payload=self.payload,
-            context=context,
+            self.match_type, self.match, self.subscriber, active=True, payload=self.payload
         )
 
     def update(self, *, active: bool) -> MercureUpdate:
@@ -106,9 +105,10 @@ class MercureFace:
         #: This process's active subscriptions, by topic (unique: see :meth:`_register`).
         self._active: dict[str, ActiveSubscription] = {}
         self._announcing: set[asyncio.Task[None]] = set()
-        #: Publishers' ids of the updates in the hub topic -> their offsets, brought up to
-        #: date incrementally (each update is read once), valid for ``_indexed_epoch``.
-        self._ids: dict[str, int] = {}
+        #: Publishers' ids of the updates in the hub topic -> their offsets, oldest first
+        #: (an id is unique but for a race between processes), brought up to date
+        #: incrementally (each update is read once), valid for ``_indexed_epoch``.
+        self._ids: dict[str, list[int]] = {}
         self._indexed_epoch: str | None = None
         self._indexed_upto = 0
         #: Publishers' ids being published by this process right now.
@@ -126,21 +126,27 @@ class MercureFace:
                 raise PublishError("id", "an update with this id is still in history", 409)
             self._publishing.add(external_id)
         try:
-            hub_id = await self.hub.publish(self.hub_topic, asdict(update), event=EVENT)
+            hub_id = await self.hub.publish(self.hub_topic, update.to_json(), event=EVENT)
         finally:
             if external_id is not None:
                 self._publishing.discard(external_id)
         position = Position.parse(hub_id)
         if external_id is not None and position.epoch == self._indexed_epoch:
-            self._ids[external_id] = position.offset  # before a shared topic's mirror has it
+            # Known before a shared topic's mirror has it (the index skips it then).
+            self._remember(external_id, position.offset)
         return mercure_id(update, position)
 
+    def _remember(self, external_id: str, offset: int) -> None:
+        offsets = self._ids.setdefault(external_id, [])
+        if offset not in offsets:
+            offsets.append(offset)
+            offsets.sort()
+
     def _offset_of(self, topic: Topic, external_id: str) -> int | None:
-        """The offset of the retained update a publisher gave ``external_id``, if any."""
+        """The offset of the earliest retained update a publisher gave ``external_id``."""
         self._index(topic)
-        offset = self._ids.get(external_id)
         # Past the head: published here a moment ago, and a shared topic's mirror lags.
-        return offset if offset is not None and offset >= topic.base else None
+        return next((o for o in self._ids.get(external_id, ()) if o >= topic.base), None)
 
     def _index(self, topic: Topic) -> None:
         """Read the updates published since the last call into ``_ids``."""
@@ -151,16 +157,18 @@ class MercureFace:
         for offset in range(max(self._indexed_upto + 1, topic.base), topic.head + 1):
             update, _ = self._decode(topic, offset)
             if update.id is not None:
-                self._ids[update.id] = offset
+                self._remember(update.id, offset)
         self._indexed_upto = topic.head
         if len(self._ids) > 2 * (topic.head - topic.base + 1) + 1024:  # trimmed ones linger
-            self._ids = {k: v for k, v in self._ids.items() if v >= topic.base}
+            kept = {k: [o for o in v if o >= topic.base] for k, v in self._ids.items()}
+            self._ids = {k: v for k, v in kept.items() if v}
 
-    def _candidates(self, topic: Topic, start: int) -> Iterator[tuple[str, str, bool]]:
-        """(id, topic, private) of the retained updates at ``start`` and before, newest first."""
+    def _candidates(self, topic: Topic, start: int) -> Iterator[tuple[str, tuple[str, ...], bool]]:
+        """(id, topics, private) of the retained updates at ``start`` and before, newest
+        first."""
         for offset in range(start, topic.base - 1, -1):
             update, event_id = self._decode(topic, offset)
-            yield event_id, update.topic, update.private
+            yield event_id, update.topics, update.private
 
     async def open(self, last_event_id: str | None, grants: Grants) -> tuple[Subscription, str]:
         """A subscription resuming after ``last_event_id`` (None: live), and the
@@ -185,7 +193,7 @@ class MercureFace:
         if resume is not None and (cursor is None or subscription.lost):
             return subscription, EARLIEST  # that id names nothing we hold: updates may be lost
         candidates = self._candidates(subscription.topics[0], subscription.offsets[0])
-        return subscription, response_last_event_id(candidates, grants.may_receive)
+        return subscription, response_last_event_id(candidates, grants.may_receive_any)
 
     async def updates(
         self, subscription: Subscription, selectors: list[Selector], grants: Grants
@@ -218,8 +226,8 @@ class MercureFace:
                     out = []
                     for offset in range(taken[0] + 1, taken[1] + 1):
                         update, event_id = self._decode(topic, offset)
-                        if grants.may_receive(update.topic, update.private) and any(
-                            selector.matches(update.topic) for selector in selectors
+                        if grants.may_receive_any(update.topics, update.private) and any(
+                            selector.matches(one) for one in update.topics for selector in selectors
                         ):
                             out.append(encode_update(update, event_id))
                     if out:
@@ -236,16 +244,9 @@ class MercureFace:
     # -- active subscriptions ----------------------------------------------------------------
 
     def _register(self, selectors: Sequence[Selector], grants: Grants) -> list[ActiveSubscription]:
-        """One active subscription per matcher, all with the same subscriber id: the token's
-        ``sub``, unless one of them would then not be unique among active subscriptions (the
-        same ``sub`` already listening with the same matcher); a random ``urn:uuid:`` then,
-        and for clients without a ``sub``. Never anything else the client sent."""
-        subject = grants.subject
-        if subject and any(
-            subscription_topic(s.match_type, s.pattern, subject) in self._active for s in selectors
-        ):
-            subject = None
-        subscriber = new_subscriber_id(subject)
+        """One active subscription per matcher, all with the same subscriber id: a random
+        ``urn:uuid:`` for this stream (see :func:`new_subscriber_id`)."""
+        subscriber = new_subscriber_id()
         active = [
             ActiveSubscription(s.match_type, s.pattern, subscriber, grants.payload_for(s.pattern))
             for s in selectors
@@ -287,11 +288,11 @@ class MercureFace:
 
     async def last_event_id(self, grants: Grants) -> str:
         """The id of the last update in the hub that ``grants`` may receive (``earliest``
-        when none): the ``lastEventID`` of the subscriptions API. Never an update it may not
+        when none): the cursor of the subscriptions API. Never an update it may not
         receive; resuming from it misses none it may."""
         topic = await self.hub.retained(self.hub_topic)
         candidates = self._candidates(topic, topic.head) if topic is not None else iter(())
-        return response_last_event_id(candidates, grants.may_receive)
+        return response_last_event_id(candidates, grants.may_receive_any)
 
     def _decode(self, topic: Topic, offset: int) -> tuple[MercureUpdate, str]:
         key = (topic.epoch, offset)
@@ -307,8 +308,7 @@ class MercureFace:
 
 
 def _update(data: str) -> MercureUpdate:
-    fields: dict[str, Any] = orjson.loads(data)
-    return MercureUpdate(**fields)
+    return MercureUpdate.from_json(orjson.loads(data))
 
 
 __all__ = ["EVENT", "ActiveSubscription", "MercureFace", "mercure_id"]

@@ -1,13 +1,16 @@
-"""Mercure topic matchers: the reserved wildcard ``*``, ``Exact`` and ``URLPattern``.
+"""Mercure topic matchers: the reserved wildcard ``*``, ``exact`` and ``urlpattern``.
 
-Sans-I/O: strings in, booleans out. This follows the Mercure draft (draft-dunglas-mercure-08,
-"Matcher Types"):
+Sans-I/O: strings in, booleans out. This follows the Mercure draft (draft-dunglas-mercure-08 as
+revised in dunglas/mercure, "Matcher Types"):
 
 * ``*`` matches every topic, whatever the matcher type (it is recognised before the type).
-* ``Exact``: a case-sensitive, code-point-for-code-point comparison; no resolution against the
+* ``exact``: a case-sensitive, code-point-for-code-point comparison; no resolution against the
   hub's URL, no Unicode or IRI normalisation.
-* ``URLPattern``: the WHATWG URL Pattern standard, case-sensitive (``ignoreCase`` is never
+* ``urlpattern``: the WHATWG URL Pattern standard, case-sensitive (``ignoreCase`` is never
   enabled). A relative pattern, and a relative topic, is resolved against the hub's URL.
+
+Earlier revisions spelled the types ``Exact`` and ``URLPattern`` and the subscribe parameters
+``matchExact`` and ``matchURLPattern``: those spellings are accepted too.
 
 >>> compile_selector("https://example.com/books/:id", MatchType.URL_PATTERN).matches(
 ...     "https://example.com/books/1")
@@ -51,11 +54,14 @@ from __future__ import annotations
 import contextlib
 import functools
 import re
+import unicodedata
 from collections.abc import Iterable
 from enum import StrEnum
 from urllib.parse import urljoin, urlsplit
 
 from urlpattern import URLPattern
+
+from sluiceway.urls import normalize_path
 
 __all__ = [
     "DEFAULT_MAX_MATCHERS",
@@ -94,20 +100,48 @@ class SelectorError(ValueError):
 class MatchType(StrEnum):
     """The matcher types of the draft, spelled in their canonical (case-sensitive) form."""
 
-    EXACT = "Exact"
-    URL_PATTERN = "URLPattern"
+    EXACT = "exact"
+    URL_PATTERN = "urlpattern"
+
+    @classmethod
+    def parse(cls, name: str) -> MatchType | None:
+        """The type a name stands for: the canonical one, or the spelling of earlier
+        revisions (``Exact``, ``URLPattern``); None for anything else (names are
+        case-sensitive).
+
+        >>> MatchType.parse("urlpattern"), MatchType.parse("URLPattern"), MatchType.parse("Url")
+        (<MatchType.URL_PATTERN: 'urlpattern'>, <MatchType.URL_PATTERN: 'urlpattern'>, None)
+        """
+        return _MATCH_TYPE_NAMES.get(name)
+
+
+_MATCH_TYPE_NAMES = {
+    "exact": MatchType.EXACT,
+    "urlpattern": MatchType.URL_PATTERN,
+    "Exact": MatchType.EXACT,  # draft revisions before the current one
+    "URLPattern": MatchType.URL_PATTERN,
+}
 
 
 # -- topics ------------------------------------------------------------------------------------
 
 # C0 (U+0000-U+001F), DEL (U+007F) and C1 (U+0080-U+009F): forbidden in topics and matchers.
 _CONTROL = re.compile("[\x00-\x1f\x7f-\x9f]")
+# Format characters (Cf) that Unicode 15 added after the tables of Python 3.11 (14.0).
+_NEWER_FORMAT = frozenset(range(0x13439, 0x13440))
+
+
+def _is_format(char: str) -> bool:
+    return unicodedata.category(char) == "Cf" or ord(char) in _NEWER_FORMAT
 
 
 def check_topic(value: str, what: str = "topic") -> str:
-    """Return ``value`` if it is a valid topic (or matcher) string, else raise ValueError.
+    """Return ``value`` if it is a valid topic (or matcher, id, type) string, else raise
+    ValueError.
 
-    The draft: valid UTF-8, no C0 or C1 control character, no DEL.
+    The draft: valid UTF-8; no C0 or C1 control character, no DEL, and no format character
+    (general category ``Cf``: the bidirectional and zero-width controls, which are invisible
+    and make identifiers that look alike).
 
     >>> check_topic("https://example.com/books/1")
     'https://example.com/books/1'
@@ -115,6 +149,10 @@ def check_topic(value: str, what: str = "topic") -> str:
     Traceback (most recent call last):
       ...
     ValueError: topic must not contain control characters (found U+000A)
+    >>> check_topic("books\\u200b/1")
+    Traceback (most recent call last):
+      ...
+    ValueError: topic must not contain format characters (found U+200B)
     """
     found = _CONTROL.search(value)
     if found is not None:
@@ -125,28 +163,13 @@ def check_topic(value: str, what: str = "topic") -> str:
         value.encode("utf-8")
     except UnicodeEncodeError:  # a lone surrogate: not UTF-8
         raise ValueError(f"{what} is not valid UTF-8") from None
+    if not value.isascii():
+        invisible = next((char for char in value if _is_format(char)), None)
+        if invisible is not None:
+            raise ValueError(
+                f"{what} must not contain format characters (found U+{ord(invisible):04X})"
+            )
     return value
-
-
-_UNRESERVED_ESCAPE = re.compile(r"%(2[dDeE]|3[0-9]|[46][1-9a-fA-F]|[57][0-9aA]|5[fF]|7[eE])")
-
-
-def _decode_unreserved(path: str) -> str:
-    # RFC 3986 6.2.2.2: %2E, %6D, ... are the same characters as ".", "m", ...
-    return _UNRESERVED_ESCAPE.sub(lambda m: chr(int(m[1], 16)), path)
-
-
-def _remove_dot_segments(path: str) -> str:
-    # RFC 3986 5.2.4, for the second-opinion resolution below.
-    out: list[str] = []
-    for segment in path.split("/")[1:] if path.startswith("/") else path.split("/"):
-        if segment == "..":
-            if out:
-                out.pop()
-        elif segment != ".":
-            out.append(segment)
-    tail = "/" if path.endswith(("/.", "/..")) else ""
-    return "/" + "/".join(out) + tail if path.startswith("/") else "/".join(out) + tail
 
 
 def is_reserved_topic(topic: str, hub_url: str) -> bool:
@@ -158,7 +181,7 @@ def is_reserved_topic(topic: str, hub_url: str) -> bool:
     unreserved characters; if either lands in the namespace, the topic is reserved.
 
     >>> hub = "https://hub.example/.well-known/mercure"
-    >>> is_reserved_topic("/.well-known/mercure/subscriptions/Exact/a/b", hub)
+    >>> is_reserved_topic("/.well-known/mercure/subscriptions/exact/a/b", hub)
     True
     >>> is_reserved_topic("https://other.example/.well-known/%6Dercure/x", hub)
     True
@@ -173,7 +196,7 @@ def is_reserved_topic(topic: str, hub_url: str) -> bool:
     with contextlib.suppress(ValueError):
         paths.append(urlsplit(urljoin(hub_url, topic)).path)
     for path in paths:
-        path = _remove_dot_segments(_decode_unreserved(path))
+        path = normalize_path(path)
         if path == RESERVED_PATH or path.startswith(RESERVED_PATH + "/"):
             return True
     return False
@@ -185,11 +208,11 @@ def is_reserved_topic(topic: str, hub_url: str) -> bool:
 class Selector:
     """A compiled topic matcher. Use :func:`compile_selector` (cached) to make one.
 
-    >>> selector = compile_selector("/.well-known/mercure/subscriptions/Exact/:topic/:sub",
+    >>> selector = compile_selector("/.well-known/mercure/subscriptions/exact/:topic/:sub",
     ...                             MatchType.URL_PATTERN, hub_url="https://hub.example/")
-    >>> selector.matches("/.well-known/mercure/subscriptions/Exact/a/b")
+    >>> selector.matches("/.well-known/mercure/subscriptions/exact/a/b")
     True
-    >>> selector.matches("https://hub.example/.well-known/mercure/subscriptions/Exact/a/b")
+    >>> selector.matches("https://hub.example/.well-known/mercure/subscriptions/exact/a/b")
     True
     """
 
@@ -202,6 +225,13 @@ class Selector:
     @property
     def is_wildcard(self) -> bool:
         return False
+
+    @property
+    def path_prefix(self) -> str | None:
+        """The literal beginning of the paths this selector can match: the exact path, or a
+        URL pattern's pathname up to its first group or modifier (``/files/*`` → ``/files/``);
+        None for ``*`` and for exact topics that are not paths."""
+        return self.pattern if self.pattern.startswith("/") else None
 
     def matches(self, topic: str) -> bool:  # pragma: no cover - overridden
         raise NotImplementedError
@@ -225,6 +255,10 @@ class _AnySelector(Selector):
     def is_wildcard(self) -> bool:
         return True
 
+    @property
+    def path_prefix(self) -> str | None:
+        return None
+
     def matches(self, topic: str) -> bool:
         return True
 
@@ -244,6 +278,10 @@ class _URLPatternSelector(Selector):
         self._compiled = compiled
         self._hub_url = hub_url
 
+    @property
+    def path_prefix(self) -> str | None:
+        return _literal_prefix(self._compiled.pathname)
+
     def matches(self, topic: str) -> bool:
         # A topic that is not a URL (even relative to the hub) matches nothing: test() says False.
         if self._compiled.test(topic, self._hub_url):
@@ -258,6 +296,35 @@ class _URLPatternSelector(Selector):
         return self._compiled.test(components)
 
 
+# What ends the literal text of a URL pattern component: a group, a wildcard, a modifier.
+_PATTERN_SYNTAX = frozenset(":*({}?+")
+
+
+def _literal_prefix(component: str) -> str:
+    """The fixed text a URL pattern component starts with (``\\`` escapes resolved).
+
+    >>> _literal_prefix("/files/:name"), _literal_prefix(r"/a\\:b/*"), _literal_prefix("*")
+    ('/files/', '/a:b/', '')
+    """
+    out: list[str] = []
+    index = 0
+    while index < len(component):
+        char = component[index]
+        if char == "\\":
+            out.append(component[index + 1 : index + 2])
+            index += 2
+            continue
+        if char in _PATTERN_SYNTAX:
+            break
+        out.append(char)
+        index += 1
+    # To be safe, a modifier right after fixed text is taken to make its last character
+    # optional ("/files?" then names "/file..."): that character is left out.
+    if index < len(component) and component[index] in "?+" and out:
+        out.pop()
+    return "".join(out)
+
+
 def compile_selector(
     pattern: str,
     match_type: MatchType | str = MatchType.EXACT,
@@ -270,20 +337,19 @@ def compile_selector(
     ``hub_url`` (the hub's absolute URL) is needed for relative URL patterns and to match
     relative topics against URL patterns. Raises :class:`SelectorError`.
 
-    >>> compile_selector("https://example.com/:category/*", "URLPattern").matches(
+    >>> compile_selector("https://example.com/:category/*", "urlpattern").matches(
     ...     "https://example.com/products/")
     True
-    >>> compile_selector("/x/*", "URLPattern")
+    >>> compile_selector("/x/*", "urlpattern")
     Traceback (most recent call last):
       ...
     sluiceway.mercure.selectors.SelectorError: a relative URL pattern needs the hub's URL (hub_url)
     """
-    try:
-        kind = MatchType(match_type)
-    except ValueError:
+    kind = match_type if isinstance(match_type, MatchType) else MatchType.parse(match_type)
+    if kind is None:
         raise SelectorError(
-            f"unknown matcher type {str(match_type)[:40]!r}: use 'Exact' or 'URLPattern'"
-        ) from None
+            f"unknown matcher type {str(match_type)[:40]!r}: use 'exact' or 'urlpattern'"
+        )
     if len(pattern) > max_length:
         raise SelectorError(f"matcher is longer than {max_length} characters")
     return _compile_cached(pattern, kind, hub_url)
@@ -327,23 +393,24 @@ def parse_subscribe_query(
 ) -> list[Selector]:
     """The matchers of a subscribe request, from its query parameters (name, value) in order.
 
-    ``match`` and ``matchExact`` give ``Exact`` matchers, ``matchURLPattern`` URL patterns.
-    Any other name in the reserved ``match`` namespace (beginning with "match", in any case) is
-    an error, as are values with control characters, more than ``max_matchers`` matchers,
-    or none at all. Identical matchers are kept once. Raises :class:`SelectorError` (400).
+    ``match`` and ``match_exact`` give exact matchers, ``match_urlpattern`` URL patterns (and
+    ``matchExact`` / ``matchURLPattern``, as earlier revisions named them). Any other name in
+    the reserved ``match`` namespace (beginning with "match", in any case) is an error, as are
+    values with control or format characters, more than ``max_matchers`` matchers, or none at
+    all. Identical matchers are kept once. Raises :class:`SelectorError` (400).
 
     ``legacy_topic``: also accept the ``topic`` parameter of draft 07 and earlier as an
-    ``Exact`` matcher (or ``*``). Its URI Templates are no longer part of Mercure: a value with
+    exact matcher (or ``*``). Its URI Templates are no longer part of Mercure: a value with
     a ``{`` expression is refused rather than silently compared as text.
 
     >>> [str(s.pattern) for s in parse_subscribe_query(
-    ...     [("match", "https://example.com/foo"), ("matchURLPattern", "https://example.com/bar/:id"),
-    ...      ("lastEventID", "x")])]
+    ...     [("match", "https://example.com/foo"), ("match_urlpattern", "https://example.com/bar/:id"),
+    ...      ("last_event_id", "x")])]
     ['https://example.com/foo', 'https://example.com/bar/:id']
-    >>> parse_subscribe_query([("match_urlpattern", "x")])  # doctest: +ELLIPSIS
+    >>> parse_subscribe_query([("match_regexp", "x")])  # doctest: +ELLIPSIS
     Traceback (most recent call last):
       ...
-    sluiceway.mercure.selectors.SelectorError: unknown matcher parameter 'match_urlpattern': ...
+    sluiceway.mercure.selectors.SelectorError: unknown matcher parameter 'match_regexp': ...
     """
     selectors: dict[Selector, None] = {}
     count = 0
@@ -353,13 +420,13 @@ def parse_subscribe_query(
             if kind is None:
                 raise SelectorError(
                     f"unknown matcher parameter {name[:40]!r}: "
-                    "use match, matchExact or matchURLPattern"
+                    "use match, match_exact or match_urlpattern"
                 )
         elif legacy_topic and name == "topic":
             if re.search(r"\{[^}]*\}", value):
                 raise SelectorError(
                     "URI Templates in 'topic' are not supported (removed from Mercure); "
-                    "use matchURLPattern"
+                    "use match_urlpattern"
                 )
             kind = MatchType.EXACT
         else:
@@ -373,12 +440,15 @@ def parse_subscribe_query(
             raise SelectorError(f"{name}={value[:80]!r}: {exc}") from None
         selectors[selector] = None
     if not selectors:
-        raise SelectorError("at least one match (or matchURLPattern) parameter is required")
+        raise SelectorError("at least one match (or match_urlpattern) parameter is required")
     return list(selectors)
 
 
 _PARAMETERS = {
     "match": MatchType.EXACT,
+    "match_exact": MatchType.EXACT,
+    "match_urlpattern": MatchType.URL_PATTERN,
+    # As earlier revisions of the draft named them.
     "matchExact": MatchType.EXACT,
     "matchURLPattern": MatchType.URL_PATTERN,
 }

@@ -1,101 +1,67 @@
-"""Who may do what on the server's API: one request's grants, and the checks routes make.
+"""The routes' side of admission: a Starlette request's grants, and the checks routes make.
 
-Every endpoint asks the same question of the same :class:`~sluiceway.auth.Grants`: may this
-request read (``subscribe``) or write (``publish``) this resource, named as in
-:mod:`sluiceway.auth.resources`? The grants come from, in order:
+Every decision is :class:`~sluiceway.server.admission.Admission`'s (the one check every path
+asks, the native fast path included); this module only reads the request's facts once, from
+its scope, and turns a refusal into the API's JSON error:
 
-* the server's publish key as ``Authorization: Bearer <key>``: everything;
-* an access token (JWT) from ``Authorization: Bearer``, the ``access_token`` query parameter
-  or the ``mercureAccessToken`` cookie (and, from earlier Mercure drafts, the ``authorization``
-  parameter and the ``mercureAuthorization`` cookie): its ``mercure`` authorization details;
-* nothing: the anonymous grants of the settings ``anonymous_subscribe`` and
-  ``anonymous_publish``.
+* RFC 6750 for who-may-what: 401 (no token, or an invalid one) or 403 (``insufficient_scope``),
+  with ``WWW-Authenticate``;
+* 400, 403 or 421 for a request refused before any resource is looked at (see
+  :meth:`Admission.check_request`).
 
-A token that is presented must be valid, even where none is needed (401). The LLM faces are
-the exception: the OpenAI and Anthropic SDKs always send an API key, so there a key that is not
-a JWT (or any key, while no token key is configured) counts as no token.
-
-Refusals follow RFC 6750: 401 (no token, or an invalid one) or 403 (``insufficient_scope``),
-with ``WWW-Authenticate`` and a JSON body.
+The LLM faces pass ``api_keys=True``: the OpenAI and Anthropic SDKs always send an API key,
+and one that is not a JWT counts as no token there.
 """
 
 from __future__ import annotations
 
 import contextlib
-import hmac
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 
 from starlette.requests import HTTPConnection
 
-from sluiceway.auth.grants import (
-    ACCESS_TOKEN_COOKIE,
-    ACCESS_TOKEN_QUERY,
-    AuthError,
-    Grants,
-    authenticate,
-    token_from,
-)
-from sluiceway.auth.resources import is_private_topic, topic_resource, topic_users
+from sluiceway.auth.grants import PUBLISH, SUBSCRIBE, AuthError, Grants
+from sluiceway.server.admission import Admission, Refusal, RequestFacts
 from sluiceway.server.errors import APIError
-from sluiceway.server.settings import Settings
 
-#: The token's places in Mercure drafts before 08, read after the current ones.
-LEGACY_COOKIE = "mercureAuthorization"
-LEGACY_QUERY = "authorization"
-#: Every query parameter and cookie a token may come in.
-TOKEN_PARAMETERS = (ACCESS_TOKEN_QUERY, LEGACY_QUERY)
-TOKEN_COOKIES = (ACCESS_TOKEN_COOKIE, LEGACY_COOKIE)
-#: What the publish key grants: everything (immutable, so one object serves every request).
-_PUBLISH_KEY_GRANTS = Grants.full(subject="publish key")
+__all__ = [
+    "PUBLISH",
+    "SUBSCRIBE",
+    "admission_of",
+    "facts_of",
+    "refusal",
+    "refused_as_api_error",
+    "request_grants",
+    "require",
+    "require_publisher",
+    "require_reader",
+    "require_run",
+    "require_topic_publish",
+    "require_topics_read",
+]
 
-
-def presented_token(connection: HTTPConnection, *, api_key_header: bool = False) -> str | None:
-    """The request's access token from its first place (see the module doc), or None.
-    ``api_key_header``: also read ``x-api-key`` (what the Anthropic SDK sends)."""
-    token = token_from(connection.headers, connection.cookies, connection.query_params)
-    if token is None:
-        token = token_from(
-            {},
-            connection.cookies,
-            connection.query_params,
-            cookie_name=LEGACY_COOKIE,
-            query_name=LEGACY_QUERY,
-        )
-    if token is None and api_key_header:
-        token = connection.headers.get("x-api-key") or None
-    return token
+#: Where the request's facts are kept in its scope, read once per request.
+FACTS_KEY = "sluiceway.facts"
 
 
-def _is_publish_key(settings: Settings, token: str) -> bool:
-    key = settings.publish_key
-    return key is not None and hmac.compare_digest(token.encode(), key.get_secret_value().encode())
+def admission_of(connection: HTTPConnection) -> Admission:
+    return connection.app.state.admission  # type: ignore[no-any-return]
 
 
-def request_grants(connection: HTTPConnection, *, api_keys: bool = False) -> Grants:
-    """The grants of this request; raises :class:`AuthError` for a bad token.
-
-    ``api_keys``: the request comes from an LLM SDK, whose API key is not a token (see the
-    module doc).
-    """
-    settings: Settings = connection.app.state.settings
-    token = presented_token(connection, api_key_header=api_keys)
-    if token is not None and _is_publish_key(settings, token):
-        return _PUBLISH_KEY_GRANTS
-    verifier = connection.app.state.token_verifier
-    if token is not None and api_keys and (token.count(".") != 2 or not verifier.configured):
-        token = None  # an API key for the upstream's SDK, not a token of ours
-    return authenticate(
-        token,
-        verifier,
-        hub_url=settings.mercure_hub_url,
-        legacy_claims=True,  # the mercure.publish / mercure.subscribe claims
-        anonymous_subscribe=settings.anonymous_subscribe,
-        anonymous_publish=settings.anonymous_publish_allowed,
-    )
+def facts_of(connection: HTTPConnection) -> RequestFacts:
+    """The request's :class:`RequestFacts`, read from its scope once (the admission gate
+    middleware reads them first)."""
+    scope = connection.scope
+    facts = scope.get(FACTS_KEY)
+    if facts is None:
+        facts = scope[FACTS_KEY] = RequestFacts.from_scope(scope)
+    return facts  # type: ignore[no-any-return]
 
 
-def refusal(error: AuthError) -> APIError:
-    """An :class:`AuthError` as the API's JSON error, with its ``WWW-Authenticate``."""
+def refusal(error: AuthError | Refusal) -> APIError:
+    """A refusal as the API's JSON error (RFC 6750 ones with their ``WWW-Authenticate``)."""
+    if isinstance(error, Refusal):
+        return APIError(error.status, error.code, error.detail)
     return APIError(
         error.status,
         error.error or "unauthorized",
@@ -106,27 +72,32 @@ def refusal(error: AuthError) -> APIError:
 
 @contextlib.contextmanager
 def refused_as_api_error() -> Iterator[None]:
-    """Turn an :class:`AuthError` raised inside into the API's refusal (:func:`refusal`).
+    """Turn an :class:`AuthError` or :class:`Refusal` raised inside into the API's error.
 
     >>> with refused_as_api_error():
     ...     Grants.full().require_publish("/files/a.txt")
     """
     try:
         yield
-    except AuthError as error:
+    except (AuthError, Refusal) as error:
         raise refusal(error) from None
 
 
-def request_grants_or_refuse(connection: HTTPConnection, *, api_keys: bool = False) -> Grants:
-    """:func:`request_grants`, raising :class:`APIError` (401) for a bad token."""
+def request_grants(connection: HTTPConnection, *, api_keys: bool = False) -> Grants:
+    """The grants of this request; raises :class:`AuthError` for a bad or malformed token."""
+    return admission_of(connection).grants(facts_of(connection), api_keys=api_keys)
+
+
+def _grants(connection: HTTPConnection, *, api_keys: bool = False) -> Grants:
     with refused_as_api_error():
         return request_grants(connection, api_keys=api_keys)
 
 
 def require_reader(connection: HTTPConnection) -> Grants:
     """The request's grants, if it may read anything at all (anonymously or with a token);
-    else raises :class:`APIError` (401). For checks made before the resource is known."""
-    grants = request_grants_or_refuse(connection)
+    else raises :class:`APIError` (401). For checks made before the resource is known, so
+    that a refusal tells nothing of what exists."""
+    grants = _grants(connection)
     with refused_as_api_error():
         grants.require_subscriber()
     return grants
@@ -135,43 +106,59 @@ def require_reader(connection: HTTPConnection) -> Grants:
 def require_publisher(connection: HTTPConnection) -> Grants:
     """The request's grants, if it may publish somewhere (anonymously or with some
     ``publish`` grant); else raises :class:`APIError` (401/403)."""
-    grants = request_grants_or_refuse(connection)
+    grants = _grants(connection)
     with refused_as_api_error():
         grants.require_publisher()
     return grants
 
 
-def require_read(connection: HTTPConnection, *resources: str, api_keys: bool = False) -> Grants:
-    """The request's grants, if they allow reading every one of ``resources``; else raises
-    :class:`APIError` (401/403)."""
-    grants = request_grants_or_refuse(connection, api_keys=api_keys)
+def require_topics_read(connection: HTTPConnection, topics: Iterable[str]) -> Grants:
+    """The request's grants, if they may read every one of ``topics`` (private ones
+    included); else raises :class:`APIError` (401/403; 403 ``internal_topic``)."""
+    grants = _grants(connection)
     with refused_as_api_error():
-        for resource in resources:
-            grants.require_read(resource)
+        admission_of(connection).require_topics_read(grants, topics)
     return grants
 
 
-def require_topic_read(connection: HTTPConnection, topics: list[str]) -> Grants:
-    """:func:`require_read` for topics, private ones included (``$name``, ``name#users``):
-    those need a ``subscribe`` grant on them, or a token whose ``sub`` is one of the users;
-    anonymous reading never reaches them."""
-    grants = request_grants_or_refuse(connection)
+def require_topic_publish(connection: HTTPConnection, topic: str) -> Grants:
+    grants = _grants(connection)
     with refused_as_api_error():
-        for topic in topics:
-            resource = topic_resource(topic)
-            if not is_private_topic(topic):
-                grants.require_read(resource)
-            elif grants.subject is None or grants.subject not in (topic_users(topic) or ()):
-                grants.require_subscribe_to(resource)
+        admission_of(connection).require_topic_publish(grants, topic)
     return grants
 
 
-def require_write(
-    connection: HTTPConnection, resource: str, *alternatives: str, api_keys: bool = False
+def require(
+    connection: HTTPConnection,
+    action: str,
+    resource: str,
+    *alternatives: str,
+    api_keys: bool = False,
 ) -> Grants:
-    """The request's grants, if they allow publishing to ``resource`` (or to one of the
-    ``alternatives``); else raises :class:`APIError` (401/403)."""
-    grants = request_grants_or_refuse(connection, api_keys=api_keys)
+    """The request's grants, if they allow ``action`` (``subscribe`` or ``publish``) on the
+    named resource (or one of the ``alternatives``); else raises :class:`APIError`."""
+    grants = _grants(connection, api_keys=api_keys)
     with refused_as_api_error():
-        grants.require_publish(resource, *alternatives)
+        admission_of(connection).require(grants, action, resource, *alternatives)
+    return grants
+
+
+def require_run(
+    connection: HTTPConnection,
+    action: str,
+    collection: str,
+    run_id: str,
+    owner: str | None,
+    *,
+    exists: bool = True,
+    api_keys: bool = False,
+) -> Grants:
+    """The request's grants, if they may read (``subscribe``) or cancel (``publish``) the
+    generation or job ``run_id`` that ``owner`` started (``exists=False``: there is no such
+    run, judged as the caller's own); else raises :class:`APIError`."""
+    grants = _grants(connection, api_keys=api_keys)
+    with refused_as_api_error():
+        admission_of(connection).require_run(
+            grants, action, collection, run_id, owner, exists=exists
+        )
     return grants

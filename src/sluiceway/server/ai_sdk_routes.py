@@ -31,7 +31,8 @@ from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
 from sluiceway.asgi import EventStreamResponse
-from sluiceway.auth.resources import GENERATIONS, generation_resource
+from sluiceway.auth import Grants
+from sluiceway.auth.resources import GENERATIONS
 from sluiceway.hub import Hub
 from sluiceway.llm.ai_sdk_format import (
     STREAM_HEADER,
@@ -46,10 +47,12 @@ from sluiceway.llm.follow import generation_batches
 from sluiceway.llm.generation import Generation
 from sluiceway.llm.manager import GenerationRefused
 from sluiceway.server.access import (
+    PUBLISH,
+    SUBSCRIBE,
+    require,
     require_publisher,
-    require_read,
     require_reader,
-    require_write,
+    require_run,
 )
 from sluiceway.server.errors import APIError, JSONResponse
 from sluiceway.server.generation_routes import (
@@ -62,10 +65,6 @@ from sluiceway.server.generation_routes import (
 
 #: Chats remembered per app (their latest generation each).
 CHAT_CAPACITY = 4096
-
-
-#: The annotation naming who started a chat's generation (the token's ``sub``, or None).
-OWNER = "chat_owner"
 
 
 def chats_of(request: Request) -> ChatIndex:
@@ -119,7 +118,7 @@ async def chat(request: Request) -> Response:
     """``POST {prefix}/chat``: start a generation over the chat's messages and stream it."""
     settings = request.app.state.settings
     try:
-        grants = require_write(request, GENERATIONS)
+        grants = require(request, PUBLISH, GENERATIONS)
         turn = parse_chat_request(await read_json(request), settings.llm_max_tokens)
         await _check_owner(request, turn.chat_id, grants.subject)
     except APIError as exc:
@@ -128,7 +127,7 @@ async def chat(request: Request) -> Response:
         return _error(APIError(400, "invalid_request", str(exc)))
     generations = generations_of(request)
     try:
-        generation = generations.start(turn.request, annotations={OWNER: grants.subject})
+        generation = generations.start(turn.request, owner=grants.subject)
     except GenerationRefused as exc:
         return _error(refusal(exc))
     # Recorded before the first token, so that a reconnect meanwhile finds this answer (in
@@ -150,11 +149,10 @@ async def chat(request: Request) -> Response:
 
 
 async def _check_owner(request: Request, chat_id: str, subject: str | None) -> None:
-    """A chat started by a token's subject stays theirs: another one posting to its id would
-    repoint its resume to their own answer (403). Chats started anonymously have no owner."""
+    """A chat stays with whoever started it (a token's subject, or nobody): another one
+    posting to its id would repoint its resume to their own answer (403)."""
     previous = await _generation_of(request, chat_id)
-    owner = previous.annotations.get(OWNER) if previous is not None else None
-    if owner is not None and owner != subject:
+    if previous is not None and previous.owner != subject:
         raise APIError(403, "chat_taken", "this chat belongs to another user")
 
 
@@ -169,36 +167,40 @@ async def _generation_of(request: Request, chat_id: str) -> Generation | RemoteG
     return await find_generation(request, generation_id) if generation_id else None
 
 
+async def _authorized_chat(
+    request: Request, action: str
+) -> tuple[Generation | RemoteGeneration | None, Grants]:
+    """The chat's latest generation (None when there is none), if the request may read
+    (``subscribe``) or cancel (``publish``) it, and the request's grants; else
+    :class:`APIError`. Whoever may not read (or cancel) at all is refused before the lookup,
+    the same for every chat id."""
+    grants = require_reader(request) if action == SUBSCRIBE else require_publisher(request)
+    generation = await _generation_of_chat(request)
+    if generation is not None:
+        require_run(request, action, GENERATIONS, generation.id, generation.owner)
+    return generation, grants
+
+
 async def resume(request: Request) -> Response:
     """``GET {prefix}/chat/{chatId}/stream``: the chat's latest generation from its start,
     live or ended; ``204`` when there is none (or its retention ended)."""
     try:
-        require_reader(request)  # before the lookup: a refusal tells nothing of which chats exist
+        generation, grants = await _authorized_chat(request, SUBSCRIBE)
     except APIError as exc:
         return _error(exc)
-    generation = await _generation_of_chat(request)
     if generation is None:
         return Response(status_code=204)
-    try:
-        grants = require_read(request, generation_resource(generation.id))
-    except APIError as exc:
-        return _error(exc)
     return _stream(request.app.state.hub, generation, grants.read_deadline)
 
 
 async def cancel(request: Request) -> Response:
     """``POST {prefix}/chat/{chatId}/cancel``: stop the chat's generation (idempotent)."""
     try:
-        require_publisher(request)  # before the lookup, as above
+        generation, _ = await _authorized_chat(request, PUBLISH)
     except APIError as exc:
         return _error(exc)
-    generation = await _generation_of_chat(request)
     if generation is None:
         return _error(APIError(404, "unknown_chat", "no generation for this chat (or it expired)"))
-    try:
-        require_write(request, generation_resource(generation.id), GENERATIONS)
-    except APIError as exc:
-        return _error(exc)
     generation = await cancel_generation(request, generation)
     state = generation.state if isinstance(generation, RemoteGeneration) else generation.state.value
     return JSONResponse(

@@ -33,7 +33,7 @@ from sluiceway.llm.chunks import ERROR_STATUS, UpstreamError
 from sluiceway.llm.follow import generation_batches, generation_events
 from sluiceway.llm.generation import Generation
 from sluiceway.llm.manager import GenerationRefused
-from sluiceway.server.access import require_write
+from sluiceway.server.access import PUBLISH, require
 from sluiceway.server.errors import APIError, JSONResponse
 from sluiceway.server.generation_routes import generations_of, read_json, start_generation
 
@@ -45,14 +45,14 @@ def _error(status: int, message: str, kind: str | None = None, **headers: str) -
 
 async def messages(request: Request) -> Response:
     try:
-        require_write(request, GENERATIONS, api_keys=True)
+        grants = require(request, PUBLISH, GENERATIONS, api_keys=True)
         chat, stream = parse_request(await read_json(request))
     except APIError as exc:  # 401/403 refused, 413 too large, 400 not JSON
         return _error(exc.status, exc.detail, **exc.headers)
     except BadRequest as exc:
         return _error(400, str(exc))
     try:
-        generation = await start_generation(generations_of(request), chat)
+        generation = await start_generation(generations_of(request), chat, owner=grants.subject)
     except GenerationRefused as exc:
         return _error(exc.status, exc.detail)
     except UpstreamError as exc:

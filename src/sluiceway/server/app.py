@@ -33,11 +33,13 @@ from sluiceway.server import (
     responses_routes,
     web_routes,
 )
+from sluiceway.server.admission import Admission
 from sluiceway.server.errors import APIError, api_error_handler, http_error_handler
+from sluiceway.server.gate import AdmissionGate
 from sluiceway.server.job_routes import close_jobs
 from sluiceway.server.metrics import CentrifugoCollector, metrics_registry
-from sluiceway.server.origin_guard import CrossOriginWriteGuard
 from sluiceway.server.routes import routes
+from sluiceway.server.sandbox import SandboxedPaths
 from sluiceway.server.settings import Settings
 from sluiceway.transfer.compression import CompressionMiddleware
 from sluiceway.transfer.exports import dispose_engine
@@ -75,6 +77,7 @@ def create_app(
         model=settings.llm_model,
     )
     registry = metrics_registry(hub)
+    admission = Admission(settings.admission_policy())
     limits = settings.generation_limits()
     generations = Generations(
         hub, provider, limits, GenerationMetrics(registry), make_directory(hub, limits)
@@ -114,7 +117,7 @@ def create_app(
             *(mercure_routes.routes if settings.mercure_enabled else []),
             *(web_routes.make_routes() if settings.web_ui else []),
         ],
-        middleware=middleware_for(settings),
+        middleware=middleware_for(settings, admission),
         lifespan=lifespan,
         exception_handlers={APIError: api_error_handler, HTTPException: http_error_handler},
     )
@@ -123,13 +126,15 @@ def create_app(
     app.state.metrics_registry = registry
     app.state.generations = generations
     app.state.websocket = websocket
-    app.state.token_verifier = settings.token_verifier()
+    app.state.admission = admission
     app.state.mercure = MercureFace(hub)
     return app
 
 
-def middleware_for(settings: Settings) -> list[Middleware]:
-    middleware = []
+def middleware_for(settings: Settings, admission: Admission) -> list[Middleware]:
+    # Outermost: a request no route may answer (a foreign Host, a write from another origin)
+    # is refused before anything else runs; CORS preflights are safe requests and pass.
+    middleware = [Middleware(AdmissionGate, admission=admission)]
     if settings.cors_allow_origins:
         # Outermost, so that preflight requests are answered before anything else runs.
         middleware.append(
@@ -139,13 +144,17 @@ def middleware_for(settings: Settings) -> list[Middleware]:
                 allow_credentials=settings.cors_allow_credentials,
                 allow_methods=["GET", "POST", "OPTIONS"],
                 allow_headers=["authorization", "content-type", "last-event-id", "cache-control"],
-                expose_headers=["last-event-id", "x-generation-id", "retry-after"],
+                expose_headers=[
+                    "last-event-id",
+                    "mercure-last-event-id",
+                    "link",
+                    "x-generation-id",
+                    "retry-after",
+                ],
             )
         )
-    # Inside CORS (its preflight answers come first), before anything that writes.
-    middleware.append(
-        Middleware(CrossOriginWriteGuard, allowed_origins=settings.cors_allow_origins)
-    )
+    # What users uploaded and upstreams sent never runs as a page of this origin.
+    middleware.append(Middleware(SandboxedPaths, prefixes=("/files/", "/proxy")))
     if settings.compression:
         middleware.append(Middleware(CompressionMiddleware))
     return middleware

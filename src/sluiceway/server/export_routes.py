@@ -15,7 +15,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from sluiceway.auth.resources import export_resource
-from sluiceway.server.access import require_read
+from sluiceway.server.access import SUBSCRIBE, require
 from sluiceway.server.errors import APIError
 from sluiceway.transfer.export_query import ExportQuery, ExportQueryError
 from sluiceway.transfer.exports import (
@@ -29,7 +29,7 @@ from sluiceway.transfer.exports import (
 
 async def _export(request: Request, format: str) -> Response:
     settings = request.app.state.settings
-    require_read(request, export_resource(request.path_params["table"]))
+    require(request, SUBSCRIBE, export_resource(request.path_params["table"]))
     try:
         table = check_table(request.path_params["table"], settings.export_tables)
         query = ExportQuery.from_params(request.query_params.multi_items())

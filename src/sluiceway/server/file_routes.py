@@ -2,6 +2,10 @@
 
 Everything lives under ``settings.files_dir``. Paths follow
 :mod:`sluiceway.transfer.paths`: no ``..``, no hidden names, no escape through a symlink.
+Grants (``/files/{path}``) are checked on the path as named and again on the file it resolves
+to, so a symlink cannot lead out of what a grant covers. Files are shown inline only when
+passive (images but not SVG, audio, video, PDF, plain text), and every response under
+``/files`` is sandboxed (:mod:`sluiceway.server.sandbox`).
 
 Status codes (errors are the usual ``{"error", "detail"}`` JSON):
 
@@ -15,9 +19,9 @@ Status codes (errors are the usual ``{"error", "detail"}`` JSON):
   written, so say so); ``409 file_exists`` (no ``?overwrite=1``), ``409 path_conflict`` (the
   path is a directory, or runs through a file); ``413 upload_too_large``; ``415
   unsupported_media_type``, ``400 missing_boundary``/``invalid_multipart``/``missing_filename``/
-  ``no_files``/... for forms; ``401 unauthorized`` without the publish key, when one is set
-  (uploads write to the server's disk: they need the same key as publishing);
-  ``507 insufficient_storage`` when the disk is full.
+  ``no_files``/... for forms; ``401``/``403`` without a grant (uploads write to the
+  server's disk: they need ``publish`` on the file's path); ``507 insufficient_storage`` when
+  the disk is full.
 """
 
 from __future__ import annotations
@@ -36,10 +40,12 @@ from starlette.routing import Route
 from sluiceway.auth import Grants
 from sluiceway.auth.resources import file_resource
 from sluiceway.server.access import (
+    PUBLISH,
+    SUBSCRIBE,
+    admission_of,
     refused_as_api_error,
+    require,
     require_publisher,
-    require_read,
-    require_write,
 )
 from sluiceway.server.errors import APIError, JSONResponse
 from sluiceway.server.settings import Settings
@@ -73,11 +79,20 @@ def _flag(request: Request, name: str) -> bool:
     return request.query_params.get(name, "").lower() in _TRUE
 
 
+def _require_resolved(request: Request, grants: Grants, action: str, target: Path) -> None:
+    """The grant is checked again on the file a path resolves to: a symlink inside the
+    directory must not lead out of what the grant covers."""
+    root = _settings(request).files_dir
+    with refused_as_api_error():
+        admission_of(request).require(grants, action, file_resource(relative_name(root, target)))
+
+
 async def download(request: Request) -> Response:
     path = request.path_params["path"]
-    require_read(request, file_resource(path))
+    grants = require(request, SUBSCRIBE, file_resource(path))
     try:
         target = resolve_within(_settings(request).files_dir, path)
+        _require_resolved(request, grants, SUBSCRIBE, target)
         return await file_response(request, target, attachment=_flag(request, "download"))
     except UnsafePath:
         pass  # answered exactly like a missing file
@@ -121,11 +136,12 @@ def _describe(root: Path, stored: StoredFile) -> dict[str, Any]:
 
 
 async def put_file(request: Request) -> Response:
-    require_write(request, file_resource(request.path_params["path"]))
+    grants = require(request, PUBLISH, file_resource(request.path_params["path"]))
     settings = _settings(request)
     root = settings.files_dir
     with _upload_errors():
         target = resolve_within(root, request.path_params["path"])
+        _require_resolved(request, grants, PUBLISH, target)
         check_declared_length(request.headers, settings.max_upload_bytes)
         stored = await save_stream(
             request.stream(),
@@ -140,9 +156,11 @@ async def put_file(request: Request) -> Response:
     )
 
 
-def _require_upload(grants: Grants, name: str) -> None:
+def _require_upload(request: Request, grants: Grants, name: str, target: Path) -> None:
+    """Each part's file name, as named and as it resolves (see :func:`_require_resolved`)."""
     with refused_as_api_error():
-        grants.require_publish(file_resource(name))
+        admission_of(request).require(grants, PUBLISH, file_resource(name))
+    _require_resolved(request, grants, PUBLISH, target)
 
 
 async def post_uploads(request: Request) -> Response:
@@ -158,7 +176,7 @@ async def post_uploads(request: Request) -> Response:
             root,
             max_bytes=settings.max_upload_bytes,
             overwrite=_flag(request, "overwrite"),
-            authorize=lambda name: _require_upload(grants, name),
+            authorize=lambda name, target: _require_upload(request, grants, name, target),
         )
     files = [{"field": item.field, **_describe(root, item.stored)} for item in uploaded]
     return JSONResponse({"files": files}, status_code=201)

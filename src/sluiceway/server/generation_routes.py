@@ -15,7 +15,8 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from sluiceway.asgi import EventStreamResponse
-from sluiceway.auth.resources import GENERATIONS, generation_resource
+from sluiceway.auth import Grants
+from sluiceway.auth.resources import GENERATIONS
 from sluiceway.hub import Hub, HubClosed, InvalidEventId, Subscription
 from sluiceway.ids import parse_cursor
 from sluiceway.llm.chunks import UpstreamError
@@ -25,7 +26,7 @@ from sluiceway.llm.generation import Generation
 from sluiceway.llm.manager import GenerationRefused, Generations
 from sluiceway.llm.pacing import paced
 from sluiceway.llm.request import ChatRequest
-from sluiceway.server.access import require_read, require_write
+from sluiceway.server.access import PUBLISH, SUBSCRIBE, require, require_run
 from sluiceway.server.errors import APIError, JSONResponse
 from sluiceway.sse import Event
 
@@ -68,10 +69,13 @@ async def start_generation(
     *,
     partial_json: bool = False,
     annotations: dict[str, Any] | None = None,
+    owner: str | None = None,
 ) -> Generation:
-    """Start a generation and wait for its first token: errors before it raise
+    """Start a generation for ``owner`` and wait for its first token: errors before it raise
     :class:`UpstreamError` / :class:`GenerationRefused`, so they can become HTTP statuses."""
-    generation = generations.start(chat, partial_json=partial_json, annotations=annotations)
+    generation = generations.start(
+        chat, partial_json=partial_json, annotations=annotations, owner=owner
+    )
     # Shielded: a client that leaves now must not cancel the detached generation.
     await asyncio.shield(generation.opened)
     return generation
@@ -130,7 +134,7 @@ async def stream_of(
 
 
 async def create(request: Request) -> Response:
-    require_write(request, GENERATIONS)
+    grants = require(request, PUBLISH, GENERATIONS)
     try:
         body = GenerationBody.model_validate(await read_json(request))
     except ValidationError as exc:
@@ -138,7 +142,9 @@ async def create(request: Request) -> Response:
     chat = ChatRequest.model_validate(body.model_dump(exclude={"partial_json", "pace"}))
     generations = generations_of(request)
     try:
-        generation = await start_generation(generations, chat, partial_json=body.partial_json)
+        generation = await start_generation(
+            generations, chat, partial_json=body.partial_json, owner=grants.subject
+        )
     except (GenerationRefused, UpstreamError) as exc:
         raise refusal(exc) from None
     return await stream_of(request, generation, None, body.pace)
@@ -156,16 +162,31 @@ async def find_generation(
         ) from None
 
 
-async def _find(request: Request) -> Generation | RemoteGeneration:
-    generation = await find_generation(request, request.path_params["generation_id"])
+async def authorized_generation(
+    request: Request, generation_id: str, action: str, *, api_keys: bool = False
+) -> tuple[Generation | RemoteGeneration, Grants]:
+    """The generation, if the request may read (``subscribe``) or cancel (``publish``) it,
+    and the request's grants; else :class:`APIError` (401/403; 404 for an unknown id, to
+    whoever could act on their own generations)."""
+    generation = await find_generation(request, generation_id)
+    grants = require_run(
+        request,
+        action,
+        GENERATIONS,
+        generation_id,
+        generation.owner if generation is not None else None,
+        exists=generation is not None,
+        api_keys=api_keys,
+    )
     if generation is None:
         raise APIError(404, "unknown_generation", "no such generation (or its retention ended)")
-    return generation
+    return generation, grants
 
 
 async def describe(request: Request) -> Response:
-    require_read(request, generation_resource(request.path_params["generation_id"]))
-    generation = await _find(request)
+    generation, _ = await authorized_generation(
+        request, request.path_params["generation_id"], SUBSCRIBE
+    )
     if isinstance(generation, Generation):
         return JSONResponse(generation.describe())
     return JSONResponse(await describe_remote(request.app.state.hub, generation))
@@ -196,8 +217,9 @@ async def describe_remote(hub: Hub, generation: RemoteGeneration) -> dict[str, A
 
 
 async def follow(request: Request) -> Response:
-    grants = require_read(request, generation_resource(request.path_params["generation_id"]))
-    generation = await _find(request)
+    generation, grants = await authorized_generation(
+        request, request.path_params["generation_id"], SUBSCRIBE
+    )
     last_event_id = request.headers.get("last-event-id") or request.query_params.get(
         "last_event_id"
     )
@@ -235,8 +257,8 @@ async def cancel_generation(
 
 
 async def cancel(request: Request) -> Response:
-    require_write(request, generation_resource(request.path_params["generation_id"]), GENERATIONS)
-    generation = await cancel_generation(request, await _find(request))
+    found, _ = await authorized_generation(request, request.path_params["generation_id"], PUBLISH)
+    generation = await cancel_generation(request, found)
     state = generation.state if isinstance(generation, RemoteGeneration) else generation.state.value
     return JSONResponse({"id": generation.id, "state": state})
 

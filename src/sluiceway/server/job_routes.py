@@ -3,7 +3,7 @@
 | request | answer |
 |---|---|
 | ``POST /jobs`` ``{"kind", "params"}`` | 202 the job (``id``, ``state``, ``events``...) |
-| ``GET /jobs`` | ``{"jobs": [...]}`` |
+| ``GET /jobs`` | ``{"jobs": [...]}``: those the caller may read (its own) |
 | ``GET /jobs/{id}`` | the job |
 | ``GET /jobs/{id}/events`` | SSE: ``progress``..., then ``result`` or ``error``; resumable |
 | ``DELETE /jobs/{id}`` | cancels it (idempotent): 200 the job |
@@ -22,10 +22,18 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from sluiceway.asgi import EventStreamResponse
-from sluiceway.auth.resources import JOBS, export_resource, job_resource
+from sluiceway.auth import Grants
+from sluiceway.auth.resources import JOBS, export_resource
 from sluiceway.hub import HubClosed, HubError, InvalidEventId
 from sluiceway.jobs import Job, JobRefused, Jobs
-from sluiceway.server.access import require_read, require_write
+from sluiceway.server.access import (
+    PUBLISH,
+    SUBSCRIBE,
+    admission_of,
+    require,
+    require_reader,
+    require_run,
+)
 from sluiceway.server.errors import APIError, JSONResponse
 from sluiceway.server.generation_routes import read_json, validation_detail
 
@@ -59,15 +67,21 @@ def describe(job: Job) -> dict[str, Any]:
     return {**job.describe(), "url": f"/jobs/{job.id}", "events": f"/jobs/{job.id}/events"}
 
 
-def _find(request: Request) -> Job:
-    job = jobs_for(request.app).get(request.path_params["job_id"])
+def _authorized(request: Request, action: str) -> tuple[Job, Grants]:
+    """The job, if the request may read (``subscribe``) or cancel (``publish``) it, and the
+    request's grants; else :class:`APIError` (401/403; 404 for an unknown id, to whoever
+    could act on their own jobs)."""
+    job_id = request.path_params["job_id"]
+    job = jobs_for(request.app).get(job_id)
+    owner = job.owner if job is not None else None
+    grants = require_run(request, action, JOBS, job_id, owner, exists=job is not None)
     if job is None:
         raise APIError(404, "unknown_job", "no such job (or it ended too long ago)")
-    return job
+    return job, grants
 
 
 async def create(request: Request) -> Response:
-    require_write(request, JOBS)
+    grants = require(request, PUBLISH, JOBS)
     try:
         body = JobRequest.model_validate(await read_json(request))
     except ValidationError as exc:
@@ -76,27 +90,33 @@ async def create(request: Request) -> Response:
     if body.kind == "export" and isinstance(table, str):
         # What the job writes is a download for whoever may read its file: the table must be
         # readable by the one who asks, as for GET /exports/{table}.
-        require_read(request, export_resource(table))
+        require(request, SUBSCRIBE, export_resource(table))
     try:
-        job = await jobs_for(request.app).start(body.kind, body.params)
+        job = await jobs_for(request.app).start(body.kind, body.params, owner=grants.subject)
     except JobRefused as exc:
         raise APIError(exc.status, exc.code, exc.detail) from None
     return JSONResponse(describe(job), status_code=202, headers={"location": f"/jobs/{job.id}"})
 
 
 async def list_jobs(request: Request) -> Response:
-    require_read(request, JOBS)
-    return JSONResponse({"jobs": [describe(job) for job in jobs_for(request.app).list()]})
+    """The jobs the caller may read: its own, and those a grant names."""
+    grants = require_reader(request)
+    admission = admission_of(request)
+    visible = [
+        describe(job)
+        for job in jobs_for(request.app).list()
+        if admission.may_act_on_run(grants, SUBSCRIBE, JOBS, job.id, job.owner)
+    ]
+    return JSONResponse({"jobs": visible})
 
 
 async def show(request: Request) -> Response:
-    require_read(request, job_resource(request.path_params["job_id"]))
-    return JSONResponse(describe(_find(request)))
+    job, _ = _authorized(request, SUBSCRIBE)
+    return JSONResponse(describe(job))
 
 
 async def events(request: Request) -> Response:
-    grants = require_read(request, job_resource(request.path_params["job_id"]))
-    job = _find(request)
+    job, grants = _authorized(request, SUBSCRIBE)
     hub = request.app.state.hub
     last_event_id = request.headers.get("last-event-id") or request.query_params.get(
         "last_event_id"
@@ -122,8 +142,7 @@ async def events(request: Request) -> Response:
 
 
 async def cancel(request: Request) -> Response:
-    require_write(request, job_resource(request.path_params["job_id"]), JOBS)
-    job = _find(request)
+    job, _ = _authorized(request, PUBLISH)
     await jobs_for(request.app).cancel(job.id)
     return JSONResponse(describe(job))
 

@@ -1,35 +1,46 @@
-"""``/.well-known/mercure``: the Mercure protocol (draft-dunglas-mercure-08) over the hub.
+"""``/.well-known/mercure``: the Mercure protocol over the hub (draft-dunglas-mercure-08, as
+revised in dunglas/mercure).
 
-``GET`` subscribes (``match`` / ``matchURLPattern`` selectors; resume with ``Last-Event-ID`` or
-``lastEventID``, ``earliest`` included; the ``Last-Event-ID`` response header names the last
-update before the first one sent). ``POST`` publishes a form (``topic``, ``data``, ``private``,
-``id``, ``type``, ``retry``) and answers the update's id as text. Access tokens (JWT) come from
-``Authorization: Bearer``, the ``access_token`` query parameter or the ``mercureAccessToken``
-cookie; their grants decide who publishes where and who receives private updates.
+``GET`` subscribes (``match``, ``match_exact``, ``match_urlpattern`` matchers, and the earlier
+``matchExact`` / ``matchURLPattern``); it resumes from the ``Last-Event-ID`` header, or the
+``last_event_id`` (earlier: ``lastEventID``) query parameter, ``earliest`` included, and then
+answers ``Mercure-Last-Event-ID`` (and ``Last-Event-ID``, as earlier revisions did): the last
+update before the first one sent. ``POST`` publishes a form (``topic``, once or more: the
+canonical topic then alternate ones; ``data``, ``private``, ``id``, ``type``, ``retry``) and
+answers the update's id as text. Access tokens (JWT) come from ``Authorization: Bearer``, the
+``access_token`` query parameter or the token cookie (see
+:mod:`sluiceway.server.admission`); their grants decide who publishes where and who receives
+private updates. Every query and form must be valid UTF-8 (400).
 
-``GET /.well-known/mercure/subscriptions[/{matchType}/{match}[/{subscriber}]]`` is the
-subscriptions API ("Active Subscriptions"): JSON-LD documents of the active subscriptions (of
+``GET /.well-known/mercure/subscriptions[/{match_type}/{match}[/{subscriber}]]`` is the
+subscriptions API ("Active Subscriptions"): JSON documents of the active subscriptions (of
 this process, see :mod:`sluiceway.mercure.face`), for clients holding a ``subscribe`` grant on
-the requested path (in its canonical form, the topic of the subscription events).
+the requested path (in its canonical form, the topic of the subscription events), with the
+cursor on the ``rel="mercure"`` ``Link`` header.
+
+``GET /.well-known/oauth-protected-resource/.well-known/mercure`` is the hub's protected
+resource metadata (RFC 9728), which every refusal's ``WWW-Authenticate`` points to.
 """
 
 from __future__ import annotations
 
 from typing import Any
-from urllib.parse import parse_qsl, quote
+from urllib.parse import parse_qsl, quote, urlsplit
 
 from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
 from starlette.routing import Route
 
 from sluiceway.asgi import EventStreamResponse
-from sluiceway.auth.grants import AuthError
+from sluiceway.asgi.eventstream import header_value
+from sluiceway.auth.grants import AUTHORIZATION_DETAIL_TYPE, AuthError
 from sluiceway.hub import BackendUnavailable, HubClosed
 from sluiceway.mercure.face import MercureFace
 from sluiceway.mercure.publication import (
     SUBSCRIPTIONS_PATH,
     PublishError,
     SubscriptionsPath,
+    hub_link,
     parse_publish_form,
     parse_subscriptions_path,
     requested_last_event_id,
@@ -45,15 +56,40 @@ from sluiceway.server.settings import Settings
 PATH = "/.well-known/mercure"
 
 
+METADATA_PREFIX = "/.well-known/oauth-protected-resource"
+
+
 def _face(request: Request) -> MercureFace:
     return request.app.state.mercure  # type: ignore[no-any-return]
 
 
-def _refused(error: AuthError) -> Response:
-    """RFC 6750: the status, ``WWW-Authenticate``, and a JSON body saying why."""
+def metadata_url(hub_url: str) -> str:
+    """Where RFC 9728 puts the metadata of the resource ``hub_url``.
+
+    >>> metadata_url("https://example.com/.well-known/mercure")
+    'https://example.com/.well-known/oauth-protected-resource/.well-known/mercure'
+    """
+    parts = urlsplit(hub_url)
+    return f"{parts.scheme}://{parts.netloc}{METADATA_PREFIX}{parts.path}"
+
+
+def _refused(request: Request, error: AuthError) -> Response:
+    """RFC 6750: the status, ``WWW-Authenticate`` pointing at the hub's metadata, and a JSON
+    body saying why."""
+    settings: Settings = request.app.state.settings
+    challenge = error.header(resource_metadata=metadata_url(settings.mercure_hub_url))
     return JSONResponse(
-        error.json(), status_code=error.status, headers={"www-authenticate": error.header()}
+        error.json(), status_code=error.status, headers={"www-authenticate": challenge}
     )
+
+
+def _form(text: str) -> list[tuple[str, str]]:
+    """An ``application/x-www-form-urlencoded`` text as (name, value) pairs; raises
+    :class:`APIError` (400) unless every name and value is UTF-8 (the draft)."""
+    try:
+        return parse_qsl(text, keep_blank_values=True, encoding="utf-8", errors="strict")
+    except UnicodeDecodeError:
+        raise APIError(400, "invalid_form", "names and values must be UTF-8") from None
 
 
 async def subscribe(request: Request) -> Response:
@@ -62,17 +98,16 @@ async def subscribe(request: Request) -> Response:
         grants = request_grants(request)
         grants.require_subscriber()
     except AuthError as error:
-        return _refused(error)
+        return _refused(request, error)
+    query = _form(request.scope["query_string"].decode("latin-1"))
     try:
-        selectors = parse_subscribe_query(
-            request.query_params.multi_items(), hub_url=settings.mercure_hub_url
-        )
+        selectors = parse_subscribe_query(query, hub_url=settings.mercure_hub_url)
     except SelectorError as exc:
         raise APIError(400, "invalid_matcher", str(exc)) from None
     if request.method == "HEAD":
         # Nothing would read the stream: open no subscription (it would never be released).
         return Response(headers={"content-type": "text/event-stream; charset=utf-8"})
-    last_event_id = requested_last_event_id(request.headers, request.query_params)
+    last_event_id = requested_last_event_id(request.headers.get("last-event-id"), query)
     face = _face(request)
     try:
         subscription, last = await face.open(last_event_id, grants)
@@ -80,10 +115,14 @@ async def subscribe(request: Request) -> Response:
         raise APIError(503, "shutting_down", str(exc)) from None
     except BackendUnavailable as exc:
         raise APIError(503, "backend_unavailable", str(exc)) from None
+    # Only when a cursor was asked for (the draft), under its current name and the old one.
+    headers = {"mercure-last-event-id": last, "last-event-id": last} if last_event_id else {}
     return EventStreamResponse(  # type: ignore[return-value]
         face.updates(subscription, selectors, grants),
-        headers={"last-event-id": last},
+        headers=headers,
         ping_interval=settings.ping_interval,
+        ends_at=grants.expires_at,  # no later than the token's exp (the draft)
+        on_close=subscription.release,  # even if the response fails before it streams
     )
 
 
@@ -92,19 +131,18 @@ async def publish(request: Request) -> Response:
     try:
         grants = request_grants(request)
     except AuthError as error:
-        return _refused(error)
+        return _refused(request, error)
     body = await read_body(request, settings.max_body_bytes)
     try:
-        fields = parse_qsl(body.decode(), keep_blank_values=True, strict_parsing=False)
+        fields = _form(body.decode("latin-1"))
         update = parse_publish_form(fields, hub_url=settings.mercure_hub_url)
-    except UnicodeDecodeError:
-        raise APIError(400, "invalid_form", "the form is not UTF-8") from None
     except PublishError as exc:
         raise APIError(exc.status, "invalid_update", str(exc)) from None
     try:
-        grants.require_publish(update.topic)
+        for topic in update.topics:  # every topic, canonical and alternate (the draft)
+            grants.require_publish(topic)
     except AuthError as error:
-        return _refused(error)
+        return _refused(request, error)
     try:
         update_id = await _face(request).publish(update)
     except PublishError as exc:
@@ -116,6 +154,19 @@ async def publish(request: Request) -> Response:
     return PlainTextResponse(update_id)
 
 
+async def resource_metadata(request: Request) -> Response:
+    """RFC 9728 protected resource metadata, as the draft fills it."""
+    settings: Settings = request.app.state.settings
+    document = {
+        "resource": settings.mercure_hub_url,
+        "authorization_details_types_supported": [AUTHORIZATION_DETAIL_TYPE],
+        "bearer_methods_supported": ["header", "query"],
+        "mercure_cookie": settings.token_cookie,
+        "mercure_subscriptions": True,
+    }
+    return JSONResponse(document, headers={"cache-control": "public, max-age=3600"})
+
+
 def _resource_topic(found: SubscriptionsPath) -> str:
     """The canonical path of a subscriptions-API resource: the topic its grant must match."""
     if found.match_type is None or found.match is None:
@@ -123,10 +174,6 @@ def _resource_topic(found: SubscriptionsPath) -> str:
     if found.subscriber is None:
         return f"{SUBSCRIPTIONS_PATH}/{found.match_type.value}/{quote(found.match, safe='')}"
     return subscription_topic(found.match_type, found.match, found.subscriber)
-
-
-class JSONLDResponse(JSONResponse):
-    media_type = "application/ld+json"
 
 
 async def subscriptions(request: Request) -> Response:
@@ -142,7 +189,7 @@ async def subscriptions(request: Request) -> Response:
         # An unknown path is checked as it came: a client without a grant learns nothing.
         grants.require_subscribe_to(_resource_topic(found) if found else raw_path.decode("latin-1"))
     except AuthError as error:
-        return _refused(error)
+        return _refused(request, error)
     if found is None:
         raise APIError(404, "not_found", "no such subscriptions resource")
     face = _face(request)
@@ -157,15 +204,16 @@ async def subscriptions(request: Request) -> Response:
     if found.subscriber is not None:
         if not active:
             raise APIError(404, "not_found", "no such active subscription")
-        document = active[0].document() | {"lastEventID": last_event_id}
+        document = active[0].document()
     else:
-        documents = (entry.document(context=False) for entry in active)
-        document = subscriptions_collection(_resource_topic(found), documents, last_event_id)
-    headers = {
-        "cache-control": "private, no-cache",
-        "link": f'<{settings.mercure_hub_url}>; rel="mercure"',
-    }
-    return JSONLDResponse(document, headers=headers)
+        documents = (entry.document() for entry in active)
+        document = subscriptions_collection(_resource_topic(found), documents)
+    response = JSONResponse(document, headers={"cache-control": "private, no-cache"})
+    # The cursor is a publisher's id: any text, written as UTF-8.
+    response.raw_headers.append(
+        (b"link", header_value(hub_link(settings.mercure_hub_url, last_event_id)))
+    )
+    return response
 
 
 routes = [
@@ -173,4 +221,5 @@ routes = [
     Route(PATH, publish, methods=["POST"]),
     Route(SUBSCRIPTIONS_PATH, subscriptions, methods=["GET"]),
     Route(SUBSCRIPTIONS_PATH + "/{rest:path}", subscriptions, methods=["GET"]),
+    Route(METADATA_PREFIX + PATH, resource_metadata, methods=["GET"]),
 ]

@@ -10,16 +10,18 @@ callback per loop iteration writes each one's pending events (already framed as 
 the same ``bytes`` object for everyone) with ``transport.write``. Flow control is the
 transport's own ``pause_writing``/``resume_writing``; a client leaving is ``connection_lost``.
 
-Anything this path does not fully understand (another method or HTTP version, a bad id, an
-unknown topic alphabet, a shutting-down hub) falls through to the ASGI app, which answers it,
-errors included, exactly as before.
+Admission is the one check of :mod:`sluiceway.server.admission`, asked here exactly as the
+ASGI route asks it: this path serves a request only when the answer is a plain yes (the host
+and origin pass, the grants read every topic, nothing rests on a token that expires). Anything
+else — a refusal, a token whose expiry must end the stream, a cross-origin request that CORS
+must answer, another method or HTTP version, a bad id, a shutting-down hub — falls through to
+the ASGI app, which answers it, errors included, with the same rules.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import re
 from typing import Any
 
 from starlette.datastructures import QueryParams
@@ -27,11 +29,11 @@ from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol, RequestResp
 from uvicorn.protocols.utils import get_client_addr, get_path_with_query_string
 
 from sluiceway.asgi.eventstream import SSE_HEADERS
-from sluiceway.auth.resources import is_private_topic
+from sluiceway.auth import AuthError
 from sluiceway.hub import Hub, HubError, InvalidEventId
 from sluiceway.hub.subscription import CloseReason, Subscription
 from sluiceway.hub.topic import as_http_chunk
-from sluiceway.server.access import TOKEN_COOKIES, TOKEN_PARAMETERS
+from sluiceway.server.admission import Admission, RequestFacts, redact_tokens
 from sluiceway.server.errors import APIError
 from sluiceway.server.settings import Settings
 from sluiceway.server.streams import read_stream_request, stream_topics_from_path
@@ -43,10 +45,6 @@ AVAILABLE = hasattr(HttpToolsProtocol, "_start_asgi_task")
 _HEAD = b"HTTP/1.1 200 OK\r\n" + b"".join(b"%s: %s\r\n" % header for header in SSE_HEADERS)
 _END = b"0\r\n\r\n"
 _NO_QUERY = QueryParams()
-# A request that could carry a token (sluiceway.server.access) takes the ASGI path.
-_TOKEN_COOKIE = re.compile(
-    rb"(?:^|[;\s])(?:" + b"|".join(name.encode() for name in TOKEN_COOKIES) + rb")="
-)
 
 
 class TransportSink:
@@ -121,6 +119,7 @@ class StreamingHttpProtocol(HttpToolsProtocol):
 
     hub: Hub
     settings: Settings
+    admission: Admission
     sink: TransportSink | None = None
 
     def _start_asgi_task(self, cycle: RequestResponseCycle, app: Any) -> None:
@@ -133,26 +132,28 @@ class StreamingHttpProtocol(HttpToolsProtocol):
         if scope["method"] != "GET" or scope["http_version"] != "1.1" or self.hub.closing:
             return False
         path_topics = stream_topics_from_path(scope["path"])
-        if path_topics is None or not self.settings.anonymous_subscribe:
-            return False  # reading needs a token: the ASGI route checks its grants
-        # Only one header matters here; skip building a full Headers object per connection.
+        if path_topics is None:
+            return False
+        facts = RequestFacts.from_scope(scope)
+        if facts.origin is not None and self.settings.cors_allow_origins:
+            return False  # a cross-origin request: the CORS middleware answers it
+        admission = self.admission
+        if admission.check_request(facts) is not None:
+            return False  # refused: the ASGI gate answers with the same refusal
         headers: dict[str, str] = {}
         for name, value in scope["headers"]:
             if name == b"last-event-id":
                 headers["last-event-id"] = value.decode("latin-1")
-            elif name == b"origin" and self.settings.cors_allow_origins:
-                return False  # a cross-origin request: the CORS middleware answers it
-            elif name == b"authorization" or (name == b"cookie" and _TOKEN_COOKIE.search(value)):
-                return False  # a token must be valid even where none is needed: ASGI checks it
         query = QueryParams(scope["query_string"]) if scope["query_string"] else _NO_QUERY
-        if any(name in query for name in TOKEN_PARAMETERS):  # names percent-decoded
-            return False
         try:
+            grants = admission.grants(facts)
             wanted = read_stream_request(self.settings, path_topics, query, headers)
-            if any(map(is_private_topic, wanted.topics)):
-                return False  # reading it needs a grant: the ASGI route checks it
+            if grants.read_deadline is not None or not admission.may_read_topics(
+                grants, wanted.topics
+            ):
+                return False  # refused, or ends with its token: the ASGI route serves it
             sub = self.hub.subscribe_nowait(wanted.topics, wanted.last_event_id)
-        except (APIError, HubError, InvalidEventId, ValueError):
+        except (AuthError, APIError, HubError, InvalidEventId, ValueError):
             return False  # the ASGI route answers with the proper error
         head = [_HEAD]
         head.extend(b"%s: %s\r\n" % header for header in self.server_state.default_headers)
@@ -166,7 +167,7 @@ class StreamingHttpProtocol(HttpToolsProtocol):
                 '%s - "%s %s HTTP/%s" %d',
                 get_client_addr(scope),
                 scope["method"],
-                get_path_with_query_string(scope),
+                redact_tokens(get_path_with_query_string(scope)),
                 scope["http_version"],
                 200,
             )
@@ -192,10 +193,11 @@ class StreamingHttpProtocol(HttpToolsProtocol):
         super().connection_lost(exc)
 
 
-def protocol_for(hub: Hub, settings: Settings) -> type[asyncio.Protocol]:
-    """A protocol class bound to ``hub`` and ``settings``, for ``uvicorn.Config(http=...)``."""
+def protocol_for(hub: Hub, settings: Settings, admission: Admission) -> type[asyncio.Protocol]:
+    """A protocol class bound to ``hub``, ``settings`` and the app's ``admission``, for
+    ``uvicorn.Config(http=...)``."""
     return type(
         "BoundStreamingHttpProtocol",
         (StreamingHttpProtocol,),
-        {"hub": hub, "settings": settings},
+        {"hub": hub, "settings": settings, "admission": admission},
     )

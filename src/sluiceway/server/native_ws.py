@@ -8,6 +8,10 @@ uvicorn's sans-I/O WebSocket protocol hands the application (``scope["extensions
 so its header depends only on the length) with ``transport.write``, from the hub's callback,
 with no task switch. Flow control is the transport's ``pause_writing``/``resume_writing``;
 everything else (the handshake, reading, pings, the closing handshake) stays uvicorn's.
+
+The endpoint is called without the application's middleware, so the handshake is admitted
+here, by the same check the admission gate makes (:mod:`sluiceway.server.admission`): a
+foreign ``Host`` or a page of another origin gets the gate's refusal, as an HTTP response.
 """
 
 from __future__ import annotations
@@ -21,6 +25,8 @@ from websockets.http11 import Request
 
 from sluiceway.centrifugo.connection import DIRECT_WRITER
 from sluiceway.centrifugo.endpoint import CentrifugoEndpoint
+from sluiceway.server.admission import Admission, Refusal, RequestFacts
+from sluiceway.server.gate import refuse_handshake
 
 #: Where ``sluiceway serve`` serves the WebSocket endpoint.
 WEBSOCKET_PATH = "/connection/websocket"
@@ -140,6 +146,7 @@ class DirectWebSocketProtocol(WebSocketsSansIOProtocol):
     otherwise keep alive (about 2 KiB)."""
 
     endpoint: CentrifugoEndpoint | None = None
+    admission: Admission | None = None
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -152,7 +159,12 @@ class DirectWebSocketProtocol(WebSocketsSansIOProtocol):
         if scope is not None:  # the handshake was accepted; the app's task has not run yet
             scope["extensions"][DIRECT_WRITER] = DirectTextWriter(self)  # type: ignore[index]
             if self.endpoint is not None and scope["path"] == WEBSOCKET_PATH:
-                self.app = self.endpoint  # type: ignore[assignment]
+                refused = None
+                if self.admission is not None:
+                    refused = self.admission.check_request(RequestFacts.from_scope(scope))
+                self.app = (  # type: ignore[assignment]
+                    self.endpoint if refused is None else _Refuse(refused)
+                )
 
     def start_keepalive(self) -> None:
         # Called once the handshake's response is sent: the request and response objects
@@ -162,6 +174,23 @@ class DirectWebSocketProtocol(WebSocketsSansIOProtocol):
         self.response = None  # type: ignore[assignment]
 
 
-def protocol_for(endpoint: CentrifugoEndpoint | None) -> type[DirectWebSocketProtocol]:
-    """A protocol class bound to the endpoint, for ``uvicorn.Config(ws=...)``."""
-    return type("BoundDirectWebSocketProtocol", (DirectWebSocketProtocol,), {"endpoint": endpoint})
+class _Refuse:
+    """An ASGI app that answers a handshake with a refusal."""
+
+    def __init__(self, refused: Refusal) -> None:
+        self.refused = refused
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        await refuse_handshake(scope, receive, send, self.refused)
+
+
+def protocol_for(
+    endpoint: CentrifugoEndpoint | None, admission: Admission
+) -> type[DirectWebSocketProtocol]:
+    """A protocol class bound to the endpoint and the app's admission, for
+    ``uvicorn.Config(ws=...)``."""
+    return type(
+        "BoundDirectWebSocketProtocol",
+        (DirectWebSocketProtocol,),
+        {"endpoint": endpoint, "admission": admission},
+    )

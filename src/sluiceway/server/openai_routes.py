@@ -18,7 +18,7 @@ from sluiceway.llm.follow import generation_batches, generation_events
 from sluiceway.llm.generation import Generation
 from sluiceway.llm.manager import GenerationRefused
 from sluiceway.llm.openai_format import BadRequest, ChunkEncoder, error_body, parse_request
-from sluiceway.server.access import require_write
+from sluiceway.server.access import PUBLISH, require
 from sluiceway.server.errors import APIError, JSONResponse
 from sluiceway.server.generation_routes import generations_of, read_json, start_generation
 
@@ -33,7 +33,7 @@ def openai_error(status: int, code: str, message: str, **headers: str) -> Respon
 async def chat_completions(request: Request) -> Response:
     settings = request.app.state.settings
     try:
-        require_write(request, GENERATIONS, api_keys=True)
+        grants = require(request, PUBLISH, GENERATIONS, api_keys=True)
         body = await read_json(request)
         chat, stream, include_usage = parse_request(body, settings.llm_max_tokens)
     except APIError as exc:
@@ -41,7 +41,7 @@ async def chat_completions(request: Request) -> Response:
     except BadRequest as exc:
         return openai_error(400, "invalid_request", str(exc))
     try:
-        generation = await start_generation(generations_of(request), chat)
+        generation = await start_generation(generations_of(request), chat, owner=grants.subject)
     except GenerationRefused as exc:
         return openai_error(exc.status, exc.code, exc.detail)
     except UpstreamError as exc:

@@ -7,7 +7,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from sluiceway.auth.resources import PROXY
-from sluiceway.server.access import require_read
+from sluiceway.server.access import SUBSCRIBE, require
 from sluiceway.server.errors import APIError
 from sluiceway.transfer.proxy import ProxyRefused, StreamProxy
 
@@ -20,7 +20,7 @@ def proxy_for(request: Request) -> StreamProxy:
 
 
 async def proxy(request: Request) -> Response:
-    require_read(request, PROXY)
+    require(request, SUBSCRIBE, PROXY)
     url = request.query_params.get("url")
     if not url:
         raise APIError(400, "missing_url", "give the upstream as ?url=")

@@ -16,7 +16,7 @@ from starlette.routing import Route
 
 from sluiceway.asgi import EventStreamResponse
 from sluiceway.auth import Grants
-from sluiceway.auth.resources import GENERATIONS, generation_resource
+from sluiceway.auth.resources import GENERATIONS
 from sluiceway.hub import Hub
 from sluiceway.llm.chunks import UpstreamError
 from sluiceway.llm.directory import RemoteGeneration
@@ -32,11 +32,11 @@ from sluiceway.llm.responses_format import (
     parse_request,
     response_info,
 )
-from sluiceway.server.access import require_read, require_write
+from sluiceway.server.access import PUBLISH, SUBSCRIBE, require
 from sluiceway.server.errors import APIError, JSONResponse
 from sluiceway.server.generation_routes import (
+    authorized_generation,
     cancel_generation,
-    find_generation,
     generations_of,
     read_json,
     start_generation,
@@ -47,7 +47,7 @@ from sluiceway.server.openai_routes import openai_error
 async def create(request: Request) -> Response:
     settings = request.app.state.settings
     try:
-        require_write(request, GENERATIONS, api_keys=True)
+        grants = require(request, PUBLISH, GENERATIONS, api_keys=True)
         body = await read_json(request)
         chat, stream, background = parse_request(body, settings.llm_max_tokens)
     except APIError as exc:
@@ -59,10 +59,12 @@ async def create(request: Request) -> Response:
     try:
         if background:
             # Detached at once, kept running with nobody watching; errors show in its status.
-            generation = generations.start(chat, background=True, annotations={"responses": fields})
+            generation = generations.start(
+                chat, background=True, annotations={"responses": fields}, owner=grants.subject
+            )
         else:
             generation = await start_generation(
-                generations, chat, annotations={"responses": fields}
+                generations, chat, annotations={"responses": fields}, owner=grants.subject
             )
     except GenerationRefused as exc:
         return openai_error(exc.status, exc.code, exc.detail)
@@ -128,15 +130,14 @@ async def _find(
 ) -> tuple[Generation | RemoteGeneration, ResponseInfo, Grants] | Response:
     """The response and the request's grants on it: to read it, or to ``cancel`` it."""
     rid = request.path_params["response_id"]
-    resource = generation_resource(generation_id(rid))
     try:
-        if cancel:
-            grants = require_write(request, resource, GENERATIONS, api_keys=True)
-        else:
-            grants = require_read(request, resource, api_keys=True)
+        generation, grants = await authorized_generation(
+            request, generation_id(rid), PUBLISH if cancel else SUBSCRIBE, api_keys=True
+        )
     except APIError as exc:
-        return openai_error(exc.status, exc.code, exc.detail, **exc.headers)
-    generation = await find_generation(request, generation_id(rid))
+        if exc.status != 404:
+            return openai_error(exc.status, exc.code, exc.detail, **exc.headers)
+        generation = None
     fields = generation.annotations.get("responses") if generation is not None else None
     if generation is None or not isinstance(fields, dict):
         return openai_error(404, "not_found", f"No response found with id '{rid[:80]}'.")

@@ -10,7 +10,8 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from sluiceway.asgi import EventStreamResponse
-from sluiceway.auth.resources import topic_resource
+from sluiceway.auth import AuthError
+from sluiceway.auth.resources import METRICS
 from sluiceway.control import RESERVED_EVENT_PREFIX
 from sluiceway.hub import (
     BackendUnavailable,
@@ -20,13 +21,21 @@ from sluiceway.hub import (
     InvalidEventId,
     InvalidTopic,
     TooManyTopics,
+    TopicFinished,
     check_topic_name,
 )
-from sluiceway.server.access import require_topic_read, require_write
+from sluiceway.server.access import (
+    SUBSCRIBE,
+    admission_of,
+    facts_of,
+    require,
+    require_topic_publish,
+    require_topics_read,
+)
 from sluiceway.server.errors import APIError, JSONResponse
 from sluiceway.server.metrics import render
 from sluiceway.server.settings import Settings
-from sluiceway.server.streams import read_stream_request, refuse_internal
+from sluiceway.server.streams import read_stream_request
 from sluiceway.sse import SSEProtocolError
 
 MAX_HISTORY_LIMIT = 1000
@@ -45,7 +54,6 @@ def _topic(request: Request) -> str:
         topic = check_topic_name(request.path_params["topic"])
     except InvalidTopic as exc:
         raise APIError(400, "invalid_topic", str(exc)) from None
-    refuse_internal([topic])
     return topic
 
 
@@ -87,7 +95,7 @@ def _parse_publication(body: bytes) -> tuple[Any, str | None]:
 
 async def publish(request: Request) -> Response:
     topic = _topic(request)
-    require_write(request, topic_resource(topic))
+    require_topic_publish(request, topic)
     data, event = _parse_publication(await read_body(request, _settings(request).max_body_bytes))
     try:
         event_id = await _hub(request).publish(topic, data, event=event)
@@ -97,7 +105,9 @@ async def publish(request: Request) -> Response:
         raise APIError(503, "too_many_topics", str(exc)) from None
     except BackendUnavailable as exc:
         raise APIError(503, "backend_unavailable", str(exc)) from None
-    except SSEProtocolError as exc:  # e.g. a lone surrogate that UTF-8 cannot carry
+    except TopicFinished as exc:  # ended by the application that owns it: nothing more
+        raise APIError(409, "topic_finished", str(exc)) from None
+    except (SSEProtocolError, ValueError) as exc:  # a lone surrogate; JSON nested too deep
         raise APIError(422, "invalid_data", str(exc)) from None
     return JSONResponse({"id": event_id})
 
@@ -107,7 +117,7 @@ async def _stream(request: Request, path_topics: list[str]) -> Response:
     wanted = read_stream_request(
         _settings(request), path_topics, request.query_params, request.headers
     )
-    grants = require_topic_read(request, wanted.topics)
+    grants = require_topics_read(request, wanted.topics)
     try:
         subscription = await hub.subscribe(wanted.topics, last_event_id=wanted.last_event_id)
     except InvalidEventId as exc:
@@ -135,7 +145,7 @@ async def subscribe_many(request: Request) -> Response:
 
 async def history(request: Request) -> Response:
     topic = _topic(request)
-    require_topic_read(request, [topic])
+    require_topics_read(request, [topic])
     after = request.query_params.get("after") or None
     raw_limit = request.query_params.get("limit", "100")
     if not raw_limit.isdigit() or not 1 <= int(raw_limit) <= MAX_HISTORY_LIMIT:
@@ -168,22 +178,34 @@ async def history(request: Request) -> Response:
 
 
 async def healthz(request: Request) -> Response:
+    """The status for anyone (load balancers); the counts for whoever may see the server's
+    status (``status_public``, or a grant on ``/metrics``)."""
     hub = _hub(request)
+    status, code = "ok", 200
     if hub.closing:
-        return JSONResponse({"status": "shutting_down"}, status_code=503)
-    body = {
-        "status": "ok",
-        "open_streams": hub.open_streams,
-        "topics": len(hub.topic_names()),
-        "backend": "redis" if hub.backend is not None else "memory",
-    }
-    if not hub.healthy:
-        body["status"] = "backend_unavailable"
-        return JSONResponse(body, status_code=503)
-    return JSONResponse(body)
+        status, code = "shutting_down", 503
+    elif not hub.healthy:
+        status, code = "backend_unavailable", 503
+    body: dict[str, Any] = {"status": status}
+    if not hub.closing and _may_see_status(request):
+        body |= {
+            "open_streams": hub.open_streams,
+            "topics": len(hub.topic_names()),
+            "backend": "redis" if hub.backend is not None else "memory",
+        }
+    return JSONResponse(body, status_code=code)
+
+
+def _may_see_status(request: Request) -> bool:
+    try:
+        return admission_of(request).status_grants(facts_of(request)) is not None
+    except AuthError:
+        return False  # a bad token sees what anyone sees
 
 
 async def metrics(request: Request) -> Response:
+    if not _settings(request).status_is_public:
+        require(request, SUBSCRIBE, METRICS)
     return Response(
         render(request.app.state.metrics_registry),
         media_type="text/plain; version=0.0.4; charset=utf-8",

@@ -13,6 +13,7 @@ import uvicorn
 from sluiceway.asgi import close_all_streams
 from sluiceway.hub import Hub
 from sluiceway.server import native, native_ws
+from sluiceway.server.admission import redact_tokens
 from sluiceway.server.app import create_app, make_hub
 from sluiceway.server.settings import Settings
 from sluiceway.server.workers import REUSE_PORT_ENV, check_backend, reuse_port_socket, supervise
@@ -30,6 +31,49 @@ EXPOSED_WARNING = """
 !!  Unset SLUICEWAY_ANONYMOUS_PUBLISH and use a publish key or tokens, or bind to 127.0.0.1.
 !!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!
 """
+EXPOSED_READS_WARNING = """
+!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!
+!!  sluiceway is listening on {host}:{port} with anonymous reading ON.
+!!  Anyone who can reach this address can read, without a token: every topic and its
+!!  history, the files under {files_dir}, the tables {tables} as exports{proxy},
+!!  and the server's metrics.
+!!  Set SLUICEWAY_ANONYMOUS_SUBSCRIBE=false and use tokens, or bind to 127.0.0.1.
+!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!
+"""
+
+
+class RedactTokens(logging.Filter):
+    """Keeps credentials out of uvicorn's logs: token parameters in logged request targets
+    (``?access_token=...``) are replaced (see :func:`redact_tokens`)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if isinstance(record.args, tuple) and any(
+            isinstance(arg, str) and "?" in arg for arg in record.args
+        ):
+            record.args = tuple(
+                redact_tokens(arg) if isinstance(arg, str) and "?" in arg else arg
+                for arg in record.args
+            )
+        return True
+
+
+def warn_if_exposed(settings: Settings) -> None:
+    """Say loudly what anyone can do when the server is reachable from elsewhere."""
+    if settings.exposed_without_key:
+        logger.warning(EXPOSED_WARNING.format(host=settings.host, port=settings.port))
+    elif settings.nobody_may_publish:
+        logger.warning(NOBODY_PUBLISHES)
+    if settings.exposed_reads:
+        proxy = f", and /proxy to {', '.join(settings.proxy_allow)}" if settings.proxy_allow else ""
+        logger.warning(
+            EXPOSED_READS_WARNING.format(
+                host=settings.host,
+                port=settings.port,
+                files_dir=settings.files_dir.resolve(),
+                tables=", ".join(settings.export_tables) or "(none)",
+                proxy=proxy,
+            )
+        )
 
 
 class StreamingServer(uvicorn.Server):
@@ -104,11 +148,11 @@ def serve(settings: Settings) -> None:
         backlog=settings.backlog,
         lifespan="on",
         # Hub streams written straight to the socket; everything else through ASGI.
-        http=native.protocol_for(hub, settings) if use_native else "auto",
+        http=native.protocol_for(hub, settings, app.state.admission) if use_native else "auto",
         # uvicorn's sans-I/O implementation (the lightest per connection), writing frames
         # straight to the socket. Frames over twice the protocol's limit are refused by
         # uvicorn (1009) before they are buffered whole.
-        ws=native_ws.protocol_for(app.state.websocket),
+        ws=native_ws.protocol_for(app.state.websocket, app.state.admission),
         ws_max_size=2 * settings.ws_max_frame_bytes,
         # permessage-deflate would compress each frame again for every connection (a fan-out
         # encodes once) and hold a zlib context of ~100s of KiB per idle connection.
@@ -120,10 +164,10 @@ def serve(settings: Settings) -> None:
         # waits for connections; this only bounds what is left, e.g. a slow upload.
         timeout_graceful_shutdown=1,
     )
-    if settings.exposed_without_key:
-        logger.warning(EXPOSED_WARNING.format(host=settings.host, port=settings.port))
-    elif settings.nobody_may_publish:
-        logger.warning(NOBODY_PUBLISHES)
+    # Request targets are logged by uvicorn (and by the native path, already redacted).
+    for name in ("uvicorn.access", "uvicorn.error"):
+        logging.getLogger(name).addFilter(RedactTokens())
+    warn_if_exposed(settings)
     # A connection allocates dozens of container objects; with the default thresholds the
     # cyclic GC runs a full pass over every live connection again and again while thousands
     # connect (measured: 10,000 subscribers accepted in 2.0 s before, 1.4 s after). What is

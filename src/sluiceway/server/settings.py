@@ -3,19 +3,23 @@
 
 from __future__ import annotations
 
-import ipaddress
 from pathlib import Path
 from typing import Any, Literal
+from urllib.parse import urlsplit
 
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from sluiceway.auth import TokenVerifier
+from sluiceway.auth.grants import ACCESS_TOKEN_COOKIE
 from sluiceway.centrifugo import CentrifugoOptions
 from sluiceway.hub import HubConfig
 from sluiceway.jobs import job_topic_bounds
 from sluiceway.llm.limits import GenerationLimits
 from sluiceway.llm.manager import generation_topic_bounds
+from sluiceway.server.admission import AdmissionPolicy
+from sluiceway.server.admission import is_loopback_name as is_loopback
+from sluiceway.transfer.proxy import ProxyRefused, Target
 
 MiB = 1024 * 1024
 
@@ -38,6 +42,15 @@ class Settings(BaseSettings):
     #: Write without a token: publish, start generations and jobs, upload, publish to Mercure.
     #: Unset: only while bound to loopback with no publish key (development stays key-free).
     anonymous_publish: bool | None = None
+    #: Host names answered besides loopback ones while bound to loopback (and the only ones,
+    #: with loopback names, when set on another address): ``example.com``, ``example.com:8443``,
+    #: ``.example.com`` (and its subdomains), or ``*``. Other ``Host`` values get 421, which
+    #: stops DNS rebinding from making a hostile page same-origin with this server.
+    allowed_hosts: list[str] = Field(default_factory=list)
+    #: ``/metrics`` and the counts of ``/healthz`` for anyone. Unset: while reading needs no
+    #: token. Otherwise they need a ``subscribe`` grant on ``/metrics`` (``/healthz`` still
+    #: answers its status to anyone, for load balancers).
+    status_public: bool | None = None
     #: Largest request body accepted (413 beyond).
     max_body_bytes: int = Field(MiB, ge=1)
     #: Seconds of silence before a keep-alive comment.
@@ -135,8 +148,20 @@ class Settings(BaseSettings):
     #: JWT verification: an HMAC secret (HS256) and/or a PEM public key (RS256 or ES256).
     token_hmac_secret: SecretStr | None = None
     token_public_key: str | None = None
+    #: When set, a token must name it in ``aud``. Unset, a token may have no ``aud``, but
+    #: one that has it must name this server (its Mercure hub URL or its origin).
     token_audience: str | None = None
     token_issuer: str | None = None
+    #: The header's ``typ`` every token must have (``at+jwt`` for the Mercure draft's access
+    #: tokens). Unset: absent, ``JWT`` or ``at+jwt``.
+    token_type: str | None = None
+    #: Refuse tokens without ``exp`` (a stolen token without one works forever).
+    token_require_exp: bool = True
+    #: Refuse tokens that expire more than this many seconds from now.
+    token_max_lifetime: float = Field(7 * 86400.0, gt=0)
+    #: The cookie a browser's token comes in (``mercureAccessToken`` and
+    #: ``mercureAuthorization``, earlier revisions' names, are read too).
+    token_cookie: str = Field(ACCESS_TOKEN_COOKIE, pattern=r"^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$")
     #: Seconds of clock skew tolerated on ``exp`` / ``nbf``.
     token_leeway: float = Field(5.0, ge=0)
 
@@ -145,6 +170,27 @@ class Settings(BaseSettings):
     def _credentials_need_origins(cls, value: bool, info: Any) -> bool:
         if value and "*" in (info.data.get("cors_allow_origins") or []):
             raise ValueError("cors_allow_credentials needs explicit origins, not '*'")
+        return value
+
+    @field_validator("proxy_allow")
+    @classmethod
+    def _proxy_prefixes(cls, value: list[str]) -> list[str]:
+        for prefix in value:
+            try:
+                Target.parse(prefix)
+            except ProxyRefused as exc:
+                raise ValueError(f"proxy_allow {prefix[:100]!r}: {exc.detail}") from None
+        return value
+
+    @field_validator("mercure_public_url")
+    @classmethod
+    def _hub_path(cls, value: str | None) -> str | None:
+        if value is not None:
+            parts = urlsplit(value)
+            if parts.scheme not in ("http", "https") or not parts.netloc:
+                raise ValueError("the hub's public URL must be an absolute http(s) URL")
+            if parts.path != "/.well-known/mercure":
+                raise ValueError("the hub's public URL must end in /.well-known/mercure")
         return value
 
     @field_validator("backend")
@@ -185,13 +231,38 @@ class Settings(BaseSettings):
 
     def token_verifier(self) -> TokenVerifier:
         secret = self.token_hmac_secret.get_secret_value() if self.token_hmac_secret else None
+        hub_url = self.mercure_hub_url
+        origin = hub_url[: hub_url.index("/", hub_url.index("//") + 2)]
         return TokenVerifier(
             hmac_secret=secret,
             public_key_pem=self.token_public_key,
             audience=self.token_audience,
+            identities=(hub_url, origin, origin + "/"),
             issuer=self.token_issuer,
             leeway=self.token_leeway,
+            token_type=self.token_type,
+            require_exp=self.token_require_exp,
+            max_lifetime=self.token_max_lifetime,
         )
+
+    def admission_policy(self) -> AdmissionPolicy:
+        key = self.publish_key.get_secret_value() if self.publish_key else None
+        return AdmissionPolicy(
+            verifier=self.token_verifier(),
+            publish_key=key,
+            hub_url=self.mercure_hub_url,
+            token_cookie=self.token_cookie,
+            anonymous_subscribe=self.anonymous_subscribe,
+            anonymous_publish=self.anonymous_publish_allowed,
+            loopback_only=is_loopback(self.host),
+            allowed_hosts=tuple(self.allowed_hosts),
+            cors_origins=tuple(self.cors_allow_origins),
+            status_public=self.status_is_public,
+        )
+
+    @property
+    def status_is_public(self) -> bool:
+        return self.anonymous_subscribe if self.status_public is None else self.status_public
 
     def centrifugo_options(self) -> CentrifugoOptions:
         return CentrifugoOptions(
@@ -226,6 +297,11 @@ class Settings(BaseSettings):
         return self.anonymous_publish is True and not is_loopback(self.host)
 
     @property
+    def exposed_reads(self) -> bool:
+        """Bound beyond loopback with anyone allowed to read."""
+        return self.anonymous_subscribe and not is_loopback(self.host)
+
+    @property
     def nobody_may_publish(self) -> bool:
         """No anonymous publishing, no publish key, and no key to verify tokens with."""
         return (
@@ -233,12 +309,3 @@ class Settings(BaseSettings):
             and self.publish_key is None
             and not self.token_verifier().configured
         )
-
-
-def is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False  # a host name: assume it is reachable from elsewhere

@@ -7,7 +7,6 @@ from dataclasses import dataclass
 
 from starlette.datastructures import QueryParams
 
-from sluiceway.hub import is_internal_topic
 from sluiceway.server.errors import APIError
 from sluiceway.server.settings import Settings
 
@@ -28,13 +27,6 @@ def stream_topics_from_path(path: str) -> list[str] | None:
     return [] if path == "/events" else None
 
 
-def refuse_internal(topics: list[str]) -> None:
-    """The server's own topics (``sluiceway.*``) are not for the topic API: 403."""
-    for topic in topics:
-        if is_internal_topic(topic):
-            raise APIError(403, "internal_topic", f"{topic[:80]!r} is kept by the server")
-
-
 def read_stream_request(
     settings: Settings,
     path_topics: list[str],
@@ -48,7 +40,6 @@ def read_stream_request(
     topics = path_topics or query.getlist("topic")
     if not topics:
         raise APIError(400, "missing_topic", "name at least one ?topic=")
-    refuse_internal(topics)
     if len(set(topics)) > settings.max_topics_per_stream:
         raise APIError(
             400,

@@ -2,17 +2,22 @@
 ``sluiceway.js`` client among them) at ``/static/``, shipped inside the package.
 
 Nothing is fetched from elsewhere: the page works with no network beyond this server, and the
-Content-Security-Policy says so to the browser (scripts, styles and connections: this origin
-only), which also keeps an injected ``<script>`` from running.
+Content-Security-Policy says so to the browser (connections: this origin only). Scripts and
+styles must carry the nonce drawn for each page (the modules the page's script imports
+inherit it): being on this origin is not enough, since ``/files`` and ``/proxy`` also serve
+from it what users uploaded and upstreams sent; so an injected ``<script src="/files/...">``
+does not run.
 """
 
 from __future__ import annotations
 
+import secrets
+from functools import cache
 from importlib.resources import files
 from pathlib import Path
 
 from starlette.requests import Request
-from starlette.responses import FileResponse, Response
+from starlette.responses import HTMLResponse, Response
 from starlette.routing import BaseRoute, Mount, Route
 from starlette.staticfiles import StaticFiles
 from starlette.types import Scope
@@ -20,10 +25,18 @@ from starlette.types import Scope
 #: Where the page, its script and style, and ``sluiceway.js`` live.
 WEB_DIR = Path(str(files("sluiceway") / "web"))
 
+#: The policy of the static files themselves; the page's own adds its nonce (:func:`index`).
 CONTENT_SECURITY_POLICY = (
     "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
     "connect-src 'self'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'"
 )
+PAGE_POLICY = (
+    "default-src 'none'; script-src 'nonce-{nonce}'; style-src 'nonce-{nonce}'; "
+    "img-src 'self' data:; connect-src 'self'; base-uri 'none'; form-action 'self'; "
+    "frame-ancestors 'none'"
+)
+#: Where index.html takes the nonce.
+NONCE_MARK = "{{CSP_NONCE}}"
 _PAGE_HEADERS = {
     "content-security-policy": CONTENT_SECURITY_POLICY,
     "x-content-type-options": "nosniff",
@@ -47,8 +60,16 @@ class WebFiles(StaticFiles):
         return response
 
 
+@cache
+def _page() -> str:
+    return (WEB_DIR / "index.html").read_text("utf-8")
+
+
 async def index(request: Request) -> Response:
-    return FileResponse(WEB_DIR / "index.html", headers=_PAGE_HEADERS)
+    """The page, with a nonce of its own in its policy and on its script and stylesheet."""
+    nonce = secrets.token_urlsafe(18)
+    headers = {**_PAGE_HEADERS, "content-security-policy": PAGE_POLICY.format(nonce=nonce)}
+    return HTMLResponse(_page().replace(NONCE_MARK, nonce), headers=headers)
 
 
 def make_routes() -> list[BaseRoute]:

@@ -3,7 +3,9 @@
 :func:`file_response` turns a path into the right response for the request in front of it:
 
 * ``200`` — the whole file, with ``Content-Length``, a strong ``ETag``, ``Last-Modified``,
-  ``Accept-Ranges: bytes``, ``Content-Type`` (by extension) and ``Content-Disposition``;
+  ``Accept-Ranges: bytes``, ``Content-Type`` (by extension), ``Content-Disposition``
+  (``inline`` only for passive types), ``Content-Security-Policy: sandbox`` and
+  ``X-Content-Type-Options: nosniff``;
 * ``206`` — one range (``Content-Range``), or several as ``multipart/byteranges``;
 * ``304`` — ``If-None-Match``/``If-Modified-Since`` say the client's copy is current;
 * ``412`` — ``If-Match``/``If-Unmodified-Since`` fail;
@@ -68,9 +70,28 @@ _ENCODED_TYPES = {
     "br": "application/x-brotli",
     "compress": "application/x-compress",
 }
-# Types a browser would run script in: served with a sandboxing CSP so that an uploaded page
-# cannot act as the server's origin.
-_ACTIVE_TYPES = frozenset({"text/html", "application/xhtml+xml", "image/svg+xml", "text/xml"})
+#: What a browser may show inline: passive media that runs no script (images but not SVG,
+#: audio, video, PDF, plain text). Every other type is sent as an attachment, so that an
+#: uploaded page (HTML, XHTML, XML, SVG...) is never opened as a page of the server's origin.
+PASSIVE_TYPES = frozenset({"application/pdf", "text/plain"})
+_PASSIVE_FAMILIES = ("image/", "audio/", "video/")
+_ACTIVE_IMAGES = frozenset({"image/svg+xml"})
+#: Sent with every file: the response is its own sandboxed origin (no script, no cookies of
+#: ours) and its type is never guessed from its bytes.
+SANDBOX_HEADERS = {"content-security-policy": "sandbox", "x-content-type-options": "nosniff"}
+
+
+def is_passive(media_type: str) -> bool:
+    """May a file of this type be shown inline?
+
+    >>> is_passive("image/png"), is_passive("image/svg+xml"), is_passive("text/html")
+    (True, False, False)
+    """
+    essence = media_type.split(";", 1)[0].strip().lower()
+    if essence in PASSIVE_TYPES:
+        return True
+    return essence.startswith(_PASSIVE_FAMILIES) and essence not in _ACTIVE_IMAGES
+
 
 CRLF = "\r\n"
 
@@ -153,7 +174,10 @@ async def file_response(
     """The response to ``request`` for the file at ``path`` (see the module doc).
 
     ``filename`` (default: the path's last name) is what ``Content-Disposition`` offers; with
-    ``attachment`` a browser saves the file rather than showing it.
+    ``attachment`` a browser saves the file rather than showing it. Only passive types
+    (:func:`is_passive`: images but not SVG, audio, video, PDF, plain text) are ever shown
+    inline; every file is sent with :data:`SANDBOX_HEADERS`, so that a file a user uploaded
+    never runs as a page of your origin.
     """
     fd, info, absolute = await anyio.to_thread.run_sync(_open_regular, os.fspath(path))
     try:
@@ -202,10 +226,9 @@ def _respond(
             return _error(416, "range_not_satisfiable", str(exc), headers)
 
     headers["accept-ranges"] = "bytes"
-    headers["content-disposition"] = content_disposition(name, attachment=attachment)
-    headers["x-content-type-options"] = "nosniff"
-    if media_type.split(";", 1)[0].strip().lower() in _ACTIVE_TYPES:
-        headers["content-security-policy"] = "sandbox"
+    inline = not attachment and is_passive(media_type)
+    headers["content-disposition"] = content_disposition(name, attachment=not inline)
+    headers.update(SANDBOX_HEADERS)
     pieces: list[Piece]
     if ranges is None:
         status, pieces = 200, [(0, size)]

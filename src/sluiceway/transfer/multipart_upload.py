@@ -133,7 +133,7 @@ class _FormReceiver:
         root: Path,
         max_bytes: int,
         overwrite: bool,
-        authorize: Callable[[str], None] | None = None,
+        authorize: Callable[[str, Path], None] | None = None,
     ) -> None:
         self.root = root
         self.authorize = authorize
@@ -165,7 +165,7 @@ class _FormReceiver:
         relative = f"{self.directory}/{filename}" if self.directory else filename
         target = resolve_within(self.root, relative)
         if self.authorize is not None:
-            self.authorize(relative)
+            self.authorize(relative, target)
         if target in self._targets:
             raise FormError("duplicate_path", f"two files of the request go to {relative!r}")
         self._targets.add(target)
@@ -215,7 +215,7 @@ async def save_multipart(
     *,
     max_bytes: int,
     overwrite: bool = False,
-    authorize: Callable[[str], None] | None = None,
+    authorize: Callable[[str, Path], None] | None = None,
 ) -> list[UploadedFile]:
     """Receive a ``multipart/form-data`` body into files under ``root`` (see the module doc).
 
@@ -224,8 +224,9 @@ async def save_multipart(
     :class:`~sluiceway.transfer.paths.UnsafePath`, ``FileExistsError``,
     :class:`~sluiceway.transfer.upload.PathConflict`, or what the stream raises.
 
-    ``authorize(relative_path)`` is called before each file is created; what it raises ends
-    the upload (every file of the request removed).
+    ``authorize(relative_path, resolved_path)`` is called before each file is created (the
+    path as named, and where it leads once symlinks are resolved); what it raises ends the
+    upload (every file of the request removed).
     """
     events = _Events()
     parser = MultipartParser(boundary, events.callbacks())

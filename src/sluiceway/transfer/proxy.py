@@ -1,7 +1,13 @@
 """Forward a streaming response from an allow-listed upstream, chunk by chunk.
 
->>> proxy = StreamProxy(allow=["http://127.0.0.1:9000/feeds/"])         # doctest: +SKIP
->>> return await proxy.forward(request, "http://127.0.0.1:9000/feeds/a")  # a Response
+>>> proxy = StreamProxy(allow=["http://127.0.0.1:9000/feeds/"])
+>>> proxy.allowed("http://127.0.0.1:9000/feeds/a"), proxy.allowed("http://127.0.0.1:9000/feeds/%2e%2e/x")
+(True, False)
+>>> response = await proxy.forward(request, "http://127.0.0.1:9000/feeds/a")  # doctest: +SKIP
+
+The allow-list is checked on the URL normalized (RFC 3986 section 6), and that very URL is
+requested: ``/feeds/%2e%2e/admin.txt`` is ``/admin.txt``, and not allowed; an encoded ``/`` or
+``\\`` in the path is refused outright (400), since the upstream may read it as a separator.
 
 Only the headers that matter cross (content type and encoding, caching validators, ranges,
 ``Last-Event-ID`` for event streams); the body is passed as received (still compressed if the
@@ -11,13 +17,19 @@ because the response's producer is cancelled and closing it closes the upstream 
 
 from __future__ import annotations
 
+import re
 from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass
 from urllib.parse import urlsplit
 
 import anyio
 import httpx
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
+
+from sluiceway.urls import normalize_path
+
+_ENCODED_SEPARATOR = re.compile(r"%(2[fF]|5[cC])")
 
 #: Request headers passed to the upstream.
 FORWARDED_REQUEST_HEADERS = (
@@ -54,19 +66,57 @@ class ProxyRefused(Exception):
         self.detail = detail
 
 
-def _origin_and_path(url: str) -> tuple[str, str]:
-    parts = urlsplit(url)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise ProxyRefused(400, "invalid_url", "the URL must be absolute http(s)")
-    if parts.username or parts.password:
-        raise ProxyRefused(400, "invalid_url", "credentials in the URL are not forwarded")
-    port = parts.port or (443 if parts.scheme == "https" else 80)
-    return f"{parts.scheme}://{parts.hostname.lower()}:{port}", parts.path or "/"
+@dataclass(frozen=True, slots=True)
+class Target:
+    """An upstream URL as the proxy checks and requests it: normalized (RFC 3986 section 6:
+    lower-case scheme and host, the port spelled out, escaped unreserved characters decoded,
+    dot segments removed, no fragment), so that the allow-list is checked on the very URL
+    that is requested, however the client spelled it."""
+
+    origin: str  # scheme://host:port
+    path: str
+    url: str  # what is requested
+
+    @classmethod
+    def parse(cls, url: str) -> Target:
+        """Raises :class:`ProxyRefused` (400) for what cannot be checked safely."""
+        parts = urlsplit(url)
+        scheme = parts.scheme.lower()
+        if scheme not in ("http", "https") or not parts.hostname:
+            raise ProxyRefused(400, "invalid_url", "the URL must be absolute http(s)")
+        if parts.username or parts.password:
+            raise ProxyRefused(400, "invalid_url", "credentials in the URL are not forwarded")
+        try:
+            port = parts.port
+        except ValueError:
+            raise ProxyRefused(400, "invalid_url", "the URL's port is not a port") from None
+        raw_path = parts.path or "/"
+        if "\\" in raw_path or _ENCODED_SEPARATOR.search(raw_path):
+            # An encoded "/" or "\\" would be one segment here and two upstream.
+            raise ProxyRefused(400, "invalid_url", "the path must not hold encoded / or \\")
+        if not raw_path.startswith("/"):
+            raise ProxyRefused(400, "invalid_url", "the URL's path must be absolute")
+        host = parts.hostname.lower()
+        netloc = f"[{host}]" if ":" in host else host
+        default = 443 if scheme == "https" else 80
+        port = port or default
+        path = normalize_path(raw_path)
+        authority = netloc if port == default else f"{netloc}:{port}"
+        query = f"?{parts.query}" if parts.query else ""
+        return cls(f"{scheme}://{netloc}:{port}", path, f"{scheme}://{authority}{path}{query}")
+
+    def within(self, prefix: Target) -> bool:
+        """Same origin, and the path is the prefix's or below it (by whole segments)."""
+        if self.origin != prefix.origin:
+            return False
+        base = prefix.path
+        return self.path == base or self.path.startswith(base if base.endswith("/") else base + "/")
 
 
 class StreamProxy:
-    """Forwards GET requests to URLs under one of the ``allow`` prefixes (same scheme, host
-    and port; the path starts with the prefix's path)."""
+    """Forwards GET requests to URLs under one of the ``allow`` prefixes: same scheme, host
+    and port, and a path at or below the prefix's, compared after normalization (see
+    :class:`Target`); the normalized URL is what is requested."""
 
     def __init__(
         self,
@@ -76,20 +126,28 @@ class StreamProxy:
         connect_timeout: float = 10.0,
         read_timeout: float = 300.0,
     ) -> None:
-        self.allow = [_origin_and_path(prefix) for prefix in allow]
+        self.allow = [Target.parse(prefix) for prefix in allow]
         timeout = httpx.Timeout(connect_timeout, read=read_timeout)
         self._http = client or httpx.AsyncClient(timeout=timeout, follow_redirects=False)
 
+    def check(self, url: str) -> Target:
+        """The URL to request, if ``url`` is on the allow-list; else :class:`ProxyRefused`
+        (400 for a URL that cannot be checked, 403 for one that is not allowed)."""
+        target = Target.parse(url)
+        if not any(target.within(prefix) for prefix in self.allow):
+            raise ProxyRefused(403, "not_allowed", "this URL is not on the proxy's allow-list")
+        return target
+
     def allowed(self, url: str) -> bool:
-        origin, path = _origin_and_path(url)
-        if ".." in path.split("/"):
-            return False  # no climbing out of an allowed path prefix
-        return any(origin == o and path.startswith(p) for o, p in self.allow)
+        try:
+            self.check(url)
+        except ProxyRefused:
+            return False
+        return True
 
     async def forward(self, request: Request, url: str) -> Response:
         """The upstream's response, streamed; raises :class:`ProxyRefused` before any byte."""
-        if not self.allowed(url):
-            raise ProxyRefused(403, "not_allowed", "this URL is not on the proxy's allow-list")
+        target = self.check(url)
         headers = {
             name: value
             for name in FORWARDED_REQUEST_HEADERS
@@ -97,7 +155,7 @@ class StreamProxy:
         }
         try:
             upstream = await self._http.send(
-                self._http.build_request("GET", url, headers=headers), stream=True
+                self._http.build_request("GET", target.url, headers=headers), stream=True
             )
         except httpx.TimeoutException:
             raise ProxyRefused(504, "upstream_timeout", "the upstream did not answer") from None
