@@ -164,14 +164,15 @@ def may_read_topic(grants: Grants, topic: str) -> bool:
     """
     if is_internal_topic(topic):
         return False
-    resource = topic_resource(topic)
     users = topic_users(topic)
     if users is not None:
         subject = grants.subject
+        resource = topic_resource(topic)
         return (bool(subject) and subject in users) or grants.holds_exact(SUBSCRIBE, resource)
     if topic.startswith("$"):
-        return grants.may_subscribe_to(resource)
-    return grants.may_read(resource)
+        return grants.may_subscribe_to(topic_resource(topic))
+    # Anonymous reading first: no resource name to build for every reader of a public topic.
+    return grants.anonymous_subscribe or grants.may_read(topic_resource(topic))
 
 
 def may_publish_topic(grants: Grants, topic: str) -> bool:

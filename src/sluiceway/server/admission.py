@@ -290,6 +290,8 @@ class Admission:
         ``api_keys``: the request comes from an LLM SDK, which always sends an API key: one
         that is not a JWT (or any, while no token key is configured) counts as no token.
         """
+        if not (facts.authorization or facts.cookie or facts.query_string or facts.api_key):
+            return self._anonymous  # nothing could carry a token: the common case, fast
         token, from_cookie = self.credentials(facts, api_keys=api_keys)
         if token is None:
             return self._anonymous
@@ -422,10 +424,14 @@ def is_loopback_name(name: str) -> bool:
 class _HostRule:
     """Which ``Host`` values are answered (see :class:`AdmissionPolicy`)."""
 
+    #: Answers remembered (a server sees few distinct Host values; every connection asks).
+    CACHE_SIZE = 256
+
     def __init__(self, allowed: Sequence[str], *, loopback_only: bool) -> None:
         self.any = "*" in allowed or (not loopback_only and not allowed)
         self.exact: set[tuple[str, str | None]] = set()
         self.domains: list[str] = []
+        self._answers: dict[str, bool] = {}
         for entry in allowed:
             if entry == "*":
                 continue
@@ -438,6 +444,15 @@ class _HostRule:
     def allows(self, host: str) -> bool:
         if self.any:
             return True
+        answer = self._answers.get(host)
+        if answer is None:
+            answer = self._judge(host)
+            if len(self._answers) >= self.CACHE_SIZE:
+                self._answers.clear()  # a scan of made-up names: start again
+            self._answers[host] = answer
+        return answer
+
+    def _judge(self, host: str) -> bool:
         name, port = split_host(host)
         if port is not None and not port.isdigit():
             return False
