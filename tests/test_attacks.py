@@ -446,6 +446,11 @@ def test_mercure_wildcards_do_not_reach_files_exports_jobs_or_generations(
             )
             assert published.status_code == 200
         assert not (Path(closed_server.env["SLUICEWAY_FILES_DIR"]) / "g.txt").exists()
+        # Rows are text anyone may have written: exports are sandboxed like files.
+        export = http.get("/exports/demo.csv", params={"limit": 1}, headers=bearer(PUBLISH_KEY))
+        assert export.status_code == 200
+        assert export.headers["content-security-policy"] == "sandbox"
+        assert export.headers["x-content-type-options"] == "nosniff"
 
 
 # -- 9. WebSocket handshakes from other origins -----------------------------------------------

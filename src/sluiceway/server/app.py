@@ -154,7 +154,7 @@ def middleware_for(settings: Settings, admission: Admission) -> list[Middleware]
             )
         )
     # What users uploaded and upstreams sent never runs as a page of this origin.
-    middleware.append(Middleware(SandboxedPaths, prefixes=("/files/", "/proxy")))
+    middleware.append(Middleware(SandboxedPaths, prefixes=("/files/", "/proxy", "/exports/")))
     if settings.compression:
         middleware.append(Middleware(CompressionMiddleware))
     return middleware

@@ -1,7 +1,8 @@
 """Bytes that come from users or upstreams never run as pages of this server's origin.
 
-``/files`` serves what anyone allowed to upload wrote; ``/proxy`` what an upstream sent. A
-browser that opened such a response as a page (an uploaded XHTML file with a ``<script>``, an
+``/files`` serves what anyone allowed to upload wrote; ``/proxy`` what an upstream sent;
+``/exports`` rows whose text anyone may have written. A browser that opened such a response as
+a page (an uploaded XHTML file with a ``<script>``, an
 upstream's HTML) would run it with this origin's cookies and same-origin writes. So every
 response under those paths, errors included, carries ``Content-Security-Policy: sandbox`` (a
 unique, scriptless origin) and ``X-Content-Type-Options: nosniff`` (the type is never guessed
