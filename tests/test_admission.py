@@ -83,8 +83,9 @@ def decide(grants: Grants, case: str) -> bool:
     if kind in ("read", "write"):
         return may_use(grants, READ if kind == "read" else WRITE, rest)
     action, owner = rest.split(" of ")
+    owner_id = None if not owner else "server" if owner == "the server" else f"sub:{owner}"
     return may_act_on_run(
-        grants, READ if action == "read" else WRITE, "/generations", "gen_1", owner or None
+        grants, READ if action == "read" else WRITE, "/generations", "gen_1", owner_id
     )
 
 
@@ -95,6 +96,7 @@ CASES = [
     "write-topic b",
     "read-topic $admin",
     "read-topic room-1#bob",
+    "write-topic room-1#bob",
     "read-topic sluiceway.mercure",
     "write-topic sluiceway.gen:1",
     "read /files/pub/a.txt",
@@ -111,16 +113,18 @@ CASES = [
     "run cancel of bob",
     "run read of ",
     "run cancel of ",
+    "run read of the server",
+    "run cancel of the server",
 ]
 
 #: What each shape may do; everything else it may not.
 ALLOWED: dict[str, set[str]] = {
     "anonymous, reading on": {
         "read-topic a", "read-topic b", "read /files/pub/a.txt", "read /files/secret.txt",
-        "read /exports/demo", "read /proxy", "read /metrics", "run read of ",
+        "read /exports/demo", "read /proxy", "read /metrics",
     },
     "anonymous, writing on": {
-        "read-topic a", "read-topic b", "write-topic a", "write-topic b",
+        "read-topic a", "read-topic b", "write-topic a", "write-topic b", "write-topic room-1#bob",
         "read /files/pub/a.txt", "write /files/pub/a.txt", "read /files/secret.txt",
         "read /exports/demo", "read /proxy", "read /metrics", "write /generations", "write /jobs",
         "run read of ", "run cancel of ",
@@ -144,10 +148,12 @@ ALLOWED: dict[str, set[str]] = {
     "alice, starting runs": {
         "write /generations", "write /jobs", "run read of alice", "run cancel of alice",
     },
-    "a reader of every generation": {"run read of alice", "run read of bob", "run read of "},
+    "a reader of every generation": {
+        "run read of alice", "run read of bob", "run read of ", "run read of the server",
+    },
     "a token on /files/pub": {"read /files/pub/a.txt", "write /files/pub/a.txt"},
     "a token naming room-1#bob": {"read-topic room-1#bob"},
-    "bob, with no grant": {"read-topic room-1#bob"},
+    "bob, with no grant": {"read-topic room-1#bob", "write-topic room-1#bob"},
     "a token on $admin": {"read-topic $admin"},
     "a token on /metrics": {"read /metrics"},
 }  # fmt: skip
@@ -219,6 +225,8 @@ ORIGINS = [
     ("POST", "http", {"origin": "https://app.example"}, ("https://app.example",), False),
     ("POST", "http", {"origin": "https://evil.example"}, ("*",), False),
     ("POST", "http", {}, (), False),  # curl, SDKs, servers
+    ("POST", "http", {"referer": "http://evil.example/page"}, (), True),  # no Origin: Referer
+    ("POST", "http", {"referer": "http://h:1/page"}, (), False),
     ("GET", "http", {"origin": "https://evil.example"}, (), False),  # reads: CORS decides
     ("GET", "websocket", {"origin": "https://evil.example"}, (), True),
     ("GET", "websocket", {"origin": "null"}, (), True),

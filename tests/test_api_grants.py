@@ -362,11 +362,16 @@ def test_the_openai_sdk_api_key_is_no_token(server: ServerProcess) -> None:
         sdk = openai.OpenAI(base_url=f"{server.url}/v1", api_key=key, max_retries=0)
         answer = sdk.chat.completions.create(model="fake-model", messages=messages)  # type: ignore[arg-type]
         assert answer.choices[0].message.content == "Hello, world!"
-    sdk = openai.OpenAI(base_url=f"{server.url}/v1", api_key=STARTER, max_retries=0)
+    ana = token(publish=["/generations"], sub="ana")
+    sdk = openai.OpenAI(base_url=f"{server.url}/v1", api_key=ana, max_retries=0)
     response = sdk.responses.create(model="fake-model", input="hi")
     assert response.output_text == "Hello, world!"
-    # Its starter may retrieve it, as may a grant on every generation; another starter not.
+    # Its starter may retrieve it, as may a grant on every generation; another starter not,
+    # nor one without a sub (who is nobody in particular: see "Authorization").
     assert sdk.responses.retrieve(response.id).output_text == "Hello, world!"
+    nobody = openai.OpenAI(base_url=f"{server.url}/v1", api_key=STARTER, max_retries=0)
+    with pytest.raises(openai.PermissionDeniedError):
+        nobody.responses.retrieve(response.id)
     bob = token(publish=["/generations"], sub="bob")
     other = openai.OpenAI(base_url=f"{server.url}/v1", api_key=bob, max_retries=0)
     with pytest.raises(openai.PermissionDeniedError):

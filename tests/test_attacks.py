@@ -690,3 +690,140 @@ def wait_for_sync(predicate: Any, timeout: float) -> bool:
             return True
         time.sleep(0.05)
     return bool(predicate())
+
+
+# -- found by the review of the fixes --------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def keyed_server(
+    fake: FakeLLM, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[ServerProcess]:
+    """A backend starts runs with the publish key; anyone may read topics anonymously."""
+    database = demo_database(tmp_path_factory.getbasetemp())
+    env = {**llm_env(fake), **TOKEN_ENV, "SLUICEWAY_PUBLISH_KEY": PUBLISH_KEY}
+    env.update(export_env(database))
+    env["SLUICEWAY_STATUS_PUBLIC"] = "false"
+    server = ServerProcess(env=env).start()
+    yield server
+    server.stop()
+
+
+async def test_runs_the_publish_key_started_are_nobody_elses(
+    keyed_server: ServerProcess, fake: FakeLLM
+) -> None:
+    fake.script = Script(tokens=[f"t{n} " for n in range(40)], token_interval=0.05)
+    key = bearer(PUBLISH_KEY)
+    no_sub = bearer(token(publish=["/generations", "/jobs"], subscribe=["/generations", "/jobs"]))
+    body = {"messages": [{"role": "user", "content": "hi"}]}
+    async with (
+        httpx.AsyncClient(base_url=keyed_server.url, timeout=15) as http,
+        http.stream("POST", "/v1/generations", json=body, headers=key) as started,
+    ):
+        path = f"/v1/generations/{started.headers['x-generation-id']}"
+        assert (await http.get(path)).status_code == 401  # anonymous reading: not runs
+        assert (await http.get(path, headers=no_sub)).status_code == 403
+        assert (await http.post(f"{path}/cancel", headers=no_sub)).status_code == 403
+        job = await http.post(
+            "/jobs", json={"kind": "export", "params": {"table": "slow"}}, headers=key
+        )
+        job_id = job.json()["id"]
+        assert job_id not in (await http.get("/jobs")).text
+        assert job_id not in (await http.get("/jobs", headers=no_sub)).text
+        assert (await http.delete(f"/jobs/{job_id}", headers=no_sub)).status_code == 403
+        assert (await http.get(path, headers=key)).json()["state"] == "running"
+        assert (await http.post(f"{path}/cancel", headers=key)).json()["state"] == "cancelled"
+        assert (await http.delete(f"/jobs/{job_id}", headers=key)).status_code == 200
+
+
+def test_status_closed_while_reading_is_open(keyed_server: ServerProcess) -> None:
+    with httpx.Client(base_url=keyed_server.url) as http:
+        assert http.get("/metrics").status_code == 401
+        assert http.get("/healthz").json() == {"status": "ok"}
+        assert (
+            http.get("/metrics", headers=bearer(token(subscribe=["/metrics"]))).status_code == 200
+        )
+
+
+def test_a_string_exp_is_no_expiry(open_server: ServerProcess) -> None:
+    forever = token(exp=str(int(time.time()) + 10**9), subscribe=["/topics/x"])
+    answer = httpx.get(f"{open_server.url}/topics/x/history", headers=bearer(forever))
+    assert answer.status_code == 401
+
+
+async def test_more_bad_input_is_a_4xx(open_server: ServerProcess, fake: FakeLLM) -> None:
+    tool = {"type": "function", "function": {"name": "f", "parameters": deep(300)}}
+    message = {"role": "user", "content": "hi"}
+    async with httpx.AsyncClient(base_url=open_server.url, timeout=15) as http:
+        for path, body in [
+            ("/v1/chat/completions", {"model": "m", "messages": [message], "tools": [tool]}),
+            ("/v1/generations", {"messages": [message], "tools": [tool]}),
+        ]:
+            answer = await http.post(path, json=body)
+            assert answer.status_code == 400, (path, answer.status_code, answer.text[:200])
+        retry = await http.post(
+            "/.well-known/mercure", data={"topic": "a", "data": "1", "retry": "9" * 25}
+        )
+        assert retry.status_code == 400
+
+
+def test_more_proxy_urls_are_refused(start_server: StartServer) -> None:
+    with ScriptedServer(upstream_files) as upstream:
+        server = start_server(env={"SLUICEWAY_PROXY_ALLOW": json.dumps([f"{upstream.url}/feeds/"])})
+        for url in (
+            f"{upstream.url}/feeds/..;/admin.txt",
+            f"{upstream.url}/feeds/%2e%2e;x/admin.txt",
+            "http://[::1:80/feeds/",
+            "http://a]b/",
+        ):
+            answer = httpx.get(f"{server.url}/proxy", params={"url": url})
+            assert answer.status_code == 400, url
+        assert not any("admin" in request.path for request in upstream.requests)
+
+
+def test_a_referer_of_another_origin_is_a_foreign_page(open_server: ServerProcess) -> None:
+    cookie = {"cookie": f"__Secure-mercure_access_token={token(publish=['*'])}"}
+    with httpx.Client(base_url=open_server.url) as http:
+        forged = http.post(
+            "/topics/csrf", json={"data": 1}, headers={**cookie, "referer": "http://evil.example/"}
+        )
+        assert forged.status_code == 403
+        bare = http.post("/topics/csrf", json={"data": 1}, headers=cookie)
+        assert bare.status_code == 400  # a cookie, and no page to say where it came from
+        same = f"http://127.0.0.1:{open_server.port}/ui"
+        assert (
+            http.post(
+                "/topics/csrf", json={"data": 1}, headers={**cookie, "referer": same}
+            ).status_code
+            == 200
+        )
+
+
+def test_a_publish_pattern_does_not_reach_user_topics(start_server: StartServer) -> None:
+    server = start_server(env=CLOSED_ENV)
+    mallory = bearer(token(publish=[pattern("/topics/room-:id")], sub="mallory"))
+    alice = bearer(token(sub="alice"))
+    with httpx.Client(base_url=server.url) as http:
+        assert http.post("/topics/room-42", json={"data": 1}, headers=mallory).status_code == 200
+        refused = http.post("/topics/room-42%23alice", json={"data": 1}, headers=mallory)
+        assert refused.status_code == 403
+        assert (
+            http.post("/topics/room-42%23alice", json={"data": 1}, headers=alice).status_code == 200
+        )
+
+
+async def test_mercure_forms_are_utf_8(open_server: ServerProcess) -> None:
+    topic = f"https://example.com/café/{time.monotonic_ns()}"
+    headers = {"content-type": "application/x-www-form-urlencoded"}
+    async with httpx.AsyncClient(base_url=open_server.url, timeout=5) as http:
+        raw = f"topic={topic}&data=€".encode()  # as curl -d sends it: not percent-encoded
+        assert (
+            await http.post("/.well-known/mercure", content=raw, headers=headers)
+        ).status_code == 200
+        params = {"match": topic, "last_event_id": "earliest"}
+        async with http.stream("GET", "/.well-known/mercure", params=params) as response:
+            assert (await SSEStream(response).next_event()).data == "€"
+        invalid = await http.post(
+            "/.well-known/mercure", content=b"topic=a&data=\xff", headers=headers
+        )
+        assert invalid.status_code == 400

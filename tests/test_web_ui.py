@@ -430,6 +430,8 @@ def test_the_page_and_client_are_served_with_their_headers(server: ServerProcess
     assert f'nonce="{nonce[1]}"' in page.text  # the page's own script and style carry it
     again = httpx.get(f"{server.url}/").headers["content-security-policy"]
     assert again != policy  # a nonce per page
+    # Never under the static files' own policy (script-src 'self'), which an upload satisfies.
+    assert httpx.get(f"{server.url}/static/index.html").status_code == 404
     client = httpx.get(f"{server.url}/static/sluiceway.js")
     assert client.headers["content-type"].startswith("text/javascript")
     assert "export class EventStream" in client.text

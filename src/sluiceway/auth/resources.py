@@ -11,12 +11,14 @@ resource                              action       what it allows
 ``/topics/{topic}``                   subscribe    ``GET /topics/{topic}``, its history, and
                                                    ``/events?topic=…``; WebSocket subscriptions
 ``/topics/{topic}``                   publish      ``POST /topics/{topic}``; WebSocket publish
-``/generations``                      publish      start a generation (every LLM face), cancel
-                                                   any
+``/generations``                      publish      start a generation (every LLM face); read
+                                                   and cancel one's own
+``/generations``                      subscribe    read one's own generations
 ``/generations/{id}``                 subscribe    read it (stream, resume, describe, retrieve)
 ``/generations/{id}``                 publish      cancel it
-``/jobs``                             publish      start a job, cancel any
-``/jobs`` / ``/jobs/{id}``            subscribe    list jobs / read one (status and events)
+``/jobs``                             publish      start a job; read and cancel one's own
+``/jobs``                             subscribe    read one's own jobs
+``/jobs/{id}``                        subscribe    read it (status and events)
 ``/jobs/{id}``                        publish      cancel it
 ``/exports/{table}``                  subscribe    ``GET /exports/{table}.csv|.ndjson``
 ``/files/{path}``                     subscribe    download
@@ -37,10 +39,13 @@ claim are written for Mercure topics and do not reach them (see
 :meth:`~sluiceway.auth.Grants.names`): a browser's Mercure token must not read the server's
 files.
 
-**Owned runs.** A generation (and its chat) or a job belongs to the ``sub`` of the token that
-started it (None without one). A grant on the collection (``/generations``, ``/jobs``) acts on
+**Owned runs.** A generation (and its chat) or a job belongs to whoever started it
+(:func:`owner_of`): the ``sub`` of the token, the server for the publish key, nobody in
+particular without a ``sub``. A grant on the collection (``/generations``, ``/jobs``) acts on
 the caller's own runs only; others' need a grant naming their path (``/generations/{id}``, or
-a pattern such as ``/generations/*``). See :func:`may_act_on_run`.
+a pattern such as ``/generations/*``). A run of nobody in particular is everyone's only where
+anyone may start one (anonymous publishing: the key-free loopback default). See
+:func:`may_act_on_run`.
 
 Names are URL paths: what a path cannot hold literally is percent-encoded, ``#`` above all, so
 that a pattern for ``/topics/room-42`` cannot also match the topic ``room-42#alice`` (the
@@ -88,6 +93,7 @@ __all__ = [
     "may_publish_topic",
     "may_read_topic",
     "may_use",
+    "owner_of",
     "topic_resource",
     "topic_users",
 ]
@@ -176,8 +182,17 @@ def may_read_topic(grants: Grants, topic: str) -> bool:
 
 
 def may_publish_topic(grants: Grants, topic: str) -> bool:
-    """May ``grants`` publish to ``topic`` through the topic API or a WebSocket channel?"""
-    return not is_internal_topic(topic) and grants.may_publish(topic_resource(topic))
+    """May ``grants`` publish to ``topic`` through the topic API or a WebSocket channel? A
+    ``name#users`` topic takes writes from its users, a grant naming it exactly, or anyone
+    where anonymous publishing is on: a pattern does not reach it, as for reading."""
+    if is_internal_topic(topic):
+        return False
+    resource = topic_resource(topic)
+    users = topic_users(topic)
+    if users is not None and not grants.anonymous_publish:
+        subject = grants.subject
+        return (bool(subject) and subject in users) or grants.holds_exact(PUBLISH, resource)
+    return grants.may_publish(resource)
 
 
 def may_use(grants: Grants, action: str, resource: str) -> bool:
@@ -185,6 +200,25 @@ def may_use(grants: Grants, action: str, resource: str) -> bool:
     clients may read while anonymous reading is on, and write while anonymous writing is."""
     anonymous = grants.anonymous_subscribe if action == SUBSCRIBE else grants.anonymous_publish
     return anonymous or grants.names(action, resource)
+
+
+#: The owner of runs started with the publish key.
+SERVER = "server"
+
+
+def owner_of(grants: Grants) -> str | None:
+    """Whose a run started with ``grants`` is: ``sub:<sub>`` for a token with a ``sub``,
+    :data:`SERVER` for the publish key, None for nobody in particular (no token, or a token
+    without a ``sub``).
+
+    >>> owner_of(Grants.from_claims({"sub": "alice"})), owner_of(Grants.full())
+    ('sub:alice', 'server')
+    >>> owner_of(Grants.anonymous()) is None
+    True
+    """
+    if grants.everything:
+        return SERVER
+    return f"sub:{grants.subject}" if grants.subject else None
 
 
 def may_act_on_run(
@@ -197,24 +231,34 @@ def may_act_on_run(
     exists: bool = True,
 ) -> bool:
     """May ``grants`` read (``subscribe``: describe, stream, resume) or cancel (``publish``)
-    the generation or job ``run_id`` of ``collection``, started by ``owner``?
+    the generation or job ``run_id`` of ``collection``, whose :func:`owner_of` is ``owner``?
 
-    Yes with a grant naming its path; or, for the caller's own run (the same ``sub``, or both
-    without one), with a grant on the collection or the anonymous setting for that action.
-    ``exists=False`` (no such run): judged as the caller's own, so that whoever may act on
-    their own runs learns that it does not exist (a 404), and nobody else anything.
+    Yes with a grant naming its path (the publish key names everything); or, for the caller's
+    own run, with a grant on the collection or the anonymous setting for that action. A run of
+    nobody in particular (``owner`` None) is the caller's own only where anyone may start one
+    (anonymous publishing). ``exists=False`` (no such run): judged as the caller's own, so
+    that whoever may act on their own runs learns that it does not exist (a 404), and nobody
+    else anything; run ids are random, so a 404 tells nothing of others' runs.
 
     >>> alice = Grants.from_claims({"sub": "alice", "authorization_details": [{
     ...     "type": "mercure", "actions": ["publish"], "topics": [{"match": "/jobs"}]}]})
-    >>> may_act_on_run(alice, "publish", "/jobs", "job_1", "alice")
+    >>> may_act_on_run(alice, "publish", "/jobs", "job_1", "sub:alice")
     True
-    >>> may_act_on_run(alice, "publish", "/jobs", "job_2", "bob")
+    >>> may_act_on_run(alice, "publish", "/jobs", "job_2", "sub:bob")
     False
+    >>> may_act_on_run(Grants.anonymous(subscribe=True), "subscribe", "/jobs", "job_3", None)
+    False
+    >>> may_act_on_run(Grants.anonymous(subscribe=True, publish=True), "subscribe", "/jobs",
+    ...                "job_3", None)
+    True
     """
     resource = f"{collection}/{_segment(run_id)}"
     if grants.names(action, resource):
         return True
-    if exists and owner != grants.subject:
+    caller = owner_of(grants)
+    if exists and owner != caller:
         return False
+    if caller is None and not grants.anonymous_publish:
+        return False  # nobody in particular: everyone's only where anyone may start runs
     anonymous = grants.anonymous_subscribe if action == SUBSCRIBE else grants.anonymous_publish
     return anonymous or grants.names(PUBLISH, collection) or grants.names(SUBSCRIBE, collection)

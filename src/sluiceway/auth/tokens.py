@@ -145,6 +145,11 @@ class TokenVerifier:
             raise TokenError("token expired", expired=True) from None
         except jwt.PyJWTError as exc:
             raise TokenError(f"invalid token: {exc}") from None
+        for name in ("exp", "nbf", "iat"):
+            value = claims.get(name)
+            if name in claims and (isinstance(value, bool) or not isinstance(value, int | float)):
+                # PyJWT reads "123" as 123; a lifetime and a deadline need a number.
+                raise TokenError(f"the {name} claim is not a number")
         if self.audience is None and "aud" in claims:
             self._check_identity(claims["aud"])
         if self.max_lifetime is not None:

@@ -247,10 +247,16 @@ def _check_type(value: str) -> str | None:
     return value or None
 
 
+#: The longest ``retry`` (ms) accepted: what a browser's timer can wait (about 24 days).
+MAX_RETRY_MS = 2**31 - 1
+
+
 def _check_retry(value: str) -> int:
     # Not int(): it also takes "+5", " 5", "5_0" and non-ASCII digits.
     if not re.fullmatch(r"[0-9]+", value):
         raise PublishError("retry", "must be one or more ASCII digits (milliseconds)")
+    if len(value) > 10 or int(value) > MAX_RETRY_MS:
+        raise PublishError("retry", f"must be at most {MAX_RETRY_MS} (milliseconds)")
     return int(value)
 
 

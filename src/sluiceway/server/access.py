@@ -36,6 +36,7 @@ __all__ = [
     "require_publisher",
     "require_reader",
     "require_run",
+    "require_status",
     "require_topic_publish",
     "require_topics_read",
 ]
@@ -161,4 +162,13 @@ def require_run(
         admission_of(connection).require_run(
             grants, action, collection, run_id, owner, exists=exists
         )
+    return grants
+
+
+def require_status(connection: HTTPConnection) -> Grants:
+    """The request's grants, if they may see the server's status (``/metrics``); else
+    raises :class:`APIError` (401/403)."""
+    grants = _grants(connection)
+    with refused_as_api_error():
+        admission_of(connection).require_status(grants)
     return grants

@@ -47,6 +47,7 @@ from sluiceway.auth.grants import (
     token_from,
 )
 from sluiceway.auth.resources import (
+    METRICS,
     is_internal_topic,
     may_act_on_run,
     may_publish_topic,
@@ -235,7 +236,9 @@ class Admission:
         POST and WebSocket handshake); other clients send neither and are not affected."""
         origin, fetch_site = facts.origin, facts.fetch_site
         if origin is None and fetch_site is None:
-            return None  # not a browser page (or a browser's own navigation)
+            if facts.referer is None:
+                return None  # not a browser page (or a browser's own navigation)
+            origin = _origin_of(facts.referer)  # what an old client says of its page
         if fetch_site in ("same-origin", "none"):
             return None
         # No Sec-Fetch-Site (an older browser; WebSocket handshakes): compare host and port.
@@ -369,13 +372,15 @@ class Admission:
         if not may_act_on_run(grants, action, collection, run_id, owner, exists=exists):
             raise _denied(grants, action)
 
-    def status_grants(self, facts: RequestFacts) -> Grants | None:
-        """Grants that may see the server's status (``/metrics``, ``/healthz`` counts), or
-        None when this request may not (it still gets the bare health status)."""
-        if self.policy.status_public:
-            return self._anonymous
-        grants = self.grants(facts)
-        return grants if grants.names(SUBSCRIBE, "/metrics") else None
+    def may_see_status(self, grants: Grants) -> bool:
+        """May ``grants`` see the server's status (``/metrics``, the counts of ``/healthz``)?
+        Anyone while it is public; otherwise only a grant naming ``/metrics`` (anonymous
+        reading does not open it)."""
+        return self.policy.status_public or grants.names(SUBSCRIBE, METRICS)
+
+    def require_status(self, grants: Grants) -> None:
+        if not self.may_see_status(grants):
+            raise _denied(grants, SUBSCRIBE)
 
 
 def _denied(grants: Grants, action: str) -> AuthError:
@@ -390,6 +395,16 @@ def _denied(grants: Grants, action: str) -> AuthError:
 
 def _netloc(origin: str) -> str:
     return origin.partition("://")[2].rstrip("/")
+
+
+def _origin_of(url: str) -> str:
+    """The origin (``scheme://host[:port]``) a URL such as a ``Referer`` names.
+
+    >>> _origin_of("http://evil.example:8080/a/b?c")
+    'http://evil.example:8080'
+    """
+    scheme, _, rest = url.partition("://")
+    return f"{scheme}://{rest.split('/', 1)[0].split('?', 1)[0]}"
 
 
 def split_host(host: str) -> tuple[str, str | None]:

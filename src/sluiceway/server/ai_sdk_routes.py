@@ -32,7 +32,7 @@ from starlette.routing import BaseRoute, Route
 
 from sluiceway.asgi import EventStreamResponse
 from sluiceway.auth import Grants
-from sluiceway.auth.resources import GENERATIONS
+from sluiceway.auth.resources import GENERATIONS, may_act_on_run, owner_of
 from sluiceway.hub import Hub
 from sluiceway.llm.ai_sdk_format import (
     STREAM_HEADER,
@@ -120,14 +120,14 @@ async def chat(request: Request) -> Response:
     try:
         grants = require(request, PUBLISH, GENERATIONS)
         turn = parse_chat_request(await read_json(request), settings.llm_max_tokens)
-        await _check_owner(request, turn.chat_id, grants.subject)
+        await _check_owner(request, turn.chat_id, grants)
     except APIError as exc:
         return _error(exc)
     except BadRequest as exc:
         return _error(APIError(400, "invalid_request", str(exc)))
     generations = generations_of(request)
     try:
-        generation = generations.start(turn.request, owner=grants.subject)
+        generation = generations.start(turn.request, owner=owner_of(grants))
     except GenerationRefused as exc:
         return _error(refusal(exc))
     # Recorded before the first token, so that a reconnect meanwhile finds this answer (in
@@ -148,11 +148,13 @@ async def chat(request: Request) -> Response:
     return _stream(request.app.state.hub, generation)
 
 
-async def _check_owner(request: Request, chat_id: str, subject: str | None) -> None:
-    """A chat stays with whoever started it (a token's subject, or nobody): another one
-    posting to its id would repoint its resume to their own answer (403)."""
+async def _check_owner(request: Request, chat_id: str, grants: Grants) -> None:
+    """A chat stays with whoever started it: posting to its id would repoint its resume to
+    one's own answer, so it needs what cancelling its latest generation needs (403)."""
     previous = await _generation_of(request, chat_id)
-    if previous is not None and previous.owner != subject:
+    if previous is not None and not may_act_on_run(
+        grants, PUBLISH, GENERATIONS, previous.id, previous.owner
+    ):
         raise APIError(403, "chat_taken", "this chat belongs to another user")
 
 

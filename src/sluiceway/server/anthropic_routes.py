@@ -19,7 +19,7 @@ from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
 from sluiceway.asgi import EventStreamResponse
-from sluiceway.auth.resources import GENERATIONS
+from sluiceway.auth.resources import GENERATIONS, owner_of
 from sluiceway.hub import Hub
 from sluiceway.llm.anthropic_format import (
     BadRequest,
@@ -52,7 +52,7 @@ async def messages(request: Request) -> Response:
     except BadRequest as exc:
         return _error(400, str(exc))
     try:
-        generation = await start_generation(generations_of(request), chat, owner=grants.subject)
+        generation = await start_generation(generations_of(request), chat, owner=owner_of(grants))
     except GenerationRefused as exc:
         return _error(exc.status, exc.detail)
     except UpstreamError as exc:

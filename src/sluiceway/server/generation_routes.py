@@ -16,7 +16,7 @@ from starlette.routing import Route
 
 from sluiceway.asgi import EventStreamResponse
 from sluiceway.auth import Grants
-from sluiceway.auth.resources import GENERATIONS
+from sluiceway.auth.resources import GENERATIONS, owner_of
 from sluiceway.hub import Hub, HubClosed, InvalidEventId, Subscription
 from sluiceway.ids import parse_cursor
 from sluiceway.llm.chunks import UpstreamError
@@ -51,9 +51,14 @@ async def read_json(request: Request) -> Any:
         if len(body) > limit:
             raise APIError(413, "body_too_large", f"request body exceeds {limit} bytes")
     try:
-        return orjson.loads(body)
+        value = orjson.loads(body)
     except orjson.JSONDecodeError as exc:
         raise APIError(400, "invalid_json", f"request body is not valid JSON: {exc}") from None
+    try:
+        orjson.dumps(value)  # parts of it go upstream: they must be writable as JSON again
+    except orjson.JSONEncodeError:
+        raise APIError(400, "invalid_json", "the body is nested more than 255 deep") from None
+    return value
 
 
 def validation_detail(exc: ValidationError) -> str:
@@ -143,7 +148,7 @@ async def create(request: Request) -> Response:
     generations = generations_of(request)
     try:
         generation = await start_generation(
-            generations, chat, partial_json=body.partial_json, owner=grants.subject
+            generations, chat, partial_json=body.partial_json, owner=owner_of(grants)
         )
     except (GenerationRefused, UpstreamError) as exc:
         raise refusal(exc) from None

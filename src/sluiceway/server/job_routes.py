@@ -23,7 +23,7 @@ from starlette.routing import Route
 
 from sluiceway.asgi import EventStreamResponse
 from sluiceway.auth import Grants
-from sluiceway.auth.resources import JOBS, export_resource
+from sluiceway.auth.resources import JOBS, export_resource, owner_of
 from sluiceway.hub import HubClosed, HubError, InvalidEventId
 from sluiceway.jobs import Job, JobRefused, Jobs
 from sluiceway.server.access import (
@@ -92,7 +92,7 @@ async def create(request: Request) -> Response:
         # readable by the one who asks, as for GET /exports/{table}.
         require(request, SUBSCRIBE, export_resource(table))
     try:
-        job = await jobs_for(request.app).start(body.kind, body.params, owner=grants.subject)
+        job = await jobs_for(request.app).start(body.kind, body.params, owner=owner_of(grants))
     except JobRefused as exc:
         raise APIError(exc.status, exc.code, exc.detail) from None
     return JSONResponse(describe(job), status_code=202, headers={"location": f"/jobs/{job.id}"})

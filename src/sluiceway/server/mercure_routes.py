@@ -83,11 +83,14 @@ def _refused(request: Request, error: AuthError) -> Response:
     )
 
 
-def _form(text: str) -> list[tuple[str, str]]:
-    """An ``application/x-www-form-urlencoded`` text as (name, value) pairs; raises
-    :class:`APIError` (400) unless every name and value is UTF-8 (the draft)."""
+def _form(raw: bytes) -> list[tuple[str, str]]:
+    """An ``application/x-www-form-urlencoded`` body or query as (name, value) pairs; raises
+    :class:`APIError` (400) unless every name and value is UTF-8 (the draft), escaped or
+    not."""
     try:
-        return parse_qsl(text, keep_blank_values=True, encoding="utf-8", errors="strict")
+        return parse_qsl(
+            raw.decode("utf-8"), keep_blank_values=True, encoding="utf-8", errors="strict"
+        )
     except UnicodeDecodeError:
         raise APIError(400, "invalid_form", "names and values must be UTF-8") from None
 
@@ -99,7 +102,7 @@ async def subscribe(request: Request) -> Response:
         grants.require_subscriber()
     except AuthError as error:
         return _refused(request, error)
-    query = _form(request.scope["query_string"].decode("latin-1"))
+    query = _form(request.scope["query_string"])
     try:
         selectors = parse_subscribe_query(query, hub_url=settings.mercure_hub_url)
     except SelectorError as exc:
@@ -134,7 +137,7 @@ async def publish(request: Request) -> Response:
         return _refused(request, error)
     body = await read_body(request, settings.max_body_bytes)
     try:
-        fields = _form(body.decode("latin-1"))
+        fields = _form(body)
         update = parse_publish_form(fields, hub_url=settings.mercure_hub_url)
     except PublishError as exc:
         raise APIError(exc.status, "invalid_update", str(exc)) from None

@@ -142,8 +142,9 @@ class StreamingHttpProtocol(HttpToolsProtocol):
             return False  # refused: the ASGI gate answers with the same refusal
         headers: dict[str, str] = {}
         for name, value in scope["headers"]:
-            if name == b"last-event-id":
+            if name == b"last-event-id":  # the first, as the ASGI route reads it
                 headers["last-event-id"] = value.decode("latin-1")
+                break
         query = QueryParams(scope["query_string"]) if scope["query_string"] else _NO_QUERY
         try:
             grants = admission.grants(facts)

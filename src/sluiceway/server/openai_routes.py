@@ -11,7 +11,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from sluiceway.asgi import EventStreamResponse
-from sluiceway.auth.resources import GENERATIONS
+from sluiceway.auth.resources import GENERATIONS, owner_of
 from sluiceway.hub import Hub
 from sluiceway.llm.chunks import UpstreamError
 from sluiceway.llm.follow import generation_batches, generation_events
@@ -41,7 +41,7 @@ async def chat_completions(request: Request) -> Response:
     except BadRequest as exc:
         return openai_error(400, "invalid_request", str(exc))
     try:
-        generation = await start_generation(generations_of(request), chat, owner=grants.subject)
+        generation = await start_generation(generations_of(request), chat, owner=owner_of(grants))
     except GenerationRefused as exc:
         return openai_error(exc.status, exc.code, exc.detail)
     except UpstreamError as exc:

@@ -16,7 +16,7 @@ from starlette.routing import Route
 
 from sluiceway.asgi import EventStreamResponse
 from sluiceway.auth import Grants
-from sluiceway.auth.resources import GENERATIONS
+from sluiceway.auth.resources import GENERATIONS, owner_of
 from sluiceway.hub import Hub
 from sluiceway.llm.chunks import UpstreamError
 from sluiceway.llm.directory import RemoteGeneration
@@ -60,11 +60,11 @@ async def create(request: Request) -> Response:
         if background:
             # Detached at once, kept running with nobody watching; errors show in its status.
             generation = generations.start(
-                chat, background=True, annotations={"responses": fields}, owner=grants.subject
+                chat, background=True, annotations={"responses": fields}, owner=owner_of(grants)
             )
         else:
             generation = await start_generation(
-                generations, chat, annotations={"responses": fields}, owner=grants.subject
+                generations, chat, annotations={"responses": fields}, owner=owner_of(grants)
             )
     except GenerationRefused as exc:
         return openai_error(exc.status, exc.code, exc.detail)

@@ -11,7 +11,6 @@ from starlette.routing import Route
 
 from sluiceway.asgi import EventStreamResponse
 from sluiceway.auth import AuthError
-from sluiceway.auth.resources import METRICS
 from sluiceway.control import RESERVED_EVENT_PREFIX
 from sluiceway.hub import (
     BackendUnavailable,
@@ -25,10 +24,9 @@ from sluiceway.hub import (
     check_topic_name,
 )
 from sluiceway.server.access import (
-    SUBSCRIBE,
     admission_of,
     facts_of,
-    require,
+    require_status,
     require_topic_publish,
     require_topics_read,
 )
@@ -197,15 +195,17 @@ async def healthz(request: Request) -> Response:
 
 
 def _may_see_status(request: Request) -> bool:
+    admission = admission_of(request)
     try:
-        return admission_of(request).status_grants(facts_of(request)) is not None
+        return admission.may_see_status(admission.grants(facts_of(request)))
     except AuthError:
-        return False  # a bad token sees what anyone sees
+        return False  # a bad token sees what anyone sees: the status alone
 
 
 async def metrics(request: Request) -> Response:
-    if not _settings(request).status_is_public:
-        require(request, SUBSCRIBE, METRICS)
+    """Prometheus text, for whoever may see the server's status (``status_public``, or a
+    grant naming ``/metrics``: anonymous reading alone does not open it)."""
+    require_status(request)
     return Response(
         render(request.app.state.metrics_registry),
         media_type="text/plain; version=0.0.4; charset=utf-8",

@@ -36,8 +36,9 @@ class Settings(BaseSettings):
     #: ``Authorization: Bearer <key>`` with this key may do everything (publish, read, start
     #: generations and jobs, upload); unset: no such key.
     publish_key: SecretStr | None = None
-    #: Read without a token: topics, history, generations, jobs, downloads, WebSocket channels,
-    #: and Mercure's public updates. Off: each read needs a ``subscribe`` grant.
+    #: Read without a token: topics, history, downloads, exports, the proxy, WebSocket
+    #: channels, Mercure's public updates (and runs started without a ``sub``, where anonymous
+    #: publishing is on too). Off: each read needs a ``subscribe`` grant.
     anonymous_subscribe: bool = True
     #: Write without a token: publish, start generations and jobs, upload, publish to Mercure.
     #: Unset: only while bound to loopback with no publish key (development stays key-free).

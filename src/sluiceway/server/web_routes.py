@@ -16,6 +16,7 @@ from functools import cache
 from importlib.resources import files
 from pathlib import Path
 
+from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, Response
 from starlette.routing import BaseRoute, Mount, Route
@@ -51,6 +52,10 @@ class WebFiles(StaticFiles):
     (``.ts`` would otherwise be guessed as an MPEG transport stream)."""
 
     async def get_response(self, path: str, scope: Scope) -> Response:
+        if path == "index.html":
+            # The page is served at / only, with its nonce: here it would run under
+            # script-src 'self', which an uploaded script also satisfies.
+            raise HTTPException(404)
         response = await super().get_response(path, scope)
         response.headers.update(_PAGE_HEADERS)
         if path.endswith(".js"):

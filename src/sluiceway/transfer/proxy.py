@@ -27,7 +27,7 @@ import httpx
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 
-from sluiceway.urls import normalize_path
+from sluiceway.urls import decode_unreserved, normalize_path
 
 _ENCODED_SEPARATOR = re.compile(r"%(2[fF]|5[cC])")
 
@@ -80,7 +80,10 @@ class Target:
     @classmethod
     def parse(cls, url: str) -> Target:
         """Raises :class:`ProxyRefused` (400) for what cannot be checked safely."""
-        parts = urlsplit(url)
+        try:
+            parts = urlsplit(url)
+        except ValueError:  # e.g. an unclosed IPv6 bracket
+            raise ProxyRefused(400, "invalid_url", "the URL does not parse") from None
         scheme = parts.scheme.lower()
         if scheme not in ("http", "https") or not parts.hostname:
             raise ProxyRefused(400, "invalid_url", "the URL must be absolute http(s)")
@@ -100,6 +103,12 @@ class Target:
         netloc = f"[{host}]" if ":" in host else host
         default = 443 if scheme == "https" else 80
         port = port or default
+        if any(
+            ";" in segment and segment.split(";", 1)[0] in (".", "..")
+            for segment in decode_unreserved(raw_path).split("/")
+        ):
+            # "..;" is ".." to Tomcat and its kin: a dot segment with parameters is refused.
+            raise ProxyRefused(400, "invalid_url", "the path has a dot segment with parameters")
         path = normalize_path(raw_path)
         authority = netloc if port == default else f"{netloc}:{port}"
         query = f"?{parts.query}" if parts.query else ""
