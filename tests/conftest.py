@@ -93,7 +93,6 @@ async def make_hub(request: pytest.FixtureRequest) -> AsyncIterator[MakeHub]:
                 server.url,
                 history_size=config.history_size,
                 history_ttl=config.history_ttl,
-                bounds=config.history_bounds,
             )
             hub = Hub(config, backend)
             await hub.start()

@@ -148,7 +148,6 @@ def test_the_encoder_sequence_of_an_answer() -> None:
     assert encoder.chunks("token", {"text": "b"}) == [
         {"type": "text-delta", "id": "text-0", "delta": "b"}
     ]
-    assert encoder.chunks("tool_call", {"index": 0, "arguments": "{"}) == []
     assert encoder.chunks("partial", {"value": {}}) == []
     assert not encoder.ended
     usage = {"prompt_tokens": 3, "completion_tokens": 2, "total_tokens": 5}
@@ -173,6 +172,65 @@ def test_the_encoder_sequence_of_an_answer() -> None:
         {"type": "finish", "finishReason": "stop"},
     ]
     assert encoder.ended
+
+
+def test_an_agent_loop_opens_and_closes_every_part() -> None:
+    """Text, a tool call in pieces, its result, the model's next step, more text: every part
+    started is ended, in order, and the pieces of the arguments join into the whole JSON."""
+    encoder = UIMessageEncoder("run_1")
+    chunks: list[dict[str, Any]] = []
+    for event, payload in [
+        ("start", {"id": "run_1"}),
+        ("token", {"text": "Let me look."}),
+        ("tool_call", {"index": 0, "id": "call_1", "name": "weather", "arguments": ""}),
+        ("tool_call", {"index": 0, "arguments": '{"city": '}),
+        ("tool_call", {"index": 0, "arguments": '"Oslo"}'}),
+        ("tool_result", {"id": "call_1", "output": {"sky": "clear"}}),
+        ("step", {"step": 2, "finish_reason": "tool_calls"}),
+        ("token", {"text": "Clear skies."}),
+        ("done", {"finish_reason": "stop", "usage": None}),
+    ]:
+        chunks += encoder.chunks(event, payload)
+    assert types(chunks) == [
+        "start",
+        "start-step",
+        "text-start",
+        "text-delta",
+        "text-end",
+        "tool-input-start",
+        "tool-input-delta",
+        "tool-input-delta",
+        "tool-input-available",
+        "tool-output-available",
+        "finish-step",
+        "start-step",
+        "text-start",
+        "text-delta",
+        "text-end",
+        "finish-step",
+        "data-usage",
+        "data-timing",
+        "finish",
+    ]
+    deltas = "".join(c["inputTextDelta"] for c in chunks if c["type"] == "tool-input-delta")
+    assert deltas == '{"city": "Oslo"}'
+    available = next(c for c in chunks if c["type"] == "tool-input-available")
+    assert available == {
+        "type": "tool-input-available",
+        "toolCallId": "call_1",
+        "toolName": "weather",
+        "input": {"city": "Oslo"},
+    }
+    texts = [c["id"] for c in chunks if c["type"] == "text-start"]
+    assert texts == ["text-0", "text-1"]  # a part of its own in each step
+
+
+def test_an_error_closes_the_open_parts_first() -> None:
+    encoder = UIMessageEncoder("run_2")
+    chunks = encoder.chunks("start", {})
+    chunks += encoder.chunks("tool_call", {"index": 0, "id": "c", "name": "f", "arguments": "{"})
+    chunks += encoder.chunks("error", {"error": "upstream_error", "message": "gone"})
+    assert types(chunks)[-2:] == ["tool-input-available", "error"]
 
 
 @pytest.mark.parametrize(

@@ -51,8 +51,15 @@ class Backend(Protocol):
         (in the store's order) and ``on_reconnect`` after the notification channel was lost
         and re-established (notifications may have been missed)."""
 
-    async def publish(self, topic: str, data: str, event: str | None) -> Publication:
-        """Append atomically: assign the position, store, and notify, in one step."""
+    async def publish(
+        self,
+        topic: str,
+        data: str,
+        event: str | None,
+        bounds: tuple[int, float] | None = None,
+    ) -> Publication:
+        """Append atomically: assign the position, store, trim to ``bounds`` (history size,
+        history TTL in seconds; the backend's own when None), and notify, in one step."""
 
     async def watch(self, topic: str) -> None:
         """Start receiving live notifications of ``topic``."""

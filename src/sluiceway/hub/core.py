@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import re
 import time
@@ -15,7 +16,7 @@ import orjson
 
 from sluiceway.control import RESERVED_EVENT_PREFIX, RESET_EVENT
 from sluiceway.hub.backend import Backend
-from sluiceway.hub.config import HubConfig
+from sluiceway.hub.config import HubConfig, TopicBounds
 from sluiceway.hub.errors import (
     HistoryGone,
     HubClosed,
@@ -117,6 +118,20 @@ class Hub:
         """How often a mirror had to be refilled from the backend (missed notifications)."""
         return self._mirrors.refills if self._mirrors is not None else 0
 
+    def configure_topics(self, bounds: TopicBounds, *, process_local: bool = False) -> None:
+        """Give the topics matching ``bounds.pattern`` bounds of their own (before any given so
+        far), e.g. a family of runs that keeps each run's whole stream for its retention;
+        ``process_local``: keep them in this process even with a shared backend. Topics that
+        exist already keep the bounds they were made with."""
+        if bounds in self.config.topic_bounds:
+            return
+        local = self.config.process_local_topics
+        self.config = dataclasses.replace(
+            self.config,
+            topic_bounds=(bounds, *self.config.topic_bounds),
+            process_local_topics=(*local, bounds.pattern) if process_local else local,
+        )
+
     def _is_shared(self, topic: str) -> bool:
         return self._mirrors is not None and not self.config.is_process_local(topic)
 
@@ -135,7 +150,8 @@ class Hub:
         text = to_data(data)  # before anything is created: a value JSON cannot carry fails here
         if self._mirrors is not None and self._is_shared(topic):
             assert self.backend is not None
-            publication = await self.backend.publish(check_topic_name(topic), text, event)
+            bounds = self.config.history_bounds(topic)
+            publication = await self.backend.publish(check_topic_name(topic), text, event, bounds)
             self.stats.published += 1
             self._mirrors.apply_own(publication)
             return f"{publication.epoch}-{publication.offset}"

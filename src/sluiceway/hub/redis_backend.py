@@ -98,7 +98,6 @@ class RedisBackend:
         *,
         history_size: int,
         history_ttl: float,
-        bounds: Callable[[str], tuple[int, float]] | None = None,
     ) -> None:
         if urlsplit(url).scheme not in ("redis", "rediss", "unix"):
             raise ValueError(f"not a Redis URL (redis://, rediss:// or unix://): {url!r}")
@@ -106,9 +105,6 @@ class RedisBackend:
         self.where = describe_url(url)
         self.history_size = history_size
         self.ttl_ms = int(history_ttl * 1000)
-        #: (history size, history TTL) of a topic, where some topics differ from the rest
-        #: (an LLM generation keeps its whole answer for its retention time).
-        self._bounds = bounds
         self.healthy = False
         timeouts = {"socket_connect_timeout": 5.0, "socket_keepalive": True}
         self._redis = aioredis.from_url(url, socket_timeout=5.0, **timeouts)
@@ -148,12 +144,17 @@ class RedisBackend:
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._connected.wait(), 5)
 
-    async def publish(self, topic: str, data: str, event: str | None) -> Publication:
+    async def publish(
+        self,
+        topic: str,
+        data: str,
+        event: str | None,
+        bounds: tuple[int, float] | None = None,
+    ) -> Publication:
         now_ms = int(time.time() * 1000)
         size, ttl_ms = self.history_size, self.ttl_ms
-        if self._bounds is not None:
-            size, ttl = self._bounds(topic)
-            ttl_ms = int(ttl * 1000)
+        if bounds is not None:
+            size, ttl_ms = bounds[0], int(bounds[1] * 1000)
         args = [
             new_epoch(),
             event or "",

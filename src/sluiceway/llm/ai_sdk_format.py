@@ -44,8 +44,6 @@ STREAM_HEADER = ("x-vercel-ai-ui-message-stream", "v1")
 #: Ends every stream, as the SDK's own ``createUIMessageStreamResponse`` does.
 DONE = b"data: [DONE]\n\n"
 
-#: The id of the one text part of an answer: fixed, so that a replay is byte-for-byte the same.
-TEXT_ID = "text-0"
 
 #: Our finish reasons in the SDK's words (its enum: stop, length, content-filter, tool-calls,
 #: error, other).  ``time_limit`` cut the answer short, as OpenAI's ``length`` does on the
@@ -172,32 +170,63 @@ def encode_chunk(chunk: dict[str, Any]) -> bytes:
 
 
 class UIMessageEncoder:
-    """Turns a generation's events into UI message chunks.
+    """Turns a run's events into UI message chunks, every part opened and closed in order.
 
     ``start`` → ``start`` (``messageId``, ``messageMetadata: {generationId, model}``) and
-    ``start-step``; the first ``token`` → ``text-start``, each → ``text-delta``; ``done`` →
-    ``text-end``, ``finish-step``, ``data-usage``, ``data-timing``, then ``finish`` — or
-    ``abort`` for a cancelled or abandoned generation; ``error`` → ``text-end`` and ``error``.
-    ``tool_call`` and ``partial`` events have no chunks here (this face sends no tools).
+    ``start-step``; ``token`` → ``text-start`` then ``text-delta``s; ``tool_call`` →
+    ``tool-input-start`` then ``tool-input-delta``s (the arguments' pieces, whole: joined,
+    they are the call's JSON); ``tool_result`` → the call's ``tool-input-available`` (its
+    arguments parsed) and ``tool-output-available``; ``step`` (the model's next call, in an
+    agent loop) → the open parts closed, ``finish-step``, ``start-step``; ``done`` → the open
+    parts closed, ``finish-step``, ``data-usage``, ``data-timing``, then ``finish`` — or
+    ``abort`` for a run that was stopped; ``error`` → the open parts closed and ``error``.
+    The application's own events become data parts (``data-<type>``).
 
-    The message id is the generation id, so a replay (``reconnectToStream``) names the same
-    message and the SDK replaces what it had rather than adding a second answer.
+    The message id is the run's id, so a replay (``reconnectToStream``) names the same message
+    and the SDK replaces what it had rather than adding a second answer.
     """
 
     def __init__(self, generation_id: str) -> None:
         self.generation_id = generation_id
+        self._step = 0
         self._text_open = False
-        #: The generation's last event (``done`` or ``error``) was encoded.
+        #: Tool calls of this run by index: [id, name, arguments so far, input sent].
+        self._calls: dict[int, list[Any]] = {}
+        #: The run's last event (``done`` or ``error``) was encoded.
         self.ended = False
+
+    @property
+    def _text_id(self) -> str:
+        return f"text-{self._step}"
 
     def _close_text(self) -> list[dict[str, Any]]:
         if not self._text_open:
             return []
         self._text_open = False
-        return [{"type": "text-end", "id": TEXT_ID}]
+        return [{"type": "text-end", "id": self._text_id}]
+
+    def _close_call(self, call: list[Any]) -> list[dict[str, Any]]:
+        """``tool-input-available`` for a call whose arguments are complete, once."""
+        if call[3]:
+            return []
+        call[3] = True
+        try:
+            tool_input = orjson.loads(call[2]) if call[2] else {}
+        except orjson.JSONDecodeError:
+            tool_input = call[2]  # not JSON after all: as the model wrote it
+        return [
+            {"type": "tool-input-available", "toolCallId": call[0], "toolName": call[1],
+             "input": tool_input}
+        ]  # fmt: skip
+
+    def _close_parts(self) -> list[dict[str, Any]]:
+        found = self._close_text()
+        for call in self._calls.values():
+            found.extend(self._close_call(call))
+        return found
 
     def chunks(self, event: str, payload: Any) -> list[dict[str, Any]]:
-        """The chunks for one generation event (an empty list for those with none)."""
+        """The chunks for one run event (an empty list for those with none)."""
         if event == "start":
             metadata = {"generationId": self.generation_id, "model": payload.get("model")}
             return [
@@ -205,15 +234,23 @@ class UIMessageEncoder:
                 {"type": "start-step"},
             ]
         if event == "token":
-            delta = {"type": "text-delta", "id": TEXT_ID, "delta": payload["text"]}
             if self._text_open:
-                return [delta]
+                return [{"type": "text-delta", "id": self._text_id, "delta": payload["text"]}]
             self._text_open = True
-            return [{"type": "text-start", "id": TEXT_ID}, delta]
+            text_id = self._text_id
+            delta = {"type": "text-delta", "id": text_id, "delta": payload["text"]}
+            return [{"type": "text-start", "id": text_id}, delta]
+        if event == "tool_call":
+            return self._tool_call(payload)
+        if event == "tool_result":
+            return self._tool_result(payload)
+        if event == "step":
+            self._step += 1
+            return [*self._close_parts(), {"type": "finish-step"}, {"type": "start-step"}]
         if event == "done":
             self.ended = True
             reason = payload.get("finish_reason") or "stop"
-            found = self._close_text()
+            found = self._close_parts()
             found.append({"type": "finish-step"})
             # Data parts with ids: kept in the message's parts (not transient, which
             # readUIMessageStream drops), and replaced, not repeated, by a replay.
@@ -234,13 +271,48 @@ class UIMessageEncoder:
             self.ended = True
             code = payload.get("error", "upstream_error")
             text = error_text(code, payload.get("message", "the generation failed"))
-            return [*self._close_text(), {"type": "error", "errorText": text}]
+            return [*self._close_parts(), {"type": "error", "errorText": text}]
         return []
+
+    def _tool_call(self, payload: dict[str, Any]) -> list[dict[str, Any]]:
+        index = int(payload.get("index", 0))
+        found = self._close_text()  # a text part ends where a tool call begins
+        call = self._calls.get(index)
+        if call is None:
+            call_id = payload.get("id") or f"call-{self.generation_id}-{index}"
+            call = self._calls[index] = [call_id, payload.get("name") or "", "", False]
+            found.append({"type": "tool-input-start", "toolCallId": call[0], "toolName": call[1]})
+        pieces = payload.get("arguments") or ""
+        if pieces and not call[3]:
+            call[2] += pieces
+            found.append(
+                {"type": "tool-input-delta", "toolCallId": call[0], "inputTextDelta": pieces}
+            )
+        return found
+
+    def _tool_result(self, payload: dict[str, Any]) -> list[dict[str, Any]]:
+        call = next((c for c in self._calls.values() if c[0] == payload.get("id")), None)
+        found = self._close_text()
+        if call is not None:
+            found.extend(self._close_call(call))
+        found.append({"type": "tool-output-available", "toolCallId": payload.get("id"),
+                      "output": payload.get("output")})  # fmt: skip
+        return found
 
     def encode(self, event: str, payload: Any) -> bytes:
         """The wire bytes for one event; ``data: [DONE]`` follows the last one."""
         out = b"".join(encode_chunk(chunk) for chunk in self.chunks(event, payload))
         return out + DONE if self.ended else out
+
+    def encode_data(self, kind: str, data: str) -> bytes:
+        """An application's own event as a data part (``data-<type>``, its data parsed as
+        JSON when it is JSON)."""
+        try:
+            value: Any = orjson.loads(data)
+        except orjson.JSONDecodeError:
+            value = data
+        name = kind if kind.replace("-", "").replace("_", "").isalnum() else "message"
+        return encode_chunk({"type": f"data-{name}", "data": value})
 
 
 class ChatIndex:

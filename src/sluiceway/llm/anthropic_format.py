@@ -23,6 +23,7 @@ object, so the official ``anthropic`` SDK works unchanged against ``/v1/messages
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 import orjson
@@ -102,6 +103,8 @@ _KNOWN = frozenset(
         "thinking",
     }
 )
+
+logger = logging.getLogger("sluiceway.llm")
 
 
 class BadRequest(ValueError):
@@ -312,9 +315,14 @@ class MessageEncoder:
 
     Anthropic numbers content blocks in order (text and ``tool_use`` together), and a block is
     opened with ``content_block_start`` and closed with ``content_block_stop`` before the next
-    one; the encoder keeps that state.  The first block is followed by a ``ping``, as the API
-    sends it.  ``input_tokens`` in ``message_start`` is 0: the provider reports it only with
-    the end, where ``message_delta``'s usage carries it (the SDK takes it from there).
+    one; the encoder keeps that state, so every block is closed however the answer ends. A
+    tool call streams into its block while it is the open one; a call that begins while
+    another tool block is open (a provider that interleaves the pieces of parallel calls)
+    is kept until the step ends and sent whole then, so that every call's ``input`` is its
+    complete JSON. The first block is followed by a ``ping``, as the API sends it.
+    ``input_tokens`` in ``message_start`` is 0: the provider reports it only with the end,
+    where ``message_delta``'s usage carries it (the SDK takes it from there). An agent loop's
+    steps and tool results are not part of this format: its answers follow one another.
     """
 
     def __init__(self, generation_id: str, model: str) -> None:
@@ -324,6 +332,8 @@ class MessageEncoder:
         self._open: int | None = None  # the open block's index
         self._open_kind: str | None = None
         self._tool_blocks: dict[int, int] = {}  # tool call index -> block index
+        #: Calls kept until the step ends: index -> the tool_use block, and its arguments.
+        self._pending: dict[int, tuple[dict[str, Any], list[str]]] = {}
         self._pinged = False
 
     def _open_block(self, block: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
@@ -380,8 +390,10 @@ class MessageEncoder:
             ]
         if event == "tool_call":
             return self._tool_call(payload)
+        if event == "step":
+            return self._end_step()
         if event == "done":
-            found = self._close_block()
+            found = self._end_step()
             if not self._pinged:  # nothing was answered: still the ping the API always sends
                 self._pinged = True
                 found.append(("ping", {"type": "ping"}))
@@ -398,8 +410,9 @@ class MessageEncoder:
             return found
         if event == "error":
             kind = payload.get("error", "upstream_error")
-            return [("error", error_body(error_type(502, kind), payload.get("message", kind)))]
-        return []  # partial: not part of this format
+            error = error_body(error_type(502, kind), payload.get("message", kind))
+            return [*self._end_step(), ("error", error)]
+        return []  # partial, tool_result: not part of this format
 
     def _tool_id(self, call: int) -> str:
         # Providers that name no id (a local model) still need one for the tool_result.
@@ -407,6 +420,10 @@ class MessageEncoder:
 
     def _tool_call(self, payload: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
         call = payload.get("index", 0)
+        pieces = payload.get("arguments", "")
+        if call in self._pending:
+            self._pending[call][1].append(pieces)
+            return []
         found = []
         if call not in self._tool_blocks:
             block = {
@@ -415,11 +432,30 @@ class MessageEncoder:
                 "name": payload.get("name") or "",
                 "input": {},
             }
+            if self._open_kind == "tool_use":  # another call streams: this one waits, whole
+                self._pending[call] = (block, [pieces])
+                return []
             found = self._open_block(block)
             self._tool_blocks[call] = self._blocks - 1
+        elif self._tool_blocks[call] != self._open:
+            # Its block was closed by text between its pieces: nothing can be added to it.
+            logger.warning("a piece of tool call %s came after its block ended", call)
+            return []
         # Even an empty first piece is sent, as the API opens every tool input with one.
-        arguments = {"type": "input_json_delta", "partial_json": payload.get("arguments", "")}
+        arguments = {"type": "input_json_delta", "partial_json": pieces}
         return [*found, self._delta(self._tool_blocks[call], arguments)]
+
+    def _end_step(self) -> list[tuple[str, dict[str, Any]]]:
+        """Close the open block, then send each waiting call whole, in its own block."""
+        found = self._close_block()
+        for call, (block, pieces) in sorted(self._pending.items()):
+            found.extend(self._open_block(block))
+            self._tool_blocks[call] = self._blocks - 1
+            arguments = {"type": "input_json_delta", "partial_json": "".join(pieces)}
+            found.append(self._delta(self._blocks - 1, arguments))
+            found.extend(self._close_block())
+        self._pending.clear()
+        return found
 
     def message(self, text: str, done: dict[str, Any]) -> dict[str, Any]:
         """The non-streaming ``message`` from the text and the ``done`` event."""

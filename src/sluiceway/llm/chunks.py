@@ -53,6 +53,17 @@ class Usage:
         return self.prompt_tokens + self.completion_tokens
 
 
+@dataclass(frozen=True, slots=True)
+class ToolResult:
+    """What a tool call returned, when the code that runs a model also runs its tools (an
+    agent loop): ``id`` is the call's; ``output`` is text or any JSON value. The model's next
+    answer, in the same run, is a new step."""
+
+    id: str
+    output: object
+    at: float = field(default_factory=_now)
+
+
 #: Why an answer ended, in OpenAI's words (Anthropic's are mapped onto them).
 FinishReason = Literal["stop", "length", "tool_calls", "content_filter"]
 
@@ -65,7 +76,7 @@ class Finish:
     at: float = field(default_factory=_now)
 
 
-Chunk = TextDelta | ToolCallDelta | Usage | Finish
+Chunk = TextDelta | ToolCallDelta | ToolResult | Usage | Finish
 
 #: Kinds of upstream failure, each with the HTTP status a gateway answers with before the
 #: first token.

@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
+from sluiceway.runs.limits import RunLimits
+
 
 @dataclass(frozen=True, slots=True)
 class GenerationLimits:
@@ -36,3 +38,16 @@ class GenerationLimits:
         for name in ("max_duration", "first_token_timeout", "abandon_after", "retention"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"{name} must be positive")
+
+    def run_limits(self) -> RunLimits:
+        """The bounds of the runs that generations are."""
+        return RunLimits(
+            max_concurrent=self.max_concurrent,
+            max_duration=self.max_duration,
+            first_item_timeout=self.first_token_timeout,
+            # Tokens, tool-call pieces and partial values: four events a token is plenty.
+            max_items=4 * self.max_tokens + 64,
+            abandon_after=self.abandon_after,
+            on_abandon=self.on_abandon,
+            retention=self.retention,
+        )

@@ -1,35 +1,32 @@
-"""``Generations``: starts generations within limits, finds them again, and watches them.
+"""``Generations``: the gateway's LLM answers, as runs of a provider's stream.
 
 >>> generations = Generations(hub, provider, GenerationLimits(), metrics)   # doctest: +SKIP
->>> generation = generations.start(ChatRequest(messages=[...]))             # doctest: +SKIP
->>> await generation.opened        # the first token arrived (or its error is raised)
->>> # clients follow the hub topic generation.topic; generations.cancel(generation.id)
+>>> generation = generations.start(ChatRequest(messages=[...]), owner=...)  # doctest: +SKIP
+>>> await generation.opened        # the first token arrived (or it ended before one)
+>>> # clients follow generation.topic; generations.runs.cancel(generation.id)
+
+A generation is a :class:`~sluiceway.runs.Run` (family ``gen``) whose producer is
+:func:`~sluiceway.llm.generation.provider_chunks`: detach, resume, cancel (from any process),
+abandonment, retention and the directory are the runs', the same as for an application's own
+runs. This module adds what is the gateway's own: the provider, ``max_tokens``, the metrics.
 """
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
-import logging
-import time
+from collections.abc import Mapping
 from typing import Any
 
-from sluiceway.hub import Hub, TopicBounds
-from sluiceway.llm.directory import GenerationDirectory, RemoteGeneration
-from sluiceway.llm.generation import TOPIC_PREFIX, Generation, State
+from sluiceway.hub import Hub
+from sluiceway.llm.generation import FAMILY, provider_chunks
 from sluiceway.llm.limits import GenerationLimits
 from sluiceway.llm.providers.base import Provider
 from sluiceway.llm.request import ChatRequest
 from sluiceway.llm.stats import GenerationMetrics
-
-logger = logging.getLogger("sluiceway.llm")
-
-#: How often running generations are checked for watchers and finished ones for retention.
-SWEEP_INTERVAL = 0.25
+from sluiceway.runs import RemoteRun, Run, RunDirectory, RunRefused, Runs
 
 
 class GenerationRefused(Exception):
-    """Not started: ``status`` (400, 429) and ``code`` say why."""
+    """Not started: ``status`` (400, 429, 503) and ``code`` say why."""
 
     def __init__(self, status: int, code: str, detail: str) -> None:
         super().__init__(detail)
@@ -38,23 +35,11 @@ class GenerationRefused(Exception):
         self.detail = detail
 
 
-def generation_topic_bounds(limits: GenerationLimits) -> TopicBounds:
-    """Hub bounds for generation topics: the whole answer stays replayable for ``retention``.
-
-    Each token is one event; tool-call and partial events come on top, hence the margin.
-    """
-    return TopicBounds(
-        TOPIC_PREFIX + "*",
-        history_size=4 * limits.max_tokens + 64,
-        history_ttl=limits.retention,
-        history_bytes=64 * 1024 * 1024,
-    )
-
-
 class Generations:
-    """The generations of one server (or app): at most ``max_concurrent`` running, each
-    cancelled (or left to finish) when nobody has watched it for ``abandon_after`` seconds,
-    each kept replayable for ``retention`` seconds after it ended."""
+    """The generations of one server (or app): runs of ``provider``'s answers, at most
+    ``max_concurrent`` going, each cancelled (or left to finish) when nobody has followed it
+    for ``abandon_after`` seconds, each kept replayable for ``retention`` seconds after it
+    ended."""
 
     def __init__(
         self,
@@ -62,21 +47,27 @@ class Generations:
         provider: Provider,
         limits: GenerationLimits,
         metrics: GenerationMetrics,
-        directory: GenerationDirectory | None = None,
+        directory: RunDirectory | None = None,
     ) -> None:
         self.hub = hub
-        #: Shares generations with other processes (the Redis backend); a no-op otherwise.
-        self.directory = directory or GenerationDirectory()
         self.provider = provider
         self.limits = limits
-        self.metrics = metrics
-        self._by_id: dict[str, Generation] = {}
-        self._unwatched_since: dict[str, float] = {}
-        self._sweeper: asyncio.Task[None] | None = None
+        self.runs = Runs(
+            hub,
+            family=FAMILY,
+            limits=limits.run_limits(),
+            directory=directory,
+            observer=metrics,
+        )
+
+    @property
+    def directory(self) -> RunDirectory:
+        """Shares generations (and AI SDK chats) with other processes; a no-op in one."""
+        return self.runs.directory
 
     @property
     def running(self) -> int:
-        return sum(1 for g in self._by_id.values() if g.running)
+        return self.runs.running
 
     def start(
         self,
@@ -84,146 +75,53 @@ class Generations:
         *,
         partial_json: bool = False,
         background: bool = False,
-        annotations: dict[str, Any] | None = None,
+        annotations: Mapping[str, Any] | None = None,
         owner: str | None = None,
-    ) -> Generation:
+    ) -> Run:
         """Start a generation (it runs detached); raises :class:`GenerationRefused`.
-        ``background``: it runs to its end even when nobody watches it. ``annotations``:
+        ``background``: it runs to its end even when nobody follows it. ``annotations``:
         what a wire format needs to describe it again, from any process (JSON). ``owner``:
-        who started it (a token's ``sub``), whose it is to follow and cancel."""
+        whose it is (:func:`~sluiceway.auth.resources.owner_of`)."""
         if request.max_tokens > self.limits.max_tokens:
             raise GenerationRefused(
                 400, "max_tokens_too_large", f"max_tokens may be at most {self.limits.max_tokens}"
             )
-        if self.running >= self.limits.max_concurrent:
-            raise GenerationRefused(
-                429,
-                "too_many_generations",
-                f"{self.limits.max_concurrent} generations are running; try again shortly",
+        meta = {
+            "model": request.model or self.provider.default_model,
+            "provider": self.provider.name,
+        }
+        try:
+            return self.runs.start(
+                provider_chunks(self.provider, request),
+                owner=owner,
+                background=background,
+                meta=meta,
+                annotations=annotations,
+                partial_json=partial_json,
             )
-        generation = Generation(
-            request,
-            self.provider,
-            self.hub,
-            self.limits,
-            self.metrics,
-            partial_json=partial_json,
-            background=background,
-            annotations=annotations,
-            directory=self.directory,
-            owner=owner,
-        )
-        self._by_id[generation.id] = generation
-        generation.start()
-        self._ensure_sweeper()
-        return generation
+        except RunRefused as exc:
+            code = "too_many_generations" if exc.status == 429 else exc.code
+            detail = exc.detail.replace("runs", "generations")
+            raise GenerationRefused(exc.status, code, detail) from None
 
-    def get(self, generation_id: str) -> Generation | None:
+    def get(self, generation_id: str) -> Run | None:
         """A generation of this process."""
-        return self._by_id.get(generation_id)
+        return self.runs.get(generation_id)
 
-    async def find(self, generation_id: str) -> Generation | RemoteGeneration | None:
+    async def find(self, generation_id: str) -> Run | RemoteRun | None:
         """A generation of this process, or of another one that shares the directory."""
-        return self._by_id.get(generation_id) or await self.directory.lookup(generation_id)
+        return await self.runs.find(generation_id)
 
-    async def cancel_anywhere(self, generation_id: str) -> Generation | RemoteGeneration | None:
-        """Cancel a generation wherever it runs (idempotent); None if unknown."""
-        local = self.cancel(generation_id)
-        if local is not None:
-            return local
-        remote = await self.directory.lookup(generation_id)
-        if remote is not None and remote.running:
-            await self.directory.request_cancel(generation_id)
-        return remote
+    def cancel(self, generation_id: str) -> Run | None:
+        return self.runs.cancel(generation_id)
+
+    async def cancel_anywhere(self, generation_id: str) -> Run | RemoteRun | None:
+        return await self.runs.cancel_anywhere(generation_id)
 
     async def start_sharing(self) -> None:
-        """Take cancel requests from other processes, and keep telling them which of their
-        generations are watched here (with a shared directory)."""
-        if self.directory.shared:
-            await self.directory.start(self.cancel)
-            self._ensure_sweeper()
-
-    def _ensure_sweeper(self) -> None:
-        if self._sweeper is None or self._sweeper.done():
-            self._sweeper = asyncio.get_running_loop().create_task(self._sweep())
-
-    def cancel(self, generation_id: str) -> Generation | None:
-        """Cancel (idempotent: an ended generation is returned as it is); None if unknown."""
-        generation = self._by_id.get(generation_id)
-        if generation is not None:
-            generation.stop(State.CANCELLED)
-        return generation
+        await self.runs.start_sharing()
 
     async def aclose(self) -> None:
-        """Cancel every running generation, wait for them to end, close the provider."""
-        if self._sweeper is not None:
-            self._sweeper.cancel()
-        await self.directory.aclose()
-        running = [g for g in self._by_id.values() if g.running]
-        for generation in running:
-            generation.stop(State.CANCELLED)
-        tasks = [g.task for g in running if g.task is not None]
-        if tasks:
-            await asyncio.wait(tasks, timeout=5)
+        """End every running generation (state ``shutdown``), then close the provider."""
+        await self.runs.aclose()
         await self.provider.aclose()
-
-    async def _sweep(self) -> None:
-        shared = self.directory.shared
-        next_share = 0.0
-        while self._by_id or shared:
-            await asyncio.sleep(SWEEP_INTERVAL)
-            try:
-                now = time.monotonic()
-                unwatched = self._check(now)
-                if shared and (unwatched or now >= next_share):
-                    next_share = now + 1.0
-                    await self._share_watchers(unwatched)
-            except Exception:  # keep watching: abandonment and retention depend on it
-                logger.exception("generation sweep failed")
-
-    async def _share_watchers(self, unwatched: list[Generation]) -> None:
-        """Mark the other processes' generations read here as watched; abandon this process's
-        generations that nobody watches here, unless a reader elsewhere marked them."""
-        prefix_length = len(TOPIC_PREFIX)
-        read_here = [
-            name[prefix_length:]
-            for name in self.hub.topic_names()
-            if name.startswith(TOPIC_PREFIX)
-            and name[prefix_length:] not in self._by_id
-            and self.hub.subscriber_count(name)
-        ]
-        await self.directory.mark_watched(read_here)
-        if unwatched:
-            elsewhere = await self.directory.watched([g.id for g in unwatched])
-            for generation in unwatched:
-                if generation.id in elsewhere:
-                    self._unwatched_since.pop(generation.id, None)
-                else:
-                    self._abandon(generation)
-
-    def _abandon(self, generation: Generation) -> None:
-        with contextlib.suppress(Exception):
-            generation.stop(State.ABANDONED)
-
-    def _check(self, now: float) -> list[Generation]:
-        """Retention and abandonment; returns the generations to abandon that a shared
-        directory must first confirm nobody watches elsewhere."""
-        limits = self.limits
-        confirm: list[Generation] = []
-        for generation_id, generation in list(self._by_id.items()):
-            if not generation.running:
-                self._unwatched_since.pop(generation_id, None)
-                ended = generation.finished_at
-                if ended is not None and now - ended > limits.retention:
-                    del self._by_id[generation_id]
-                continue
-            if generation.background or self.hub.subscriber_count(generation.topic):
-                self._unwatched_since.pop(generation_id, None)
-                continue
-            since = self._unwatched_since.setdefault(generation_id, now)
-            if now - since >= limits.abandon_after and limits.on_abandon == "cancel":
-                if self.directory.shared:
-                    confirm.append(generation)
-                else:
-                    self._abandon(generation)
-        return confirm

@@ -237,11 +237,16 @@ class ResponsesEncoder:
             return self._text(payload["text"])
         if kind == "tool_call":
             return self._tool_call(payload)
+        if kind == "step":
+            # The model's next call (an agent loop): this step's items are complete, and the
+            # next text is a message item of its own.
+            self._message = None
+            return self._close_items()
         if kind == "done":
             return self._done(payload)
         if kind == "error":
             return self._failed(payload)
-        return []  # partial: not part of this format
+        return []  # partial, tool_result: not part of this format
 
     def _text(self, delta: str) -> list[dict[str, Any]]:
         events = []
@@ -321,13 +326,14 @@ class ResponsesEncoder:
             )
         return events
 
-    def _close_items(self) -> list[dict[str, Any]]:
-        """The ``...done`` events of every open output item, in output order."""
+    def _close_items(self, status: str = "completed") -> list[dict[str, Any]]:
+        """The ``...done`` events of every open output item, in output order: every item
+        added is done, however the response ends."""
         events = []
         for output_index, item in enumerate(self.output):
             if item["status"] != "in_progress":
                 continue
-            item["status"] = "completed"
+            item["status"] = status
             if item["type"] == "message":
                 part = item["content"][0]
                 common = {"item_id": item["id"], "output_index": output_index, "content_index": 0}
@@ -375,9 +381,10 @@ class ResponsesEncoder:
         return [*events, self._event("response.incomplete", response=self.snapshot())]
 
     def _failed(self, payload: dict[str, Any]) -> list[dict[str, Any]]:
+        events = self._close_items("incomplete")
         self.status = "failed"
         self.error = {
             "code": "server_error",
             "message": f"{payload.get('error', 'upstream_error')}: {payload.get('message', '')}",
         }
-        return [self._event("response.failed", response=self.snapshot())]
+        return [*events, self._event("response.failed", response=self.snapshot())]

@@ -1,8 +1,20 @@
-"""Prometheus metrics of generations, labelled by provider and model."""
+"""Prometheus metrics of generations, labelled by provider and model.
+
+:class:`GenerationMetrics` observes the runs of generations (``sluiceway.runs.RunObserver``):
+time to the first token, the gap between tokens, tokens per second, outcomes and errors.
+"""
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Any
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+from sluiceway.llm.chunks import TextDelta, ToolCallDelta
+from sluiceway.runs.run import RunState
+
+if TYPE_CHECKING:
+    from sluiceway.runs.run import Run
 
 _LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 _GAP_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0)
@@ -56,3 +68,41 @@ class GenerationMetrics:
         self.output_tokens = Counter(
             "sluiceway_llm_output_tokens", "Output tokens streamed.", labels, registry=registry
         )
+        #: Per running generation: its inter-token histogram and the time of its last token.
+        self._gaps: dict[str, tuple[Any, float | None]] = {}
+
+    # -- as a runs observer (sluiceway.runs.RunObserver) ---------------------------------------
+
+    def started(self, run: Run) -> None:
+        labels = _labels(run)
+        self.active.labels(**labels).inc()
+        # Looked up once: labels() costs microseconds, and this one is observed per token.
+        self._gaps[run.id] = (self.inter_token.labels(**labels), None)
+
+    def first_item(self, run: Run, delay: float) -> None:
+        self.first_token.labels(**_labels(run)).observe(delay)
+
+    def item(self, run: Run, item: object, now: float) -> None:
+        if not isinstance(item, TextDelta | ToolCallDelta):
+            return
+        histogram, previous = self._gaps[run.id]
+        if previous is not None:
+            histogram.observe(now - previous)
+        self._gaps[run.id] = (histogram, now)
+
+    def ended(self, run: Run) -> None:
+        self._gaps.pop(run.id, None)
+        labels = _labels(run)
+        self.active.labels(**labels).dec()
+        outcome = "error" if run.state is RunState.FAILED else run.state.value
+        self.finished.labels(**labels, outcome=outcome).inc()
+        if run.error is not None:
+            self.errors.labels(**labels, kind=run.error[0]).inc()
+        self.output_tokens.labels(**labels).inc(run.encoder.output_tokens)
+        rate = run.tokens_per_second()
+        if rate is not None:
+            self.tokens_per_second.labels(**labels).observe(rate)
+
+
+def _labels(run: Run) -> dict[str, str]:
+    return {"provider": str(run.meta.get("provider", "")), "model": run.model}

@@ -22,10 +22,6 @@ Errors before the first token are HTTP statuses with a JSON body, which the tran
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import AsyncIterator
-
-import orjson
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
@@ -38,14 +34,13 @@ from sluiceway.llm.ai_sdk_format import (
     STREAM_HEADER,
     BadRequest,
     ChatIndex,
-    UIMessageEncoder,
     parse_chat_request,
 )
 from sluiceway.llm.chunks import UpstreamError
-from sluiceway.llm.directory import RemoteGeneration
-from sluiceway.llm.follow import generation_batches
-from sluiceway.llm.generation import Generation
+from sluiceway.llm.generation import first_token
 from sluiceway.llm.manager import GenerationRefused
+from sluiceway.runs import RemoteRun, Run
+from sluiceway.runs.formats import ai_sdk_stream
 from sluiceway.server.access import (
     PUBLISH,
     SUBSCRIBE,
@@ -88,30 +83,12 @@ def _error(exc: APIError) -> Response:
     return JSONResponse(body, status_code=exc.status, headers=headers)
 
 
-def _stream(
-    hub: Hub, generation: Generation | RemoteGeneration, ends_at: float | None = None
-) -> Response:
+def _stream(hub: Hub, generation: Run | RemoteRun, ends_at: float | None = None) -> Response:
     return EventStreamResponse(  # type: ignore[return-value]
-        _ui_chunks(hub, generation),
+        ai_sdk_stream(hub, generation, generation.id),
         headers={STREAM_HEADER[0]: STREAM_HEADER[1], "x-generation-id": generation.id},
         ends_at=ends_at,
     )
-
-
-async def _ui_chunks(hub: Hub, generation: Generation | RemoteGeneration) -> AsyncIterator[bytes]:
-    """The generation from its first event (a reconnect replays it all: the SDK resets the
-    message on a replay's ``start``), one write per batch of events that became available
-    together, as on the OpenAI face."""
-    encoder = UIMessageEncoder(generation.id)
-    async for batch in generation_batches(hub, generation):
-        out = b"".join(
-            encoder.encode(event.event or "message", orjson.loads(event.data or "null"))
-            for event in batch
-        )
-        if out:
-            yield out
-        if encoder.ended:
-            return
 
 
 async def chat(request: Request) -> Response:
@@ -138,8 +115,7 @@ async def chat(request: Request) -> Response:
     shared_previous = await directory.chat(turn.chat_id) if directory.shared else None
     await directory.set_chat(turn.chat_id, generation.id)
     try:
-        # Shielded: a client that leaves now must not cancel the detached generation.
-        await asyncio.shield(generation.opened)
+        await first_token(generation)
     except UpstreamError as exc:
         chats.restore(turn.chat_id, generation.id, previous)
         if directory.shared:
@@ -158,20 +134,18 @@ async def _check_owner(request: Request, chat_id: str, grants: Grants) -> None:
         raise APIError(403, "chat_taken", "this chat belongs to another user")
 
 
-async def _generation_of_chat(request: Request) -> Generation | RemoteGeneration | None:
+async def _generation_of_chat(request: Request) -> Run | RemoteRun | None:
     return await _generation_of(request, request.path_params["chat_id"])
 
 
-async def _generation_of(request: Request, chat_id: str) -> Generation | RemoteGeneration | None:
+async def _generation_of(request: Request, chat_id: str) -> Run | RemoteRun | None:
     generation_id = chats_of(request).get(chat_id)
     if generation_id is None:
         generation_id = await generations_of(request).directory.chat(chat_id)
     return await find_generation(request, generation_id) if generation_id else None
 
 
-async def _authorized_chat(
-    request: Request, action: str
-) -> tuple[Generation | RemoteGeneration | None, Grants]:
+async def _authorized_chat(request: Request, action: str) -> tuple[Run | RemoteRun | None, Grants]:
     """The chat's latest generation (None when there is none), if the request may read
     (``subscribe``) or cancel (``publish``) it, and the request's grants; else
     :class:`APIError`. Whoever may not read (or cancel) at all is refused before the lookup,
@@ -204,7 +178,7 @@ async def cancel(request: Request) -> Response:
     if generation is None:
         return _error(APIError(404, "unknown_chat", "no generation for this chat (or it expired)"))
     generation = await cancel_generation(request, generation)
-    state = generation.state if isinstance(generation, RemoteGeneration) else generation.state.value
+    state = generation.state if isinstance(generation, RemoteRun) else generation.state.value
     return JSONResponse(
         {"id": generation.id, "state": state},
         headers={"x-generation-id": generation.id},

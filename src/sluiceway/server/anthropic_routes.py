@@ -11,28 +11,23 @@ The answer carries ``x-generation-id`` (and ``request-id``, which the SDK expose
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-
-import orjson
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
 from sluiceway.asgi import EventStreamResponse
 from sluiceway.auth.resources import GENERATIONS, owner_of
-from sluiceway.hub import Hub
 from sluiceway.llm.anthropic_format import (
     BadRequest,
     MessageEncoder,
     error_body,
     error_type,
     parse_request,
-    sse_bytes,
 )
 from sluiceway.llm.chunks import ERROR_STATUS, UpstreamError
-from sluiceway.llm.follow import generation_batches, generation_events
-from sluiceway.llm.generation import Generation
 from sluiceway.llm.manager import GenerationRefused
+from sluiceway.runs import run_events
+from sluiceway.runs.formats import anthropic_stream
 from sluiceway.server.access import PUBLISH, require
 from sluiceway.server.errors import APIError, JSONResponse
 from sluiceway.server.generation_routes import generations_of, read_json, start_generation
@@ -63,10 +58,10 @@ async def messages(request: Request) -> Response:
     hub = request.app.state.hub
     if stream:
         return EventStreamResponse(  # type: ignore[return-value]
-            _events(hub, generation, encoder), headers=headers
+            anthropic_stream(hub, generation, encoder), headers=headers
         )
     text = []
-    async for event, payload in generation_events(hub, generation):
+    async for event, payload in run_events(hub, generation):
         if event == "token":
             text.append(payload["text"])
         elif event == "done":
@@ -75,23 +70,6 @@ async def messages(request: Request) -> Response:
             kind = payload["error"]
             return _error(ERROR_STATUS.get(kind, 502), payload["message"], kind, **headers)
     return _error(502, "the generation ended without an answer", **headers)
-
-
-async def _events(
-    hub: Hub, generation: Generation, encoder: MessageEncoder
-) -> AsyncIterator[bytes]:
-    # One write per batch of events that became available together, not one per token.
-    async for batch in generation_batches(hub, generation):
-        out: list[bytes] = []
-        for event in batch:
-            kind = event.event or "message"
-            for name, data in encoder.events(kind, orjson.loads(event.data or "null")):
-                out.append(sse_bytes(name, data))
-            if kind in ("done", "error"):
-                yield b"".join(out)
-                return
-        if out:
-            yield b"".join(out)
 
 
 routes: list[BaseRoute] = [Route("/v1/messages", messages, methods=["POST"])]

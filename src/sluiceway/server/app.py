@@ -13,8 +13,6 @@ from starlette.routing import BaseRoute, Route, WebSocketRoute
 
 from sluiceway.centrifugo import CentrifugoEndpoint, MemoryPresence, Presence, RedisPresence
 from sluiceway.hub import Hub
-from sluiceway.llm.directory import GenerationDirectory, RedisDirectory
-from sluiceway.llm.limits import GenerationLimits
 from sluiceway.llm.manager import Generations
 from sluiceway.llm.providers.base import Provider
 from sluiceway.llm.providers.factory import make_provider
@@ -56,7 +54,6 @@ def make_hub(settings: Settings) -> Hub:
         settings.backend,
         history_size=config.history_size,
         history_ttl=config.history_ttl,
-        bounds=config.history_bounds,
     )
     return Hub(config, backend)
 
@@ -79,23 +76,29 @@ def create_app(
     registry = metrics_registry(hub)
     admission = Admission(settings.admission_policy())
     limits = settings.generation_limits()
-    generations = Generations(
-        hub, provider, limits, GenerationMetrics(registry), make_directory(hub, limits)
-    )
+    # With a shared (Redis) hub, generations are found and cancelled from any process.
+    generations = Generations(hub, provider, limits, GenerationMetrics(registry))
 
     websocket = make_centrifugo_endpoint(settings, hub)
     if websocket is not None:
         registry.register(CentrifugoCollector(websocket))
+
+    async def stop_work() -> None:
+        """End what goes on by itself, while the hub still takes events, so that every
+        stream gets its format's last event: WebSocket clients (3001), generations (state
+        ``shutdown``), jobs (cancelled). ``sluiceway serve`` calls it first thing on SIGTERM;
+        the lifespan again (for other ASGI servers), where it does nothing more."""
+        if websocket is not None:  # 3001 first: clients reconnect elsewhere and recover
+            await websocket.aclose(settings.shutdown_timeout)
+        await generations.aclose()
+        await close_jobs(app)  # running jobs cancelled, their partial files removed
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         await hub.start()  # connects a shared backend (BackendUnavailable if it cannot)
         await generations.start_sharing()  # cancel requests from other processes
         yield
-        if websocket is not None:  # 3001 first: clients reconnect elsewhere and recover
-            await websocket.aclose(settings.shutdown_timeout)
-        await generations.aclose()
-        await close_jobs(app)  # running jobs cancelled, their partial files removed
+        await stop_work()
         await dispose_engine(app)
         await hub.aclose(settings.shutdown_timeout)
         if getattr(app.state, "proxy", None) is not None:
@@ -128,6 +131,7 @@ def create_app(
     app.state.websocket = websocket
     app.state.admission = admission
     app.state.mercure = MercureFace(hub)
+    app.state.stop_work = stop_work
     return app
 
 
@@ -158,17 +162,6 @@ def middleware_for(settings: Settings, admission: Admission) -> list[Middleware]
     if settings.compression:
         middleware.append(Middleware(CompressionMiddleware))
     return middleware
-
-
-def make_directory(hub: Hub, limits: GenerationLimits) -> GenerationDirectory:
-    """Generations shared through the hub's Redis, or found only where they run."""
-    if hub.backend is None:
-        return GenerationDirectory()
-    from sluiceway.hub.redis_backend import RedisBackend
-
-    assert isinstance(hub.backend, RedisBackend)
-    keep_for = limits.max_duration + limits.retention + 60
-    return RedisDirectory(hub.backend.redis, keep_for=keep_for)
 
 
 def make_centrifugo_endpoint(settings: Settings, hub: Hub) -> CentrifugoEndpoint | None:

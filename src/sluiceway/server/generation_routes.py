@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -20,12 +18,11 @@ from sluiceway.auth.resources import GENERATIONS, owner_of
 from sluiceway.hub import Hub, HubClosed, InvalidEventId, Subscription
 from sluiceway.ids import parse_cursor
 from sluiceway.llm.chunks import UpstreamError
-from sluiceway.llm.directory import RemoteGeneration
-from sluiceway.llm.follow import generation_batches, generation_frames, generation_stream
-from sluiceway.llm.generation import Generation
+from sluiceway.llm.generation import first_token
 from sluiceway.llm.manager import GenerationRefused, Generations
 from sluiceway.llm.pacing import paced
 from sluiceway.llm.request import ChatRequest
+from sluiceway.runs import RemoteRun, Run, run_frames, run_stream
 from sluiceway.server.access import PUBLISH, SUBSCRIBE, require, require_run
 from sluiceway.server.errors import APIError, JSONResponse
 from sluiceway.sse import Event
@@ -75,14 +72,13 @@ async def start_generation(
     partial_json: bool = False,
     annotations: dict[str, Any] | None = None,
     owner: str | None = None,
-) -> Generation:
+) -> Run:
     """Start a generation for ``owner`` and wait for its first token: errors before it raise
     :class:`UpstreamError` / :class:`GenerationRefused`, so they can become HTTP statuses."""
     generation = generations.start(
         chat, partial_json=partial_json, annotations=annotations, owner=owner
     )
-    # Shielded: a client that leaves now must not cancel the detached generation.
-    await asyncio.shield(generation.opened)
+    await first_token(generation)
     return generation
 
 
@@ -97,7 +93,7 @@ def refusal(exc: GenerationRefused | UpstreamError, generation_id: str | None = 
 
 async def stream_of(
     request: Request,
-    generation: Generation | RemoteGeneration,
+    generation: Run | RemoteRun,
     last_event_id: str | None,
     pace: float | None,
     ends_at: float | None = None,
@@ -116,7 +112,7 @@ async def stream_of(
                     return Response(status_code=204)
         content: Subscription | AsyncIterator[bytes] | AsyncIterator[Event]
         if pace is not None:
-            content = paced(generation_stream(hub, generation, last_event_id), pace)
+            content = paced(run_stream(hub, generation, last_event_id), pace)
         elif hub.backend is None:
             # In one process the topic ends when the generation does: stream it as stored.
             content = hub.subscribe_nowait(
@@ -125,7 +121,7 @@ async def stream_of(
         else:
             # A mirror of a shared topic is not told that the generation ended: stop at its
             # last event.
-            content = generation_frames(hub, generation, last_event_id)
+            content = run_frames(hub, generation, last_event_id)
     except InvalidEventId as exc:
         raise APIError(400, "invalid_last_event_id", str(exc)) from None
     except HubClosed as exc:
@@ -155,9 +151,7 @@ async def create(request: Request) -> Response:
     return await stream_of(request, generation, None, body.pace)
 
 
-async def find_generation(
-    request: Request, generation_id: str
-) -> Generation | RemoteGeneration | None:
+async def find_generation(request: Request, generation_id: str) -> Run | RemoteRun | None:
     """The generation, run by this process or (with the Redis backend) by another one."""
     try:
         return await generations_of(request).find(generation_id)
@@ -169,7 +163,7 @@ async def find_generation(
 
 async def authorized_generation(
     request: Request, generation_id: str, action: str, *, api_keys: bool = False
-) -> tuple[Generation | RemoteGeneration, Grants]:
+) -> tuple[Run | RemoteRun, Grants]:
     """The generation, if the request may read (``subscribe``) or cancel (``publish``) it,
     and the request's grants; else :class:`APIError` (401/403; 404 for an unknown id, to
     whoever could act on their own generations)."""
@@ -192,33 +186,7 @@ async def describe(request: Request) -> Response:
     generation, _ = await authorized_generation(
         request, request.path_params["generation_id"], SUBSCRIBE
     )
-    if isinstance(generation, Generation):
-        return JSONResponse(generation.describe())
-    return JSONResponse(await describe_remote(request.app.state.hub, generation))
-
-
-async def describe_remote(hub: Hub, generation: RemoteGeneration) -> dict[str, Any]:
-    """What ``Generation.describe`` says, for a generation of another process: its text and
-    usage read back from its (shared) topic."""
-    text: list[str] = []
-    usage = None
-    page = await hub.history(generation.topic, None, 1_000_000)
-    for event in page.events:
-        if event.event == "token":
-            text.append(orjson.loads(event.data)["text"])
-        elif event.event == "done":
-            usage = orjson.loads(event.data).get("usage")
-    return {
-        "id": generation.id,
-        "state": generation.state,
-        "model": generation.model,
-        "provider": generation.provider,
-        "created": int(generation.created),
-        "finish_reason": generation.finish_reason,
-        "usage": usage,
-        "text": "".join(text),
-        "watchers": hub.subscriber_count(generation.topic),
-    }
+    return JSONResponse(await generations_of(request).runs.describe(generation))
 
 
 async def follow(request: Request) -> Response:
@@ -238,33 +206,19 @@ async def follow(request: Request) -> Response:
     return await stream_of(request, generation, last_event_id, rate, grants.read_deadline)
 
 
-async def cancel_generation(
-    request: Request, generation: Generation | RemoteGeneration
-) -> Generation | RemoteGeneration:
+async def cancel_generation(request: Request, generation: Run | RemoteRun) -> Run | RemoteRun:
     """Cancel it wherever it runs and wait (up to 2 s) until it has ended; the generation as
     it stands then."""
-    generations = generations_of(request)
     try:
-        await generations.cancel_anywhere(generation.id)
+        return await generations_of(request).runs.cancel_and_wait(generation)
     except (RedisError, OSError) as exc:
         raise APIError(503, "backend_unavailable", f"cannot reach the generation: {exc}") from None
-    if isinstance(generation, Generation):
-        if generation.task is not None and not generation.task.done():
-            await asyncio.wait({generation.task}, timeout=2)
-        return generation
-    if generation.running:
-        with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout(2):
-                async for _ in generation_batches(request.app.state.hub, generation):
-                    pass  # until its last event: the process that runs it has stopped it
-        return await generations.find(generation.id) or generation
-    return generation
 
 
 async def cancel(request: Request) -> Response:
     found, _ = await authorized_generation(request, request.path_params["generation_id"], PUBLISH)
     generation = await cancel_generation(request, found)
-    state = generation.state if isinstance(generation, RemoteGeneration) else generation.state.value
+    state = generation.state if isinstance(generation, RemoteRun) else generation.state.value
     return JSONResponse({"id": generation.id, "state": state})
 
 

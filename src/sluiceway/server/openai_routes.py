@@ -3,26 +3,20 @@ SDKs (and anything built on them) work unchanged with ``base_url`` pointed here.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-
-import orjson
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
 from sluiceway.asgi import EventStreamResponse
 from sluiceway.auth.resources import GENERATIONS, owner_of
-from sluiceway.hub import Hub
 from sluiceway.llm.chunks import UpstreamError
-from sluiceway.llm.follow import generation_batches, generation_events
-from sluiceway.llm.generation import Generation
 from sluiceway.llm.manager import GenerationRefused
 from sluiceway.llm.openai_format import BadRequest, ChunkEncoder, error_body, parse_request
+from sluiceway.runs import run_events
+from sluiceway.runs.formats import openai_stream
 from sluiceway.server.access import PUBLISH, require
 from sluiceway.server.errors import APIError, JSONResponse
 from sluiceway.server.generation_routes import generations_of, read_json, start_generation
-
-DONE = b"data: [DONE]\n\n"
 
 
 def openai_error(status: int, code: str, message: str, **headers: str) -> Response:
@@ -51,10 +45,10 @@ async def chat_completions(request: Request) -> Response:
     hub = request.app.state.hub
     if stream:
         return EventStreamResponse(  # type: ignore[return-value]
-            _chunks(hub, generation, encoder), headers={"x-generation-id": generation.id}
+            openai_stream(hub, generation, encoder), headers={"x-generation-id": generation.id}
         )
     text = []
-    async for event, payload in generation_events(hub, generation):
+    async for event, payload in run_events(hub, generation):
         if event == "token":
             text.append(payload["text"])
         elif event == "done":
@@ -62,24 +56,6 @@ async def chat_completions(request: Request) -> Response:
         elif event == "error":
             return openai_error(502, payload["error"], payload["message"])
     return openai_error(502, "upstream_error", "the generation ended without an answer")
-
-
-async def _chunks(hub: Hub, generation: Generation, encoder: ChunkEncoder) -> AsyncIterator[bytes]:
-    # One write per batch of events that became available together (a reader that is
-    # behind, a burst from the provider), not one per token.
-    async for batch in generation_batches(hub, generation):
-        out: list[bytes] = []
-        for event in batch:
-            kind = event.event or "message"
-            for chunk in encoder.chunks(kind, orjson.loads(event.data or "null")):
-                out.append(b"data: " + orjson.dumps(chunk) + b"\n\n")
-            if kind == "done":
-                out.append(DONE)
-            if kind in ("done", "error"):
-                yield b"".join(out)
-                return
-        if out:
-            yield b"".join(out)
 
 
 routes = [Route("/v1/chat/completions", chat_completions, methods=["POST"])]

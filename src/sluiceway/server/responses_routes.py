@@ -7,9 +7,6 @@ object; with ``?stream=true&starting_after=N`` its events after N, then live), a
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-
-import orjson
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
@@ -19,9 +16,6 @@ from sluiceway.auth import Grants
 from sluiceway.auth.resources import GENERATIONS, owner_of
 from sluiceway.hub import Hub
 from sluiceway.llm.chunks import UpstreamError
-from sluiceway.llm.directory import RemoteGeneration
-from sluiceway.llm.follow import generation_batches
-from sluiceway.llm.generation import Generation
 from sluiceway.llm.manager import GenerationRefused
 from sluiceway.llm.openai_format import BadRequest
 from sluiceway.llm.responses_format import (
@@ -32,6 +26,8 @@ from sluiceway.llm.responses_format import (
     parse_request,
     response_info,
 )
+from sluiceway.runs import RemoteRun, Run
+from sluiceway.runs.formats import responses_replay, responses_stream
 from sluiceway.server.access import PUBLISH, SUBSCRIBE, require
 from sluiceway.server.errors import APIError, JSONResponse
 from sluiceway.server.generation_routes import (
@@ -76,58 +72,21 @@ async def create(request: Request) -> Response:
     headers = {"x-generation-id": generation.id}
     if stream:
         return EventStreamResponse(  # type: ignore[return-value]
-            _events(hub, generation, info, -1), headers=headers
+            responses_stream(hub, generation, info, -1), headers=headers
         )
     if background:
         encoder = ResponsesEncoder(info)
         encoder.status = "queued" if not generation.opened.done() else "in_progress"
         return JSONResponse(encoder.snapshot(), headers=headers)
-    encoder = await _replay(hub, generation, info, wait=True)
+    encoder = await responses_replay(hub, generation, info, wait=True)
     if encoder.status == "failed":
         return openai_error(502, "upstream_error", str((encoder.error or {}).get("message", "")))
     return JSONResponse(encoder.snapshot(), headers=headers)
 
 
-async def _events(
-    hub: Hub, generation: Generation | RemoteGeneration, info: ResponseInfo, starting_after: int
-) -> AsyncIterator[bytes]:
-    """The generation's events encoded from the start, sent from ``starting_after + 1`` on,
-    each with its ``sequence_number`` as the SSE id (so ``Last-Event-ID`` resumes too)."""
-    encoder = ResponsesEncoder(info)
-    async for batch in generation_batches(hub, generation):
-        out: list[bytes] = []
-        for stored in batch:
-            kind = stored.event or "message"
-            for event in encoder.feed(kind, orjson.loads(stored.data or "null")):
-                if event["sequence_number"] > starting_after:
-                    out.append(
-                        b"event: %b\ndata: %b\nid: %d\n\n"
-                        % (event["type"].encode(), orjson.dumps(event), event["sequence_number"])
-                    )
-        if out:
-            yield b"".join(out)
-
-
-async def _replay(
-    hub: Hub, generation: Generation | RemoteGeneration, info: ResponseInfo, *, wait: bool
-) -> ResponsesEncoder:
-    """The encoder fed with the generation's events: all of them (``wait``), or what has
-    happened so far."""
-    encoder = ResponsesEncoder(info)
-    if wait:
-        async for batch in generation_batches(hub, generation):
-            for stored in batch:
-                encoder.feed(stored.event or "message", orjson.loads(stored.data or "null"))
-        return encoder
-    page = await hub.history(generation.topic, None, 1_000_000)
-    for stored in page.events:
-        encoder.feed(stored.event or "message", orjson.loads(stored.data))
-    return encoder
-
-
 async def _find(
     request: Request, *, cancel: bool = False
-) -> tuple[Generation | RemoteGeneration, ResponseInfo, Grants] | Response:
+) -> tuple[Run | RemoteRun, ResponseInfo, Grants] | Response:
     """The response and the request's grants on it: to read it, or to ``cancel`` it."""
     rid = request.path_params["response_id"]
     try:
@@ -158,11 +117,11 @@ async def retrieve(request: Request) -> Response:
         except ValueError:
             return openai_error(400, "invalid_starting_after", "starting_after must be an integer")
         return EventStreamResponse(  # type: ignore[return-value]
-            _events(hub, generation, info, starting_after),
+            responses_stream(hub, generation, info, starting_after),
             headers={"x-generation-id": generation.id},
             ends_at=grants.read_deadline,
         )
-    encoder = await _replay(hub, generation, info, wait=False)
+    encoder = await responses_replay(hub, generation, info, wait=False)
     return JSONResponse(encoder.snapshot())
 
 
@@ -172,7 +131,7 @@ async def cancel(request: Request) -> Response:
         return found
     generation, info, _ = found
     await cancel_generation(request, generation)
-    encoder = await _replay(request.app.state.hub, generation, info, wait=False)
+    encoder = await responses_replay(request.app.state.hub, generation, info, wait=False)
     return JSONResponse(encoder.snapshot())
 
 

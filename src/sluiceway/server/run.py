@@ -7,6 +7,7 @@ import logging
 import os
 import socket
 import time
+from collections.abc import Awaitable, Callable
 
 import uvicorn
 
@@ -81,10 +82,17 @@ class StreamingServer(uvicorn.Server):
     by itself; so stop accepting, end the streams (after flushing what was published), then
     let uvicorn finish."""
 
-    def __init__(self, config: uvicorn.Config, hub: Hub, timeout: float) -> None:
+    def __init__(
+        self,
+        config: uvicorn.Config,
+        hub: Hub,
+        timeout: float,
+        stop_work: Callable[[], Awaitable[None]],
+    ) -> None:
         super().__init__(config)
         self.hub = hub
         self.stream_timeout = timeout
+        self.stop_work = stop_work
         self._stuck_since: dict[object, float] = {}
 
     async def on_tick(self, counter: int) -> bool:
@@ -116,6 +124,9 @@ class StreamingServer(uvicorn.Server):
     async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
         for server in self.servers:
             server.close()
+        # Runs and jobs end first, publishing their last events while the hub takes them;
+        # then the hub ends the streams, after those events are flushed.
+        await self.stop_work()
         await self.hub.aclose(self.stream_timeout)
         await close_all_streams(self.stream_timeout)
         await super().shutdown(sockets)
@@ -179,4 +190,6 @@ def serve(settings: Settings) -> None:
     sockets = None
     if os.environ.get(REUSE_PORT_ENV):  # a worker of `serve --workers N`
         sockets = [reuse_port_socket(settings.host, settings.port, settings.backlog)]
-    StreamingServer(config, hub, settings.shutdown_timeout).run(sockets=sockets)
+    StreamingServer(config, hub, settings.shutdown_timeout, app.state.stop_work).run(
+        sockets=sockets
+    )

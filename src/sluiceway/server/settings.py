@@ -16,7 +16,6 @@ from sluiceway.centrifugo import CentrifugoOptions
 from sluiceway.hub import HubConfig
 from sluiceway.jobs import job_topic_bounds
 from sluiceway.llm.limits import GenerationLimits
-from sluiceway.llm.manager import generation_topic_bounds
 from sluiceway.server.admission import AdmissionPolicy
 from sluiceway.server.admission import is_loopback_name as is_loopback
 from sluiceway.transfer.proxy import ProxyRefused, Target
@@ -227,7 +226,7 @@ class Settings(BaseSettings):
             ping_interval=self.ping_interval,
             max_topics=self.max_topics,
             keep_latest_topics=tuple(self.keep_latest_topics),
-            topic_bounds=(generation_topic_bounds(self.generation_limits()), job_topic_bounds()),
+            topic_bounds=(job_topic_bounds(),),
         )
 
     def token_verifier(self) -> TokenVerifier:

@@ -1,17 +1,16 @@
-"""Where a generation can be found from any process.
+"""Where a run can be found from any process.
 
-A generation runs in the process that started it. With the Redis backend its topic is shared,
-so any process can replay and follow it; this directory shares the rest:
+A run goes on in the process that started it. With the Redis backend its topic is shared, so
+any process can replay and follow it; this directory shares the rest:
 
-* a description of each generation (model, creation time, what its wire formats need, its
-  state once it ended), so another process can answer for it (``RemoteGeneration``);
+* a description of each run (its owner, creation time, meta, what its wire formats need, its
+  state once it ended), so another process can answer for it (:class:`RemoteRun`);
 * cancel requests, published to every process, acted on by the one that runs it;
-* which generations are watched somewhere: a reader in another process keeps a generation
-  from being abandoned;
-* the Vercel AI SDK's chat → generation index.
+* which runs are followed somewhere: a reader in another process keeps a run from being
+  abandoned;
+* the Vercel AI SDK's chat → run index.
 
-In one process (:class:`GenerationDirectory`) all of this is a no-op: a generation is found
-where it runs.
+In one process (:class:`RunDirectory`) all of this is a no-op: a run is found where it goes.
 """
 
 from __future__ import annotations
@@ -28,29 +27,28 @@ from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 if TYPE_CHECKING:
-    from sluiceway.llm.generation import Generation
+    from sluiceway.runs.run import Run
 
-logger = logging.getLogger("sluiceway.llm")
+logger = logging.getLogger("sluiceway.runs")
 
-PREFIX = "sluiceway:generation:"
-CANCEL_CHANNEL = "sluiceway:generation-cancel"
-#: How long a "watched here" mark lasts; readers renew it every sweep.
+PREFIX = "sluiceway:run:"
+CANCEL_CHANNEL = "sluiceway:run-cancel"
+#: How long a "followed here" mark lasts; readers renew it every sweep.
 WATCHED_TTL = 5
 
 
 @dataclass
-class RemoteGeneration:
-    """A generation that runs (or ran) in another process, as this one can serve it."""
+class RemoteRun:
+    """A run that goes (or went) on in another process, as this one can serve it."""
 
     id: str
     topic: str
-    model: str
-    provider: str
     created: float
     state: str
     finish_reason: str | None = None
     background: bool = False
     annotations: dict[str, Any] = field(default_factory=dict)
+    meta: dict[str, Any] = field(default_factory=dict)
     owner: str | None = None
     done: asyncio.Event = field(default_factory=asyncio.Event)
 
@@ -62,9 +60,17 @@ class RemoteGeneration:
     def running(self) -> bool:
         return self.state == "running"
 
+    @property
+    def model(self) -> str:
+        return str(self.meta.get("model", ""))
 
-class GenerationDirectory:
-    """The in-process directory: generations are only found where they run."""
+    @property
+    def provider(self) -> str:
+        return str(self.meta.get("provider", ""))
+
+
+class RunDirectory:
+    """The in-process directory: runs are only found where they go on."""
 
     shared = False
 
@@ -74,34 +80,34 @@ class GenerationDirectory:
     async def aclose(self) -> None:
         return None
 
-    async def register(self, generation: Generation) -> None:
+    async def register(self, run: Run) -> None:
         return None
 
-    async def ended(self, generation: Generation) -> None:
+    async def ended(self, run: Run) -> None:
         return None
 
-    async def lookup(self, generation_id: str) -> RemoteGeneration | None:
+    async def lookup(self, run_id: str) -> RemoteRun | None:
         return None
 
-    async def request_cancel(self, generation_id: str) -> None:
+    async def request_cancel(self, run_id: str) -> None:
         return None
 
-    async def mark_watched(self, generation_ids: list[str]) -> None:
+    async def mark_watched(self, run_ids: list[str]) -> None:
         return None
 
-    async def watched(self, generation_ids: list[str]) -> set[str]:
+    async def watched(self, run_ids: list[str]) -> set[str]:
         return set()
 
-    async def set_chat(self, chat_id: str, generation_id: str | None) -> None:
+    async def set_chat(self, chat_id: str, run_id: str | None) -> None:
         return None
 
     async def chat(self, chat_id: str) -> str | None:
         return None
 
 
-class RedisDirectory(GenerationDirectory):
-    """The directory shared by every process on one Redis (hashes that expire with the
-    generations' retention, and one pub/sub channel for cancel requests)."""
+class RedisRunDirectory(RunDirectory):
+    """The directory shared by every process on one Redis (hashes that expire with the runs'
+    retention, and one pub/sub channel for cancel requests)."""
 
     shared = True
 
@@ -136,75 +142,73 @@ class RedisDirectory(GenerationDirectory):
             with contextlib.suppress(asyncio.CancelledError):
                 await self._listener
 
-    async def register(self, generation: Generation) -> None:
+    async def register(self, run: Run) -> None:
         fields = {
-            "topic": generation.topic,
-            "model": generation.model,
-            "provider": generation.provider.name,
-            "created": repr(generation.created),
-            "state": generation.state.value,
-            "background": "1" if generation.background else "",
-            "annotations": orjson.dumps(generation.annotations),
-            "owner": orjson.dumps(generation.owner),  # JSON: a subject may be any string
+            "topic": run.topic,
+            "created": repr(run.created),
+            "state": run.state.value,
+            "background": "1" if run.background else "",
+            "annotations": orjson.dumps(run.annotations),
+            "meta": orjson.dumps(run.meta),
+            "owner": orjson.dumps(run.owner),  # JSON: an owner may be any string
         }
-        await self._write(generation.id, fields)
+        await self._write(run.id, fields)
 
-    async def ended(self, generation: Generation) -> None:
-        fields = {"state": generation.state.value, "finish_reason": generation.finish_reason or ""}
-        await self._write(generation.id, fields)
+    async def ended(self, run: Run) -> None:
+        fields = {"state": run.state.value, "finish_reason": run.finish_reason or ""}
+        await self._write(run.id, fields)
 
-    async def _write(self, generation_id: str, fields: dict[str, Any]) -> None:
-        key = PREFIX + generation_id
+    async def _write(self, run_id: str, fields: dict[str, Any]) -> None:
+        key = PREFIX + run_id
         try:
             async with self._redis.pipeline(transaction=True) as pipe:
                 pipe.hset(key, mapping=fields)
                 pipe.pexpire(key, self._keep_ms)
                 await pipe.execute()
         except (RedisError, OSError):
-            logger.warning("could not record generation %s in Redis", generation_id)
+            logger.warning("could not record run %s in Redis", run_id)
 
-    async def lookup(self, generation_id: str) -> RemoteGeneration | None:
-        raw = await self._redis.hgetall(PREFIX + generation_id)
+    async def lookup(self, run_id: str) -> RemoteRun | None:
+        raw = await self._redis.hgetall(PREFIX + run_id)
         if not raw:
             return None
         found = {_text(k): _text(v) for k, v in raw.items()}
-        return RemoteGeneration(
-            id=generation_id,
+        return RemoteRun(
+            id=run_id,
             topic=found["topic"],
-            model=found["model"],
-            provider=found["provider"],
             created=float(found["created"]),
             state=found["state"],
             finish_reason=found.get("finish_reason") or None,
             background=bool(found.get("background")),
             annotations=orjson.loads(found.get("annotations") or "{}"),
+            meta=orjson.loads(found.get("meta") or "{}"),
             owner=orjson.loads(found.get("owner") or "null"),
         )
 
-    async def request_cancel(self, generation_id: str) -> None:
-        await self._redis.publish(CANCEL_CHANNEL, generation_id)
+    async def request_cancel(self, run_id: str) -> None:
+        await self._redis.publish(CANCEL_CHANNEL, run_id)
 
-    async def mark_watched(self, generation_ids: list[str]) -> None:
-        if not generation_ids:
+    async def mark_watched(self, run_ids: list[str]) -> None:
+        if not run_ids:
             return
         async with self._redis.pipeline(transaction=False) as pipe:
-            for generation_id in generation_ids:
-                pipe.set(f"{PREFIX}{generation_id}:watched", 1, ex=WATCHED_TTL)
+            for run_id in run_ids:
+                pipe.set(f"{PREFIX}{run_id}:watched", 1, ex=WATCHED_TTL)
             await pipe.execute()
 
-    async def watched(self, generation_ids: list[str]) -> set[str]:
-        if not generation_ids:
+    async def watched(self, run_ids: list[str]) -> set[str]:
+        if not run_ids:
             return set()
-        keys = [f"{PREFIX}{generation_id}:watched" for generation_id in generation_ids]
+        keys = [f"{PREFIX}{run_id}:watched" for run_id in run_ids]
         marks = await self._redis.mget(keys)
-        return {gid for gid, mark in zip(generation_ids, marks, strict=True) if mark}
+        return {rid for rid, mark in zip(run_ids, marks, strict=True) if mark}
 
-    async def set_chat(self, chat_id: str, generation_id: str | None) -> None:
+    async def set_chat(self, chat_id: str, run_id: str | None) -> None:
         key = f"sluiceway:chat:{chat_id}"
-        if generation_id is None:
+        if run_id is None:
             await self._redis.delete(key)
         else:
-            await self._redis.set(key, generation_id, px=self._keep_ms)
+            await self._redis.set(key, run_id, px=self._keep_ms)
 
     async def chat(self, chat_id: str) -> str | None:
         found = await self._redis.get(f"sluiceway:chat:{chat_id}")
