@@ -60,10 +60,13 @@ class ServerError(RuntimeError):
 
 @dataclass
 class ServerProcess:
-    """``python -m sluiceway.cli serve`` on a free loopback port."""
+    """``python -m sluiceway.cli serve`` on a free loopback port; or, with ``script``, that
+    Python file (an ASGI app that serves on ``$PORT`` and answers ``health``)."""
 
     args: Sequence[str] = ()
     env: Mapping[str, str] = field(default_factory=dict)
+    script: str | None = None
+    health: str = "/healthz"
     port: int = 0
     proc: subprocess.Popen[bytes] | None = None
     _log: Any = None
@@ -93,7 +96,8 @@ class ServerProcess:
                 key: value for key, value in os.environ.items() if not key.startswith("SLUICEWAY_")
             }
             env.update(self.env)
-            command = [
+            env["PORT"] = str(self.port)
+            command = [sys.executable, self.script, *self.args] if self.script else [
                 sys.executable,
                 "-m",
                 "sluiceway.cli",
@@ -128,7 +132,7 @@ class ServerProcess:
                 if self.proc.poll() is not None:
                     return False
                 with contextlib.suppress(httpx.TransportError):
-                    if client.get("/healthz").status_code == 200:
+                    if client.get(self.health).status_code == 200:
                         return True
                 time.sleep(0.05)  # polling interval, not an assertion
         return False

@@ -22,11 +22,11 @@ from sluiceway.llm import ai_sdk_format
 from sluiceway.llm.ai_sdk_format import (
     DONE,
     BadRequest,
-    ChatIndex,
     UIMessageEncoder,
     parse_chat_request,
 )
 from sluiceway.llm.providers import local
+from sluiceway.runs.chats import ChatIndex
 
 # -- sans-I/O --------------------------------------------------------------------------------
 

@@ -5,6 +5,7 @@ from sluiceway.asgi.shutdown import (
     close_all_streams,
     end_streams_on_uvicorn_exit,
     open_stream_count,
+    stop_first,
 )
 
 __all__ = [
@@ -14,4 +15,5 @@ __all__ = [
     "encode_item",
     "end_streams_on_uvicorn_exit",
     "open_stream_count",
+    "stop_first",
 ]

@@ -28,6 +28,7 @@ import time
 from collections.abc import AsyncIterable, AsyncIterator, Callable, Mapping
 from typing import Any
 
+from starlette.responses import Response
 from starlette.types import Message, Receive, Scope, Send
 
 from sluiceway.asgi.shutdown import register
@@ -71,8 +72,9 @@ def encode_item(item: Item) -> bytes:
     return encode(Event(**fields))
 
 
-class EventStreamResponse:
-    """An ASGI response streaming Server-Sent Events.
+class EventStreamResponse(Response):
+    """A response streaming Server-Sent Events (a Starlette ``Response``: an endpoint of
+    FastAPI or Starlette returns it as it is).
 
     ``content``: an async iterable of :data:`Item` or a hub :class:`Subscription`.
     ``ping_interval``: seconds of silence before a keep-alive comment (``None``: never; for a
@@ -102,6 +104,8 @@ class EventStreamResponse:
         self.ping_interval = ping_interval
         self.retry = retry
         self.on_close = on_close
+        self.background = None  # FastAPI sets its background tasks here; run after the stream
+        self.body = b""
         self.raw_headers = list(SSE_HEADERS)
         for name, value in (headers or {}).items():
             self.raw_headers.append((name.lower().encode("latin-1"), header_value(value)))
@@ -112,6 +116,8 @@ class EventStreamResponse:
         finally:
             if self.on_close is not None:
                 self.on_close()
+        if self.background is not None:
+            await self.background()
 
     async def _stream(self, scope: Scope, receive: Receive, send: Send) -> None:
         try:

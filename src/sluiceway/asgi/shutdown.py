@@ -6,6 +6,11 @@ must end its streams: without help, a shutdown hangs until the clients leave. Ev
 :class:`~sluiceway.asgi.EventStreamResponse` registers here; :func:`close_all_streams` ends
 them at an event boundary. ``sluiceway serve`` calls it when shutdown begins; in your own
 uvicorn app call :func:`end_streams_on_uvicorn_exit` once at import time.
+
+What feeds streams stops first: the work registered with :func:`stop_first` (a family of runs
+ends each run, publishing its last event), then the hubs registered with it close (every
+subscriber gets what was published, then its stream ends), then the remaining streams end.
+``Runs.lifespan`` registers its runs and hub, and installs the uvicorn hook itself.
 """
 
 from __future__ import annotations
@@ -13,12 +18,15 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 
 # Each running stream's closer, and whether it streams a hub subscription (those are counted
 # by the hub itself).
 _closers: dict[Callable[[], None], bool] = {}
 _drained: asyncio.Event | None = None
+# Work that feeds streams, stopped before they end, then what it publishes into.
+_stoppers: dict[Callable[[], Awaitable[None]], None] = {}
+_sinks: dict[Callable[[float], Awaitable[None]], None] = {}
 
 
 def register(closer: Callable[[], None], *, hub_stream: bool = False) -> Callable[[], None]:
@@ -38,9 +46,35 @@ def open_stream_count() -> int:
     return sum(1 for hub_stream in _closers.values() if not hub_stream)
 
 
+def stop_first(
+    stop: Callable[[], Awaitable[None]], then: Callable[[float], Awaitable[None]] | None = None
+) -> Callable[[], None]:
+    """At shutdown, await ``stop()`` before any stream is ended (with every other registered
+    ``stop``), then ``then(grace)`` (a hub's ``aclose``: streams get what was published, then
+    end). Returns the function that forgets both (a lifespan that ends on its own)."""
+    _stoppers[stop] = None
+    if then is not None:
+        _sinks[then] = None
+
+    def forget() -> None:
+        _stoppers.pop(stop, None)
+        if then is not None:
+            _sinks.pop(then, None)
+
+    return forget
+
+
 async def close_all_streams(grace: float = 5.0) -> None:
-    """Ask every running stream to end, and wait at most ``grace`` s for them to do so."""
+    """Stop the work registered with :func:`stop_first`, then ask every running stream to
+    end, and wait at most ``grace`` s for them to do so."""
     global _drained
+    stoppers, sinks = list(_stoppers), list(_sinks)
+    _stoppers.clear()
+    _sinks.clear()
+    if stoppers:
+        await asyncio.gather(*(stop() for stop in stoppers), return_exceptions=True)
+    if sinks:
+        await asyncio.gather(*(sink(grace) for sink in sinks), return_exceptions=True)
     if not _closers:
         return
     _drained = asyncio.Event()

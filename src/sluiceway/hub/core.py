@@ -102,6 +102,24 @@ class Hub:
         self._flush_scheduled = False
         self._all_released: asyncio.Event | None = None
 
+    @classmethod
+    def from_url(cls, url: str | None = None, config: HubConfig | None = None) -> Hub:
+        """A hub in this process (``url`` None, empty or ``memory://``), or one whose topics
+        every process on the same Redis shares (``redis://``, ``rediss://``, ``unix://``).
+
+        >>> Hub.from_url(None).backend is None
+        True
+        """
+        config = config or HubConfig()
+        if not url or url in ("memory", "memory://"):
+            return cls(config)
+        from sluiceway.hub.redis_backend import RedisBackend  # redis is imported only when used
+
+        backend = RedisBackend(
+            url, history_size=config.history_size, history_ttl=config.history_ttl
+        )
+        return cls(config, backend)
+
     async def start(self) -> None:
         """Connect the shared backend, if any (raises :class:`BackendUnavailable`)."""
         if self._mirrors is not None:

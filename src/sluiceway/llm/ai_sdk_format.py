@@ -29,7 +29,6 @@ no ``reason`` on ``abort``; ``finishReason`` on ``finish`` is what bounds us to 
 
 from __future__ import annotations
 
-from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any
 
@@ -54,10 +53,11 @@ FINISH_REASONS = {
     "content_filter": "content-filter",
     "tool_calls": "tool-calls",
     "time_limit": "length",
+    "limit": "length",
 }
 
 #: End states that are a stop by someone, not an answer's end: sent as ``abort``.
-ABORTED = frozenset({"cancelled", "abandoned"})
+ABORTED = frozenset({"cancelled", "abandoned", "shutdown"})
 
 TRIGGERS = frozenset({"submit-message", "regenerate-message"})
 ROLES = frozenset({"system", "user", "assistant"})
@@ -313,45 +313,3 @@ class UIMessageEncoder:
             value = data
         name = kind if kind.replace("-", "").replace("_", "").isalnum() else "message"
         return encode_chunk({"type": f"data-{name}", "data": value})
-
-
-class ChatIndex:
-    """Which generation answers each chat now: the latest one started for its id, for the
-    ``GET .../stream`` and ``POST .../cancel`` of the SDK, which name chats, not generations.
-
-    Bounded: the least recently started chats are forgotten beyond ``capacity`` (their
-    generations outlive them only until ``llm_retention`` anyway).
-
-    >>> index = ChatIndex(capacity=2)
-    >>> index.set("a", "gen_1"); index.set("b", "gen_2"); index.set("c", "gen_3")
-    >>> index.get("a") is None, index.get("c")
-    (True, 'gen_3')
-    """
-
-    def __init__(self, capacity: int = 4096) -> None:
-        self.capacity = capacity
-        self._latest: OrderedDict[str, str] = OrderedDict()
-
-    def __len__(self) -> int:
-        return len(self._latest)
-
-    def get(self, chat_id: str) -> str | None:
-        return self._latest.get(chat_id)
-
-    def set(self, chat_id: str, generation_id: str) -> str | None:
-        """Record ``generation_id`` for ``chat_id``; returns the generation it replaces."""
-        previous = self._latest.pop(chat_id, None)
-        self._latest[chat_id] = generation_id
-        while len(self._latest) > self.capacity:
-            self._latest.popitem(last=False)
-        return previous
-
-    def restore(self, chat_id: str, generation_id: str, previous: str | None) -> None:
-        """Undo :meth:`set` (the generation failed before its first token), unless the chat
-        has moved on to another generation since."""
-        if self._latest.get(chat_id) != generation_id:
-            return
-        if previous is None:
-            del self._latest[chat_id]
-        else:
-            self._latest[chat_id] = previous

@@ -41,6 +41,8 @@ STOP_REASONS = {
     "time_limit": "max_tokens",
     "cancelled": "end_turn",
     "abandoned": "end_turn",
+    "shutdown": "end_turn",
+    "limit": "max_tokens",
 }
 
 #: Error ``type`` by HTTP status, as Anthropic names them.

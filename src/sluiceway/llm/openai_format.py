@@ -14,7 +14,13 @@ from pydantic import ValidationError
 from sluiceway.llm.request import ChatRequest
 
 #: Our end states that OpenAI has no word for.
-_FINISH = {"time_limit": "length", "cancelled": "stop", "abandoned": "stop"}
+_FINISH = {
+    "time_limit": "length",
+    "limit": "length",
+    "cancelled": "stop",
+    "abandoned": "stop",
+    "shutdown": "stop",
+}
 
 #: Error ``type`` by status, as OpenAI names them (the SDK picks its exception by status).
 ERROR_TYPES = {

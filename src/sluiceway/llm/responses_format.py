@@ -26,6 +26,8 @@ _STATUS = {
     "time_limit": "incomplete",
     "cancelled": "cancelled",
     "abandoned": "cancelled",
+    "shutdown": "cancelled",
+    "limit": "incomplete",
 }
 
 

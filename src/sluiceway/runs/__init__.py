@@ -13,20 +13,36 @@ bounded in time, items, bytes and concurrency, and owned by whoever started them
 ...     yield TextDelta("Hello")
 >>> run = runs.start(answer("hi"), owner="alice")                  # doctest: +SKIP
 
-See :mod:`sluiceway.runs.http` for the endpoints (FastAPI and Starlette) that serve them.
+In a FastAPI app (the endpoints are :mod:`sluiceway.runs.http`'s, FastAPI's in
+:mod:`sluiceway.runs.fastapi`)::
+
+    runs = Runs(Hub.from_url(os.environ.get("REDIS_URL")), family="answer")
+    app = FastAPI(lifespan=runs.lifespan)
+    app.include_router(runs.router(prefix="/answers", identify=current_user))
+
+    @app.post("/answers")
+    async def answer(question: Question, user: str | None = Depends(current_user)):
+        call = openai.chat.completions.create(model=MODEL, messages=..., stream=True)
+        return await runs.respond(openai_chunks(call), owner=user)
 """
 
 from sluiceway.llm.chunks import Finish, TextDelta, ToolCallDelta, ToolResult, Usage
 from sluiceway.runs.directory import RedisRunDirectory, RemoteRun, RunDirectory
 from sluiceway.runs.follow import run_batches, run_events, run_frames, run_stream
+from sluiceway.runs.formats import FORMATS, Format
+from sluiceway.runs.http import respond, run_response, run_routes, token_subject
 from sluiceway.runs.items import TERMINAL_EVENTS, ItemEncoder, RunError
 from sluiceway.runs.limits import RunLimits
 from sluiceway.runs.manager import RunRefused, Runs
 from sluiceway.runs.run import Run, RunObserver, RunState
+from sluiceway.runs.sdk import anthropic_chunks, openai_chunks
+from sluiceway.runs.tools import ToolCall, ToolCalls
 
 __all__ = [
+    "FORMATS",
     "TERMINAL_EVENTS",
     "Finish",
+    "Format",
     "ItemEncoder",
     "RedisRunDirectory",
     "RemoteRun",
@@ -39,11 +55,19 @@ __all__ = [
     "RunState",
     "Runs",
     "TextDelta",
+    "ToolCall",
     "ToolCallDelta",
+    "ToolCalls",
     "ToolResult",
     "Usage",
+    "anthropic_chunks",
+    "openai_chunks",
+    "respond",
     "run_batches",
     "run_events",
     "run_frames",
+    "run_response",
+    "run_routes",
     "run_stream",
+    "token_subject",
 ]

@@ -216,11 +216,11 @@ def format_headers(format: Format) -> dict[str, str]:
 def error_body(format: Format, status: int, code: str, message: str) -> dict[str, Any]:
     """An HTTP error's JSON body in the shape ``format``'s clients parse: the OpenAI and
     Anthropic SDKs raise their own exception types for theirs; the AI SDK's transport raises
-    ``new Error(body)``, the same JSON as its in-band ``errorText``; the run's own events
-    carry ``{"error": code, "message": ...}``, as its ``error`` event does.
+    ``new Error(body)``, the same JSON as its in-band ``errorText``; everyone else gets
+    ``{"error": code, "detail": ...}``, as from every endpoint of Sluiceway's server.
 
     >>> error_body("sse", 429, "too_many_runs", "wait")
-    {'error': 'too_many_runs', 'message': 'wait'}
+    {'error': 'too_many_runs', 'detail': 'wait'}
     >>> error_body("anthropic", 429, "too_many_runs", "wait")["error"]["type"]
     'rate_limit_error'
     """
@@ -231,4 +231,4 @@ def error_body(format: Format, status: int, code: str, message: str) -> dict[str
         return anthropic_format.error_body(kind, message)
     if format == "ai-sdk":
         return orjson.loads(error_text(code, message))  # type: ignore[no-any-return]
-    return {"error": code, "message": message}
+    return {"error": code, "detail": message}

@@ -18,15 +18,25 @@ import logging
 import time
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 
+from sluiceway.asgi.shutdown import end_streams_on_uvicorn_exit, stop_first
 from sluiceway.hub import Hub, TopicBounds
+from sluiceway.runs.chats import Chats
 from sluiceway.runs.directory import RemoteRun, RunDirectory
 from sluiceway.runs.follow import run_batches
 from sluiceway.runs.limits import RunLimits
 from sluiceway.runs.run import Run, RunObserver, RunState
+
+if TYPE_CHECKING:
+    from starlette.responses import Response
+    from starlette.routing import BaseRoute
+
+    from sluiceway.runs.fastapi import RunRouter
+    from sluiceway.runs.formats import Format
+    from sluiceway.runs.http import Identify
 
 logger = logging.getLogger("sluiceway.runs")
 
@@ -71,6 +81,8 @@ class Runs:
         self.limits = limits = limits or RunLimits()
         self.directory = directory if directory is not None else _directory_of(hub, limits)
         self.observer = observer
+        #: Which run answers each chat now (the AI SDK's resume names chats).
+        self.chats = Chats(family, self.directory)
         self._by_id: dict[str, Run] = {}
         self._unwatched_since: dict[str, float] = {}
         self._sweeper: asyncio.Task[None] | None = None
@@ -100,7 +112,7 @@ class Runs:
         try:
             self._admit(owner)
         except RunRefused:
-            _close_unstarted(producer)
+            close_unstarted(producer)
             raise
         run = Run(
             producer,
@@ -249,14 +261,75 @@ class Runs:
 
     @asynccontextmanager
     async def lifespan(self, app: Any = None) -> AsyncIterator[None]:
-        """For ``FastAPI(lifespan=runs.lifespan)`` (or inside your own): shares runs across
-        processes while the app runs, and ends them cleanly when it stops."""
+        """For ``FastAPI(lifespan=runs.lifespan)`` (or inside your own): starts the hub (and
+        closes it after), shares runs across processes while the app runs, and ends them
+        cleanly when it stops: under uvicorn, at the start of its shutdown, so that every
+        stream gets its run's last event (``done`` ``{"state": "shutdown"}``) before it
+        ends."""
         await self.hub.start()
         await self.start_sharing()
+        end_streams_on_uvicorn_exit()
+        forget = stop_first(self.aclose, self.hub.aclose)
         try:
             yield
         finally:
+            forget()
             await self.aclose()
+            await self.hub.aclose()
+
+    # -- HTTP (sluiceway.runs.http, sluiceway.runs.fastapi) ----------------------------------
+
+    async def respond(
+        self,
+        producer: AsyncIterator[Any],
+        *,
+        owner: str | None = None,
+        format: Format = "sse",
+        chat_id: str | None = None,
+        meta: Mapping[str, Any] | None = None,
+        annotations: Mapping[str, Any] | None = None,
+        background: bool = False,
+        partial_json: bool = False,
+        headers: Mapping[str, str] | None = None,
+    ) -> Response:
+        """Start a run of ``producer`` and answer with its stream: what an endpoint returns
+        (see :func:`sluiceway.runs.http.respond`)."""
+        from sluiceway.runs.http import respond
+
+        return await respond(
+            self,
+            producer,
+            owner=owner,
+            format=format,
+            chat_id=chat_id,
+            meta=meta,
+            annotations=annotations,
+            background=background,
+            partial_json=partial_json,
+            headers=headers,
+        )
+
+    def router(
+        self,
+        *,
+        prefix: str = "/runs",
+        identify: Any = None,
+        chats: str | None = None,
+        **router_options: Any,
+    ) -> RunRouter:
+        """A FastAPI router: follow, describe and cancel this family's runs under ``prefix``
+        (and resume chats under ``chats``); see :class:`sluiceway.runs.fastapi.RunRouter`."""
+        from sluiceway.runs.fastapi import RunRouter
+
+        return RunRouter(self, prefix=prefix, identify=identify, chats=chats, **router_options)
+
+    def routes(
+        self, prefix: str = "/runs", *, identify: Identify | None = None, chats: str | None = None
+    ) -> list[BaseRoute]:
+        """The same endpoints as Starlette routes (:func:`sluiceway.runs.http.run_routes`)."""
+        from sluiceway.runs.http import run_routes
+
+        return run_routes(self, prefix, identify=identify, chats=chats)
 
     def _ensure_sweeper(self) -> None:
         if self._sweeper is None or self._sweeper.done():
@@ -343,7 +416,7 @@ def _directory_of(hub: Hub, limits: RunLimits) -> RunDirectory:
     return RedisRunDirectory(redis, keep_for=limits.max_duration + limits.retention + 60)
 
 
-def _close_unstarted(producer: AsyncIterator[Any]) -> None:
+def close_unstarted(producer: AsyncIterator[Any]) -> None:
     """Close a producer that will never run (an unstarted async generator closes at once)."""
     aclose = getattr(producer, "aclose", None)
     if aclose is not None:

@@ -22,25 +22,21 @@ Errors before the first token are HTTP statuses with a JSON body, which the tran
 
 from __future__ import annotations
 
+from redis.exceptions import RedisError
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
-from sluiceway.asgi import EventStreamResponse
 from sluiceway.auth import Grants
 from sluiceway.auth.resources import GENERATIONS, may_act_on_run, owner_of
-from sluiceway.hub import Hub
 from sluiceway.llm.ai_sdk_format import (
-    STREAM_HEADER,
     BadRequest,
-    ChatIndex,
     parse_chat_request,
 )
 from sluiceway.llm.chunks import UpstreamError
 from sluiceway.llm.generation import first_token
 from sluiceway.llm.manager import GenerationRefused
-from sluiceway.runs import RemoteRun, Run
-from sluiceway.runs.formats import ai_sdk_stream
+from sluiceway.runs import RemoteRun, Run, run_response
 from sluiceway.server.access import (
     PUBLISH,
     SUBSCRIBE,
@@ -51,24 +47,13 @@ from sluiceway.server.access import (
 )
 from sluiceway.server.errors import APIError, JSONResponse
 from sluiceway.server.generation_routes import (
+    ID_HEADER,
     cancel_generation,
     find_generation,
     generations_of,
     read_json,
     refusal,
 )
-
-#: Chats remembered per app (their latest generation each).
-CHAT_CAPACITY = 4096
-
-
-def chats_of(request: Request) -> ChatIndex:
-    """The app's chat → generation index, made on first use (kept on ``app.state``)."""
-    state = request.app.state
-    index: ChatIndex | None = getattr(state, "ai_sdk_chats", None)
-    if index is None:
-        index = state.ai_sdk_chats = ChatIndex(CHAT_CAPACITY)
-    return index
 
 
 def _error(exc: APIError) -> Response:
@@ -79,15 +64,15 @@ def _error(exc: APIError) -> Response:
     if "retry_after" in exc.extra:
         headers["retry-after"] = str(int(exc.extra["retry_after"]))
     if "generation_id" in exc.extra:
-        headers["x-generation-id"] = exc.extra["generation_id"]
+        headers[ID_HEADER] = exc.extra["generation_id"]
     return JSONResponse(body, status_code=exc.status, headers=headers)
 
 
-def _stream(hub: Hub, generation: Run | RemoteRun, ends_at: float | None = None) -> Response:
-    return EventStreamResponse(  # type: ignore[return-value]
-        ai_sdk_stream(hub, generation, generation.id),
-        headers={STREAM_HEADER[0]: STREAM_HEADER[1], "x-generation-id": generation.id},
-        ends_at=ends_at,
+async def _stream(
+    request: Request, generation: Run | RemoteRun, ends_at: float | None = None
+) -> Response:
+    return await run_response(
+        generations_of(request).runs, generation, "ai-sdk", ends_at=ends_at, id_header=ID_HEADER
     )
 
 
@@ -109,19 +94,13 @@ async def chat(request: Request) -> Response:
         return _error(refusal(exc))
     # Recorded before the first token, so that a reconnect meanwhile finds this answer (in
     # any process, with a shared directory).
-    chats = chats_of(request)
-    previous = chats.set(turn.chat_id, generation.id)
-    directory = generations.directory
-    shared_previous = await directory.chat(turn.chat_id) if directory.shared else None
-    await directory.set_chat(turn.chat_id, generation.id)
+    undo = await generations.runs.chats.bind(turn.chat_id, generation.id)
     try:
         await first_token(generation)
     except UpstreamError as exc:
-        chats.restore(turn.chat_id, generation.id, previous)
-        if directory.shared:
-            await directory.set_chat(turn.chat_id, shared_previous)
+        await undo()
         return _error(refusal(exc, generation.id))
-    return _stream(request.app.state.hub, generation)
+    return await _stream(request, generation)
 
 
 async def _check_owner(request: Request, chat_id: str, grants: Grants) -> None:
@@ -139,9 +118,10 @@ async def _generation_of_chat(request: Request) -> Run | RemoteRun | None:
 
 
 async def _generation_of(request: Request, chat_id: str) -> Run | RemoteRun | None:
-    generation_id = chats_of(request).get(chat_id)
-    if generation_id is None:
-        generation_id = await generations_of(request).directory.chat(chat_id)
+    try:
+        generation_id = await generations_of(request).runs.chats.latest(chat_id)
+    except (RedisError, OSError) as exc:
+        raise APIError(503, "backend_unavailable", f"cannot look the chat up: {exc}") from None
     return await find_generation(request, generation_id) if generation_id else None
 
 
@@ -166,7 +146,7 @@ async def resume(request: Request) -> Response:
         return _error(exc)
     if generation is None:
         return Response(status_code=204)
-    return _stream(request.app.state.hub, generation, grants.read_deadline)
+    return await _stream(request, generation, grants.read_deadline)
 
 
 async def cancel(request: Request) -> Response:
@@ -181,7 +161,7 @@ async def cancel(request: Request) -> Response:
     state = generation.state if isinstance(generation, RemoteRun) else generation.state.value
     return JSONResponse(
         {"id": generation.id, "state": state},
-        headers={"x-generation-id": generation.id},
+        headers={ID_HEADER: generation.id},
     )
 
 

@@ -45,17 +45,7 @@ from sluiceway.transfer.exports import dispose_engine
 
 def make_hub(settings: Settings) -> Hub:
     """The hub the settings describe: in-process, or mirroring a shared Redis backend."""
-    config = settings.hub_config()
-    if not settings.shared_backend:
-        return Hub(config)
-    from sluiceway.hub.redis_backend import RedisBackend  # redis is imported only when used
-
-    backend = RedisBackend(
-        settings.backend,
-        history_size=config.history_size,
-        history_ttl=config.history_ttl,
-    )
-    return Hub(config, backend)
+    return Hub.from_url(settings.backend, settings.hub_config())
 
 
 def create_app(

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from typing import Any
 
 import orjson
@@ -12,20 +11,18 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from sluiceway.asgi import EventStreamResponse
 from sluiceway.auth import Grants
 from sluiceway.auth.resources import GENERATIONS, owner_of
-from sluiceway.hub import Hub, HubClosed, InvalidEventId, Subscription
-from sluiceway.ids import parse_cursor
 from sluiceway.llm.chunks import UpstreamError
 from sluiceway.llm.generation import first_token
 from sluiceway.llm.manager import GenerationRefused, Generations
-from sluiceway.llm.pacing import paced
 from sluiceway.llm.request import ChatRequest
-from sluiceway.runs import RemoteRun, Run, run_frames, run_stream
+from sluiceway.runs import RemoteRun, Run, run_response
 from sluiceway.server.access import PUBLISH, SUBSCRIBE, require, require_run
 from sluiceway.server.errors import APIError, JSONResponse
-from sluiceway.sse import Event
+
+#: The response header naming the generation a stream comes from.
+ID_HEADER = "x-generation-id"
 
 
 class GenerationBody(ChatRequest):
@@ -100,37 +97,14 @@ async def stream_of(
 ) -> Response:
     """The generation's stream from ``last_event_id`` (its start when None); ``ends_at``: when
     the stream must end (the reader's token expires)."""
-    hub: Hub = request.app.state.hub
-    try:
-        if last_event_id:
-            parse_cursor(last_event_id, 1)
-            if generation.done.is_set():
-                page = await hub.history(generation.topic, None, 0)
-                if last_event_id == str(page.latest):
-                    # The client has everything of an ended generation: 204 tells it not to
-                    # reconnect.
-                    return Response(status_code=204)
-        content: Subscription | AsyncIterator[bytes] | AsyncIterator[Event]
-        if pace is not None:
-            content = paced(run_stream(hub, generation, last_event_id), pace)
-        elif hub.backend is None:
-            # In one process the topic ends when the generation does: stream it as stored.
-            content = hub.subscribe_nowait(
-                [generation.topic], last_event_id, from_start=last_event_id is None
-            )
-        else:
-            # A mirror of a shared topic is not told that the generation ended: stop at its
-            # last event.
-            content = run_frames(hub, generation, last_event_id)
-    except InvalidEventId as exc:
-        raise APIError(400, "invalid_last_event_id", str(exc)) from None
-    except HubClosed as exc:
-        raise APIError(503, "shutting_down", str(exc)) from None
-    return EventStreamResponse(  # type: ignore[return-value]
-        content,
-        headers={"x-generation-id": generation.id},
-        retry=request.app.state.settings.retry_ms,
+    return await run_response(
+        generations_of(request).runs,
+        generation,
+        last_event_id=last_event_id,
+        pace=pace,
         ends_at=ends_at,
+        retry=request.app.state.settings.retry_ms,
+        id_header=ID_HEADER,
     )
 
 

@@ -115,7 +115,7 @@ class AnthropicProvider:
             self._http, self._url, self.body(request), self._headers, _error_message
         ) as response:
             parser = Parser()
-            state = _StreamState()
+            state = MessageEventReader()
             async for raw in response.aiter_bytes():
                 for event in parser.feed(raw):
                     try:
@@ -152,8 +152,10 @@ def _error_message(body: Any) -> str | None:
     return str(error.get("message") or error.get("type") or "") or None
 
 
-class _StreamState:
-    """Anthropic numbers content blocks (text and tool use together); tool calls get their own
+class MessageEventReader:
+    """The typed chunks of Anthropic's Messages stream events, one event at a time.
+
+    Anthropic numbers content blocks (text and tool use together); tool calls get their own
     0-based index, as in OpenAI's format."""
 
     def __init__(self) -> None:
