@@ -4,7 +4,7 @@
 
 ``POST /recipes`` ``{"dish": "pancakes"}`` asks the model for a recipe as JSON (a JSON schema)
 and streams ``partial`` events, ``{"value": ...}``: the object parsed so far, strings still
-growing (a UI renders the list of ingredients as it fills), at most 20 a second. The last is
+growing (a UI renders the list of ingredients as it fills), at most 10 a second. The last is
 the complete, validated value. Resume and cancel as in ``openai_chat.py``.
 """
 

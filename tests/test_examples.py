@@ -16,21 +16,28 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import os
+import shutil
 import signal
+import subprocess
 import time
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import anthropic
 import httpx
+import openai
 import pytest
+from anthropic.types import RawMessageStreamEvent
 from fake_llm import FAKE_API_KEY, FakeLLM, Script
+from openai.types.chat import ChatCompletionChunk
 from redisproc import RedisProcess
 from serverproc import ServerProcess, SSEStream
 from tokens import bearer, mint
 
-from sluiceway.sse import Event
+from sluiceway.sse import Event, Parser
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 SECRET = "examples-test-secret-0123456789abcdef"
@@ -297,17 +304,19 @@ async def test_a_shutdown_mid_run_ends_every_stream_with_an_explicit_event(
     process = start_example(example, fake)
     example.prepare(fake, tokens=3, interval=0.01, stall=True)
     try:
-        async with client_of(process) as client:
-            async with started(client, example, rows=100_000) as (run_id, response):
-                head = response.aiter_bytes()
-                received = bytearray(await anext(head))
-                async with follow(client, example, run_id) as stream:
-                    await items_until(stream, 2)
-                    process.signal(signal.SIGTERM)
-                    rest = await stream.until_end(timeout=10)
-                async with asyncio.timeout(10):
-                    async for chunk in head:
-                        received += chunk
+        async with (
+            client_of(process) as client,
+            started(client, example, rows=100_000) as (run_id, response),
+        ):
+            head = response.aiter_bytes()
+            received = bytearray(await anext(head))
+            async with follow(client, example, run_id) as stream:
+                await items_until(stream, 2)
+                process.signal(signal.SIGTERM)
+                rest = await stream.until_end(timeout=10)
+            async with asyncio.timeout(10):
+                async for chunk in head:
+                    received += chunk
         assert rest[-1].event == "done" and payload(rest[-1])["state"] == "shutdown"
         if example.format == "ai-sdk":
             assert b'"type":"abort"' in received and received.endswith(b"data: [DONE]\n\n")
@@ -321,3 +330,300 @@ async def test_a_shutdown_mid_run_ends_every_stream_with_an_explicit_event(
             assert "rolled back" in process.output()
     finally:
         process.stop()
+
+
+# -- who may see a run -------------------------------------------------------------------
+
+
+async def test_only_the_token_subject_that_started_a_run_follows_describes_and_cancels_it(
+    apps: dict[str, ServerProcess], fake: FakeLLM
+) -> None:
+    example = BY_NAME["openai_chat"]
+    app = apps.setdefault(example.name, start_example(example, fake))
+    example.prepare(fake, tokens=3, interval=0.01, stall=True)
+    alice = bearer(mint(SECRET, sub="alice"))
+    bob = bearer(mint(SECRET, sub="bob"))
+    async with client_of(app) as client:
+        async with started(client, example, headers=alice) as (run_id, _response):
+            pass
+        for who in [{}, bob]:
+            for method, path in [
+                ("GET", f"/answers/{run_id}"),
+                ("GET", f"/answers/{run_id}/events"),
+                ("POST", f"/answers/{run_id}/cancel"),
+            ]:
+                answer = await client.request(method, path, headers=who)
+                assert answer.status_code == 404, (who, path, answer.text)
+                assert answer.json()["error"] == "unknown_run"
+        assert (await client.get(f"/answers/{run_id}", headers=alice)).json()["state"] == "running"
+        for bad in [
+            {"authorization": "Bearer not.a.token"},
+            bearer(mint("another-secret-0123456789abcdef0123", sub="alice")),
+            bearer(mint(SECRET, sub="alice", exp=int(time.time()) - 10)),
+            bearer(mint(SECRET)),  # no sub
+            {"authorization": "Basic YWxpY2U6eA=="},
+        ]:
+            refused = await client.get(f"/answers/{run_id}", headers=bad)
+            assert refused.status_code == 401, (bad, refused.text)
+            assert refused.headers["www-authenticate"].startswith("Bearer")
+        cancelled = await client.post(f"/answers/{run_id}/cancel", headers=alice)
+        assert cancelled.json()["state"] == "cancelled"
+
+
+# -- errors ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("status", "code", "shown"),
+    [(404, "not_found", "The model does not exist."), (401, "unauthorized", None)],
+)
+async def test_an_upstream_refusal_before_the_first_token_is_the_endpoints_status(
+    apps: dict[str, ServerProcess], fake: FakeLLM, status: int, code: str, shown: str | None
+) -> None:
+    example = BY_NAME["openai_chat"]
+    app = apps.setdefault(example.name, start_example(example, fake))
+    fake.reset()
+    fake.script = Script(status=status)
+    async with client_of(app) as client:
+        answer = await client.post("/chat", json=CHAT)
+        in_openai_shape = await client.post("/chat", json={**CHAT, "format": "openai"})
+    assert answer.status_code == status, answer.text
+    assert answer.json()["error"] == code and answer.headers["x-run-id"].startswith("answer_")
+    if shown is not None:
+        assert shown in answer.json()["detail"]
+    assert FAKE_API_KEY not in answer.text and "Traceback" not in answer.text
+    assert in_openai_shape.status_code == status
+    assert in_openai_shape.json()["error"]["code"] == code
+
+
+async def test_an_upstream_failure_after_the_first_token_is_an_error_event(
+    apps: dict[str, ServerProcess], fake: FakeLLM
+) -> None:
+    example = BY_NAME["anthropic_chat"]
+    app = apps.setdefault(example.name, start_example(example, fake))
+    fake.reset()
+    fake.script = Script(tokens=["a", "b", "c"], error_after=2)
+    async with client_of(app) as client:
+        answer = await client.post("/chat", json=CHAT)
+    events = Parser().feed(answer.content)
+    assert [e.event for e in events] == ["start", "token", "token", "error"]
+    error = payload(events[-1])
+    assert error["error"] == "upstream_error" and "Traceback" not in answer.text
+
+
+async def test_a_producers_refusal_before_its_first_item_is_its_status(
+    apps: dict[str, ServerProcess], fake: FakeLLM
+) -> None:
+    example = BY_NAME["progress"]
+    app = apps.setdefault(example.name, start_example(example, fake))
+    async with client_of(app) as client:
+        too_large = await client.post("/imports", json={"rows": 200_000})
+        bad = await client.post("/imports", json={"rows": "many"})
+        not_json = await client.post(
+            "/imports", content=b"{", headers={"content-type": "application/json"}
+        )
+    assert too_large.status_code == 413
+    assert too_large.json() == {
+        "error": "too_large",
+        "detail": "imports of more than 100000 rows need a ticket",
+    }
+    assert bad.status_code == 422 and not_json.status_code == 422
+
+
+@pytest.mark.parametrize(
+    ("path", "params", "headers", "status"),
+    [
+        ("/answers/{id}/events", {"format": "xml"}, {}, 422),
+        ("/answers/{id}/events", {}, {"last-event-id": "nonsense"}, 400),
+        ("/answers/{id}/events", {"format": "responses", "starting_after": "-1"}, {}, 422),
+        ("/answers/answer_000000000000000000000000/events", {}, {}, 404),
+        ("/answers/../../etc/passwd", {}, {}, 404),
+    ],
+)
+async def test_bad_requests_to_an_apps_run_endpoints_are_clear_4xx(
+    apps: dict[str, ServerProcess],
+    fake: FakeLLM,
+    path: str,
+    params: dict[str, str],
+    headers: dict[str, str],
+    status: int,
+) -> None:
+    example = BY_NAME["openai_chat"]
+    app = apps.setdefault(example.name, start_example(example, fake))
+    example.prepare(fake, tokens=3, interval=0)
+    async with client_of(app) as client:
+        run_id = (await client.post("/chat", json=CHAT)).headers["x-run-id"]
+        answer = await client.get(path.format(id=run_id), params=params, headers=headers)
+        assert answer.status_code == status, answer.text
+        assert answer.headers["content-type"].startswith("application/json")
+        whole = await client.get(f"/answers/{run_id}/events")
+    assert Parser().feed(whole.content)[-1].event == "done"  # nothing lost
+
+
+async def test_the_run_endpoints_are_in_the_apps_openapi_document(
+    apps: dict[str, ServerProcess], fake: FakeLLM
+) -> None:
+    example = BY_NAME["agent"]
+    app = apps.setdefault(example.name, start_example(example, fake))
+    async with client_of(app) as client:
+        document = (await client.get("/openapi.json")).json()
+    paths = document["paths"]
+    events = paths["/runs/{run_id}/events"]["get"]
+    assert "text/event-stream" in events["responses"]["200"]["content"]
+    assert {p["name"] for p in events["parameters"]} >= {"run_id", "format", "Last-Event-ID"}
+    assert "post" in paths["/runs/{run_id}/cancel"] and "get" in paths["/runs/{run_id}"]
+    assert "get" in paths["/api/chat/{chat_id}/stream"]
+
+
+# -- real clients ------------------------------------------------------------------------
+
+
+async def test_the_openai_sdk_reads_a_run_served_in_its_format(
+    apps: dict[str, ServerProcess], fake: FakeLLM
+) -> None:
+    example = BY_NAME["openai_chat"]
+    app = apps.setdefault(example.name, start_example(example, fake))
+    example.prepare(fake, tokens=5, interval=0)
+    # The app's users send their JWT where the SDK puts its key (Authorization: Bearer).
+    client = openai.AsyncOpenAI(base_url=app.url, api_key=mint(SECRET, sub="alice"))
+    stream = await client.post(
+        "/chat",
+        body={**CHAT, "format": "openai"},
+        cast_to=ChatCompletionChunk,
+        stream=True,
+        stream_cls=openai.AsyncStream[ChatCompletionChunk],
+    )
+    chunks = [chunk async for chunk in stream]
+    await client.close()
+    text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    assert text == "".join(f"w{n} " for n in range(5))
+    assert chunks[-1].choices[0].finish_reason == "stop"
+
+
+async def test_the_anthropic_sdk_reads_a_run_served_in_its_format(
+    apps: dict[str, ServerProcess], fake: FakeLLM
+) -> None:
+    example = BY_NAME["anthropic_chat"]
+    app = apps.setdefault(example.name, start_example(example, fake))
+    example.prepare(fake, tokens=5, interval=0)
+    client = anthropic.AsyncAnthropic(base_url=app.url, auth_token=mint(SECRET, sub="alice"))
+    stream = await client.post(
+        "/chat",
+        body={**CHAT, "format": "anthropic"},
+        cast_to=RawMessageStreamEvent,  # type: ignore[arg-type]
+        stream=True,
+        stream_cls=anthropic.AsyncStream[RawMessageStreamEvent],
+    )
+    events = [event async for event in stream]
+    await client.close()
+    text = "".join(
+        e.delta.text
+        for e in events
+        if e.type == "content_block_delta" and e.delta.type == "text_delta"
+    )
+    assert text == "".join(f"w{n} " for n in range(5))
+    assert events[-1].type == "message_stop"
+
+
+NODE_RUNS = Path(__file__).parent / "node_runs" / "generation_of_an_app.mjs"
+
+
+def run_node(
+    node: str, script: Path, *args: str, cwd: Path | None = None, env: dict[str, str] | None = None
+) -> dict[str, Any]:
+    result = subprocess.run(
+        [node, str(script), *args],
+        cwd=cwd,
+        env={**os.environ, **(env or {})},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 0, f"{result.stderr}\n{result.stdout}"
+    lines = result.stdout.strip().splitlines()
+    assert len(lines) == 1, result.stdout
+    return json.loads(lines[0])  # type: ignore[no-any-return]
+
+
+@pytest.fixture(scope="module")
+def node() -> str:
+    found = shutil.which("node")
+    if found is None:
+        pytest.skip(
+            "node is NOT installed: sluiceway.js and useChat against the examples are NOT tested"
+        )
+    return found
+
+
+async def test_sluiceway_js_follows_an_apps_run_across_a_reload_and_stops_it(
+    node: str, apps: dict[str, ServerProcess], fake: FakeLLM
+) -> None:
+    example = BY_NAME["openai_chat"]
+    app = apps.setdefault(example.name, start_example(example, fake))
+    options = {
+        "body": CHAT,
+        "urls": {
+            "start": "/chat",
+            "events": "/answers/{id}/events",
+            "cancel": "/answers/{id}/cancel",
+        },
+    }
+    example.prepare(fake, tokens=20, interval=0.02)
+    reloaded = await asyncio.to_thread(
+        run_node, node, NODE_RUNS, app.url, "reload", json.dumps(options)
+    )
+    full = "".join(f"w{n} " for n in range(20))
+    assert reloaded["id"].startswith("answer_") and reloaded["resumedId"] == reloaded["id"]
+    assert 0 < len(reloaded["textBefore"]) < len(full) and reloaded["text"] == full
+    assert reloaded["state"] == "done" and reloaded["end"]["summary"]["state"] == "completed"
+    assert reloaded["stored"] is None  # forgotten once done
+
+    example.prepare(fake, tokens=3, interval=0.01, stall=True)
+    closed_before = fake.closed
+    stopped = await asyncio.to_thread(
+        run_node, node, NODE_RUNS, app.url, "stop", json.dumps(options)
+    )
+    assert stopped["state"] == "cancelled"
+    assert await asyncio.to_thread(fake.wait_closed, closed_before + 1, 5)
+    async with client_of(app) as client:
+        described = (await client.get(f"/answers/{stopped['id']}")).json()
+    assert described["state"] == "cancelled"
+
+
+async def test_use_chat_of_the_ai_sdk_resumes_the_agent_loop(
+    apps: dict[str, ServerProcess], fake: FakeLLM
+) -> None:
+    """``useChat``'s core (npm ``ai``), against examples/agent.py: an answer interrupted mid-way
+    and resumed through ``GET /api/chat/{id}/stream`` is the whole agent loop — text, the tool
+    call with its arguments whole, the tool's output, the next step's text."""
+    from nodeproc import node_with_packages
+    from test_ai_sdk_node import NODE_DIR, PACKAGES, SCRIPT
+
+    node_path = node_with_packages(NODE_DIR, PACKAGES, "useChat against examples/agent.py")
+    example = BY_NAME["agent"]
+    app = apps.setdefault(example.name, start_example(example, fake))
+    for package in PACKAGES:
+        example.prepare(fake, tokens=20, interval=0.03)
+        chat_id = f"agent-{package}-{time.monotonic_ns()}"
+        result = await asyncio.to_thread(
+            run_node,
+            node_path,
+            SCRIPT,
+            app.url,
+            "interrupt",
+            chat_id,
+            json.dumps({"stopAfterChars": 6, "prompt": "Weather in Paris?"}),
+            cwd=NODE_DIR,
+            env={"AI_PACKAGE": package},
+        )
+        partial, resumed = result["partial"], result["resumed"]
+        assert partial["error"] is None and resumed["error"] is None, result
+        full = "".join(f"w{n} " for n in range(20))
+        assert resumed["text"] == full and len(partial["text"]) < len(full)
+        parts = resumed["message"]["parts"]
+        tool = next(p for p in parts if p["type"] == "tool-get_weather")
+        assert tool["state"] == "output-available" and tool["input"] == {"city": "Paris"}
+        assert tool["output"] == {"city": "Paris", "temperature_c": 18, "sky": "clear"}
+        assert [p["type"] for p in parts].count("step-start") == 2
+        assert resumed["types"][-1] == "finish"

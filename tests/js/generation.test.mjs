@@ -245,6 +245,11 @@ describe("Generation", () => {
       text: "Once upon a",
       meta: { messages: BODY.messages },
       baseUrl: s.url,
+      urls: {
+        start: "/v1/generations",
+        events: "/v1/generations/{id}/stream",
+        cancel: "/v1/generations/{id}/cancel",
+      },
       model: "fake-1",
     });
     await sleep(30);

@@ -60,6 +60,12 @@ async def run_frames(
 
 
 async def run_events(hub: Hub, run: Followable) -> AsyncIterator[tuple[str, Any]]:
-    """Every event of ``run`` as (event type, parsed data)."""
+    """Every event of ``run`` as (event type, data): parsed when it is JSON (every event of
+    the run's own is), else the text as it is."""
     async for event in run_stream(hub, run):
-        yield event.event or "message", orjson.loads(event.data or "null")
+        data = event.data or ""
+        try:
+            value = orjson.loads(data)
+        except orjson.JSONDecodeError:
+            value = data
+        yield event.event or "message", value

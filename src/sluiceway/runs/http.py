@@ -218,11 +218,14 @@ async def _content(
         return format_stream(hub, run, format)
     try:
         if last_event_id:
-            parse_cursor(last_event_id, 1)
-            if run.done.is_set():
-                page = await hub.history(run.topic, None, 0)
-                if last_event_id == str(page.latest):
-                    return None  # it has everything of an ended run
+            position = parse_cursor(last_event_id, 1)[0]
+            latest = (await hub.history(run.topic, None, 0)).latest
+            if latest is None or position.epoch != latest.epoch or position.offset > latest.offset:
+                # Not one of this run's ids (another run's, or made up): resuming from it
+                # would silently skip or repeat events.
+                raise HTTPRunError(400, "invalid_last_event_id", "not an id of this run's events")
+            if run.done.is_set() and position == latest:
+                return None  # it has everything of an ended run
         if pace is not None:
             return paced(run_stream(hub, run, last_event_id), pace)
         if hub.backend is None:

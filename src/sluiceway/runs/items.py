@@ -10,7 +10,7 @@ item                                           event
                                                replaced by the run's position)
 ``str``                                        a ``message`` with that data
 ``bytes``                                      a ``message`` with that data (UTF-8 text)
-any other JSON value (dict, list, number...)   a ``message`` with the value as compact JSON
+any JSON value, dataclass or pydantic model    a ``message`` with the value as compact JSON
 :class:`~sluiceway.llm.chunks.TextDelta`       ``token`` ``{"text"}``
 :class:`~sluiceway.llm.chunks.ToolCallDelta`   ``tool_call`` ``{"index", "id", "name",
                                                "arguments"}``
@@ -103,14 +103,15 @@ class ItemEncoder:
         "finish_reason",
         "output_tokens",
         "partial_json",
+        "_pieces",
         "steps",
-        "text",
         "tool_calls",
     )
 
     def __init__(self, *, partial_json: bool = False) -> None:
         self.partial_json = partial_json
-        self.text = ""
+        # The text's pieces, joined when asked: appending to one string is quadratic.
+        self._pieces: list[str] = []
         #: Tool calls as they formed, by (step, index), in order of appearance.
         self.tool_calls: dict[tuple[int, int], dict[str, str]] = {}
         self._past_usage: Usage | None = None  # of the steps before this one, added up
@@ -146,7 +147,17 @@ class ItemEncoder:
             return [(None, item)]
         if isinstance(item, bytes | bytearray | memoryview):
             return [(None, bytes(item).decode("utf-8"))]
+        dump = getattr(item, "model_dump", None)  # a pydantic model: its JSON
+        if dump is not None:
+            return [(None, _json(dump(mode="json")))]
         return [(None, _json(item))]
+
+    @property
+    def text(self) -> str:
+        """The answer's text so far (every step's)."""
+        if len(self._pieces) > 1:
+            self._pieces[:] = ["".join(self._pieces)]
+        return self._pieces[0] if self._pieces else ""
 
     def _step(self) -> list[Stored]:
         """A ``step`` event when an LLM chunk begins a model call after the last one ended."""
@@ -173,7 +184,7 @@ class ItemEncoder:
     def _text(self, item: TextDelta, now: float) -> list[Stored]:
         out = self._step()
         self.output_tokens += 1
-        self.text += item.text
+        self._pieces.append(item.text)
         payload: dict[str, Any] = {"text": item.text}
         if item.index:
             payload["index"] = item.index

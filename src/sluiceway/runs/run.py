@@ -133,6 +133,7 @@ class Run:
         self.done = asyncio.Event()
         self.task: asyncio.Task[None] | None = None
         self._stop_as: RunState | None = None
+        self._entered = False
 
     # -- what others see ---------------------------------------------------------------------
 
@@ -188,19 +189,25 @@ class Run:
             return False
         if self._stop_as is None:
             self._stop_as = state
-            self.task.cancel()
+            if self._entered:
+                self.task.cancel()
+            # Else _run has not begun (a task cancelled then would never run, and the run
+            # would never end): it sees _stop_as as it begins.
         return True
 
     async def _run(self) -> None:
+        self._entered = True
         if self.observer is not None:
             self.observer.started(self)
-        # Described before its first event, so that any process can answer for it.
-        await self.directory.register(self)
-        await self._publish([("start", _start(self))])
         limits = self.limits
         loop = asyncio.get_running_loop()
         producer = self.producer
         try:
+            # Described before its first event, so that any process can answer for it.
+            await self.directory.register(self)
+            await self._publish([("start", _start(self))])
+            if self._stop_as is not None:
+                raise asyncio.CancelledError  # stopped before it began
             async with asyncio.timeout(limits.first_item_timeout) as deadline:
                 async for item in producer:
                     now = time.monotonic()

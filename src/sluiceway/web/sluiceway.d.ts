@@ -241,6 +241,15 @@ export declare class EventStream extends EventTarget {
 export interface GenerationOptions {
   /** Default "" (same origin). */
   baseUrl?: string;
+  /** Where the runs are, below baseUrl; `{id}` is the run's id. Default: Sluiceway's
+   * /v1/generations ({start: "/v1/generations", events: "/v1/generations/{id}/stream",
+   * cancel: "/v1/generations/{id}/cancel"}). For your own FastAPI endpoint and a
+   * `runs.router(prefix="/answers")`: {start: "/chat", events: "/answers/{id}/events",
+   * cancel: "/answers/{id}/cancel"}. */
+  urls?: { start?: string; events?: string; cancel?: string };
+  /** The run's own event types (items that are not LLM chunks), dispatched as "item" events.
+   * Default ["message"] (a str or a dict the producer yielded). */
+  itemEvents?: string[];
   /** Sent with every request (e.g. Authorization), the cancel included; a function is called
    * for each request (a refreshed token then reaches every reconnect). */
   headers?: HeadersOption;
@@ -272,6 +281,7 @@ export interface StoredGeneration {
   text: string;
   meta: Record<string, unknown>;
   baseUrl: string;
+  urls: { start: string; events: string; cancel: string };
   model: string | null;
 }
 
@@ -309,21 +319,29 @@ export interface GenerationReconnectingEvent extends Event { attempt: number; de
 export interface GenerationStateEvent extends Event { state: GenerationState }
 export interface GenerationToolCallEvent extends Event { call: unknown; data: string }
 export interface GenerationPartialEvent extends Event { value: unknown; data: string }
+/** What a tool returned (an agent loop): {id, output}. */
+export interface GenerationToolResultEvent extends Event { result: unknown; data: string }
+/** A new model call begins (after tool results): {step, finish_reason}. */
+export interface GenerationStepEvent extends Event { step: unknown; data: string }
+/** One of the run's own items: `type` is its event type, `value` its data parsed as JSON
+ * (null when it is not JSON). */
+export interface GenerationItemEvent extends Event { type: string; data: string; value: unknown }
 
 /**
- * A generation of `/v1/generations`, followed across dropped connections (resumed without
+ * A generation of `/v1/generations`, or a run of your own endpoint (the `urls` option), followed across dropped connections (resumed without
  * duplicates through Last-Event-ID) and page reloads (resume() from storage).
  *
- * Events: "start", "token", "tool_call", "partial", "done", "cancelled", "error", "reset",
- * "reconnecting", and "state" after every change of `state`. On "reset" (the hub could not
+ * Events: "start", "token", "tool_call", "tool_result", "step", "item", "partial", "done",
+ * "cancelled", "error", "reset", "reconnecting", and "state" after every change of `state`. On "reset" (the hub could not
  * resume it exactly) `text` is dropped and the generation is replayed from its first event
  * (GET .../stream without Last-Event-ID): its tokens come again, and the final text is the
  * server's.
  */
 export declare class Generation extends EventTarget {
   private constructor();
-  /** POST {baseUrl}/v1/generations with `body`; the id comes from the `x-generation-id`
-   * response header; reconnects GET {baseUrl}/v1/generations/{id}/stream with Last-Event-ID. */
+  /** POST {baseUrl}{urls.start} with `body`; the id comes from the `x-run-id` (or
+   * `x-generation-id`) response header, or the `start` event; reconnects GET
+   * {baseUrl}{urls.events} with Last-Event-ID. */
   static start(
     body: { messages: Array<{ role: string; content: string }>; [k: string]: unknown },
     options?: GenerationOptions,
@@ -342,7 +360,7 @@ export declare class Generation extends EventTarget {
   readonly meta: Record<string, unknown>;
   readonly summary: GenerationSummary | null;
   readonly lastEventId: string;
-  /** Abort the request AND POST {baseUrl}/v1/generations/{id}/cancel (removing the stored
+  /** Abort the request AND POST {baseUrl}{urls.cancel} (removing the stored
    * record); state becomes
    * "cancelled" at once. Idempotent. When called before the server's first answer, waits for
    * it (the id comes with it) before cancelling. Also cancels after a "gave_up" error (the
@@ -362,5 +380,8 @@ export declare class Generation extends EventTarget {
   addEventListener(type: "reset", listener: (event: GenerationResetEvent) => void, options?: boolean | AddEventListenerOptions): void;
   addEventListener(type: "tool_call", listener: (event: GenerationToolCallEvent) => void, options?: boolean | AddEventListenerOptions): void;
   addEventListener(type: "partial", listener: (event: GenerationPartialEvent) => void, options?: boolean | AddEventListenerOptions): void;
+  addEventListener(type: "tool_result", listener: (event: GenerationToolResultEvent) => void, options?: boolean | AddEventListenerOptions): void;
+  addEventListener(type: "step", listener: (event: GenerationStepEvent) => void, options?: boolean | AddEventListenerOptions): void;
+  addEventListener(type: "item", listener: (event: GenerationItemEvent) => void, options?: boolean | AddEventListenerOptions): void;
   addEventListener(type: string, listener: EventListenerOrEventListenerObject | null, options?: boolean | AddEventListenerOptions): void;
 }

@@ -606,6 +606,16 @@ function defaultStorage() {
 
 const storageOf = (options) => (options.storage === undefined ? defaultStorage() : options.storage);
 const trimSlash = (url) => String(url).replace(/\/+$/, "");
+/** The endpoints of Sluiceway's own /v1/generations; a FastAPI app's runs are elsewhere
+ * (`urls` option: e.g. {start: "/chat", events: "/answers/{id}/events", cancel: "/answers/{id}/cancel"}). */
+const GENERATION_URLS = {
+  start: "/v1/generations",
+  events: "/v1/generations/{id}/stream",
+  cancel: "/v1/generations/{id}/cancel",
+};
+const urlsOf = (urls) => ({ ...GENERATION_URLS, ...(urls ?? {}) });
+/** A URL template with its run id put in (encoded). */
+const fill = (template, id) => String(template).replaceAll("{id}", encodeURIComponent(id));
 const now = () => globalThis.performance?.now() ?? Date.now();
 
 function parseJSON(text) {
@@ -617,11 +627,11 @@ function parseJSON(text) {
 }
 
 /**
- * A generation of `/v1/generations`, followed to its end across dropped connections and page
+ * A generation of `/v1/generations`, or a run of your own endpoint (the `urls` option), followed to its end across dropped connections and page
  * reloads. Create one with `Generation.start()` or `Generation.resume()`.
  *
- * Events: "start", "token", "tool_call", "partial", "done", "cancelled", "error", "reset",
- * "reconnecting", "state" (see sluiceway.d.ts). On "reset" (the server could not resume it
+ * Events: "start", "token", "tool_call", "tool_result", "step", "item", "partial", "done",
+ * "cancelled", "error", "reset", "reconnecting", "state" (see sluiceway.d.ts). On "reset" (the server could not resume it
  * exactly) the text was dropped and the generation is replayed from its first event: render
  * `text` again.
  */
@@ -634,6 +644,7 @@ export class Generation extends EventTarget {
   #summary = null;
   #lastEventId;
   #baseUrl;
+  #urls;
   #headers;
   #options;
   #storage;
@@ -657,6 +668,7 @@ export class Generation extends EventTarget {
     const options = init.options;
     this.#options = options;
     this.#baseUrl = init.baseUrl;
+    this.#urls = urlsOf(init.urls ?? options.urls);
     this.#headers = options.headers ?? {};
     this.#storage = storageOf(options);
     this.#storageKey = options.storageKey ?? STORAGE_KEY;
@@ -674,8 +686,9 @@ export class Generation extends EventTarget {
   }
 
   /**
-   * POST {baseUrl}/v1/generations with `body` and follow the answer; reconnects go to
-   * GET {baseUrl}/v1/generations/{id}/stream with Last-Event-ID. The POST is never repeated:
+   * POST {baseUrl}{urls.start} (/v1/generations) with `body` and follow the answer;
+   * reconnects go to GET {baseUrl}{urls.events} (/v1/generations/{id}/stream) with
+   * Last-Event-ID. The POST is never repeated:
    * if it fails before its answer, the generation ends with "error".
    * @param {{messages: Array<{role: string, content: string}>, [k: string]: unknown}} body
    * @param {import("./sluiceway.js").GenerationOptions} [options]
@@ -683,7 +696,7 @@ export class Generation extends EventTarget {
   static start(body, options = {}) {
     const baseUrl = trimSlash(options.baseUrl ?? "");
     const generation = new Generation(INTERNAL, { options, baseUrl, meta: options.meta });
-    generation.#follow(`${baseUrl}/v1/generations`, { method: "POST", body });
+    generation.#follow(`${baseUrl}${generation.#urls.start}`, { method: "POST", body });
     return generation;
   }
 
@@ -707,6 +720,7 @@ export class Generation extends EventTarget {
     const generation = new Generation(INTERNAL, {
       options,
       baseUrl,
+      urls: options.urls ?? record.urls,
       id: record.id,
       model: record.model,
       meta: record.meta,
@@ -797,7 +811,7 @@ export class Generation extends EventTarget {
     if (!id) return;
     try {
       const response = await (this.#options.fetch ?? globalThis.fetch)(
-        `${this.#baseUrl}/v1/generations/${encodeURIComponent(id)}/cancel`,
+        `${this.#baseUrl}${fill(this.#urls.cancel, id)}`,
         // keepalive: the cancel still goes out when stop() runs as the page is closing.
         { method: "POST", headers: await resolveHeaders(this.#headers), keepalive: true },
       );
@@ -810,11 +824,11 @@ export class Generation extends EventTarget {
 
   #streamUrl() {
     if (this.#id === null) {
-      const error = new Error("the server did not say the generation's id (x-generation-id)");
+      const error = new Error("the server did not say the generation's id (x-run-id)");
       error.fatal = true; // no way to resume without it
       throw error;
     }
-    return `${this.#baseUrl}/v1/generations/${encodeURIComponent(this.#id)}/stream`;
+    return `${this.#baseUrl}${fill(this.#urls.events, this.#id)}`;
   }
 
   #follow(url, extra) {
@@ -839,7 +853,8 @@ export class Generation extends EventTarget {
       });
     on("open", (e) => {
       this.#openedFrom = stream.lastEventId; // what this connection sent as Last-Event-ID
-      this.#id ??= e.response.headers.get("x-generation-id") || null;
+      const headers = e.response.headers;
+      this.#id ??= headers.get("x-run-id") || headers.get("x-generation-id") || null;
       this.#resolveId();
       if (ENDED.has(this.#state)) return;
       this.#setState("streaming");
@@ -866,6 +881,23 @@ export class Generation extends EventTarget {
       this.#save();
       this.#emit("tool_call", { call: parseJSON(e.data), data: e.data });
     });
+    on("tool_result", (e) => {
+      if (ENDED.has(this.#state)) return;
+      this.#save();
+      this.#emit("tool_result", { result: parseJSON(e.data), data: e.data });
+    });
+    on("step", (e) => {
+      if (ENDED.has(this.#state)) return;
+      this.#emit("step", { step: parseJSON(e.data), data: e.data });
+    });
+    // The run's own items (a str, a dict, an Event of the app's type): "item" events.
+    for (const type of this.#options.itemEvents ?? ["message"]) {
+      on(type, (e) => {
+        if (ENDED.has(this.#state)) return;
+        this.#save();
+        this.#emit("item", { type, data: e.data, value: parseJSON(e.data) });
+      });
+    }
     on("partial", (e) => {
       if (ENDED.has(this.#state)) return;
       this.#save();
@@ -1016,6 +1048,7 @@ export class Generation extends EventTarget {
       text: this.#text,
       meta: this.#meta,
       baseUrl: this.#baseUrl,
+      urls: this.#urls,
       model: this.#model,
     };
     try {
