@@ -24,7 +24,7 @@ from openai import AsyncOpenAI
 
 from sluiceway.hub import Hub
 from sluiceway.llm.ai_sdk_format import BadRequest, parse_chat_request
-from sluiceway.runs import ToolCalls, ToolResult, Runs, openai_chunks, token_subject
+from sluiceway.runs import Runs, ToolCalls, ToolResult, openai_chunks, token_subject
 
 MODEL = os.environ.get("OPENAI_MODEL", "gpt-4o-mini")
 MAX_STEPS = 5
@@ -60,7 +60,10 @@ async def agent(messages: list[dict[str, Any]]) -> AsyncIterator[Any]:
     for _ in range(MAX_STEPS):
         calls = ToolCalls()
         call = openai.chat.completions.create(
-            model=MODEL, messages=messages, tools=TOOLS, stream=True  # type: ignore[arg-type]
+            model=MODEL,
+            messages=messages,
+            tools=TOOLS,
+            stream=True,  # type: ignore[arg-type]
         )
         async for chunk in openai_chunks(call):
             calls.add(chunk)

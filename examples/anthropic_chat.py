@@ -42,7 +42,7 @@ class Question(BaseModel):
 
 
 @app.post("/chat")
-async def chat(question: Question, user: str | None = Depends(current_user)):  # noqa: B008
+async def chat(question: Question, user: str | None = Depends(current_user)):
     stream = anthropic.messages.stream(
         model=MODEL,
         max_tokens=question.max_tokens,

@@ -43,7 +43,7 @@ class Question(BaseModel):
 
 
 @app.post("/chat")
-async def chat(question: Question, user: str | None = Depends(current_user)):  # noqa: B008
+async def chat(question: Question, user: str | None = Depends(current_user)):
     call = openai.chat.completions.create(
         model=MODEL,
         messages=[m.model_dump() for m in question.messages],  # type: ignore[misc]

@@ -52,7 +52,7 @@ async def import_rows(rows: int) -> AsyncIterator[Event | dict[str, int]]:
 
 
 @app.post("/imports")
-async def start_import(job: Import, user: str | None = Depends(current_user)):  # noqa: B008
+async def start_import(job: Import, user: str | None = Depends(current_user)):
     return await runs.respond(import_rows(job.rows), owner=user, background=True)
 
 

@@ -45,7 +45,7 @@ class Order(BaseModel):
 
 
 @app.post("/recipes")
-async def recipe(order: Order, user: str | None = Depends(current_user)):  # noqa: B008
+async def recipe(order: Order, user: str | None = Depends(current_user)):
     call = openai.chat.completions.create(
         model=MODEL,
         messages=[{"role": "user", "content": f"A recipe for {order.dish}, as JSON."}],

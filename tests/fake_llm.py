@@ -123,6 +123,9 @@ class Script:
     prompt_tokens: int = 12
     #: Anthropic: an ``event: ping`` every N deltas (there is always one in the preamble).
     ping_every: int | None = None
+    #: Stream every token whatever the request's ``max_tokens`` (a provider or local server
+    #: that does not honour it).
+    ignore_max_tokens: bool = False
 
 
 @dataclass
@@ -650,7 +653,7 @@ def _plan(face: Face, script: Script, body: dict[str, Any]) -> _Plan:
     texts = list(script.tokens)
     tool: tuple[str, str, str, list[str]] | None = None
     finish = script.finish_reason
-    if isinstance(limit, int) and limit < len(texts):
+    if isinstance(limit, int) and limit < len(texts) and not script.ignore_max_tokens:
         # Out of tokens before the end of the text: no tool call either.
         texts = texts[:limit]
         finish = "length"

@@ -97,19 +97,23 @@ class ServerProcess:
             }
             env.update(self.env)
             env["PORT"] = str(self.port)
-            command = [sys.executable, self.script, *self.args] if self.script else [
-                sys.executable,
-                "-m",
-                "sluiceway.cli",
-                "serve",
-                "--host",
-                HOST,
-                "--port",
-                str(self.port),
-                "--log-level",
-                "warning",
-                *self.args,
-            ]
+            command = (
+                [sys.executable, self.script, *self.args]
+                if self.script
+                else [
+                    sys.executable,
+                    "-m",
+                    "sluiceway.cli",
+                    "serve",
+                    "--host",
+                    HOST,
+                    "--port",
+                    str(self.port),
+                    "--log-level",
+                    "warning",
+                    *self.args,
+                ]
+            )
             self.proc = subprocess.Popen(
                 command, env=env, stdout=self._log, stderr=subprocess.STDOUT
             )

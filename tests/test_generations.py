@@ -4,6 +4,7 @@ closing the upstream promptly, errors before and after the first token, limits."
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import time
 from collections.abc import Iterator
@@ -222,10 +223,14 @@ def test_limits_max_tokens_concurrency_and_duration(
 def test_the_max_tokens_of_the_request_stops_the_answer(
     server: ServerProcess, fake: FakeLLM
 ) -> None:
-    fake.script = Script(tokens=["x"] * 20)
-    events = generate(server, {**ASK, "max_tokens": 5})
-    assert text_of(events) == "xxxxx"
-    assert events[-1].json()["finish_reason"] == "length"
+    for ignored in (False, True):  # the provider stops at max_tokens, or we stop reading
+        fake.script = Script(tokens=["x"] * 20, prompt_tokens=9, ignore_max_tokens=ignored)
+        events = generate(server, {**ASK, "max_tokens": 5})
+        assert text_of(events) == "xxxxx"
+        done = events[-1].json()
+        assert done["finish_reason"] == "length"
+        # The usage comes after the last delta: it is read even so.
+        assert done["usage"]["prompt_tokens"] == 9, ignored
 
 
 def test_partial_json_events_show_the_value_as_it_forms(
@@ -268,6 +273,25 @@ def test_unknown_generations_and_bad_ids(server: ServerProcess) -> None:
     assert httpx.get(f"{server.url}/v1/generations/gen_nope").status_code == 404
     assert httpx.get(f"{server.url}/v1/generations/gen_nope/stream").status_code == 404
     assert httpx.post(f"{server.url}/v1/generations/gen_nope/cancel").status_code == 404
+
+
+@pytest.mark.parametrize(
+    "last_event_id", ["nonsense", "ffffffff-3", "{epoch}-999", "{epoch}-1,x-1"]
+)
+def test_a_last_event_id_that_is_not_the_generations_is_a_400(
+    server: ServerProcess, fake: FakeLLM, last_event_id: str
+) -> None:
+    """Resuming from it would silently skip or repeat tokens (it used to be a 200 whose
+    first event said the position was reset)."""
+    events = generate(server)
+    generation_id = events[0].json()["id"]
+    epoch = (events[0].id or "").split("-")[0]
+    answer = httpx.get(
+        f"{server.url}/v1/generations/{generation_id}/stream",
+        headers={"last-event-id": last_event_id.format(epoch=epoch)},
+    )
+    assert answer.status_code == 400, answer.text
+    assert answer.json()["error"] == "invalid_last_event_id"
 
 
 def sample(metrics: dict[str, float], name: str, **labels: str) -> float:
@@ -315,3 +339,33 @@ def follow_paced(server: ServerProcess, generation_id: str, pace: float) -> list
     url = f"{server.url}/v1/generations/{generation_id}/stream?pace={pace}"
     with EventSource(url, retry_delay=0.01) as source:
         return list(source)
+
+
+async def test_a_remote_api_takes_more_than_a_handful_of_users_at_once(
+    server: ServerProcess, fake: FakeLLM
+) -> None:
+    """``llm_max_concurrent`` unset: a remote API serves hundreds at once (the 17th user used
+    to get a 429); the local model's default is in test_llm_local."""
+    fake.script = Script(tokens=["a", "b"], stall_after=1)
+    users = 40
+    async with (
+        httpx.AsyncClient(base_url=server.url, timeout=10) as client,
+        contextlib.AsyncExitStack() as streams,
+    ):
+        for _ in range(users):
+            response = await streams.enter_async_context(
+                client.stream("POST", "/v1/generations", json=ASK)
+            )
+            assert response.status_code == 200
+        assert fake.wait_open(users, timeout=5)
+
+
+def test_the_concurrency_bound_fits_the_provider_unless_set() -> None:
+    from sluiceway.server.settings import Settings
+
+    def bound(**values: Any) -> int:
+        return Settings(**values).generation_limits().max_concurrent
+
+    assert bound(llm_provider="local") == 64  # one at a time on the CPU: the rest queue
+    assert bound(llm_provider="openai") == bound(llm_provider="anthropic") == 1024
+    assert bound(llm_provider="openai", llm_max_concurrent=16) == 16

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import doctest
+import signal
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -17,6 +18,7 @@ import orjson
 import psutil
 import pytest
 from conftest import StartServer
+from test_exports import demo_database, export_env
 
 from sluiceway.client import EventSource
 from sluiceway.llm.chunks import Finish, TextDelta, Usage
@@ -29,6 +31,7 @@ from sluiceway.llm.providers.local import (
     find_local_model,
 )
 from sluiceway.llm.request import ChatRequest, Message
+from sluiceway.sse import Parser
 
 # A real model on the CPU: slower than the rest, and run in CI like the rest.
 pytestmark = pytest.mark.slow
@@ -252,3 +255,61 @@ def test_serve_streams_real_tokens_from_the_embedded_model(start_server: StartSe
             max_tokens=8,
         )
     assert completion.choices[0].message.content
+
+
+@needs_model
+async def test_ctrl_c_ends_every_stream_with_its_final_event_never_a_5xx(
+    start_server: StartServer, tmp_path: Path, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    """SIGINT while the local model streams one answer, a second waits its turn, and an export
+    job streams progress: every stream ends with its format's last event; nothing is a 5xx
+    or a traceback. (The queued request used to get a plain-text 500 with a CancelledError
+    traceback, the running stream no last event, the job stream nothing after progress.)"""
+    database = await asyncio.to_thread(demo_database, tmp_path_factory.getbasetemp())
+    server = start_server(env={**export_env(database), "SLUICEWAY_FILES_DIR": str(tmp_path)})
+
+    def active() -> float:
+        metrics = server.metrics()
+        return sum(v for k, v in metrics.items() if k.startswith("sluiceway_llm_active_gen"))
+
+    body = {
+        "model": MODEL_NAME,
+        "messages": [{"role": "user", "content": "Write a long story about rivers."}],
+        "max_tokens": 2000,
+        "stream": True,
+    }
+    async with (
+        httpx.AsyncClient(base_url=server.url, timeout=30) as client,
+        client.stream("POST", "/v1/chat/completions", json=body) as running,
+    ):
+        assert running.status_code == 200
+        running_bytes = running.aiter_bytes()
+        received = bytearray(await anext(running_bytes))
+        queued = asyncio.get_running_loop().create_task(
+            client.post("/v1/chat/completions", json=body)
+        )
+        job = await client.post("/jobs", json={"kind": "export", "params": {"table": "slow"}})
+        assert job.status_code == 202
+        async with client.stream("GET", f"/jobs/{job.json()['id']}/events") as progress:
+            job_bytes = progress.aiter_bytes()
+            job_received = bytearray(await anext(job_bytes))
+            deadline = time.monotonic() + 10
+            while await asyncio.to_thread(active) < 2:
+                assert time.monotonic() < deadline, "the second request never arrived"
+                await asyncio.sleep(0.05)
+            server.signal(signal.SIGINT)
+            async with asyncio.timeout(15):
+                async for chunk in running_bytes:
+                    received += chunk
+                async for chunk in job_bytes:
+                    job_received += chunk
+        waited = await asyncio.wait_for(queued, 15)
+    assert received.endswith(b"data: [DONE]\n\n")
+    last_chunk = orjson.loads(received.split(b"data: ")[-2])
+    assert last_chunk["choices"][0]["finish_reason"] == "stop"
+    assert waited.status_code == 200, waited.text  # a stream: its format's end, not a 5xx
+    assert waited.text.endswith("data: [DONE]\n\n")
+    job_events = Parser().feed(bytes(job_received))
+    assert job_events[-1].event in ("cancelled", "done", "error"), job_events[-3:]
+    assert server.wait(15) == 0
+    assert "Traceback" not in server.output()

@@ -90,8 +90,8 @@ class RunRouter(APIRouter):
     ) -> None:
         super().__init__(tags=list(tags or ["runs"]), **router_options)  # type: ignore[arg-type]
         prefix = prefix.rstrip("/")
-        Owner = Annotated[str | None, Depends(identify or _nobody)]  # noqa: N806
-        RunId = Annotated[str, Path(description="The run's id (its ``start`` event's ``id``).")]  # noqa: N806
+        Owner = Annotated[str | None, Depends(identify or _nobody)]
+        RunId = Annotated[str, Path(description="The run's id (its ``start`` event's ``id``).")]
 
         @self.get(
             f"{prefix}/{{run_id}}",
@@ -156,7 +156,7 @@ class RunRouter(APIRouter):
         if chats is None:
             return
         chats = chats.rstrip("/")
-        ChatId = Annotated[str, Path(description="The chat's id (``useChat``'s ``id``).")]  # noqa: N806
+        ChatId = Annotated[str, Path(description="The chat's id (``useChat``'s ``id``).")]
 
         @self.get(
             f"{chats}/{{chat_id:path}}/stream",

@@ -39,8 +39,8 @@ from sluiceway.sse import Event
 
 __all__ = [
     "FORMATS",
-    "Format",
     "LLM_EVENTS",
+    "Format",
     "ai_sdk_stream",
     "anthropic_stream",
     "error_body",

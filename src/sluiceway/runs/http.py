@@ -36,8 +36,8 @@ from sluiceway.ids import parse_cursor
 from sluiceway.llm.chunks import UpstreamError
 from sluiceway.llm.pacing import paced
 from sluiceway.runs.directory import RemoteRun
-from sluiceway.runs.formats import Format, error_body, format_headers, format_stream
 from sluiceway.runs.follow import run_frames, run_stream
+from sluiceway.runs.formats import Format, error_body, format_headers, format_stream
 from sluiceway.runs.items import RunError
 from sluiceway.runs.manager import RunRefused, Runs, close_unstarted
 from sluiceway.runs.run import Run
@@ -64,7 +64,7 @@ __all__ = [
 ID_HEADER = "x-run-id"
 #: Who makes a request (its owner), from the request: a string, or None for nobody in
 #: particular. May be a coroutine function; may raise an HTTP error (401) of its own.
-Identify = Callable[[Request], "str | None | Awaitable[str | None]"]
+Identify = Callable[[Request], "str | Awaitable[str | None] | None"]
 
 
 class HTTPRunError(Exception):
@@ -370,8 +370,9 @@ def run_routes(
     ``identify(request)``: who asks (see :data:`Identify`); without it, everyone is nobody in
     particular and sees only the runs started without an owner.
 
-    >>> routes = run_routes(Runs(Hub()), "/answers")        # doctest: +SKIP
-    >>> app = Starlette(routes=[*routes, Route("/answers", answer, methods=["POST"])])  # doctest: +SKIP
+    >>> routes = run_routes(Runs(Hub()), "/answers", identify=current_user)  # doctest: +SKIP
+    >>> start = Route("/answers", answer, methods=["POST"])                  # doctest: +SKIP
+    >>> app = Starlette(routes=[start, *routes], lifespan=runs.lifespan)    # doctest: +SKIP
     """
     prefix = prefix.rstrip("/")
 
@@ -470,10 +471,14 @@ def token_subject(verifier: TokenVerifier | str | None) -> Callable[[Request], s
             claims = checker.verify(token.strip())
         except TokenError as exc:
             challenge = 'Bearer error="invalid_token"'
-            raise HTTPException(401, f"invalid token: {exc}", {"www-authenticate": challenge}) from None
+            raise HTTPException(
+                401, f"invalid token: {exc}", {"www-authenticate": challenge}
+            ) from None
         sub = claims.get("sub")
         if not isinstance(sub, str) or not sub:
-            raise HTTPException(401, "the token names no subject (sub)", {"www-authenticate": "Bearer"})
+            raise HTTPException(
+                401, "the token names no subject (sub)", {"www-authenticate": "Bearer"}
+            )
         return sub
 
     return subject

@@ -98,12 +98,12 @@ class ItemEncoder:
         "_last_partial",
         "_partial_sent",
         "_past_usage",
+        "_pieces",
         "_step_closed",
         "_step_usage",
         "finish_reason",
         "output_tokens",
         "partial_json",
-        "_pieces",
         "steps",
         "tool_calls",
     )

@@ -82,4 +82,8 @@ class ToolCalls:
     def assistant_message(self) -> dict[str, Any]:
         """The assistant message that made these calls (OpenAI's shape), for the next call's
         ``messages``."""
-        return {"role": "assistant", "content": None, "tool_calls": [c.message_part() for c in self]}
+        return {
+            "role": "assistant",
+            "content": None,
+            "tool_calls": [c.message_part() for c in self],
+        }

@@ -29,7 +29,7 @@ from sluiceway.llm.manager import GenerationRefused
 from sluiceway.runs import run_events
 from sluiceway.runs.formats import anthropic_stream
 from sluiceway.server.access import PUBLISH, require
-from sluiceway.server.errors import APIError, JSONResponse
+from sluiceway.server.errors import RETRY_SOON, APIError, JSONResponse
 from sluiceway.server.generation_routes import generations_of, read_json, start_generation
 
 
@@ -65,6 +65,8 @@ async def messages(request: Request) -> Response:
         if event == "token":
             text.append(payload["text"])
         elif event == "done":
+            if payload.get("state") == "shutdown":  # no answer to give: ask again elsewhere
+                return _error(503, "the server is shutting down", "overloaded", **RETRY_SOON)
             return JSONResponse(encoder.message("".join(text), payload), headers=headers)
         elif event == "error":
             kind = payload["error"]

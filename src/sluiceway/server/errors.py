@@ -9,6 +9,10 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
 
+#: The headers of a 503 while shutting down: the clients' SDKs retry, and reach another
+#: process (or this one restarted).
+RETRY_SOON = {"retry-after": "1"}
+
 
 class JSONResponse(Response):
     media_type = "application/json"

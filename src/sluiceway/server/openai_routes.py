@@ -15,7 +15,7 @@ from sluiceway.llm.openai_format import BadRequest, ChunkEncoder, error_body, pa
 from sluiceway.runs import run_events
 from sluiceway.runs.formats import openai_stream
 from sluiceway.server.access import PUBLISH, require
-from sluiceway.server.errors import APIError, JSONResponse
+from sluiceway.server.errors import RETRY_SOON, APIError, JSONResponse
 from sluiceway.server.generation_routes import generations_of, read_json, start_generation
 
 
@@ -52,6 +52,9 @@ async def chat_completions(request: Request) -> Response:
         if event == "token":
             text.append(payload["text"])
         elif event == "done":
+            if payload.get("state") == "shutdown":  # no answer to give: ask again elsewhere
+                message = "the server is shutting down"
+                return openai_error(503, "shutting_down", message, **RETRY_SOON)
             return JSONResponse(encoder.completion("".join(text), payload))
         elif event == "error":
             return openai_error(502, payload["error"], payload["message"])

@@ -23,6 +23,10 @@ from sluiceway.transfer.proxy import ProxyRefused, Target
 MiB = 1024 * 1024
 
 
+#: ``llm_max_concurrent`` when unset, by provider (see there).
+DEFAULT_LLM_CONCURRENCY = {"local": 64, "openai": 1024, "anthropic": 1024}
+
+
 class Settings(BaseSettings):
     """Every setting, with its environment variable ``SLUICEWAY_<NAME>``."""
 
@@ -99,7 +103,10 @@ class Settings(BaseSettings):
     llm_api_key: SecretStr | None = None
     #: The model used when a request names none; unset: the provider's default.
     llm_model: str | None = None
-    llm_max_concurrent: int = Field(16, ge=1)
+    #: Generations going at once; one more is a 429. Unset: what the provider takes — the
+    #: local model answers one at a time and queues the rest (64 waiting at most, minutes of
+    #: work on a CPU); a remote API serves hundreds at once (1024), bounded by its own limits.
+    llm_max_concurrent: int | None = Field(None, ge=1)
     llm_max_tokens: int = Field(4096, ge=1)
     llm_max_duration: float = Field(300.0, gt=0)
     llm_first_token_timeout: float = Field(60.0, gt=0)
@@ -206,7 +213,7 @@ class Settings(BaseSettings):
 
     def generation_limits(self) -> GenerationLimits:
         return GenerationLimits(
-            max_concurrent=self.llm_max_concurrent,
+            max_concurrent=self.llm_max_concurrent or DEFAULT_LLM_CONCURRENCY[self.llm_provider],
             max_tokens=self.llm_max_tokens,
             max_duration=self.llm_max_duration,
             first_token_timeout=self.llm_first_token_timeout,
