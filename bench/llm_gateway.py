@@ -64,7 +64,9 @@ BENCH_DIR = Path(__file__).resolve().parent
 ROOT = BENCH_DIR.parent
 VENV_BIN = Path(sys.executable).parent
 HOST = "127.0.0.1"
-TARGETS = ("direct", "litellm", "sluiceway")
+TARGETS = ("direct", "seed", "litellm", "sluiceway")
+#: The peers' names in the tables: "seed" is the gateway people write first.
+PEER_NAMES = {"seed": "seed gateway (FastAPI + AsyncOpenAI)", "litellm": "LiteLLM"}
 LITELLM_VENV = BENCH_DIR / ".venvs" / "litellm"
 LITELLM_SPEC = "litellm[proxy]"
 # Installed next to it so that LiteLLM runs as well as it can here:
@@ -304,6 +306,34 @@ def gateway_proc(
         proc = Proc(target, cmd, env, log_dir, cwd=log_dir)
         proc.port = port  # type: ignore[attr-defined]
         return proc, "/health/liveliness"
+    if target == "seed":
+        cmd = [
+            *pin,
+            str(VENV_BIN / "uvicorn"),
+            "seed_gateway:app",
+            "--app-dir",
+            str(BENCH_DIR / "peers"),
+            "--host",
+            HOST,
+            "--port",
+            str(port),
+            "--loop",
+            "uvloop",
+            "--http",
+            "httptools",
+            "--log-level",
+            "warning",
+            "--no-access-log",
+            "--backlog",
+            "4096",
+        ]
+        env = {
+            "OPENAI_BASE_URL": f"http://{HOST}:{upstream_port}/v1",
+            "OPENAI_API_KEY": "dummy",
+        }
+        proc = Proc(target, cmd, env, log_dir)
+        proc.port = port  # type: ignore[attr-defined]
+        return proc, "/healthz"
     if target == "sluiceway":
         cmd = [
             *pin,
@@ -323,7 +353,7 @@ def gateway_proc(
             "SLUICEWAY_LLM_BASE_URL": f"http://{HOST}:{upstream_port}/v1",
             "SLUICEWAY_LLM_API_KEY": "dummy",
             "SLUICEWAY_LLM_MODEL": UPSTREAM_MODEL,
-            # 16 generations at once by default; one more is refused with 429.
+            # More than the largest phase (1024 at once by default for a remote API).
             "SLUICEWAY_LLM_MAX_CONCURRENT": str(2 * max(args.concurrency) + 100),
         }
         proc = Proc(target, cmd, env, log_dir)
@@ -1377,7 +1407,7 @@ def render_table(doc: dict[str, Any], args: argparse.Namespace) -> str:
     names = list(results)
 
     def get(n: str, key: str) -> dict[str, Any]:
-        return cast(dict[str, Any], results[n].get("phases", {}).get(key, {}))
+        return cast(dict[str, Any], results.get(n, {}).get("phases", {}).get(key, {}))
 
     def cell(n: str, key: str, f: Callable[[dict[str, Any]], str]) -> str:
         if "error" in results[n] and not results[n].get("phases"):
@@ -1476,29 +1506,32 @@ def render_table(doc: dict[str, Any], args: argparse.Namespace) -> str:
     for label, key, f in rows:
         lines.append(f"| {label} | " + " | ".join(cell(n, key, f) for n in names) + " |")
 
-    if "sluiceway" in results and "litellm" in results:
+    peers = [(n, PEER_NAMES[n]) for n in ("seed", "litellm") if n in results]
+    for peer, peer_name in peers if "sluiceway" in results else []:
         lines += [
             "",
-            "| sluiceway vs litellm (one run) | "
+            f"| sluiceway vs {peer_name} (one run) | "
             + " | ".join(f"{c:,} streams" for c in args.concurrency)
             + " |",
         ]
         lines.append("|---|" + "---|" * len(args.concurrency))
 
-        def ratio(key: str, field_: str, higher: bool) -> list[str]:
+        def ratio(
+            key: str, field_: str, higher: bool, peer: str = peer, name: str = peer_name
+        ) -> list[str]:
             cells = []
             for c in args.concurrency:
-                r_ours, r_theirs = get("sluiceway", f"{key}-{c}"), get("litellm", f"{key}-{c}")
+                r_ours, r_theirs = get("sluiceway", f"{key}-{c}"), get(peer, f"{key}-{c}")
                 ours, theirs = r_ours.get(field_), r_theirs.get(field_)
                 if r_ours.get("saturated") or r_theirs.get("saturated"):
                     who = [
                         n
-                        for n, r in (("sluiceway", r_ours), ("LiteLLM", r_theirs))
+                        for n, r in (("sluiceway", r_ours), (name, r_theirs))
                         if r.get("saturated")
                     ]
                     cells.append(" and ".join(who) + " saturated")
                 elif higher and ours and not theirs:
-                    cells.append("LiteLLM delivered none")
+                    cells.append(f"{name} delivered none")
                 elif not ours or not theirs or ours <= 0 or theirs <= 0:
                     cells.append("-")
                 else:
@@ -1514,14 +1547,28 @@ def render_table(doc: dict[str, Any], args: argparse.Namespace) -> str:
                 + " | ".join(ratio("flat", "tokens_per_gateway_cpu_s", True))
                 + " |"
             )
+            lines.append(
+                "| TTFT p99 (lower) | " + " | ".join(ratio("flat", "ttft_p99_ms", False)) + " |"
+            )
         if "paced" in args.modes:
             lines.append(
                 "| added gap p99 (lower) | "
                 + " | ".join(ratio("paced", "added_gap_p99_ms", False))
                 + " |"
             )
+    if "sluiceway" in results:
         ours = results["sluiceway"].get("phases", {})
         tgt = []
+        s100, seed100 = ours.get("flat-100", {}), get("seed", "flat-100")
+        if s100.get("tokens_per_s") and seed100.get("tokens_per_s"):
+            r = s100["tokens_per_s"] / seed100["tokens_per_s"]
+            ttft, seed_ttft = s100.get("ttft_p99_ms"), seed100.get("ttft_p99_ms")
+            no_worse = ttft is not None and seed_ttft is not None and ttft <= seed_ttft
+            tgt.append(
+                f"{r:.1f}x the seed gateway's tokens/s at 100 streams (≥ 10x:"
+                f" {'met' if r >= 10 else 'MISSED'}), TTFT p99 {ttft} vs {seed_ttft} ms"
+                f" (no worse: {'met' if no_worse else 'MISSED'})"
+            )
         f100 = ours.get("flat-100", {}).get("tokens_per_gateway_cpu_s")
         l100 = get("litellm", "flat-100").get("tokens_per_gateway_cpu_s")
         if f100 and l100:

@@ -7,13 +7,8 @@ Closing the iterator (``aclose()``) closes the upstream request at once.
 
 from __future__ import annotations
 
-import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Literal
-
-
-def _now() -> float:
-    return time.monotonic()
 
 
 @dataclass(frozen=True, slots=True)
@@ -23,8 +18,6 @@ class TextDelta:
     text: str
     #: The choice it belongs to (OpenAI's ``n``); 0 for everyone else.
     index: int = 0
-    #: ``time.monotonic()`` when it arrived.
-    at: float = field(default_factory=_now)
 
 
 @dataclass(frozen=True, slots=True)
@@ -36,7 +29,6 @@ class ToolCallDelta:
     id: str | None = None
     name: str | None = None
     arguments: str = ""
-    at: float = field(default_factory=_now)
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,7 +53,6 @@ class ToolResult:
 
     id: str
     output: object
-    at: float = field(default_factory=_now)
 
 
 #: Why an answer ended, in OpenAI's words (Anthropic's are mapped onto them).
@@ -73,7 +64,6 @@ class Finish:
     """The answer is complete."""
 
     reason: FinishReason
-    at: float = field(default_factory=_now)
 
 
 Chunk = TextDelta | ToolCallDelta | ToolResult | Usage | Finish

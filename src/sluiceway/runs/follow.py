@@ -9,13 +9,22 @@ which that process's ``finish`` does not reach.
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import orjson
 
 from sluiceway.hub import Hub
 from sluiceway.runs.items import TERMINAL_EVENTS
 from sluiceway.sse import Event, Parser, encode_event
+
+if TYPE_CHECKING:
+    from sluiceway.hub.topic import Topic
+
+#: At most this many events in one batch (one write of a reader that fell behind).
+BATCH = 1024
+#: One stored event: its type (None: ``message``) and its data.
+Record = tuple[str | None, str]
+Span = tuple["Topic | None", Any, int]
 
 
 class Followable(Protocol):
@@ -30,16 +39,47 @@ async def run_batches(
 ) -> AsyncIterator[list[Event]]:
     """The events of ``run`` after ``last_event_id`` (from the first one when None),
     in the batches they became available: a reader that was behind gets everything pending at
-    once, and can answer it with one write."""
+    once, and can answer it with one write. Read from the topic's records, not re-parsed from
+    SSE frames."""
+    async for topic, after, upto in _spans(hub, run, last_event_id):
+        if topic is None:  # the hub's reset event, as its readers see it
+            yield Parser().feed(after)
+            continue
+        epoch = topic.epoch
+        events = []
+        for offset in range(after + 1, upto + 1):
+            event, data, _ = topic.record_at(offset)
+            events.append(Event(data=data, event=event, id=f"{epoch}-{offset}"))
+        yield events
+
+
+async def run_records(hub: Hub, run: Followable) -> AsyncIterator[list[Record]]:
+    """The events of ``run`` from its first, as ``(type, data)`` (type None: ``message``):
+    what a wire format encodes, without building an :class:`Event` for each."""
+    async for topic, after, upto in _spans(hub, run, None):
+        if topic is not None:
+            yield [topic.record_at(offset)[:2] for offset in range(after + 1, upto + 1)]
+
+
+async def _spans(hub: Hub, run: Followable, last_event_id: str | None) -> AsyncIterator[Span]:
+    """``(topic, after, upto)``: the offsets to read now, until the run's last event; or
+    ``(None, reset frame, 0)`` first when the hub could not resume from ``last_event_id``."""
     subscription = await hub.subscribe([run.topic], last_event_id, from_start=last_event_id is None)
-    parser = Parser()
+    topic = subscription.topics[0]
     async with subscription:
-        async for chunk in subscription:
-            events = parser.feed(chunk)
-            if events:
-                yield events
-                if events[-1].event in TERMINAL_EVENTS:
+        if subscription.lost:
+            yield None, subscription.next_chunk() or b"", 0
+        while True:
+            taken = subscription.take(BATCH)
+            if taken is None:
+                if subscription.closed:
                     return
+                await subscription.wait()
+                continue
+            after, upto = taken
+            yield topic, after, upto
+            if topic.record_at(upto)[0] in TERMINAL_EVENTS:
+                return
 
 
 async def run_stream(

@@ -34,8 +34,7 @@ from sluiceway.llm.ai_sdk_format import STREAM_HEADER, UIMessageEncoder, error_t
 from sluiceway.llm.anthropic_format import MessageEncoder, sse_bytes
 from sluiceway.llm.openai_format import ChunkEncoder
 from sluiceway.llm.responses_format import ResponseInfo, ResponsesEncoder, response_info
-from sluiceway.runs.follow import Followable, run_batches
-from sluiceway.sse import Event
+from sluiceway.runs.follow import Followable, Record, run_records
 
 __all__ = [
     "FORMATS",
@@ -62,20 +61,20 @@ LLM_EVENTS = frozenset(
 DONE = b"data: [DONE]\n\n"
 
 
-def payload_of(event: Event) -> tuple[str, Any] | None:
+def payload_of(record: Record) -> tuple[str, Any] | None:
     """(type, JSON data) of one of the run's LLM events; None for the application's own."""
-    kind = event.event or "message"
+    kind = record[0] or "message"
     if kind not in LLM_EVENTS:
         return None
-    return kind, orjson.loads(event.data or "null")
+    return kind, orjson.loads(record[1] or "null")
 
 
 async def openai_stream(hub: Hub, run: Followable, encoder: ChunkEncoder) -> AsyncIterator[bytes]:
     """``chat.completion.chunk`` objects, then ``data: [DONE]``."""
-    async for batch in run_batches(hub, run):
+    async for batch in run_records(hub, run):
         out: list[bytes] = []
-        for event in batch:
-            found = payload_of(event)
+        for record in batch:
+            found = payload_of(record)
             if found is None:
                 continue
             kind, payload = found
@@ -94,10 +93,10 @@ async def anthropic_stream(
     hub: Hub, run: Followable, encoder: MessageEncoder
 ) -> AsyncIterator[bytes]:
     """Anthropic's Messages events, ``message_start`` to ``message_stop``."""
-    async for batch in run_batches(hub, run):
+    async for batch in run_records(hub, run):
         out: list[bytes] = []
-        for event in batch:
-            found = payload_of(event)
+        for record in batch:
+            found = payload_of(record)
             if found is None:
                 continue
             kind, payload = found
@@ -116,7 +115,7 @@ async def responses_stream(
     """The Responses API's events encoded from the start, sent from ``starting_after + 1``
     on, each with its ``sequence_number`` as the SSE id (so ``Last-Event-ID`` resumes too)."""
     encoder = ResponsesEncoder(info)
-    async for batch in run_batches(hub, run):
+    async for batch in run_records(hub, run):
         out: list[bytes] = []
         for stored in batch:
             found = payload_of(stored)
@@ -139,14 +138,14 @@ async def responses_replay(
     has happened so far (for a snapshot)."""
     encoder = ResponsesEncoder(info)
     if wait:
-        async for batch in run_batches(hub, run):
+        async for batch in run_records(hub, run):
             for stored in batch:
                 if (found := payload_of(stored)) is not None:
                     encoder.feed(*found)
         return encoder
     page = await hub.history(run.topic, None, 1_000_000)
-    for stored in page.events:
-        if (found := payload_of(Event(data=stored.data, event=stored.event))) is not None:
+    for event in page.events:
+        if (found := payload_of((event.event, event.data))) is not None:
             encoder.feed(*found)
     return encoder
 
@@ -156,12 +155,12 @@ async def ai_sdk_stream(hub: Hub, run: Followable, message_id: str) -> AsyncIter
     all: the SDK resets the message on a replay's ``start``); the application's own events
     as data parts."""
     encoder = UIMessageEncoder(message_id)
-    async for batch in run_batches(hub, run):
+    async for batch in run_records(hub, run):
         out: list[bytes] = []
-        for event in batch:
-            found = payload_of(event)
+        for record in batch:
+            found = payload_of(record)
             if found is None:
-                out.append(encoder.encode_data(event.event or "message", event.data or ""))
+                out.append(encoder.encode_data(record[0] or "message", record[1]))
             else:
                 out.append(encoder.encode(*found))
         if out:

@@ -16,6 +16,7 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections import Counter, deque
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING, Any
@@ -84,6 +85,12 @@ class Runs:
         #: Which run answers each chat now (the AI SDK's resume names chats).
         self.chats = Chats(family, self.directory)
         self._by_id: dict[str, Run] = {}
+        # The runs going on, and how many per owner: counted, not scanned, on each start
+        # (_by_id also holds every ended run of the retention period).
+        self._going: set[Run] = set()
+        self._going_per_owner: Counter[str] = Counter()
+        # Ended runs in the order they ended: forgotten from the left once retention passed.
+        self._ended_order: deque[tuple[float, Run]] = deque()
         self._unwatched_since: dict[str, float] = {}
         self._sweeper: asyncio.Task[None] | None = None
         self._sharing = False
@@ -94,7 +101,7 @@ class Runs:
 
     @property
     def running(self) -> int:
-        return sum(1 for run in self._by_id.values() if run.running)
+        return len(self._going)
 
     def start(
         self,
@@ -128,7 +135,12 @@ class Runs:
             observer=self.observer,
         )
         self._by_id[run.id] = run
+        self._going.add(run)
+        if owner is not None:
+            self._going_per_owner[owner] += 1
         run.start()
+        assert run.task is not None
+        run.task.add_done_callback(lambda _task: self._ended(run))
         self._ensure_sweeper()
         return run
 
@@ -140,14 +152,24 @@ class Runs:
             raise RunRefused(
                 429, "too_many_runs", f"{limits.max_concurrent} runs are going; try again shortly"
             )
-        if limits.max_per_owner is not None and owner is not None:
-            mine = sum(1 for r in self._by_id.values() if r.running and r.owner == owner)
-            if mine >= limits.max_per_owner:
-                raise RunRefused(
-                    429,
-                    "too_many_runs",
-                    f"you have {limits.max_per_owner} runs going; wait for one to end",
-                )
+        per_owner = limits.max_per_owner
+        if (
+            per_owner is not None
+            and owner is not None
+            and self._going_per_owner[owner] >= per_owner
+        ):
+            raise RunRefused(
+                429, "too_many_runs", f"you have {per_owner} runs going; wait for one to end"
+            )
+
+    def _ended(self, run: Run) -> None:
+        self._going.discard(run)
+        self._unwatched_since.pop(run.id, None)
+        self._ended_order.append((time.monotonic(), run))
+        if run.owner is not None:
+            self._going_per_owner[run.owner] -= 1
+            if self._going_per_owner[run.owner] <= 0:
+                del self._going_per_owner[run.owner]
 
     # -- finding -----------------------------------------------------------------------------
 
@@ -252,7 +274,7 @@ class Runs:
         if self._sweeper is not None:
             self._sweeper.cancel()
         await self.directory.aclose()
-        running = [run for run in self._by_id.values() if run.running]
+        running = list(self._going)
         for run in running:
             run.stop(RunState.SHUTDOWN)
         tasks = [run.task for run in running if run.task is not None]
@@ -373,14 +395,12 @@ class Runs:
         """Retention and abandonment; returns the runs to abandon that a shared directory
         must first confirm nobody follows elsewhere."""
         limits = self.limits
+        ended = self._ended_order
+        while ended and now - ended[0][0] > limits.retention:
+            del self._by_id[ended.popleft()[1].id]
         confirm: list[Run] = []
-        for run_id, run in list(self._by_id.items()):
-            if not run.running:
-                self._unwatched_since.pop(run_id, None)
-                ended = run.finished_at
-                if ended is not None and now - ended > limits.retention:
-                    del self._by_id[run_id]
-                continue
+        for run in list(self._going):
+            run_id = run.id
             if run.background or self.hub.subscriber_count(run.topic):
                 self._unwatched_since.pop(run_id, None)
                 continue

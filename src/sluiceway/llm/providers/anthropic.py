@@ -21,7 +21,7 @@ from sluiceway.llm.chunks import (
     UpstreamError,
     Usage,
 )
-from sluiceway.llm.providers.http import make_client, open_stream
+from sluiceway.llm.providers.http import Upstream
 from sluiceway.llm.request import ChatRequest
 from sluiceway.sse import Parser
 
@@ -68,7 +68,7 @@ class AnthropicProvider:
         self._headers = {"accept": "text/event-stream", "anthropic-version": API_VERSION}
         if api_key:
             self._headers["x-api-key"] = api_key
-        self._http = client or make_client(connect_timeout, read_timeout)
+        self._upstream = Upstream(connect_timeout, read_timeout, client)
 
     def body(self, request: ChatRequest) -> dict[str, Any]:
         system = "\n\n".join(m.content for m in request.messages if m.role == "system")
@@ -111,12 +111,12 @@ class AnthropicProvider:
         return body
 
     async def stream(self, request: ChatRequest) -> AsyncIterator[Chunk]:
-        async with open_stream(
-            self._http, self._url, self.body(request), self._headers, _error_message
-        ) as response:
+        async with self._upstream.open_stream(
+            self._url, self.body(request), self._headers, _error_message
+        ) as pieces:
             parser = Parser()
             state = MessageEventReader()
-            async for raw in response.aiter_bytes():
+            async for raw in pieces:
                 for event in parser.feed(raw):
                     try:
                         payload = orjson.loads(event.data or "")
@@ -130,7 +130,7 @@ class AnthropicProvider:
                         return
 
     async def aclose(self) -> None:
-        await self._http.aclose()
+        await self._upstream.aclose()
 
 
 def _tool(tool: dict[str, Any]) -> dict[str, Any]:

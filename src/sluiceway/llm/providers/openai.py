@@ -23,7 +23,7 @@ from sluiceway.llm.chunks import (
     UpstreamError,
     Usage,
 )
-from sluiceway.llm.providers.http import make_client, open_stream
+from sluiceway.llm.providers.http import Upstream
 from sluiceway.llm.request import ChatRequest
 from sluiceway.sse import Parser
 
@@ -56,7 +56,7 @@ class OpenAIProvider:
         self._headers = {"accept": "text/event-stream"}
         if api_key:
             self._headers["authorization"] = f"Bearer {api_key}"
-        self._http = client or make_client(connect_timeout, read_timeout)
+        self._upstream = Upstream(connect_timeout, read_timeout, client)
 
     def body(self, request: ChatRequest) -> dict[str, Any]:
         body: dict[str, Any] = {
@@ -73,11 +73,11 @@ class OpenAIProvider:
         return body
 
     async def stream(self, request: ChatRequest) -> AsyncIterator[Chunk]:
-        async with open_stream(
-            self._http, self._url, self.body(request), self._headers, _error_message
-        ) as response:
+        async with self._upstream.open_stream(
+            self._url, self.body(request), self._headers, _error_message
+        ) as pieces:
             parser = Parser()
-            async for raw in response.aiter_bytes():
+            async for raw in pieces:
                 for event in parser.feed(raw):
                     if event.data == "[DONE]":
                         return
@@ -92,7 +92,7 @@ class OpenAIProvider:
         # Some servers end without [DONE]; that is fine only if the answer said it finished.
 
     async def aclose(self) -> None:
-        await self._http.aclose()
+        await self._upstream.aclose()
 
 
 def _error_message(body: Any) -> str | None:
