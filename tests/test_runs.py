@@ -47,6 +47,16 @@ from sluiceway.runs import (
 from sluiceway.sse import Event, Parser
 
 
+def test_doctests() -> None:
+    import doctest
+
+    from sluiceway.hub import core
+    from sluiceway.runs import chats, formats, items, limits, run, tools
+
+    for module in (chats, formats, items, limits, run, tools, core):
+        assert doctest.testmod(module, raise_on_error=False).failed == 0, module.__name__
+
+
 def runs_of(**limits: Any) -> Runs:
     return Runs(Hub(), family="task", limits=RunLimits(**limits))
 
