@@ -274,7 +274,8 @@ def test_the_browser_reconnects_and_resumes_when_the_token_expires(
     refreshed its cookie resumes, updates published while it was away included; a page whose
     cookie went stale is refused (401) and the browser closes the EventSource."""
     topic = topic_of("reconnect")
-    short_lived = token(subscribe=[topic], exp=int(time.time()) + 2)
+    # Long enough to outlive two page loads on a busy machine (an int exp can be 1 s short).
+    short_lived = token(subscribe=[topic], exp=int(time.time()) + 4)
     refreshed_context = new_context(short_lived)
     refreshed, stale = refreshed_context.new_page(), new_context(short_lived).new_page()
     for page in (refreshed, stale):
@@ -287,8 +288,8 @@ def test_the_browser_reconnects_and_resumes_when_the_token_expires(
         assert wait_received(page, 1) == [("before", before)]
     # The open stream keeps the grants it opened with; the next request carries the new cookie.
     refreshed_context.add_cookies([cookie(token(subscribe=[topic]))])  # type: ignore[list-item]
-    for page in (refreshed, stale):  # the token expires within 2 s: the hub ends the stream
-        wait_until(page, "() => window.errors.length >= 1", timeout=4000)
+    for page in (refreshed, stale):  # the token expires within 4 s: the hub ends the stream
+        wait_until(page, "() => window.errors.length >= 1", timeout=6000)
         assert page.evaluate("window.source.readyState") == 0  # CONNECTING: it will retry
     during = publish(hub, topic=topic, data="during", private="on")
     assert refreshed.evaluate("window.opens.length") == 1, "reconnected before the publish"
