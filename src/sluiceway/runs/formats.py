@@ -23,7 +23,7 @@ the LLM formats, except the AI SDK's, which carries them as data parts (``data-<
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any, Literal, Protocol
 
 import orjson
@@ -35,6 +35,7 @@ from sluiceway.llm.anthropic_format import MessageEncoder, sse_bytes
 from sluiceway.llm.openai_format import ChunkEncoder
 from sluiceway.llm.responses_format import ResponseInfo, ResponsesEncoder, response_info
 from sluiceway.runs.follow import Followable, Record, run_records
+from sluiceway.runs.items import TERMINAL_EVENTS
 
 __all__ = [
     "FORMATS",
@@ -69,66 +70,62 @@ def payload_of(record: Record) -> tuple[str, Any] | None:
     return kind, orjson.loads(record[1] or "null")
 
 
-async def openai_stream(hub: Hub, run: Followable, encoder: ChunkEncoder) -> AsyncIterator[bytes]:
-    """``chat.completion.chunk`` objects, then ``data: [DONE]``."""
-    async for batch in run_records(hub, run):
-        out: list[bytes] = []
-        for record in batch:
-            found = payload_of(record)
-            if found is None:
-                continue
-            kind, payload = found
-            for chunk in encoder.chunks(kind, payload):
-                out.append(b"data: " + orjson.dumps(chunk) + b"\n\n")
-            if kind == "done":
-                out.append(DONE)
-            if kind in ("done", "error"):
-                yield b"".join(out)
-                return
-        if out:
-            yield b"".join(out)
-
-
-async def anthropic_stream(
-    hub: Hub, run: Followable, encoder: MessageEncoder
+async def _encoded(
+    hub: Hub, run: Followable, encode: Callable[[str, Any], list[bytes]]
 ) -> AsyncIterator[bytes]:
-    """Anthropic's Messages events, ``message_start`` to ``message_stop``."""
+    """The run's LLM events through ``encode``, one write per batch, ending at its last event
+    (the application's own events are no part of these formats)."""
     async for batch in run_records(hub, run):
         out: list[bytes] = []
         for record in batch:
             found = payload_of(record)
             if found is None:
                 continue
-            kind, payload = found
-            for name, data in encoder.events(kind, payload):
-                out.append(sse_bytes(name, data))
-            if kind in ("done", "error"):
+            out.extend(encode(*found))
+            if found[0] in TERMINAL_EVENTS:
                 yield b"".join(out)
                 return
         if out:
             yield b"".join(out)
 
 
-async def responses_stream(
+def openai_stream(hub: Hub, run: Followable, encoder: ChunkEncoder) -> AsyncIterator[bytes]:
+    """``chat.completion.chunk`` objects, then ``data: [DONE]``."""
+
+    def encode(kind: str, payload: Any) -> list[bytes]:
+        out = [b"data: " + orjson.dumps(chunk) + b"\n\n" for chunk in encoder.chunks(kind, payload)]
+        if kind == "done":
+            out.append(DONE)
+        return out
+
+    return _encoded(hub, run, encode)
+
+
+def anthropic_stream(hub: Hub, run: Followable, encoder: MessageEncoder) -> AsyncIterator[bytes]:
+    """Anthropic's Messages events, ``message_start`` to ``message_stop``."""
+
+    def encode(kind: str, payload: Any) -> list[bytes]:
+        return [sse_bytes(name, data) for name, data in encoder.events(kind, payload)]
+
+    return _encoded(hub, run, encode)
+
+
+def responses_stream(
     hub: Hub, run: Followable, info: ResponseInfo, starting_after: int = -1
 ) -> AsyncIterator[bytes]:
     """The Responses API's events encoded from the start, sent from ``starting_after + 1``
     on, each with its ``sequence_number`` as the SSE id (so ``Last-Event-ID`` resumes too)."""
     encoder = ResponsesEncoder(info)
-    async for batch in run_records(hub, run):
-        out: list[bytes] = []
-        for stored in batch:
-            found = payload_of(stored)
-            if found is None:
-                continue
-            for event in encoder.feed(*found):
-                if event["sequence_number"] > starting_after:
-                    out.append(
-                        b"event: %b\ndata: %b\nid: %d\n\n"
-                        % (event["type"].encode(), orjson.dumps(event), event["sequence_number"])
-                    )
-        if out:
-            yield b"".join(out)
+
+    def encode(kind: str, payload: Any) -> list[bytes]:
+        return [
+            b"event: %b\ndata: %b\nid: %d\n\n"
+            % (event["type"].encode(), orjson.dumps(event), event["sequence_number"])
+            for event in encoder.feed(kind, payload)
+            if event["sequence_number"] > starting_after
+        ]
+
+    return _encoded(hub, run, encode)
 
 
 async def responses_replay(
