@@ -174,7 +174,7 @@ def _body(chunk: bytes, more: bool = True) -> Message:
     return {"type": "http.response.body", "body": chunk, "more_body": more}
 
 
-async def _watch_disconnect(receive: Receive, on_disconnect: Callable[[], None]) -> None:
+async def _watch_disconnect(receive: Receive, on_disconnect: Callable[[], object]) -> None:
     while (await receive())["type"] != "http.disconnect":
         pass
     on_disconnect()

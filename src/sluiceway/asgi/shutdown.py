@@ -22,14 +22,14 @@ from collections.abc import Awaitable, Callable
 
 # Each running stream's closer, and whether it streams a hub subscription (those are counted
 # by the hub itself).
-_closers: dict[Callable[[], None], bool] = {}
+_closers: dict[Callable[[], object], bool] = {}
 _drained: asyncio.Event | None = None
 # Work that feeds streams, stopped before they end, then what it publishes into.
 _stoppers: dict[Callable[[], Awaitable[None]], None] = {}
 _sinks: dict[Callable[[float], Awaitable[None]], None] = {}
 
 
-def register(closer: Callable[[], None], *, hub_stream: bool = False) -> Callable[[], None]:
+def register(closer: Callable[[], object], *, hub_stream: bool = False) -> Callable[[], None]:
     """Remember a running stream's ``closer``; returns the function that forgets it."""
     _closers[closer] = hub_stream
 

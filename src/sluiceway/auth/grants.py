@@ -190,14 +190,14 @@ def token_from(
     """
     authorization = _header(headers, "Authorization")
     if authorization is not None:
-        scheme, _, token = authorization.strip().partition(" ")
-        token = token.strip()
+        scheme, _, credentials = authorization.strip().partition(" ")
+        credentials = credentials.strip()
         if scheme.lower() == "bearer":
-            if not token or " " in token:
+            if not credentials or " " in credentials:
                 raise AuthError(
                     "invalid_request", "the Authorization header must be 'Bearer <access token>'"
                 )
-            return token
+            return credentials
     token = query.get(query_name)
     if token is not None:
         if not token:

@@ -294,12 +294,14 @@ class Connection:
             raise codes.INVALID_TOKEN
         for channel in channels:
             self._check_channel(channel)  # a signed token names no internal topic either
-        positions = params.get("subs") if isinstance(params.get("subs"), dict) else {}
+        subs_param = params.get("subs")
+        positions: dict[str, Any] = subs_param if isinstance(subs_param, dict) else {}
         subscribed: list[tuple[str, Subscription]] = []
         try:
             subs: dict[str, Any] = {}
             for channel in channels:
-                wanted = positions.get(channel) if isinstance(positions.get(channel), dict) else {}
+                found = positions.get(channel)
+                wanted: dict[str, Any] = found if isinstance(found, dict) else {}
                 subscription, subs[channel] = await self._open(channel, wanted, server_side=True)
                 subscribed.append((channel, subscription))
         except BaseException:

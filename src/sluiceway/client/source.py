@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Callable, Iterator, Mapping
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterator, Mapping
 from types import TracebackType
 from typing import Any, Self
 
@@ -111,7 +111,7 @@ class EventSource:
         self._on_reset = on_reset
         #: Reset events seen so far.
         self.resets = 0
-        self._async_iterator: Any = None
+        self._async_iterator: AsyncGenerator[Event, None] | None = None
         self._sync_iterator: Iterator[Event] | None = None
 
     @property
@@ -214,7 +214,7 @@ class EventSource:
         if iterator is not None:
             await iterator.aclose()
 
-    async def _aevents(self) -> AsyncIterator[Event]:
+    async def _aevents(self) -> AsyncGenerator[Event, None]:
         client = self._client if isinstance(self._client, httpx.AsyncClient) else None
         owned = client is None
         if client is None:
@@ -310,7 +310,7 @@ class EventSource:
 
 
 def _content_type(response: httpx.Response) -> str:
-    return response.headers.get("content-type", "")
+    return str(response.headers.get("content-type", ""))
 
 
 async def _aread_limited(response: httpx.Response) -> bytes:

@@ -155,7 +155,7 @@ class RedisBackend:
         size, ttl_ms = self.history_size, self.ttl_ms
         if bounds is not None:
             size, ttl_ms = bounds[0], int(bounds[1] * 1000)
-        args = [
+        args: list[str | int] = [
             new_epoch(),
             event or "",
             data,
@@ -184,7 +184,7 @@ class RedisBackend:
                 await self._pubsub.unsubscribe(CHANNEL_PREFIX + topic)
 
     async def snapshot(self, topic: str, after: int | None, limit: int) -> Snapshot:
-        args = [new_epoch(), -1 if after is None else after, limit, self.ttl_ms]
+        args: list[str | int] = [new_epoch(), -1 if after is None else after, limit, self.ttl_ms]
         try:
             epoch, head, entries = await self._snapshot_script(keys=_keys(topic), args=args)
         except (RedisError, OSError) as exc:
@@ -267,7 +267,7 @@ class RedisBackend:
             finally:
                 self._pubsub = None
                 with contextlib.suppress(Exception):
-                    await pubsub.aclose()
+                    await pubsub.aclose()  # type: ignore[no-untyped-call]  # redis-py lacks the hint
             await asyncio.sleep(delay)
             delay = min(delay * 2, 2.0)
 

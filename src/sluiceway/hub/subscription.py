@@ -118,11 +118,12 @@ class Subscription:
     def next_chunk(self) -> bytes | None:
         """Everything pending, as one ``bytes``; ``None`` when there is nothing to send now."""
         if self._pending:
-            chunk = b"".join(self._pending)
+            control = b"".join(self._pending)
             self._pending.clear()
-            return as_http_chunk(chunk) if self.chunked else chunk
+            return as_http_chunk(control) if self.chunked else control
         if self.close_reason is not None and not self.flush_on_close:
             return None
+        chunk: bytes | None
         if len(self.topics) == 1:
             chunk = self._next_single()
         else:

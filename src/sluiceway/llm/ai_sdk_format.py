@@ -143,7 +143,7 @@ def parse_chat_request(body: Any, default_max_tokens: int) -> ChatTurn:
     stop = body.get("stop")
     try:
         request = ChatRequest(
-            messages=converted,  # type: ignore[arg-type]
+            messages=converted,
             model=body.get("model"),
             max_tokens=body.get("max_tokens") or default_max_tokens,
             temperature=body.get("temperature"),

@@ -274,7 +274,7 @@ def parse_request(body: Any) -> tuple[ChatRequest, bool]:
     stop = body.get("stop_sequences")
     try:
         request = ChatRequest(
-            messages=converted,  # type: ignore[arg-type]
+            messages=converted,
             model=body.get("model"),
             max_tokens=max_tokens,
             temperature=body.get("temperature"),
@@ -370,7 +370,7 @@ class MessageEncoder:
     def events(self, event: str, payload: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
         """The stream events for one generation event (``error`` gives the in-band error)."""
         if event == "start":
-            message = {
+            message: dict[str, Any] = {
                 "id": self.id,
                 "type": "message",
                 "role": "assistant",
@@ -428,7 +428,7 @@ class MessageEncoder:
             return []
         found = []
         if call not in self._tool_blocks:
-            block = {
+            block: dict[str, Any] = {
                 "type": "tool_use",
                 "id": payload.get("id") or self._tool_id(call),
                 "name": payload.get("name") or "",

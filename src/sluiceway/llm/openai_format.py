@@ -94,7 +94,7 @@ def parse_request(body: Any, default_max_tokens: int) -> tuple[ChatRequest, bool
     stream_options = body.get("stream_options") or {}
     try:
         request = ChatRequest(
-            messages=converted,  # type: ignore[arg-type]
+            messages=converted,
             model=body.get("model"),
             max_tokens=body.get("max_completion_tokens")
             or body.get("max_tokens")

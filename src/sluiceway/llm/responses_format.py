@@ -141,7 +141,7 @@ def parse_request(body: Any, default_max_tokens: int) -> tuple[ChatRequest, bool
         raise BadRequest("previous_response_id is not supported: send the whole input")
     try:
         request = ChatRequest(
-            messages=_messages(body),  # type: ignore[arg-type]
+            messages=_messages(body),
             model=body.get("model"),
             max_tokens=body.get("max_output_tokens") or default_max_tokens,
             temperature=body.get("temperature"),
@@ -254,7 +254,7 @@ class ResponsesEncoder:
         events = []
         if self._message is None:
             self._message = len(self.output)
-            item = {
+            item: dict[str, Any] = {
                 "id": "msg_" + self.info.id.removeprefix("resp_"),
                 "type": "message",
                 "status": "in_progress",

@@ -57,9 +57,13 @@ import re
 import unicodedata
 from collections.abc import Iterable
 from enum import StrEnum
+from typing import TYPE_CHECKING
 from urllib.parse import urljoin, urlsplit
 
 from urlpattern import URLPattern
+
+if TYPE_CHECKING:
+    from urlpattern import URLPatternInit
 
 from sluiceway.urls import normalize_path
 
@@ -191,7 +195,7 @@ def is_reserved_topic(topic: str, hub_url: str) -> bool:
     paths: list[str] = []
     components = _url_components(topic, _check_hub_url(hub_url))
     if components is not None:
-        paths.append(components["pathname"])
+        paths.append(components.get("pathname", ""))
     # ValueError: e.g. an invalid IPv6 literal; the WHATWG view above still counts.
     with contextlib.suppress(ValueError):
         paths.append(urlsplit(urljoin(hub_url, topic)).path)
@@ -290,9 +294,12 @@ class _URLPatternSelector(Selector):
             return False
         # A non-special scheme's host keeps its case in a URL; compare it in lower case.
         components = _url_components(topic, self._hub_url)
-        if components is None or components["hostname"] == components["hostname"].lower():
+        if components is None:
             return False
-        components["hostname"] = components["hostname"].lower()
+        hostname = components.get("hostname", "")
+        if hostname == hostname.lower():
+            return False
+        components["hostname"] = hostname.lower()
         return self._compiled.test(components)
 
 
@@ -456,7 +463,6 @@ _PARAMETERS = {
 
 # -- the package's URL parser ------------------------------------------------------------------
 
-_COMPONENTS = ("protocol", "username", "password", "hostname", "port", "pathname", "search", "hash")
 _ANY_URL = URLPattern({})  # every component "*": exec() hands back a URL's parsed components
 # An absolute URL with a non-special scheme and an upper-case letter in its authority.
 _MAYBE_UPPER_CASE_HOST = re.compile(
@@ -464,19 +470,28 @@ _MAYBE_UPPER_CASE_HOST = re.compile(
 )
 
 
-def _url_components(url: str, base: str | None) -> dict[str, str] | None:
+def _url_components(url: str, base: str | None) -> URLPatternInit | None:
     """The components of ``url`` (resolved against ``base``) as the WHATWG URL parser sees
     them, or None if it is not a URL."""
     result = _ANY_URL.exec(url, base)
     if result is None:
         return None
-    return {name: result[name]["input"] for name in _COMPONENTS}
+    return {
+        "protocol": result["protocol"]["input"],
+        "username": result["username"]["input"],
+        "password": result["password"]["input"],
+        "hostname": result["hostname"]["input"],
+        "port": result["port"]["input"],
+        "pathname": result["pathname"]["input"],
+        "search": result["search"]["input"],
+        "hash": result["hash"]["input"],
+    }
 
 
 @functools.lru_cache(maxsize=64)
 def _check_hub_url(hub_url: str) -> str:
     components = _url_components(hub_url, None)
-    if components is None or components["protocol"] not in ("http", "https"):
+    if components is None or components.get("protocol") not in ("http", "https"):
         raise SelectorError(f"the hub URL must be an absolute http(s) URL: {hub_url[:100]!r}")
     return hub_url
 

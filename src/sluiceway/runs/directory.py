@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any
 import orjson
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
+from redis.typing import EncodableT
 
 if TYPE_CHECKING:
     from sluiceway.runs.run import Run
@@ -143,7 +144,7 @@ class RedisRunDirectory(RunDirectory):
                 await self._listener
 
     async def register(self, run: Run) -> None:
-        fields = {
+        fields: dict[EncodableT, EncodableT] = {
             "topic": run.topic,
             "created": repr(run.created),
             "state": run.state.value,
@@ -155,10 +156,13 @@ class RedisRunDirectory(RunDirectory):
         await self._write(run.id, fields)
 
     async def ended(self, run: Run) -> None:
-        fields = {"state": run.state.value, "finish_reason": run.finish_reason or ""}
+        fields: dict[EncodableT, EncodableT] = {
+            "state": run.state.value,
+            "finish_reason": run.finish_reason or "",
+        }
         await self._write(run.id, fields)
 
-    async def _write(self, run_id: str, fields: dict[str, Any]) -> None:
+    async def _write(self, run_id: str, fields: dict[EncodableT, EncodableT]) -> None:
         key = PREFIX + run_id
         try:
             async with self._redis.pipeline(transaction=True) as pipe:

@@ -88,7 +88,7 @@ class RunRouter(APIRouter):
         tags: list[str] | None = None,
         **router_options: Any,
     ) -> None:
-        super().__init__(tags=list(tags or ["runs"]), **router_options)  # type: ignore[arg-type]
+        super().__init__(tags=list(tags or ["runs"]), **router_options)
         prefix = prefix.rstrip("/")
         Owner = Annotated[str | None, Depends(identify or _nobody)]
         RunId = Annotated[str, Path(description="The run's id (its ``start`` event's ``id``).")]

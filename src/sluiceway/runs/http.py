@@ -190,7 +190,7 @@ async def run_response(
         return exc.response(format)
     if content is None:
         return Response(status_code=204, headers={id_header: run.id})
-    return EventStreamResponse(  # type: ignore[return-value]
+    return EventStreamResponse(
         content,
         headers={**format_headers(format), id_header: run.id, **(headers or {})},
         retry=retry,
@@ -381,8 +381,8 @@ def run_routes(
             return None
         found = identify(request)
         if inspect.isawaitable(found):
-            found = await found
-        return cast("str | None", found)
+            return await found
+        return found
 
     async def describe(request: Request) -> Response:
         return await describe_run(runs, request.path_params["run_id"], await who(request))

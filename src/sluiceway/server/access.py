@@ -56,7 +56,7 @@ def facts_of(connection: HTTPConnection) -> RequestFacts:
     facts = scope.get(FACTS_KEY)
     if facts is None:
         facts = scope[FACTS_KEY] = RequestFacts.from_scope(scope)
-    return facts  # type: ignore[no-any-return]
+    return facts
 
 
 def refusal(error: AuthError | Refusal) -> APIError:

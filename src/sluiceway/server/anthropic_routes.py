@@ -57,9 +57,7 @@ async def messages(request: Request) -> Response:
     headers = {"x-generation-id": generation.id, "request-id": generation.id}
     hub = request.app.state.hub
     if stream:
-        return EventStreamResponse(  # type: ignore[return-value]
-            anthropic_stream(hub, generation, encoder), headers=headers
-        )
+        return EventStreamResponse(anthropic_stream(hub, generation, encoder), headers=headers)
     text = []
     async for event, payload in run_events(hub, generation):
         if event == "token":

@@ -133,7 +133,7 @@ async def events(request: Request) -> Response:
         raise APIError(503, "shutting_down", str(exc)) from None
     except HubError as exc:  # e.g. job topics not kept in-process with a shared backend
         raise APIError(503, "backend_unavailable", str(exc)) from None
-    return EventStreamResponse(  # type: ignore[return-value]
+    return EventStreamResponse(
         subscription,
         headers={"x-job-id": job.id},
         retry=request.app.state.settings.retry_ms,

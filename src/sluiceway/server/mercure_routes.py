@@ -120,7 +120,7 @@ async def subscribe(request: Request) -> Response:
         raise APIError(503, "backend_unavailable", str(exc)) from None
     # Only when a cursor was asked for (the draft), under its current name and the old one.
     headers = {"mercure-last-event-id": last, "last-event-id": last} if last_event_id else {}
-    return EventStreamResponse(  # type: ignore[return-value]
+    return EventStreamResponse(
         face.updates(subscription, selectors, grants),
         headers=headers,
         ping_interval=settings.ping_interval,

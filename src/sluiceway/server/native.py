@@ -73,12 +73,11 @@ class TransportSink:
         write = self.transport.write
         stats = sub.hub.stats
         wrote = False
-        while (chunk := sub.next_chunk()) is not None:
-            write(chunk)  # may call pause_writing() synchronously
+        # write() may call pause_writing() synchronously: look again before each chunk.
+        while not self.paused and (chunk := sub.next_chunk()) is not None:
+            write(chunk)
             stats.bytes_sent += len(chunk)
             wrote = True
-            if self.paused:
-                break
         if wrote:
             sub.last_write = self.loop.time()
         if sub.close_reason is not None and not self.paused:

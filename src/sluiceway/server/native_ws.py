@@ -157,14 +157,12 @@ class DirectWebSocketProtocol(WebSocketsSansIOProtocol):
         super().handle_connect(event)
         scope = getattr(self, "scope", None)
         if scope is not None:  # the handshake was accepted; the app's task has not run yet
-            scope["extensions"][DIRECT_WRITER] = DirectTextWriter(self)  # type: ignore[index]
+            scope["extensions"][DIRECT_WRITER] = DirectTextWriter(self)
             if self.endpoint is not None and scope["path"] == WEBSOCKET_PATH:
                 refused = None
                 if self.admission is not None:
                     refused = self.admission.check_request(RequestFacts.from_scope(scope))
-                self.app = (  # type: ignore[assignment]
-                    self.endpoint if refused is None else _Refuse(refused)
-                )
+                self.app = self.endpoint if refused is None else _Refuse(refused)
 
     def start_keepalive(self) -> None:
         # Called once the handshake's response is sent: the request and response objects

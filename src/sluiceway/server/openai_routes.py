@@ -44,7 +44,7 @@ async def chat_completions(request: Request) -> Response:
     encoder = ChunkEncoder(generation.id, generation.model, int(generation.created), include_usage)
     hub = request.app.state.hub
     if stream:
-        return EventStreamResponse(  # type: ignore[return-value]
+        return EventStreamResponse(
             openai_stream(hub, generation, encoder), headers={"x-generation-id": generation.id}
         )
     text = []

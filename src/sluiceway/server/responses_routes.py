@@ -71,9 +71,7 @@ async def create(request: Request) -> Response:
     hub: Hub = request.app.state.hub
     headers = {"x-generation-id": generation.id}
     if stream:
-        return EventStreamResponse(  # type: ignore[return-value]
-            responses_stream(hub, generation, info, -1), headers=headers
-        )
+        return EventStreamResponse(responses_stream(hub, generation, info, -1), headers=headers)
     if background:
         encoder = ResponsesEncoder(info)
         encoder.status = "queued" if not generation.opened.done() else "in_progress"
@@ -116,7 +114,7 @@ async def retrieve(request: Request) -> Response:
             starting_after = int(after) if after is not None else -1
         except ValueError:
             return openai_error(400, "invalid_starting_after", "starting_after must be an integer")
-        return EventStreamResponse(  # type: ignore[return-value]
+        return EventStreamResponse(
             responses_stream(hub, generation, info, starting_after),
             headers={"x-generation-id": generation.id},
             ends_at=grants.read_deadline,

@@ -128,7 +128,7 @@ async def _stream(request: Request, path_topics: list[str]) -> Response:
         raise APIError(503, "too_many_topics", str(exc)) from None
     except BackendUnavailable as exc:
         raise APIError(503, "backend_unavailable", str(exc)) from None
-    return EventStreamResponse(  # type: ignore[return-value]
+    return EventStreamResponse(
         subscription, retry=_settings(request).retry_ms, ends_at=grants.read_deadline
     )
 

@@ -88,7 +88,7 @@ def csv_column(values: Sequence[Any]) -> Sequence[Any]:
     if kinds <= {bool, type(None)}:
         return list(map(_BOOL_TEXT.get, values, values))
     if len(kinds) == 1 and kinds <= {dt.datetime, dt.date, dt.time}:
-        return list(map(next(iter(kinds)).isoformat, values))
+        return [value.isoformat() for value in values]
     return list(map(csv_cell, values))
 
 

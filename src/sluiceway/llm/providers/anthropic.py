@@ -6,7 +6,7 @@ message_delta (stop reason, usage), ping and error events.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from typing import Any
 
 import httpx
@@ -110,7 +110,7 @@ class AnthropicProvider:
             body["tools"] = [_tool(t) for t in request.tools]
         return body
 
-    async def stream(self, request: ChatRequest) -> AsyncIterator[Chunk]:
+    async def stream(self, request: ChatRequest) -> AsyncGenerator[Chunk, None]:
         async with self._upstream.open_stream(
             self._url, self.body(request), self._headers, _error_message
         ) as pieces:

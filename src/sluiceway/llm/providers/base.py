@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from typing import Protocol
 
 from sluiceway.llm.chunks import Chunk
@@ -23,7 +23,7 @@ class Provider(Protocol):
     #: The model used when a request names none.
     default_model: str
 
-    def stream(self, request: ChatRequest) -> AsyncIterator[Chunk]: ...
+    def stream(self, request: ChatRequest) -> AsyncGenerator[Chunk, None]: ...
 
     async def aclose(self) -> None:
         """Release the provider's resources (its connection pool, a local model server)."""

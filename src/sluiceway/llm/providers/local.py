@@ -21,7 +21,7 @@ import importlib.metadata
 import importlib.util
 import secrets
 import threading
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from contextlib import aclosing
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -255,7 +255,7 @@ class LocalProvider:
                 )
             return self._delegate
 
-    async def stream(self, request: ChatRequest) -> AsyncIterator[Chunk]:
+    async def stream(self, request: ChatRequest) -> AsyncGenerator[Chunk, None]:
         delegate = await self._ensure_started()
         # aclosing: closing this generator must close the upstream request now, not at GC.
         async with aclosing(delegate.stream(request)) as chunks:

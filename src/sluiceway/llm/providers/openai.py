@@ -8,7 +8,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from typing import Any
 
 import httpx
@@ -72,7 +72,7 @@ class OpenAIProvider:
                 body[option] = value
         return body
 
-    async def stream(self, request: ChatRequest) -> AsyncIterator[Chunk]:
+    async def stream(self, request: ChatRequest) -> AsyncGenerator[Chunk, None]:
         async with self._upstream.open_stream(
             self._url, self.body(request), self._headers, _error_message
         ) as pieces:
