@@ -28,7 +28,6 @@ from sluiceway.cli.demo_data import demo_data
 from sluiceway.server.app import create_app
 from sluiceway.server.settings import Settings
 from sluiceway.transfer.demo_data import demo_row, fill_demo
-from sluiceway.transfer.exports import dispose_engine
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -374,7 +373,7 @@ async def test_a_database_out_of_reach_is_503(url: str, detail: str) -> None:
         assert detail in response.json()["detail"]
         response = await client.post("/jobs", json={"kind": "export", "params": {"table": "demo"}})
         assert_error(response, 503, "database_unavailable")
-    await dispose_engine(app)
+    await app.state.services.aclose()
     # aiosqlite stops the worker thread of a failed connect by posting to this loop: let it,
     # before pytest closes the loop.
     await asyncio.sleep(0.1)

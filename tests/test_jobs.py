@@ -357,10 +357,10 @@ async def count(progress: Progress, params: Count) -> dict[str, Any]:
         raise JobFailed("too_high", "counted too far")
     if params.fail == "badly":
         raise RuntimeError("boom")
-    return {"counted": progress.done, "app": progress.app}
+    return {"counted": progress.done, "context": progress.context}
 
 
-async def refuse_thirteen(app: Any, params: Count) -> None:
+async def refuse_thirteen(context: Any, params: Count) -> None:
     if params.to == 13:
         raise JobRefused(422, "unlucky", "not 13")
 
@@ -369,7 +369,7 @@ def counting_jobs(**options: Any) -> tuple[Hub, Jobs]:
     registry = JobRegistry()
     registry.register("count", Count, count, check=refuse_thirteen)
     hub = Hub()
-    return hub, Jobs(hub, app="the app", registry=registry, report_interval=0.0, **options)
+    return hub, Jobs(hub, context="the context", registry=registry, report_interval=0.0, **options)
 
 
 async def topic_events(hub: Hub, topic: str) -> list[tuple[str | None, Any]]:
@@ -387,7 +387,7 @@ async def test_a_kind_of_your_own() -> None:
         ("progress", 1),
         ("progress", 2),
         ("progress", 3),
-        ("result", {"counted": 3, "app": "the app"}),
+        ("result", {"counted": 3, "context": "the context"}),
     ]
     assert job.state is JobState.COMPLETED
     assert job.describe()["progress"]["percent"] == 100.0

@@ -4,7 +4,7 @@ A job runs detached from the request that started it (like an LLM generation) an
 through a hub topic, so clients can leave, come back with ``Last-Event-ID`` and miss nothing.
 
 >>> from sluiceway.jobs import Jobs
->>> jobs = Jobs(hub, app=app, max_running=4)                        # doctest: +SKIP
+>>> jobs = Jobs(hub, context=context, max_running=4)                # doctest: +SKIP
 >>> job = await jobs.start("export", {"table": "demo", "format": "ndjson"})  # doctest: +SKIP
 >>> job.topic                      # follow it: hub.subscribe([job.topic])  # doctest: +SKIP
 'sluiceway.job:job_...'

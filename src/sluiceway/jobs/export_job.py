@@ -21,6 +21,8 @@ from __future__ import annotations
 
 import hashlib
 import os
+from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
@@ -31,10 +33,10 @@ from sluiceway.jobs.progress import Progress
 from sluiceway.jobs.registry import JobFailed, JobRefused, JobRegistry
 from sluiceway.transfer.export_query import ExportQuery, ExportQueryError, build_select
 from sluiceway.transfer.exports import (
+    ExportDatabase,
     ExportError,
     check_table,
     describe_error,
-    engine_for,
     iter_chunks,
     open_export,
     reflect_table,
@@ -70,11 +72,21 @@ class ExportParams(BaseModel):
         return ExportQuery.from_values(self.columns, self.where, self.order_by, self.limit)
 
 
-async def check_export(app: Any, params: ExportParams) -> None:
+@dataclass(frozen=True, slots=True)
+class ExportContext:
+    """What export jobs need: the database, which of its tables may be exported, and the
+    directory the files go to (``files_dir/exports/``)."""
+
+    database: ExportDatabase
+    tables: Sequence[str]
+    files_dir: Path
+
+
+async def check_export(context: ExportContext, params: ExportParams) -> None:
     """Refuse (422) a table that is not exportable or a query the table cannot answer."""
     try:
-        check_table(params.table, app.state.settings.export_tables)
-        async with engine_for(app).connect() as connection:
+        check_table(params.table, context.tables)
+        async with context.database.engine.connect() as connection:
             build_select(await reflect_table(connection, params.table), params.query())
     except ExportQueryError as exc:
         raise JobRefused(422, exc.code, exc.detail) from None
@@ -86,16 +98,18 @@ async def check_export(app: Any, params: ExportParams) -> None:
 
 async def run_export(progress: Progress, params: ExportParams) -> dict[str, Any]:
     """Write the export to ``files_dir/exports/<table>-<job id>.<format>``."""
-    app = progress.app
+    context: ExportContext = progress.context
     try:
-        cursor = await open_export(engine_for(app), params.table, params.query(), count=True)
+        cursor = await open_export(
+            context.database.engine, params.table, params.query(), count=True
+        )
     except ExportQueryError as exc:  # the table changed since the check
         raise JobFailed(exc.code, exc.detail) from None
     except ExportError as exc:
         raise JobFailed(exc.code, exc.detail) from None
     progress.set_total(cursor.total)
     encoder = encoder_for(params.format, cursor.columns)
-    directory = Path(app.state.settings.files_dir) / EXPORTS_SUBDIR
+    directory = context.files_dir / EXPORTS_SUBDIR
     name = f"{_safe(params.table)}-{progress.job_id}.{encoder.extension}"
     final, partial = directory / name, directory / (name + ".part")
     digest = hashlib.sha256()

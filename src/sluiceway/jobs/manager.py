@@ -1,6 +1,6 @@
 """``Jobs``: starts jobs within a limit, finds them again, cancels them, forgets them later.
 
->>> jobs = Jobs(hub, app=app, max_running=4)                        # doctest: +SKIP
+>>> jobs = Jobs(hub, context=context, max_running=4)                # doctest: +SKIP
 >>> job = await jobs.start("export", {"table": "demo", "format": "csv"})  # doctest: +SKIP
 >>> # clients follow the hub topic job.topic; await jobs.cancel(job.id)
 """
@@ -53,7 +53,7 @@ class Jobs:
         self,
         hub: Hub,
         *,
-        app: Any = None,
+        context: Any = None,
         registry: JobRegistry | None = None,
         max_running: int = 4,
         retention: float = RETENTION,
@@ -61,7 +61,7 @@ class Jobs:
         report_interval: float = REPORT_INTERVAL,
     ) -> None:
         self.hub = hub
-        self.app = app
+        self.context = context
         self.registry = registry if registry is not None else default_registry()
         self.max_running = max_running
         self.retention = retention
@@ -100,14 +100,14 @@ class Jobs:
             except ValidationError as exc:
                 raise JobRefused(422, "invalid_params", validation_detail(exc)) from None
             if job_kind.check is not None:
-                await job_kind.check(self.app, model)
+                await job_kind.check(self.context, model)
         finally:
             self._checking -= 1
         job_id = new_job_id()
         progress = Progress(
             job_id,
             lambda snapshot: self._publish(job, "progress", snapshot),
-            app=self.app,
+            context=self.context,
             interval=self.report_interval,
         )
         job = Job(kind, model, progress, owner)

@@ -29,7 +29,8 @@ class Progress:
     """A running job's progress: ``done`` of ``total`` (``None`` while unknown).
 
     Also carries what a job's ``run`` needs to know about where it runs: ``job_id``, and
-    ``app``, the application (or any object) the job manager was created with.
+    ``context``, what the job manager was given for its jobs (the server's: an
+    :class:`~sluiceway.jobs.export_job.ExportContext`; your app's: anything).
     """
 
     def __init__(
@@ -37,12 +38,12 @@ class Progress:
         job_id: str,
         publish: Publish,
         *,
-        app: Any = None,
+        context: Any = None,
         interval: float = REPORT_INTERVAL,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.job_id = job_id
-        self.app = app
+        self.context = context
         self.done = 0
         self.total: int | None = None
         self._publish = publish

@@ -17,7 +17,7 @@
 
 ``POST /jobs {"kind": "resize", "params": {"paths": [...]}}`` then starts it. ``run`` returns
 the job's result (a JSON object: the ``result`` event), or raises :class:`JobFailed` for an
-``error`` event with a code of its own. An optional ``check(app, params)`` runs before the job
+``error`` event with a code of its own. An optional ``check(context, params)`` runs before the job
 is accepted and raises :class:`JobRefused` to turn a request down (422 by default).
 """
 

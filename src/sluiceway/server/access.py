@@ -23,6 +23,7 @@ from starlette.requests import HTTPConnection
 from sluiceway.auth.grants import PUBLISH, SUBSCRIBE, AuthError, Grants
 from sluiceway.server.admission import Admission, Refusal, RequestFacts
 from sluiceway.server.errors import APIError
+from sluiceway.server.services import services_of
 
 __all__ = [
     "PUBLISH",
@@ -46,7 +47,7 @@ FACTS_KEY = "sluiceway.facts"
 
 
 def admission_of(connection: HTTPConnection) -> Admission:
-    return connection.app.state.admission  # type: ignore[no-any-return]
+    return services_of(connection).admission
 
 
 def facts_of(connection: HTTPConnection) -> RequestFacts:

@@ -54,6 +54,7 @@ from sluiceway.server.generation_routes import (
     read_json,
     refusal,
 )
+from sluiceway.server.services import services_of
 
 
 def _error(exc: APIError) -> Response:
@@ -78,7 +79,7 @@ async def _stream(
 
 async def chat(request: Request) -> Response:
     """``POST {prefix}/chat``: start a generation over the chat's messages and stream it."""
-    settings = request.app.state.settings
+    settings = services_of(request).settings
     try:
         grants = require(request, PUBLISH, GENERATIONS)
         turn = parse_chat_request(await read_json(request), settings.llm_max_tokens)

@@ -31,6 +31,7 @@ from sluiceway.runs.formats import anthropic_stream
 from sluiceway.server.access import PUBLISH, require
 from sluiceway.server.errors import RETRY_SOON, APIError, JSONResponse
 from sluiceway.server.generation_routes import generations_of, read_json, start_generation
+from sluiceway.server.services import services_of
 
 
 def _error(status: int, message: str, kind: str | None = None, **headers: str) -> Response:
@@ -55,7 +56,7 @@ async def messages(request: Request) -> Response:
         return _error(exc.status, exc.message, exc.kind, **headers)
     encoder = MessageEncoder(generation.id, generation.model)
     headers = {"x-generation-id": generation.id, "request-id": generation.id}
-    hub = request.app.state.hub
+    hub = services_of(request).hub
     if stream:
         return EventStreamResponse(anthropic_stream(hub, generation, encoder), headers=headers)
     text = []

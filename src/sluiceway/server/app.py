@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
@@ -13,6 +14,8 @@ from starlette.routing import BaseRoute, Route, WebSocketRoute
 
 from sluiceway.centrifugo import CentrifugoEndpoint, MemoryPresence, Presence, RedisPresence
 from sluiceway.hub import Hub
+from sluiceway.jobs import Jobs
+from sluiceway.jobs.export_job import ExportContext
 from sluiceway.llm.manager import Generations
 from sluiceway.llm.providers.base import Provider
 from sluiceway.llm.providers.factory import make_provider
@@ -34,13 +37,13 @@ from sluiceway.server import (
 from sluiceway.server.admission import Admission
 from sluiceway.server.errors import APIError, api_error_handler, http_error_handler
 from sluiceway.server.gate import AdmissionGate
-from sluiceway.server.job_routes import close_jobs
 from sluiceway.server.metrics import CentrifugoCollector, metrics_registry
 from sluiceway.server.routes import routes
 from sluiceway.server.sandbox import SandboxedPaths
+from sluiceway.server.services import Services
 from sluiceway.server.settings import Settings
 from sluiceway.transfer.compression import CompressionMiddleware
-from sluiceway.transfer.exports import dispose_engine
+from sluiceway.transfer.exports import ExportDatabase
 
 
 def make_hub(settings: Settings) -> Hub:
@@ -73,6 +76,14 @@ def create_app(
     if websocket is not None:
         registry.register(CentrifugoCollector(websocket))
 
+    exports = ExportDatabase(settings.database_url)
+    files_dir = Path(settings.files_dir)
+    jobs = Jobs(
+        hub,
+        context=ExportContext(exports, settings.export_tables, files_dir),
+        max_running=settings.max_jobs,
+    )
+
     async def stop_work() -> None:
         """End what goes on by itself, while the hub still takes events, so that every
         stream gets its format's last event: WebSocket clients (3001), generations (state
@@ -81,7 +92,20 @@ def create_app(
         if websocket is not None:  # 3001 first: clients reconnect elsewhere and recover
             await websocket.aclose(settings.shutdown_timeout)
         await generations.aclose()
-        await close_jobs(app)  # running jobs cancelled, their partial files removed
+        await jobs.aclose()  # running jobs cancelled, their partial files removed
+
+    services = Services(
+        settings=settings,
+        hub=hub,
+        admission=admission,
+        metrics=registry,
+        generations=generations,
+        jobs=jobs,
+        exports=exports,
+        mercure=MercureFace(hub),
+        websocket=websocket,
+        stop_work=stop_work,
+    )
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -89,10 +113,8 @@ def create_app(
         await generations.start_sharing()  # cancel requests from other processes
         yield
         await stop_work()
-        await dispose_engine(app)
+        await services.aclose()
         await hub.aclose(settings.shutdown_timeout)
-        if getattr(app.state, "proxy", None) is not None:
-            await app.state.proxy.aclose()
 
     app = Starlette(
         routes=[
@@ -114,14 +136,7 @@ def create_app(
         lifespan=lifespan,
         exception_handlers={APIError: api_error_handler, HTTPException: http_error_handler},
     )
-    app.state.settings = settings
-    app.state.hub = hub
-    app.state.metrics_registry = registry
-    app.state.generations = generations
-    app.state.websocket = websocket
-    app.state.admission = admission
-    app.state.mercure = MercureFace(hub)
-    app.state.stop_work = stop_work
+    app.state.services = services
     return app
 
 

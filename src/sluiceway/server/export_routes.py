@@ -17,23 +17,23 @@ from starlette.routing import Route
 from sluiceway.auth.resources import export_resource
 from sluiceway.server.access import SUBSCRIBE, require
 from sluiceway.server.errors import APIError
+from sluiceway.server.services import services_of
 from sluiceway.transfer.export_query import ExportQuery, ExportQueryError
 from sluiceway.transfer.exports import (
     ExportError,
     ExportResponse,
     check_table,
-    engine_for,
     open_export,
 )
 
 
 async def _export(request: Request, format: str) -> Response:
-    settings = request.app.state.settings
+    settings = services_of(request).settings
     require(request, SUBSCRIBE, export_resource(request.path_params["table"]))
     try:
         table = check_table(request.path_params["table"], settings.export_tables)
         query = ExportQuery.from_params(request.query_params.multi_items())
-        cursor = await open_export(engine_for(request.app), table, query)
+        cursor = await open_export(services_of(request).exports.engine, table, query)
     except ExportQueryError as exc:
         raise APIError(400, exc.code, exc.detail) from None
     except ExportError as exc:

@@ -48,6 +48,7 @@ from sluiceway.server.access import (
     require_publisher,
 )
 from sluiceway.server.errors import APIError, JSONResponse
+from sluiceway.server.services import services_of
 from sluiceway.server.settings import Settings
 from sluiceway.transfer.download import file_response
 from sluiceway.transfer.multipart_upload import (
@@ -72,7 +73,7 @@ _TRUE = {"1", "true", "yes"}
 
 
 def _settings(request: Request) -> Settings:
-    return request.app.state.settings  # type: ignore[no-any-return]
+    return services_of(request).settings
 
 
 def _flag(request: Request, name: str) -> bool:

@@ -20,6 +20,7 @@ from sluiceway.llm.request import ChatRequest
 from sluiceway.runs import RemoteRun, Run, run_response
 from sluiceway.server.access import PUBLISH, SUBSCRIBE, require, require_run
 from sluiceway.server.errors import APIError, JSONResponse
+from sluiceway.server.services import services_of
 
 #: The response header naming the generation a stream comes from.
 ID_HEADER = "x-generation-id"
@@ -34,11 +35,11 @@ class GenerationBody(ChatRequest):
 
 
 def generations_of(request: Request) -> Generations:
-    return request.app.state.generations  # type: ignore[no-any-return]
+    return services_of(request).generations
 
 
 async def read_json(request: Request) -> Any:
-    limit = request.app.state.settings.max_body_bytes
+    limit = services_of(request).settings.max_body_bytes
     body = bytearray()
     async for piece in request.stream():
         body += piece
@@ -103,7 +104,7 @@ async def stream_of(
         last_event_id=last_event_id,
         pace=pace,
         ends_at=ends_at,
-        retry=request.app.state.settings.retry_ms,
+        retry=services_of(request).settings.retry_ms,
         id_header=ID_HEADER,
     )
 

@@ -8,7 +8,8 @@
 | ``GET /jobs/{id}/events`` | SSE: ``progress``..., then ``result`` or ``error``; resumable |
 | ``DELETE /jobs/{id}`` | cancels it (idempotent): 200 the job |
 
-Wiring: ``routes`` into the app, and ``await close_jobs(app)`` in the lifespan's shutdown
+Wiring: ``routes`` into the app; the app's :class:`~sluiceway.server.services.Services` hold the
+jobs, and its shutdown closes them
 (before the hub closes, so that cancelled jobs can still say so).
 """
 
@@ -36,6 +37,7 @@ from sluiceway.server.access import (
 )
 from sluiceway.server.errors import APIError, JSONResponse
 from sluiceway.server.generation_routes import read_json, validation_detail
+from sluiceway.server.services import services_of
 
 
 class JobRequest(BaseModel):
@@ -47,20 +49,8 @@ class JobRequest(BaseModel):
     params: dict[str, Any] = Field(default_factory=dict)
 
 
-def jobs_for(app: Any) -> Jobs:
-    """The app's job manager, created on first use (limit: ``settings.max_jobs``)."""
-    jobs: Jobs | None = getattr(app.state, "jobs", None)
-    if jobs is None:
-        jobs = Jobs(app.state.hub, app=app, max_running=app.state.settings.max_jobs)
-        app.state.jobs = jobs
-    return jobs
-
-
-async def close_jobs(app: Any) -> None:
-    """Cancel the app's running jobs (their partial files are removed); for the lifespan."""
-    jobs: Jobs | None = getattr(app.state, "jobs", None)
-    if jobs is not None:
-        await jobs.aclose()
+def jobs_of(request: Request) -> Jobs:
+    return services_of(request).jobs
 
 
 def describe(job: Job) -> dict[str, Any]:
@@ -72,7 +62,7 @@ def _authorized(request: Request, action: str) -> tuple[Job, Grants]:
     request's grants; else :class:`APIError` (401/403; 404 for an unknown id, to whoever
     could act on their own jobs)."""
     job_id = request.path_params["job_id"]
-    job = jobs_for(request.app).get(job_id)
+    job = jobs_of(request).get(job_id)
     owner = job.owner if job is not None else None
     grants = require_run(request, action, JOBS, job_id, owner, exists=job is not None)
     if job is None:
@@ -92,7 +82,7 @@ async def create(request: Request) -> Response:
         # readable by the one who asks, as for GET /exports/{table}.
         require(request, SUBSCRIBE, export_resource(table))
     try:
-        job = await jobs_for(request.app).start(body.kind, body.params, owner=owner_of(grants))
+        job = await jobs_of(request).start(body.kind, body.params, owner=owner_of(grants))
     except JobRefused as exc:
         raise APIError(exc.status, exc.code, exc.detail) from None
     return JSONResponse(describe(job), status_code=202, headers={"location": f"/jobs/{job.id}"})
@@ -104,7 +94,7 @@ async def list_jobs(request: Request) -> Response:
     admission = admission_of(request)
     visible = [
         describe(job)
-        for job in jobs_for(request.app).list()
+        for job in jobs_of(request).list()
         if admission.may_act_on_run(grants, SUBSCRIBE, JOBS, job.id, job.owner)
     ]
     return JSONResponse({"jobs": visible})
@@ -117,7 +107,7 @@ async def show(request: Request) -> Response:
 
 async def events(request: Request) -> Response:
     job, grants = _authorized(request, SUBSCRIBE)
-    hub = request.app.state.hub
+    hub = services_of(request).hub
     last_event_id = request.headers.get("last-event-id") or request.query_params.get(
         "last_event_id"
     )
@@ -136,14 +126,14 @@ async def events(request: Request) -> Response:
     return EventStreamResponse(
         subscription,
         headers={"x-job-id": job.id},
-        retry=request.app.state.settings.retry_ms,
+        retry=services_of(request).settings.retry_ms,
         ends_at=grants.read_deadline,
     )
 
 
 async def cancel(request: Request) -> Response:
     job, _ = _authorized(request, PUBLISH)
-    await jobs_for(request.app).cancel(job.id)
+    await jobs_of(request).cancel(job.id)
     return JSONResponse(describe(job))
 
 

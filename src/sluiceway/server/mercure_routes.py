@@ -51,6 +51,7 @@ from sluiceway.mercure.selectors import SelectorError, parse_subscribe_query
 from sluiceway.server.access import request_grants
 from sluiceway.server.errors import APIError, JSONResponse
 from sluiceway.server.routes import read_body
+from sluiceway.server.services import services_of
 from sluiceway.server.settings import Settings
 
 PATH = "/.well-known/mercure"
@@ -60,7 +61,7 @@ METADATA_PREFIX = "/.well-known/oauth-protected-resource"
 
 
 def _face(request: Request) -> MercureFace:
-    return request.app.state.mercure  # type: ignore[no-any-return]
+    return services_of(request).mercure
 
 
 def metadata_url(hub_url: str) -> str:
@@ -76,7 +77,7 @@ def metadata_url(hub_url: str) -> str:
 def _refused(request: Request, error: AuthError) -> Response:
     """RFC 6750: the status, ``WWW-Authenticate`` pointing at the hub's metadata, and a JSON
     body saying why."""
-    settings: Settings = request.app.state.settings
+    settings: Settings = services_of(request).settings
     challenge = error.header(resource_metadata=metadata_url(settings.mercure_hub_url))
     return JSONResponse(
         error.json(), status_code=error.status, headers={"www-authenticate": challenge}
@@ -96,7 +97,7 @@ def _form(raw: bytes) -> list[tuple[str, str]]:
 
 
 async def subscribe(request: Request) -> Response:
-    settings: Settings = request.app.state.settings
+    settings: Settings = services_of(request).settings
     try:
         grants = request_grants(request)
         grants.require_subscriber()
@@ -130,7 +131,7 @@ async def subscribe(request: Request) -> Response:
 
 
 async def publish(request: Request) -> Response:
-    settings: Settings = request.app.state.settings
+    settings: Settings = services_of(request).settings
     try:
         grants = request_grants(request)
     except AuthError as error:
@@ -159,7 +160,7 @@ async def publish(request: Request) -> Response:
 
 async def resource_metadata(request: Request) -> Response:
     """RFC 9728 protected resource metadata, as the draft fills it."""
-    settings: Settings = request.app.state.settings
+    settings: Settings = services_of(request).settings
     document = {
         "resource": settings.mercure_hub_url,
         "authorization_details_types_supported": [AUTHORIZATION_DETAIL_TYPE],
@@ -181,7 +182,7 @@ def _resource_topic(found: SubscriptionsPath) -> str:
 
 async def subscriptions(request: Request) -> Response:
     """The subscriptions API: the collection, one matcher's collection, or one subscription."""
-    settings: Settings = request.app.state.settings
+    settings: Settings = services_of(request).settings
     raw_path: bytes = request.scope.get("raw_path") or request.url.path.encode()
     try:
         found: SubscriptionsPath | None = parse_subscriptions_path(raw_path.decode("ascii"))

@@ -17,6 +17,7 @@ from sluiceway.runs.formats import openai_stream
 from sluiceway.server.access import PUBLISH, require
 from sluiceway.server.errors import RETRY_SOON, APIError, JSONResponse
 from sluiceway.server.generation_routes import generations_of, read_json, start_generation
+from sluiceway.server.services import services_of
 
 
 def openai_error(status: int, code: str, message: str, **headers: str) -> Response:
@@ -25,7 +26,7 @@ def openai_error(status: int, code: str, message: str, **headers: str) -> Respon
 
 
 async def chat_completions(request: Request) -> Response:
-    settings = request.app.state.settings
+    settings = services_of(request).settings
     try:
         grants = require(request, PUBLISH, GENERATIONS, api_keys=True)
         body = await read_json(request)
@@ -42,7 +43,7 @@ async def chat_completions(request: Request) -> Response:
         headers = {"retry-after": str(int(exc.retry_after))} if exc.retry_after else {}
         return openai_error(exc.status, exc.kind, exc.message, **headers)
     encoder = ChunkEncoder(generation.id, generation.model, int(generation.created), include_usage)
-    hub = request.app.state.hub
+    hub = services_of(request).hub
     if stream:
         return EventStreamResponse(
             openai_stream(hub, generation, encoder), headers={"x-generation-id": generation.id}

@@ -9,14 +9,8 @@ from starlette.routing import Route
 from sluiceway.auth.resources import PROXY
 from sluiceway.server.access import SUBSCRIBE, require
 from sluiceway.server.errors import APIError
-from sluiceway.transfer.proxy import ProxyRefused, StreamProxy
-
-
-def proxy_for(request: Request) -> StreamProxy:
-    state = request.app.state
-    if getattr(state, "proxy", None) is None:
-        state.proxy = StreamProxy(state.settings.proxy_allow)
-    return state.proxy  # type: ignore[no-any-return]
+from sluiceway.server.services import services_of
+from sluiceway.transfer.proxy import ProxyRefused
 
 
 async def proxy(request: Request) -> Response:
@@ -24,10 +18,10 @@ async def proxy(request: Request) -> Response:
     url = request.query_params.get("url")
     if not url:
         raise APIError(400, "missing_url", "give the upstream as ?url=")
-    if not request.app.state.settings.proxy_allow:
+    if not services_of(request).settings.proxy_allow:
         raise APIError(403, "proxy_disabled", "no upstream is allowed (set proxy_allow)")
     try:
-        return await proxy_for(request).forward(request, url)
+        return await services_of(request).proxy.forward(request, url)
     except ProxyRefused as exc:
         raise APIError(exc.status, exc.code, exc.detail) from None
 

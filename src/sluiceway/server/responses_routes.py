@@ -38,10 +38,11 @@ from sluiceway.server.generation_routes import (
     start_generation,
 )
 from sluiceway.server.openai_routes import openai_error
+from sluiceway.server.services import services_of
 
 
 async def create(request: Request) -> Response:
-    settings = request.app.state.settings
+    settings = services_of(request).settings
     try:
         grants = require(request, PUBLISH, GENERATIONS, api_keys=True)
         body = await read_json(request)
@@ -68,7 +69,7 @@ async def create(request: Request) -> Response:
         headers = {"retry-after": str(int(exc.retry_after))} if exc.retry_after else {}
         return openai_error(exc.status, exc.kind, exc.message, **headers)
     info = response_info(generation.id, generation.model, generation.created, fields)
-    hub: Hub = request.app.state.hub
+    hub: Hub = services_of(request).hub
     headers = {"x-generation-id": generation.id}
     if stream:
         return EventStreamResponse(responses_stream(hub, generation, info, -1), headers=headers)
@@ -107,7 +108,7 @@ async def retrieve(request: Request) -> Response:
     if isinstance(found, Response):
         return found
     generation, info, grants = found
-    hub: Hub = request.app.state.hub
+    hub: Hub = services_of(request).hub
     if request.query_params.get("stream") in ("true", "1"):
         after = request.query_params.get("starting_after") or request.headers.get("last-event-id")
         try:
@@ -129,7 +130,7 @@ async def cancel(request: Request) -> Response:
         return found
     generation, info, _ = found
     await cancel_generation(request, generation)
-    encoder = await responses_replay(request.app.state.hub, generation, info, wait=False)
+    encoder = await responses_replay(services_of(request).hub, generation, info, wait=False)
     return JSONResponse(encoder.snapshot())
 
 

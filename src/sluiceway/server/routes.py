@@ -32,6 +32,7 @@ from sluiceway.server.access import (
 )
 from sluiceway.server.errors import APIError, JSONResponse
 from sluiceway.server.metrics import render
+from sluiceway.server.services import services_of
 from sluiceway.server.settings import Settings
 from sluiceway.server.streams import read_stream_request
 from sluiceway.sse import SSEProtocolError
@@ -40,11 +41,11 @@ MAX_HISTORY_LIMIT = 1000
 
 
 def _settings(request: Request) -> Settings:
-    return request.app.state.settings  # type: ignore[no-any-return]
+    return services_of(request).settings
 
 
 def _hub(request: Request) -> Hub:
-    return request.app.state.hub  # type: ignore[no-any-return]
+    return services_of(request).hub
 
 
 def _topic(request: Request) -> str:
@@ -207,7 +208,7 @@ async def metrics(request: Request) -> Response:
     grant naming ``/metrics``: anonymous reading alone does not open it)."""
     require_status(request)
     return Response(
-        render(request.app.state.metrics_registry),
+        render(services_of(request).metrics),
         media_type="text/plain; version=0.0.4; charset=utf-8",
     )
 

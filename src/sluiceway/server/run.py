@@ -16,6 +16,7 @@ from sluiceway.hub import Hub
 from sluiceway.server import native, native_ws
 from sluiceway.server.admission import redact_tokens
 from sluiceway.server.app import create_app, make_hub
+from sluiceway.server.services import Services
 from sluiceway.server.settings import Settings
 from sluiceway.server.workers import REUSE_PORT_ENV, check_backend, reuse_port_socket, supervise
 
@@ -148,6 +149,7 @@ def serve(settings: Settings) -> None:
         check_backend(settings.backend)
     hub = make_hub(settings)
     app = create_app(settings, hub)
+    services: Services = app.state.services
     use_native = settings.native_streams and native.AVAILABLE
     if settings.native_streams and not native.AVAILABLE:
         logger.warning("this uvicorn has no hook for native streams: serving them through ASGI")
@@ -159,11 +161,11 @@ def serve(settings: Settings) -> None:
         backlog=settings.backlog,
         lifespan="on",
         # Hub streams written straight to the socket; everything else through ASGI.
-        http=native.protocol_for(hub, settings, app.state.admission) if use_native else "auto",
+        http=native.protocol_for(hub, settings, services.admission) if use_native else "auto",
         # uvicorn's sans-I/O implementation (the lightest per connection), writing frames
         # straight to the socket. Frames over twice the protocol's limit are refused by
         # uvicorn (1009) before they are buffered whole.
-        ws=native_ws.protocol_for(app.state.websocket, app.state.admission),
+        ws=native_ws.protocol_for(services.websocket, services.admission),
         ws_max_size=2 * settings.ws_max_frame_bytes,
         # permessage-deflate would compress each frame again for every connection (a fan-out
         # encodes once) and hold a zlib context of ~100s of KiB per idle connection.
@@ -190,6 +192,4 @@ def serve(settings: Settings) -> None:
     sockets = None
     if os.environ.get(REUSE_PORT_ENV):  # a worker of `serve --workers N`
         sockets = [reuse_port_socket(settings.host, settings.port, settings.backlog)]
-    StreamingServer(config, hub, settings.shutdown_timeout, app.state.stop_work).run(
-        sockets=sockets
-    )
+    StreamingServer(config, hub, settings.shutdown_timeout, services.stop_work).run(sockets=sockets)

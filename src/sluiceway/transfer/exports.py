@@ -72,31 +72,36 @@ class ExportInterrupted(Exception):
         self.detail = detail
 
 
-# -- the engine of an app ------------------------------------------------------------------
+# -- the database ---------------------------------------------------------------------------
 
 
-def engine_for(app: Any) -> AsyncEngine:
-    """The app's export engine, created on first use from ``app.state.settings.database_url``
-    (one pool for every export of the app; :class:`ExportError` 503 for a URL that cannot
-    work). Dispose of it with :func:`dispose_engine`."""
-    engine: AsyncEngine | None = getattr(app.state, "export_engine", None)
-    if engine is None:
-        try:
-            engine = create_async_engine(app.state.settings.database_url)
-        except (ArgumentError, ImportError) as exc:  # a bad URL, a driver not installed
-            logger.error("export: cannot use the database URL: %s", exc)
-            detail = f"the database URL cannot be used: {describe_error(exc)}"
-            raise ExportError(503, "database_unavailable", detail) from None
-        app.state.export_engine = engine
-    return engine
+class ExportDatabase:
+    """The database exports read, connected on first use (one pool for every export: its
+    engine). :class:`ExportError` 503 for a URL that cannot work. Close it with :meth:`aclose`.
 
+    >>> database = ExportDatabase("sqlite+aiosqlite:///sluiceway.db")
+    >>> cursor = await open_export(database.engine, "demo", query)          # doctest: +SKIP
+    """
 
-async def dispose_engine(app: Any) -> None:
-    """Close the app's export engine, if one was created (call it from the lifespan)."""
-    engine: AsyncEngine | None = getattr(app.state, "export_engine", None)
-    if engine is not None:
-        app.state.export_engine = None
-        await engine.dispose()
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self._engine: AsyncEngine | None = None
+
+    @property
+    def engine(self) -> AsyncEngine:
+        if self._engine is None:
+            try:
+                self._engine = create_async_engine(self.url)
+            except (ArgumentError, ImportError) as exc:  # a bad URL, a driver not installed
+                logger.error("export: cannot use the database URL: %s", exc)
+                detail = f"the database URL cannot be used: {describe_error(exc)}"
+                raise ExportError(503, "database_unavailable", detail) from None
+        return self._engine
+
+    async def aclose(self) -> None:
+        engine, self._engine = self._engine, None
+        if engine is not None:
+            await engine.dispose()
 
 
 def check_table(name: str, allowed: Sequence[str]) -> str:
@@ -323,13 +328,12 @@ __all__ = [
     "CHUNK_BYTES",
     "YIELD_PER",
     "ExportCursor",
+    "ExportDatabase",
     "ExportError",
     "ExportInterrupted",
     "ExportResponse",
     "check_table",
     "describe_error",
-    "dispose_engine",
-    "engine_for",
     "iter_chunks",
     "open_export",
     "reflect_table",
