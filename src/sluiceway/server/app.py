@@ -13,7 +13,8 @@ from starlette.middleware.cors import CORSMiddleware
 from starlette.routing import BaseRoute, Route, WebSocketRoute
 
 from sluiceway.centrifugo import CentrifugoEndpoint, MemoryPresence, Presence, RedisPresence
-from sluiceway.hub import Hub
+from sluiceway.hub import Hub, HubError
+from sluiceway.ids import InvalidEventId
 from sluiceway.jobs import Jobs
 from sluiceway.jobs.export_job import ExportContext
 from sluiceway.llm.manager import Generations
@@ -35,7 +36,12 @@ from sluiceway.server import (
     web_routes,
 )
 from sluiceway.server.admission import Admission
-from sluiceway.server.errors import APIError, api_error_handler, http_error_handler
+from sluiceway.server.errors import (
+    APIError,
+    api_error_handler,
+    http_error_handler,
+    hub_error_handler,
+)
 from sluiceway.server.gate import AdmissionGate
 from sluiceway.server.metrics import CentrifugoCollector, metrics_registry
 from sluiceway.server.routes import routes
@@ -134,7 +140,13 @@ def create_app(
         ],
         middleware=middleware_for(settings, admission),
         lifespan=lifespan,
-        exception_handlers={APIError: api_error_handler, HTTPException: http_error_handler},
+        exception_handlers={
+            APIError: api_error_handler,
+            HTTPException: http_error_handler,
+            # The hub's errors, answered from one table (server.errors.HUB_ERRORS).
+            HubError: hub_error_handler,
+            InvalidEventId: hub_error_handler,
+        },
     )
     app.state.services = services
     return app

@@ -34,7 +34,6 @@ from starlette.routing import Route
 from sluiceway.asgi import EventStreamResponse
 from sluiceway.asgi.eventstream import header_value
 from sluiceway.auth.grants import AUTHORIZATION_DETAIL_TYPE, AuthError
-from sluiceway.hub import BackendUnavailable, HubClosed
 from sluiceway.mercure.face import MercureFace
 from sluiceway.mercure.publication import (
     SUBSCRIPTIONS_PATH,
@@ -113,12 +112,7 @@ async def subscribe(request: Request) -> Response:
         return Response(headers={"content-type": "text/event-stream; charset=utf-8"})
     last_event_id = requested_last_event_id(request.headers.get("last-event-id"), query)
     face = _face(request)
-    try:
-        subscription, last = await face.open(last_event_id, grants)
-    except HubClosed as exc:
-        raise APIError(503, "shutting_down", str(exc)) from None
-    except BackendUnavailable as exc:
-        raise APIError(503, "backend_unavailable", str(exc)) from None
+    subscription, last = await face.open(last_event_id, grants)
     # Only when a cursor was asked for (the draft), under its current name and the old one.
     headers = {"mercure-last-event-id": last, "last-event-id": last} if last_event_id else {}
     return EventStreamResponse(
@@ -151,10 +145,6 @@ async def publish(request: Request) -> Response:
         update_id = await _face(request).publish(update)
     except PublishError as exc:
         raise APIError(exc.status, "duplicate_id", str(exc)) from None
-    except HubClosed as exc:
-        raise APIError(503, "shutting_down", str(exc)) from None
-    except BackendUnavailable as exc:
-        raise APIError(503, "backend_unavailable", str(exc)) from None
     return PlainTextResponse(update_id)
 
 
@@ -197,10 +187,7 @@ async def subscriptions(request: Request) -> Response:
     if found is None:
         raise APIError(404, "not_found", "no such subscriptions resource")
     face = _face(request)
-    try:
-        last_event_id = await face.last_event_id(grants)
-    except BackendUnavailable as exc:
-        raise APIError(503, "backend_unavailable", str(exc)) from None
+    last_event_id = await face.last_event_id(grants)
     # Read after the id: the face records a change before it announces it, so the list holds
     # every change announced up to that id, and the changes it misses are announced after it.
     active = face.subscriptions(found.match_type, found.match, found.subscriber)
