@@ -13,8 +13,8 @@ import time
 
 from sluiceway.auth.grants import Grants
 from sluiceway.hub import Hub, HubConfig
-from sluiceway.mercure.face import MercureFace
 from sluiceway.mercure.publication import parse_publish_form
+from sluiceway.server.mercure_face import MercureFace
 
 HUB_URL = "https://hub.example/.well-known/mercure"
 

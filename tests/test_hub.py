@@ -239,7 +239,7 @@ async def test_publisher_never_waits_and_memory_is_bounded_by_history(make_hub: 
     for n in range(count):
         await hub.publish("t", str(n))
     assert time.perf_counter() - started < 5
-    topic = hub._topics["t"]
+    topic = hub._table.get("t")
     assert len(topic._frames) == 50
     assert all(sub.next_chunk() is None and sub.closed for sub in subs)
 
@@ -257,7 +257,7 @@ async def test_history_is_bounded_by_count_bytes_and_age(make_hub: MakeHub) -> N
 
     await hub.publish("age", "old")
     await hub.history("age")  # with a shared backend, this process now mirrors the topic
-    topic = hub._topics["age"]
+    topic = hub._table.get("age")
     topic.trim_expired(time.monotonic() + 61)
     page = await hub.history("age")
     assert page.events == []

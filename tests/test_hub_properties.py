@@ -54,7 +54,7 @@ class Model:
 
     def resumable(self, topic: str, epoch: str, offset: int) -> bool:
         head = self.heads[topic]
-        return epoch == self.hub._topics[topic].epoch and max(0, head - HISTORY) <= offset <= head
+        return epoch == self.hub._table.get(topic).epoch and max(0, head - HISTORY) <= offset <= head
 
 
 class Reader:
@@ -84,7 +84,7 @@ class Reader:
                 coverage["exact resume"] += 1
                 self.next_offset[topic] = position.offset + 1
             else:
-                foreign = position.epoch != model.hub._topics[topic].epoch
+                foreign = position.epoch != model.hub._table.get(topic).epoch
                 coverage["reset, unknown epoch" if foreign else "reset, trimmed"] += 1
                 self.expect_reset.add(topic)
                 self.next_offset[topic] = model.heads[topic] + 1

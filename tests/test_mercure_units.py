@@ -826,7 +826,7 @@ async def test_publisher_ids_leave_the_index_with_their_updates() -> None:
     is allowed, and resuming from it answers ``earliest``."""
     from sluiceway.auth.grants import Grants
     from sluiceway.hub import Hub, HubConfig
-    from sluiceway.mercure.face import MercureFace
+    from sluiceway.server.mercure_face import MercureFace
 
     hub = Hub(HubConfig(history_size=3))
     await hub.start()

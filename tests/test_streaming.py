@@ -563,6 +563,59 @@ async def test_stuck_socket_is_dropped_after_write_timeout(
         stuck.close()
 
 
+@pytest.mark.timeout(120)
+async def test_stalled_subscribers_past_their_buffer_are_dropped_at_once(
+    start_server, mode: str, topic: str
+) -> None:
+    """Every writer gets the same bounds: subscribers that read nothing are dropped for
+    overflow as soon as they are past ``buffer_events``, long before the write timeout, on
+    the native path as through ASGI."""
+    stalled_count, event_bytes, buffer_events = 100, 4096, 1000
+    server: ServerProcess = start_server(
+        env={**MODES[mode], "SLUICEWAY_BUFFER_EVENTS": str(buffer_events)}
+    )
+    stalled = [
+        await stuck_subscriber(server.port, f"/topics/{topic}") for _ in range(stalled_count)
+    ]
+    ports = {sock.getsockname()[1] for sock in stalled}
+    try:
+        async with client_for(server) as client:
+            await wait_for(lambda: _stream_count_is(client, stalled_count), timeout=10)
+            # What the sockets can absorb, then the whole buffer and more.
+            total = overfill_bytes() // event_bytes + 2 * buffer_events
+            payload = "x" * (event_bytes - 8)
+            numbers = iter(range(total))
+
+            async def publisher() -> None:
+                for n in numbers:
+                    await publish(client, topic, f"{n:07d} {payload}")
+
+            await asyncio.gather(*(publisher() for _ in range(4)))
+            published = time.monotonic()
+
+            async def all_overflowed() -> bool:
+                return (await get_metrics(client))[OVERFLOW] == stalled_count
+
+            await wait_for(all_overflowed, timeout=5, what="every stalled subscriber overflowed")
+            assert time.monotonic() - published < 5  # not the 30 s write timeout
+            metrics = await get_metrics(client)
+            assert metrics[WRITE_TIMEOUT] == 0
+            assert metrics["sluiceway_open_streams"] == 0
+            # The server dropped the sockets itself (the clients still read nothing).
+            await wait_for(
+                lambda: not ports & server.connection_ports(),
+                timeout=5,
+                what="the server closes the stalled connections",
+            )
+            # And it goes on serving.
+            async with open_stream(client, f"/topics/{topic}") as live:
+                event_id = await publish(client, topic, "after")
+                assert (await live.next_event()).id == event_id
+    finally:
+        for sock in stalled:
+            sock.close()
+
+
 # -- keep-latest ---------------------------------------------------------------------------
 
 

@@ -31,10 +31,10 @@ from typing import Any
 from starlette.responses import Response
 from starlette.types import Message, Receive, Scope, Send
 
-from sluiceway.asgi.shutdown import register
+from sluiceway.asgi.shutdown import abort_connection, register
 from sluiceway.control import ERROR_EVENT
 from sluiceway.hub.core import to_data
-from sluiceway.hub.subscription import CloseReason, Subscription
+from sluiceway.hub.subscription import CloseReason, StreamState, Subscription
 from sluiceway.sse import Event, encode, encode_comment, encode_event, encode_retry
 
 Item = Event | str | bytes | Mapping[str, Any]
@@ -138,7 +138,8 @@ class EventStreamResponse(Response):
             await self._discard()  # nothing streams: what the content holds is let go now
             raise
         if isinstance(self.content, Subscription):
-            await _stream_subscription(self.content, receive, send, self.ends_at)
+            client = scope.get("client")
+            await _stream_subscription(self.content, receive, send, self.ends_at, client)
         else:
             await _stream_iterable(self.content, self.ping_interval, receive, send, self.ends_at)
 
@@ -187,13 +188,16 @@ def _at(ends_at: float | None, end: Callable[[], object]) -> asyncio.TimerHandle
 
 
 async def _stream_subscription(
-    sub: Subscription, receive: Receive, send: Send, ends_at: float | None = None
+    sub: Subscription,
+    receive: Receive,
+    send: Send,
+    ends_at: float | None = None,
+    client: tuple[str, int] | None = None,
 ) -> None:
     """The hub's hot path: one write per wake-up, whatever number of events is pending."""
     loop = asyncio.get_running_loop()
     deadline = _at(ends_at, lambda: sub.close(CloseReason.CLOSED))
-    sub.task = asyncio.current_task()
-    stats = sub.hub.stats
+    sub.attach_task(asyncio.current_task())
     listener = loop.create_task(
         _watch_disconnect(receive, lambda: sub.close(CloseReason.DISCONNECT))
     )
@@ -202,25 +206,24 @@ async def _stream_subscription(
         while True:
             chunk = sub.next_chunk()
             if chunk is None:
-                if sub.close_reason is not None:
+                if sub.closed:
                     break
                 await sub.wait()
                 continue
-            sub.writing_since = loop.time()
+            sub.blocked(loop.time())
             await send({"type": "http.response.body", "body": chunk, "more_body": True})
-            sub.last_write = loop.time()
-            sub.writing_since = 0.0
-            stats.bytes_sent += len(chunk)
-        if sub.close_reason is not CloseReason.DISCONNECT:
+            sub.sent(len(chunk), loop.time())
+        if sub.state is not StreamState.ABORTED and sub.close_reason is not CloseReason.DISCONNECT:
             await send(_body(b"", more=False))
     except asyncio.CancelledError:
-        if sub.close_reason is None or not sub.close_reason.aborts:
+        if sub.state is not StreamState.ABORTED:
             raise
         # We cancelled our own write to a socket that accepts nothing: end without the final
-        # chunk (it could not be written either); the server closes the connection.
+        # chunk (it could not be written either); the server drops the connection.
         task = asyncio.current_task()
         if task is not None:
             task.uncancel()
+        abort_connection(client)
     finally:
         forget()
         listener.cancel()

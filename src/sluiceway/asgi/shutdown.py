@@ -41,6 +41,25 @@ def register(closer: Callable[[], object], *, hub_stream: bool = False) -> Calla
     return forget
 
 
+#: Client addresses whose stream was aborted (its socket accepts nothing): an ASGI app cannot
+#: drop a connection itself, the server (``sluiceway serve``) does it for them.
+_aborted: set[tuple[str, int]] = set()
+
+
+def abort_connection(client: tuple[str, int] | None) -> None:
+    """Ask the server to drop the connection from ``client`` (a scope's ``client``) at once,
+    instead of waiting for it to read what is buffered."""
+    if client is not None:
+        _aborted.add(client)
+
+
+def take_aborted() -> set[tuple[str, int]]:
+    """The addresses :func:`abort_connection` was asked for since the last call."""
+    global _aborted
+    aborted, _aborted = _aborted, set()
+    return aborted
+
+
 def open_stream_count() -> int:
     """Streams of producers other than the hub (hub streams: ``Hub.open_streams``)."""
     return sum(1 for hub_stream in _closers.values() if not hub_stream)

@@ -32,6 +32,7 @@ from sluiceway.hub import (
     HubClosed,
     InvalidEventId,
     InvalidTopic,
+    StreamState,
     Subscription,
     TooManyTopics,
     TopicFinished,
@@ -377,7 +378,7 @@ class Connection:
             raise codes.internal() from None
         except HubClosed:
             raise codes.SHUTDOWN from None
-        topic = subscription.topics[0]
+        topic = subscription.log
         result: dict[str, Any] = {
             "recoverable": True,
             "positioned": True,
@@ -388,14 +389,14 @@ class Connection:
                 # "since offset 0": whatever history holds, whole only if nothing was trimmed.
                 recovered = offset == 0 and topic.base == 1
                 if offset == 0:
-                    subscription.offsets[0] = topic.base - 1
+                    subscription.rewind()
             else:
                 recovered = not (lost or subscription.lost)
             publications = self._replay(channel, subscription)
             result.update(was_recovering=True, recovered=recovered)
             if publications:
                 result["publications"] = publications
-        result["offset"] = subscription.offsets[0]
+        result["offset"] = subscription.offset
         if expires is not None:
             self.sub_expires_at[channel] = self._loop.time() + expires
             result.update(expires=True, ttl=int(expires))
@@ -405,7 +406,7 @@ class Connection:
         taken = subscription.take(REPLAY_ALL)
         if taken is None:
             return []
-        topic = subscription.topics[0]
+        topic = subscription.log
         return [
             orjson.Fragment(self.endpoint.publication_for(topic, offset))
             for offset in range(taken[0] + 1, taken[1] + 1)
@@ -535,7 +536,7 @@ class Connection:
         since = params.get("since")
         if not isinstance(limit, int) or (since is not None and not isinstance(since, dict)):
             raise codes.bad_request("limit must be an integer and since an object")
-        topic = self.subscriptions[channel].topics[0]
+        topic = self.subscriptions[channel].log
         after = None
         if since is not None:
             epoch, offset = since.get("epoch", ""), since.get("offset", 0)
@@ -754,7 +755,7 @@ class Connection:
     def _read(
         self, channel: str, subscription: Subscription, parts: list[bytes], budget: int
     ) -> int:
-        topic = subscription.topics[0]
+        topic = subscription.log
         push_for = self.endpoint.push_for
         delivered = 0
         while budget > 0:
@@ -771,12 +772,12 @@ class Connection:
 
     def _closed_by_hub(self, channel: str, subscription: Subscription, parts: list[bytes]) -> None:
         reason = subscription.close_reason
-        drained = subscription.offsets[0] == subscription.topics[0].head
+        drained = subscription.drained
         if reason is CloseReason.OVERFLOW:
             self.close(codes.SLOW)
         elif reason is CloseReason.RESYNC:
             self.close(codes.INSUFFICIENT_STATE)  # reconnect: recovery then says what is lost
-        elif reason is not None and reason.aborts:
+        elif subscription.state is StreamState.ABORTED:
             self.abort(codes.WRITE_ERROR)
         elif not drained:
             return  # flushing what was published before it closed

@@ -16,8 +16,7 @@ from sluiceway.centrifugo import codes, frames
 from sluiceway.centrifugo.connection import DIRECT_WRITER, Connection, Receive, Send
 from sluiceway.centrifugo.options import CentrifugoOptions
 from sluiceway.centrifugo.presence import MemoryPresence, Presence
-from sluiceway.hub import Hub
-from sluiceway.hub.topic import Topic
+from sluiceway.hub import Hub, RetainedTopic
 
 logger = logging.getLogger("sluiceway.centrifugo")
 
@@ -104,12 +103,12 @@ class CentrifugoEndpoint:
 
     # -- encoding once -----------------------------------------------------------------------
 
-    def publication_for(self, topic: Topic, offset: int) -> bytes:
+    def publication_for(self, topic: RetainedTopic, offset: int) -> bytes:
         """The Publication object of a retained event."""
         event, data, _ = topic.record_at(offset)
         return frames.publication(offset, frames.json_data(data), event)
 
-    def push_for(self, topic: Topic, channel: str, offset: int) -> bytes:
+    def push_for(self, topic: RetainedTopic, channel: str, offset: int) -> bytes:
         """The publication push of a retained event, shared by every connection."""
         key = (topic.epoch, channel, offset)
         push = self._pushes.get(key)

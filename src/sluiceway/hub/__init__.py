@@ -28,8 +28,8 @@ from sluiceway.hub.errors import (
     TopicNotReady,
 )
 from sluiceway.hub.stats import HubStats
-from sluiceway.hub.subscription import CloseReason, Subscription
-from sluiceway.hub.topic import StoredEvent
+from sluiceway.hub.subscription import CloseReason, StreamState, Subscription
+from sluiceway.hub.topic import RetainedTopic, StoredEvent
 
 __all__ = [
     "RESET_EVENT",
@@ -45,7 +45,9 @@ __all__ = [
     "InvalidEventId",
     "InvalidTopic",
     "OverflowPolicy",
+    "RetainedTopic",
     "StoredEvent",
+    "StreamState",
     "Subscription",
     "TooManyTopics",
     "TopicBounds",

@@ -27,8 +27,10 @@ from sluiceway.hub.errors import (
 )
 from sluiceway.hub.mirror import Mirrors
 from sluiceway.hub.stats import HubStats
+from sluiceway.hub.streams import Streams
 from sluiceway.hub.subscription import CloseReason, Subscription
-from sluiceway.hub.topic import StoredEvent, Topic
+from sluiceway.hub.table import TopicTable
+from sluiceway.hub.topic import RetainedTopic, StoredEvent, Topic
 from sluiceway.ids import InvalidEventId, Position, parse_cursor
 from sluiceway.sse import encode_event
 
@@ -87,20 +89,15 @@ class Hub:
     """
 
     def __init__(self, config: HubConfig | None = None, backend: Backend | None = None) -> None:
-        self.config = config or HubConfig()
+        config = config or HubConfig()
         self.backend = backend
-        # With a shared backend, the topics followed here are mirrors of its history.
-        self._mirrors = Mirrors(self, backend) if backend is not None else None
         self.stats = HubStats()
-        self._topics: dict[str, Topic] = {}
-        self._subscriptions: set[Subscription] = set()
+        self._streams = Streams(config, self.stats)
+        self._table = TopicTable(config, self._streams.schedule_many, shared=backend is not None)
+        # With a shared backend, the topics followed here are mirrors of its history.
+        self._mirrors = Mirrors(self._table, backend) if backend is not None else None
         self._sweeper: asyncio.Task[None] | None = None
         self._closing = False
-        # Callback-driven writers with something to send, flushed once per loop iteration so
-        # that events published in a burst leave in one write per subscriber.
-        self._ready: dict[Subscription, None] = {}
-        self._flush_scheduled = False
-        self._all_released: asyncio.Event | None = None
 
     @classmethod
     def from_url(cls, url: str | None = None, config: HubConfig | None = None) -> Hub:
@@ -136,6 +133,10 @@ class Hub:
         """How often a mirror had to be refilled from the backend (missed notifications)."""
         return self._mirrors.refills if self._mirrors is not None else 0
 
+    @property
+    def config(self) -> HubConfig:
+        return self._table.config
+
     def configure_topics(self, bounds: TopicBounds, *, process_local: bool = False) -> None:
         """Give the topics matching ``bounds.pattern`` bounds of their own (before any given so
         far), e.g. a family of runs that keeps each run's whole stream for its retention;
@@ -144,14 +145,11 @@ class Hub:
         if bounds in self.config.topic_bounds:
             return
         local = self.config.process_local_topics
-        self.config = dataclasses.replace(
+        self._table.config = self._streams.config = dataclasses.replace(
             self.config,
             topic_bounds=(bounds, *self.config.topic_bounds),
             process_local_topics=(*local, bounds.pattern) if process_local else local,
         )
-
-    def _is_shared(self, topic: str) -> bool:
-        return self._mirrors is not None and not self.config.is_process_local(topic)
 
     # -- publishing --------------------------------------------------------------------------
 
@@ -166,7 +164,7 @@ class Hub:
         if event is not None and event.startswith(RESERVED_EVENT_PREFIX):
             raise ValueError(f"event types starting with {RESERVED_EVENT_PREFIX!r} are reserved")
         text = to_data(data)  # before anything is created: a value JSON cannot carry fails here
-        if self._mirrors is not None and self._is_shared(topic):
+        if self._mirrors is not None and self._table.is_shared(topic):
             assert self.backend is not None
             bounds = self.config.history_bounds(topic)
             publication = await self.backend.publish(check_topic_name(topic), text, event, bounds)
@@ -204,7 +202,7 @@ class Hub:
         """
         if self._mirrors is not None:
             names = sorted({check_topic_name(name) for name in topics})
-            shared = [name for name in names if self._is_shared(name)]
+            shared = [name for name in names if self._table.is_shared(name)]
             if shared:
                 requested: dict[str, Position] = {}
                 if last_event_id:
@@ -231,14 +229,14 @@ class Hub:
         mirrors = self._mirrors
         if mirrors is not None:
             for name in names:
-                if self._is_shared(name) and not mirrors.holds(name):
+                if self._table.is_shared(name) and not mirrors.holds(name):
                     raise TopicNotReady(f"topic {name!r} is not loaded in this process yet")
         requested = parse_cursor(last_event_id, len(names)) if last_event_id else None
         followed = [self._topic(name) for name in names]
         if requested is not None and mirrors is not None and not caught_up:
             for topic, position in zip(followed, requested, strict=True):
                 ahead = position.epoch == topic.epoch and position.offset > topic.head
-                if ahead and self._is_shared(topic.name):
+                if ahead and self._table.is_shared(topic.name):
                     # This process has not seen that event yet: subscribe() catches up first,
                     # instead of a false reset here.
                     raise TopicNotReady(f"topic {topic.name!r} is behind the requested id")
@@ -250,11 +248,10 @@ class Hub:
                     offsets[index] = position.offset
                 else:
                     lost.append(self._reset_detail(topic, position))
-        subscription = Subscription(self, followed, offsets)
+        subscription = Subscription(self._streams, followed, offsets)
         for topic in followed:
             topic.subscribers.add(subscription)
-        self._subscriptions.add(subscription)
-        self.stats.streams_opened += 1
+        self._streams.add(subscription)
         if lost:
             subscription.lost = True
             self.stats.resets += 1
@@ -265,7 +262,7 @@ class Hub:
         return subscription
 
     @staticmethod
-    def _reset_detail(topic: Topic, requested: Position) -> dict[str, Any]:
+    def _reset_detail(topic: Topic[Subscription], requested: Position) -> dict[str, Any]:
         if requested.epoch != topic.epoch:
             reason = "unknown_epoch"  # a history we no longer have (restart, flush, expiry)
         elif requested.offset > topic.head:
@@ -285,16 +282,6 @@ class Hub:
         data = orjson.dumps({"topics": lost}).decode()
         return encode_event(data, event=RESET_EVENT, id=cursor)
 
-    def _release(self, subscription: Subscription) -> None:
-        for topic in subscription.topics:
-            topic.subscribers.discard(subscription)
-            topic.waiters.discard(subscription)
-            topic.sinks.discard(subscription)
-        self._ready.pop(subscription, None)
-        self._subscriptions.discard(subscription)
-        if self._all_released is not None and not self._subscriptions:
-            self._all_released.set()
-
     # -- history -----------------------------------------------------------------------------
 
     async def history(self, topic: str, after: str | None = None, limit: int = 100) -> HistoryPage:
@@ -305,9 +292,9 @@ class Hub:
         complete one.
         """
         check_topic_name(topic)
-        if self._mirrors is not None and self._is_shared(topic):
+        if self._mirrors is not None and self._table.is_shared(topic):
             await self._mirrors.ensure([topic], {})
-        found = self._topics.get(topic)
+        found = self._table.get(topic)
         if found is None:
             if after is not None:
                 Position.parse(after)  # garbage is an InvalidEventId, not HistoryGone
@@ -321,21 +308,21 @@ class Hub:
             start = position.offset
         return HistoryPage(topic, found.history(start, limit), found.earliest, found.position)
 
-    async def retained(self, topic: str) -> Topic | None:
-        """``topic`` as this process holds it (a shared one loaded first), or None when it
-        holds nothing: for readers that walk its events by offset (``Topic.record_at``)
-        rather than copy a page of history."""
+    async def retained(self, topic: str) -> RetainedTopic | None:
+        """``topic``'s log as this process holds it (a shared one loaded first), or None when
+        it holds nothing: for readers that walk its events by offset (``record_at``) rather
+        than copy a page of history."""
         check_topic_name(topic)
-        if self._mirrors is not None and self._is_shared(topic):
+        if self._mirrors is not None and self._table.is_shared(topic):
             await self._mirrors.ensure([topic], {})
-        return self._topics.get(topic)
+        return self._table.get(topic)
 
     def topic_names(self) -> list[str]:
-        return list(self._topics)
+        return self._table.names()
 
     @property
     def open_streams(self) -> int:
-        return len(self._subscriptions)
+        return len(self._streams)
 
     def earliest_id(self, topic: str) -> str:
         """The id to resume from to get everything ``topic`` holds (its whole history)."""
@@ -347,65 +334,38 @@ class Hub:
 
     def subscriber_count(self, topic: str) -> int:
         """Streams following ``topic`` now (0 for a topic the hub does not hold)."""
-        found = self._topics.get(topic)
+        found = self._table.get(topic)
         return len(found.subscribers) if found is not None else 0
 
     # -- internals ---------------------------------------------------------------------------
 
-    def _schedule(self, subscription: Subscription) -> None:
-        self._ready[subscription] = None
-        self._request_flush()
-
-    def _schedule_many(self, subscriptions: set[Subscription]) -> None:
-        self._ready.update(dict.fromkeys(subscriptions))
-        self._request_flush()
-
-    def _request_flush(self) -> None:
-        if not self._flush_scheduled:
-            self._flush_scheduled = True
-            asyncio.get_running_loop().call_soon(self._flush)
-
-    def _flush(self) -> None:
-        self._flush_scheduled = False
-        ready, self._ready = self._ready, {}
-        for subscription in ready:
-            sink = subscription.sink
-            if sink is None:
-                continue
-            try:
-                sink.ready()
-            except Exception:  # one broken connection must not starve the others
-                logger.exception("event stream writer failed; closing that stream")
-                subscription.close(CloseReason.DISCONNECT)
-                sink.ready()
-
-    def _topic(self, name: str) -> Topic:
-        topic = self._topics.get(name)
+    def _topic(self, name: str) -> Topic[Subscription]:
+        table = self._table
+        topic = table.get(name)
         if topic is None:
             check_topic_name(name)
-            if self._is_shared(name):  # only the mirrors create shared topics
+            if table.is_shared(name):  # only the mirrors create shared topics
                 raise TopicNotReady(f"topic {name!r} is not loaded in this process yet")
-            if len(self._topics) >= self.config.max_topics:
+            if table.full:
                 self._trim_topics(time.monotonic())
                 self._forget_idle_topics()
-                if len(self._topics) >= self.config.max_topics:
+                if table.full:
                     raise TooManyTopics(f"the hub already holds {self.config.max_topics} topics")
-            config = self.config.for_topic(name)
-            topic = self._topics[name] = Topic(name, config, self._schedule_many)
+            topic = table.new(name)
+            table.add(topic)
         return topic
 
     def _forget_idle_topics(self, idle_for: float | None = 0.0) -> None:
         """Forget topics idle for ``idle_for`` seconds (None: each topic's own history TTL)."""
         now = time.monotonic()
-        for name in [
-            name
-            for name, topic in self._topics.items()
-            if topic.idle_since is not None
-            and not self._is_shared(name)  # mirrors are dropped by Mirrors.sweep
-            and now - topic.idle_since
-            >= (topic.config.history_ttl if idle_for is None else idle_for)
-        ]:
-            del self._topics[name]
+        for topic in list(self._table):
+            if (
+                topic.idle_since is not None
+                and not self._table.is_shared(topic.name)  # mirrors are dropped by Mirrors.sweep
+                and now - topic.idle_since
+                >= (topic.config.history_ttl if idle_for is None else idle_for)
+            ):
+                self._table.pop(topic.name)
 
     def _trim_topics(self, now: float) -> None:
         """Expire old history; forget topics idle for a whole history TTL.
@@ -413,7 +373,7 @@ class Hub:
         Forgetting sooner would turn a client's brief reconnect into a spurious reset: the
         topic would come back with a new epoch.
         """
-        for topic in self._topics.values():
+        for topic in self._table:
             topic.trim_expired(now)
             if not topic.idle:
                 topic.idle_since = None
@@ -435,11 +395,11 @@ class Hub:
         tick = min(1.0, config.ping_interval / 4, config.write_timeout / 4)
         loop = asyncio.get_running_loop()
         next_trim = 0.0
-        while self._subscriptions or self._topics or self._mirrors is not None:
+        while len(self._streams) or len(self._table) or self._mirrors is not None:
             await asyncio.sleep(tick)
             now = loop.time()
             try:
-                self._check_subscribers(now)
+                self._streams.check(now)
                 if now >= next_trim:  # history ages in seconds: once a second is enough
                     next_trim = now + 1.0
                     self._trim_topics(time.monotonic())
@@ -448,33 +408,13 @@ class Hub:
             except Exception:  # keep sweeping: pings and write deadlines depend on it
                 logger.exception("hub sweep failed")
 
-    def _check_subscribers(self, now: float) -> None:
-        config = self.config
-        for sub in self._subscriptions:
-            if sub.writing_since and now - sub.writing_since > config.write_timeout:
-                if sub.close_reason is None or not sub.close_reason.aborts:
-                    self.stats.write_timeout_disconnects += 1
-                    sub.abort(CloseReason.WRITE_TIMEOUT)
-            elif sub.parked and now - sub.last_write >= config.ping_interval:
-                sub.ping_due = True
-                sub.wake()
-
     async def aclose(self, grace: float = 5.0) -> None:
         """Refuse new work, end every stream after flushing what was already published, and
         wait (at most ``grace`` seconds) for the writers to finish; then drop the streams whose
         sockets accept nothing, so that a stuck client cannot hold the shutdown. Calling it
         again is harmless and quick."""
         self._closing = True
-        if self._subscriptions:
-            self._all_released = asyncio.Event()
-            for sub in self._subscriptions:
-                sub.close(CloseReason.SHUTDOWN, flush=True)
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._all_released.wait(), grace)
-            for sub in list(self._subscriptions):
-                sub.abort(CloseReason.SHUTDOWN_STUCK)
-            with contextlib.suppress(TimeoutError):  # writers end at their next step
-                await asyncio.wait_for(self._all_released.wait(), 1.0)
+        await self._streams.close_all(grace)
         if self._sweeper is not None:
             self._sweeper.cancel()
             with contextlib.suppress(asyncio.CancelledError):

@@ -15,17 +15,15 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Iterable
-from typing import TYPE_CHECKING
+from collections.abc import Coroutine, Iterable
+from typing import Any
 
 from sluiceway.hub.backend import Backend, Publication
 from sluiceway.hub.errors import BackendUnavailable, TooManyTopics
-from sluiceway.hub.subscription import CloseReason
+from sluiceway.hub.subscription import CloseReason, Subscription
+from sluiceway.hub.table import TopicTable
 from sluiceway.hub.topic import Topic
 from sluiceway.ids import Position
-
-if TYPE_CHECKING:
-    from sluiceway.hub.core import Hub
 
 logger = logging.getLogger("sluiceway.hub")
 
@@ -36,12 +34,15 @@ CONTINUITY_CHECK_INTERVAL = 2.0
 
 
 class Mirrors:
-    def __init__(self, hub: Hub, backend: Backend) -> None:
-        self.hub = hub
+    """The shared topics of ``table``, kept in step with ``backend``."""
+
+    def __init__(self, table: TopicTable, backend: Backend) -> None:
+        self.table = table
         self.backend = backend
         self._loading: dict[str, asyncio.Future[None]] = {}
         self._buffered: dict[str, list[Publication]] = {}
         self._refills: dict[str, asyncio.Task[None]] = {}
+        self._tasks: set[asyncio.Task[None]] = set()  # catch-ups and unwatches under way
         self._lonely_since: dict[str, float] = {}
         self._next_check = 0.0
         self.refills = 0  # for tests and metrics: how often a gap had to be filled
@@ -50,7 +51,7 @@ class Mirrors:
         await self.backend.start(self.on_publication, self.on_reconnect)
 
     def holds(self, name: str) -> bool:
-        return name in self.hub._topics and name not in self._loading
+        return name in self.table and name not in self._loading
 
     # -- loading -----------------------------------------------------------------------------
 
@@ -61,7 +62,7 @@ class Mirrors:
             if not self.holds(name):
                 await self._load(name)
             position = requested.get(name)
-            topic = self.hub._topics.get(name)
+            topic = self.table.get(name)
             ahead = (
                 topic is not None
                 and position is not None
@@ -76,28 +77,27 @@ class Mirrors:
         if pending is not None:
             await asyncio.shield(pending)
             return
-        max_topics = self.hub.config.max_topics
-        if len(self.hub._topics) >= max_topics:
+        if self.table.full:
             await self._drop_lonely(0.0)
-            if len(self.hub._topics) >= max_topics:
-                raise TooManyTopics(f"the hub already holds {max_topics} topics")
+            if self.table.full:
+                raise TooManyTopics(f"the hub already holds {len(self.table)} topics")
         future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._loading[name] = future
         self._buffered[name] = []
         try:
             await self.backend.watch(name)  # first, so nothing published meanwhile is missed
-            config = self.hub.config.for_topic(name)
-            snapshot = await self.backend.snapshot(name, None, config.history_size)
+            size = self.table.config.for_topic(name).history_size
+            snapshot = await self.backend.snapshot(name, None, size)
             base = snapshot.events[0].offset if snapshot.events else snapshot.head + 1
-            topic = Topic(name, config, self.hub._schedule_many, epoch=snapshot.epoch, base=base)
+            topic = self.table.new(name, epoch=snapshot.epoch, base=base)
             for publication in snapshot.events:
                 topic.append(publication.data, publication.event, publication.published_at)
-            self.hub._topics[name] = topic
+            self.table.add(topic)
             for publication in self._buffered[name]:
                 self._apply(topic, publication)
             future.set_result(None)
         except BaseException as exc:
-            self.hub._topics.pop(name, None)
+            self.table.pop(name)
             future.set_exception(exc)
             with contextlib.suppress(BaseException):
                 future.exception()  # retrieved: waiters see it through shield
@@ -113,14 +113,14 @@ class Mirrors:
         if buffered is not None:
             buffered.append(publication)
             return
-        topic = self.hub._topics.get(publication.topic)
+        topic = self.table.get(publication.topic)
         if topic is not None:
             self._apply(topic, publication)
 
     def apply_own(self, publication: Publication) -> None:
         """A publication this process made: applied now if it is the next one (else the
         notification, or a refill, brings it in order)."""
-        topic = self.hub._topics.get(publication.topic)
+        topic = self.table.get(publication.topic)
         if (
             topic is not None
             and publication.topic not in self._loading
@@ -129,7 +129,7 @@ class Mirrors:
         ):
             topic.append(publication.data, publication.event, publication.published_at)
 
-    def _apply(self, topic: Topic, publication: Publication) -> None:
+    def _apply(self, topic: Topic[Subscription], publication: Publication) -> None:
         if publication.epoch != topic.epoch:
             self._drop(topic.name, "the backend's history of this topic was replaced")
         elif publication.offset == topic.head + 1:
@@ -140,10 +140,21 @@ class Mirrors:
 
     def on_reconnect(self) -> None:
         """Notifications may have been lost while the channel was down: check every mirror."""
-        asyncio.get_running_loop().create_task(self.catch_up(list(self.hub._topics)))
+        self._start(self.catch_up(self.table.names()))
+
+    def _start(self, work: Coroutine[Any, Any, None]) -> None:
+        """Run ``work`` in the background, kept (cancelled on close) and its failure logged."""
+        task = asyncio.get_running_loop().create_task(work)
+        self._tasks.add(task)
+        task.add_done_callback(self._finished)
+
+    def _finished(self, task: asyncio.Task[None]) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and (exc := task.exception()) is not None:
+            logger.warning("shared topic upkeep failed: %r", exc)
 
     async def catch_up(self, names: list[str]) -> None:
-        names = [n for n in names if self.holds(n) and self.hub._is_shared(n)]
+        names = [n for n in names if self.holds(n) and self.table.is_shared(n)]
         if not names:
             return
         try:
@@ -151,7 +162,7 @@ class Mirrors:
         except BackendUnavailable:
             return  # the next check (or reconnect) tries again
         for name, (epoch, head) in heads.items():
-            topic = self.hub._topics.get(name)
+            topic = self.table.get(name)
             if topic is None:
                 continue
             if epoch != topic.epoch:
@@ -167,14 +178,14 @@ class Mirrors:
 
     async def _refill(self, name: str) -> None:
         """Fetch what this mirror missed, in order, until it has everything."""
-        while (topic := self.hub._topics.get(name)) is not None:
+        while (topic := self.table.get(name)) is not None:
             limit = topic.config.history_size
             try:
                 after = topic.head
                 snapshot = await self.backend.snapshot(name, after, limit)
             except BackendUnavailable:
                 return
-            if self.hub._topics.get(name) is not topic:
+            if self.table.get(name) is not topic:
                 return
             self.refills += 1
             if snapshot.epoch != topic.epoch:
@@ -195,13 +206,13 @@ class Mirrors:
     def _drop(self, name: str, why: str) -> None:
         """Forget a mirror that can no longer be trusted; its streams end (after what they
         were sent) and their clients reconnect, resuming exactly or getting a reset."""
-        topic = self.hub._topics.pop(name, None)
+        topic = self.table.pop(name)
         if topic is None:
             return
         logger.warning("topic %r: %s; its %d stream(s) end", name, why, len(topic.subscribers))
         for subscription in list(topic.subscribers):
             subscription.close(CloseReason.RESYNC, flush=True)
-        asyncio.get_running_loop().create_task(self.backend.unwatch(name))
+        self._start(self.backend.unwatch(name))
 
     # -- upkeep ------------------------------------------------------------------------------
 
@@ -211,21 +222,24 @@ class Mirrors:
         now = time.monotonic()
         if now >= self._next_check:
             self._next_check = now + CONTINUITY_CHECK_INTERVAL
-            await self.catch_up(list(self.hub._topics))
+            await self.catch_up(self.table.names())
 
     async def _drop_lonely(self, after: float) -> None:
         now = time.monotonic()
-        for name, topic in list(self.hub._topics.items()):
-            if not self.hub._is_shared(name) or name in self._loading:
+        for topic in list(self.table):
+            name = topic.name
+            if not self.table.is_shared(name) or name in self._loading:
                 continue
             if topic.subscribers:
                 self._lonely_since.pop(name, None)
             elif now - self._lonely_since.setdefault(name, now) >= after:
-                del self.hub._topics[name]
+                self.table.pop(name)
                 self._lonely_since.pop(name, None)
                 await self.backend.unwatch(name)
 
     async def aclose(self) -> None:
-        for task in list(self._refills.values()):
+        tasks = [*self._refills.values(), *self._tasks]
+        for task in tasks:
             task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
         await self.backend.aclose()

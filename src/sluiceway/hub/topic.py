@@ -12,19 +12,40 @@ import time
 from bisect import bisect_left, bisect_right
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import Generic, Protocol, TypeVar
 
 from sluiceway.hub.config import HubConfig
 from sluiceway.ids import Position, new_epoch
 from sluiceway.sse import encode_event
 
-if TYPE_CHECKING:
-    from sluiceway.hub.subscription import Subscription
+
+class Follower(Protocol):
+    """What a topic knows of the streams that follow it: they can be woken."""
+
+    def wake(self) -> None: ...
 
 
-def as_http_chunk(data: bytes) -> bytes:
-    """``data`` framed as one HTTP/1.1 chunk (``Transfer-Encoding: chunked``)."""
-    return b"%x\r\n%b\r\n" % (len(data), data)
+F = TypeVar("F", bound=Follower)
+
+
+class RetainedTopic(Protocol):
+    """A topic's log as readers outside the hub see it: read-only, walked by offset.
+
+    Offsets ``base`` to ``head`` are retained; ``epoch-offset`` is an event's id.
+    """
+
+    @property
+    def name(self) -> str: ...
+    @property
+    def epoch(self) -> str: ...
+    @property
+    def head(self) -> int: ...
+    @property
+    def base(self) -> int: ...
+
+    def record_at(self, offset: int) -> tuple[str | None, str, float]:
+        """``(event, data, published_at)`` of a retained event."""
+        ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,11 +60,14 @@ class StoredEvent:
     published_at: float  # Unix time
 
 
-class Topic:
-    """One topic's log. Offsets are contiguous: ``_frames[i]`` holds offset ``base + i``."""
+class Topic(Generic[F]):
+    """One topic's log. Offsets are contiguous: ``_frames[i]`` holds offset ``base + i``.
+
+    ``F`` is the kind of stream that follows it (the hub's :class:`Subscription`); the log only
+    wakes them.
+    """
 
     __slots__ = (
-        "_chunks",
         "_cum",
         "_frames",
         "_records",
@@ -67,7 +91,7 @@ class Topic:
         self,
         name: str,
         config: HubConfig,
-        on_sinks_ready: Callable[[set[Subscription]], None],
+        on_sinks_ready: Callable[[set[F]], None],
         epoch: str | None = None,
         base: int = 1,
     ) -> None:
@@ -79,20 +103,16 @@ class Topic:
         self.head = base - 1  # offset of the newest event; base - 1 while empty
         self.base = base  # offset of the oldest retained event
         self._frames: list[bytes] = []
-        # The same frames framed as HTTP/1.1 chunks, for writers that own the socket
-        # (sluiceway.server.native): a single event then costs each subscriber one write of a
-        # shared object, with no copy.
-        self._chunks: list[bytes] = []
         self._cum: list[int] = []  # bytes published before each retained event
         self._times: list[float] = []  # monotonic publish time of each retained event
         self._records: list[tuple[str | None, str, float]] = []  # (event, data, unix time)
         self.total_bytes = 0
         self.idle_since: float | None = None  # monotonic time since when it has been idle
-        self.subscribers: set[Subscription] = set()
+        self.subscribers: set[F] = set()
         # Subscribers parked until the next event; woken and cleared on publish.
-        self.waiters: set[Subscription] = set()
+        self.waiters: set[F] = set()
         # Subscribers whose writer is callback-driven: told on every publish.
-        self.sinks: set[Subscription] = set()
+        self.sinks: set[F] = set()
         self.on_sinks_ready = on_sinks_ready
         self.finished = False  # complete: streams end once they have everything (Hub.finish)
 
@@ -108,7 +128,6 @@ class Topic:
         event_id = f"{self.epoch}-{offset}"
         frame = encode_event(data, event=event)[:-1] + b"id: " + event_id.encode() + b"\n\n"
         self._frames.append(frame)
-        self._chunks.append(as_http_chunk(frame))
         self._cum.append(self.total_bytes)
         now = time.time()
         if published_at is None:
@@ -143,7 +162,7 @@ class Topic:
             self._drop_oldest(bisect_right(self._times, now - self.config.history_ttl))
 
     def _drop_oldest(self, count: int) -> None:
-        del self._frames[:count], self._chunks[:count], self._cum[:count]
+        del self._frames[:count], self._cum[:count]
         del self._times[:count], self._records[:count]
         self.base += count
 
@@ -162,12 +181,9 @@ class Topic:
         """True when every event after ``position`` is still here (exact resume is possible)."""
         return position.epoch == self.epoch and self.base - 1 <= position.offset <= self.head
 
-    def frames_after(
-        self, offset: int, max_bytes: int, chunked: bool = False
-    ) -> tuple[list[bytes], int]:
+    def frames_after(self, offset: int, max_bytes: int) -> tuple[list[bytes], int]:
         """Frames after ``offset`` (which must be resumable), at most about ``max_bytes`` of them
-        (always at least one if any), and the offset of the last one returned. ``chunked``:
-        each frame framed as an HTTP/1.1 chunk."""
+        (always at least one if any), and the offset of the last one returned."""
         start = offset + 1 - self.base
         if start >= len(self._frames):
             return [], offset
@@ -177,11 +193,10 @@ class Topic:
         else:
             # _cum[i + 1] is where event i ends: keep the events that end within the limit.
             stop = max(bisect_right(self._cum, limit, lo=start + 1) - 1, start + 1)
-        frames = self._chunks if chunked else self._frames
-        return frames[start:stop], offset + (stop - start)
+        return self._frames[start:stop], offset + (stop - start)
 
-    def frame_at(self, offset: int, chunked: bool = False) -> bytes:
-        return (self._chunks if chunked else self._frames)[offset - self.base]
+    def frame_at(self, offset: int) -> bytes:
+        return self._frames[offset - self.base]
 
     def record_at(self, offset: int) -> tuple[str | None, str, float]:
         """``(event, data, published_at)`` of a retained event."""

@@ -18,13 +18,13 @@ from sluiceway.runs.items import TERMINAL_EVENTS
 from sluiceway.sse import Event, Parser, encode_event
 
 if TYPE_CHECKING:
-    from sluiceway.hub.topic import Topic
+    from sluiceway.hub import RetainedTopic
 
 #: At most this many events in one batch (one write of a reader that fell behind).
 BATCH = 1024
 #: One stored event: its type (None: ``message``) and its data.
 Record = tuple[str | None, str]
-Span = tuple["Topic | None", Any, int]
+Span = tuple["RetainedTopic | None", Any, int]
 
 
 class Followable(Protocol):
@@ -65,7 +65,7 @@ async def _spans(hub: Hub, run: Followable, last_event_id: str | None) -> AsyncI
     """``(topic, after, upto)``: the offsets to read now, until the run's last event; or
     ``(None, reset frame, 0)`` first when the hub could not resume from ``last_event_id``."""
     subscription = await hub.subscribe([run.topic], last_event_id, from_start=last_event_id is None)
-    topic = subscription.topics[0]
+    topic = subscription.log
     async with subscription:
         if subscription.lost:
             yield None, subscription.next_chunk() or b"", 0

@@ -29,13 +29,13 @@ from starlette.routing import BaseRoute, Route
 
 from sluiceway.auth import Grants
 from sluiceway.auth.resources import GENERATIONS, may_act_on_run, owner_of
+from sluiceway.gateway.generation import first_token
+from sluiceway.gateway.manager import GenerationRefused
 from sluiceway.llm.ai_sdk_format import (
     BadRequest,
     parse_chat_request,
 )
 from sluiceway.llm.chunks import UpstreamError
-from sluiceway.llm.generation import first_token
-from sluiceway.llm.manager import GenerationRefused
 from sluiceway.runs import RemoteRun, Run, run_response
 from sluiceway.server.access import (
     PUBLISH,

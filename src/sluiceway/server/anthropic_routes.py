@@ -17,6 +17,7 @@ from starlette.routing import BaseRoute, Route
 
 from sluiceway.asgi import EventStreamResponse
 from sluiceway.auth.resources import GENERATIONS, owner_of
+from sluiceway.gateway.manager import GenerationRefused
 from sluiceway.llm.anthropic_format import (
     BadRequest,
     MessageEncoder,
@@ -25,7 +26,6 @@ from sluiceway.llm.anthropic_format import (
     parse_request,
 )
 from sluiceway.llm.chunks import ERROR_STATUS, UpstreamError
-from sluiceway.llm.manager import GenerationRefused
 from sluiceway.runs import run_events
 from sluiceway.runs.formats import anthropic_stream
 from sluiceway.server.access import PUBLISH, require

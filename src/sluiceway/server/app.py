@@ -13,15 +13,14 @@ from starlette.middleware.cors import CORSMiddleware
 from starlette.routing import BaseRoute, Route, WebSocketRoute
 
 from sluiceway.centrifugo import CentrifugoEndpoint, MemoryPresence, Presence, RedisPresence
+from sluiceway.gateway.manager import Generations
+from sluiceway.gateway.stats import GenerationMetrics
 from sluiceway.hub import Hub, HubError
 from sluiceway.ids import InvalidEventId
 from sluiceway.jobs import Jobs
 from sluiceway.jobs.export_job import ExportContext
-from sluiceway.llm.manager import Generations
 from sluiceway.llm.providers.base import Provider
 from sluiceway.llm.providers.factory import make_provider
-from sluiceway.llm.stats import GenerationMetrics
-from sluiceway.mercure.face import MercureFace
 from sluiceway.server import (
     ai_sdk_routes,
     anthropic_routes,
@@ -43,6 +42,7 @@ from sluiceway.server.errors import (
     hub_error_handler,
 )
 from sluiceway.server.gate import AdmissionGate
+from sluiceway.server.mercure_face import MercureFace
 from sluiceway.server.metrics import CentrifugoCollector, metrics_registry
 from sluiceway.server.routes import routes
 from sluiceway.server.sandbox import SandboxedPaths

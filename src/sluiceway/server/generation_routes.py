@@ -13,9 +13,9 @@ from starlette.routing import Route
 
 from sluiceway.auth import Grants
 from sluiceway.auth.resources import GENERATIONS, owner_of
+from sluiceway.gateway.generation import first_token
+from sluiceway.gateway.manager import GenerationRefused, Generations
 from sluiceway.llm.chunks import UpstreamError
-from sluiceway.llm.generation import first_token
-from sluiceway.llm.manager import GenerationRefused, Generations
 from sluiceway.llm.request import ChatRequest
 from sluiceway.runs import RemoteRun, Run, run_response
 from sluiceway.server.access import PUBLISH, SUBSCRIBE, require, require_run

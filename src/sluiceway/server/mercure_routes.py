@@ -14,8 +14,8 @@ private updates. Every query and form must be valid UTF-8 (400).
 
 ``GET /.well-known/mercure/subscriptions[/{match_type}/{match}[/{subscriber}]]`` is the
 subscriptions API ("Active Subscriptions"): JSON documents of the active subscriptions (of
-this process, see :mod:`sluiceway.mercure.face`), for clients holding a ``subscribe`` grant on
-the requested path (in its canonical form, the topic of the subscription events), with the
+this process, see :mod:`sluiceway.server.mercure_face`), for clients holding a ``subscribe``
+grant on the requested path (in its canonical form, the topic of the subscription events), with the
 cursor on the ``rel="mercure"`` ``Link`` header.
 
 ``GET /.well-known/oauth-protected-resource/.well-known/mercure`` is the hub's protected
@@ -34,7 +34,6 @@ from starlette.routing import Route
 from sluiceway.asgi import EventStreamResponse
 from sluiceway.asgi.eventstream import header_value
 from sluiceway.auth.grants import AUTHORIZATION_DETAIL_TYPE, AuthError
-from sluiceway.mercure.face import MercureFace
 from sluiceway.mercure.publication import (
     SUBSCRIPTIONS_PATH,
     PublishError,
@@ -49,6 +48,7 @@ from sluiceway.mercure.publication import (
 from sluiceway.mercure.selectors import SelectorError, parse_subscribe_query
 from sluiceway.server.access import request_grants
 from sluiceway.server.errors import APIError, JSONResponse
+from sluiceway.server.mercure_face import MercureFace
 from sluiceway.server.routes import read_body
 from sluiceway.server.services import services_of
 from sluiceway.server.settings import Settings

@@ -31,8 +31,7 @@ from uvicorn.protocols.utils import get_client_addr, get_path_with_query_string
 from sluiceway.asgi.eventstream import SSE_HEADERS
 from sluiceway.auth import AuthError
 from sluiceway.hub import Hub, HubError, InvalidEventId
-from sluiceway.hub.subscription import CloseReason, Subscription
-from sluiceway.hub.topic import as_http_chunk
+from sluiceway.hub.subscription import CloseReason, StreamState, Subscription
 from sluiceway.server.admission import Admission, RequestFacts, redact_tokens
 from sluiceway.server.errors import APIError
 from sluiceway.server.settings import Settings
@@ -44,7 +43,13 @@ AVAILABLE = hasattr(HttpToolsProtocol, "_start_asgi_task")
 
 _HEAD = b"HTTP/1.1 200 OK\r\n" + b"".join(b"%s: %s\r\n" % header for header in SSE_HEADERS)
 _END = b"0\r\n\r\n"
+_CRLF = b"\r\n"
 _NO_QUERY = QueryParams()
+
+
+def as_http_chunk(data: bytes) -> bytes:
+    """``data`` framed as one HTTP/1.1 chunk (``Transfer-Encoding: chunked``)."""
+    return b"%x\r\n%b\r\n" % (len(data), data)
 
 
 class TransportSink:
@@ -64,32 +69,33 @@ class TransportSink:
         if self.done:
             return
         sub = self.sub
-        reason = sub.close_reason
-        if reason is not None and (reason is CloseReason.DISCONNECT or reason.aborts):
+        if sub.state is StreamState.ABORTED or sub.close_reason is CloseReason.DISCONNECT:
             self.finish()
             return
         if self.paused:
             return  # resume_writing() calls us again
-        write = self.transport.write
-        stats = sub.hub.stats
-        wrote = False
-        # write() may call pause_writing() synchronously: look again before each chunk.
+        # One writev per chunk, the frame itself not copied: with a single event that is the
+        # same bytes object for every subscriber (the topic's stored frame).
+        writelines = self.transport.writelines
+        sent = 0
+        # A write may call pause_writing() synchronously: look again before each chunk.
         while not self.paused and (chunk := sub.next_chunk()) is not None:
-            write(chunk)
-            stats.bytes_sent += len(chunk)
-            wrote = True
-        if wrote:
-            sub.last_write = self.loop.time()
-        if sub.close_reason is not None and not self.paused:
+            writelines((b"%x\r\n" % len(chunk), chunk, _CRLF))
+            sent += len(chunk)
+        if sent:
+            sub.sent(sent, self.loop.time())
+        if self.protocol.flow.write_paused:  # paused during a write: blocked again
+            sub.blocked(self.loop.time())
+        elif sub.closed:
             self.finish()
 
     def pause(self) -> None:
         self.paused = True
-        self.sub.writing_since = self.loop.time()
+        self.sub.blocked(self.loop.time())
 
     def resume(self) -> None:
         self.paused = False
-        self.sub.writing_since = 0.0
+        self.sub.sent(0, self.loop.time())
         self.ready()
 
     def finish(self) -> None:
@@ -97,17 +103,17 @@ class TransportSink:
         if self.done:
             return
         self.done = True
-        reason = self.sub.close_reason
-        if reason is not None and reason.aborts:
+        sub = self.sub
+        if sub.state is StreamState.ABORTED:
             self.transport.abort()  # it accepts nothing: don't wait to flush
-        elif reason is not CloseReason.DISCONNECT and not self.transport.is_closing():
+        elif sub.close_reason is not CloseReason.DISCONNECT and not self.transport.is_closing():
             self.transport.write(_END)
             self.transport.close()
         cycle = self.protocol.cycle
         if cycle is not None:
             cycle.response_complete = True
         self.protocol.sink = None
-        self.sub.release()
+        sub.release()
 
 
 class StreamingHttpProtocol(HttpToolsProtocol):

@@ -9,8 +9,8 @@ from starlette.routing import Route
 
 from sluiceway.asgi import EventStreamResponse
 from sluiceway.auth.resources import GENERATIONS, owner_of
+from sluiceway.gateway.manager import GenerationRefused
 from sluiceway.llm.chunks import UpstreamError
-from sluiceway.llm.manager import GenerationRefused
 from sluiceway.llm.openai_format import BadRequest, ChunkEncoder, error_body, parse_request
 from sluiceway.runs import run_events
 from sluiceway.runs.formats import openai_stream

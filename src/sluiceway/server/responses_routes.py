@@ -14,9 +14,9 @@ from starlette.routing import Route
 from sluiceway.asgi import EventStreamResponse
 from sluiceway.auth import Grants
 from sluiceway.auth.resources import GENERATIONS, owner_of
+from sluiceway.gateway.manager import GenerationRefused
 from sluiceway.hub import Hub
 from sluiceway.llm.chunks import UpstreamError
-from sluiceway.llm.manager import GenerationRefused
 from sluiceway.llm.openai_format import BadRequest
 from sluiceway.llm.responses_format import (
     ResponseInfo,

@@ -12,6 +12,7 @@ from collections.abc import Awaitable, Callable
 import uvicorn
 
 from sluiceway.asgi import close_all_streams
+from sluiceway.asgi.shutdown import take_aborted
 from sluiceway.hub import Hub
 from sluiceway.server import native, native_ws
 from sluiceway.server.admission import redact_tokens
@@ -99,7 +100,20 @@ class StreamingServer(uvicorn.Server):
     async def on_tick(self, counter: int) -> bool:
         if counter % 10 == 0:  # uvicorn ticks every 0.1 s
             self._abort_stuck_connections(time.monotonic())
+        aborted = take_aborted()
+        if aborted:
+            self._abort_connections_from(aborted)
         return await super().on_tick(counter)
+
+    def _abort_connections_from(self, clients: set[tuple[str, int]]) -> None:
+        """Drop the connections whose streams were aborted (overflow, write timeout)."""
+        for connection in list(self.server_state.connections):
+            transport = getattr(connection, "transport", None)
+            if transport is None:
+                continue
+            peer = transport.get_extra_info("peername")  # (host, port[, flow, scope])
+            if isinstance(peer, tuple) and (peer[0], peer[1]) in clients:
+                transport.abort()
 
     def _abort_stuck_connections(self, now: float) -> None:
         """Abort connections that are closing but cannot flush, for longer than the write

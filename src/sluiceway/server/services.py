@@ -13,9 +13,9 @@ from typing import TYPE_CHECKING, cast
 from prometheus_client import CollectorRegistry
 from starlette.requests import HTTPConnection
 
+from sluiceway.gateway.manager import Generations
 from sluiceway.hub import Hub
 from sluiceway.jobs import Jobs
-from sluiceway.llm.manager import Generations
 from sluiceway.server.admission import Admission
 from sluiceway.server.settings import Settings
 from sluiceway.transfer.exports import ExportDatabase
@@ -23,7 +23,7 @@ from sluiceway.transfer.proxy import StreamProxy
 
 if TYPE_CHECKING:
     from sluiceway.centrifugo import CentrifugoEndpoint
-    from sluiceway.mercure.face import MercureFace
+    from sluiceway.server.mercure_face import MercureFace
 
 __all__ = ["Services", "services_of"]
 

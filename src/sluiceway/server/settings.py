@@ -13,9 +13,9 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from sluiceway.auth import TokenVerifier
 from sluiceway.auth.grants import ACCESS_TOKEN_COOKIE
 from sluiceway.centrifugo import CentrifugoOptions
+from sluiceway.gateway.limits import GenerationLimits
 from sluiceway.hub import HubConfig
 from sluiceway.jobs import job_topic_bounds
-from sluiceway.llm.limits import GenerationLimits
 from sluiceway.server.admission import AdmissionPolicy
 from sluiceway.server.admission import is_loopback_name as is_loopback
 from sluiceway.transfer.proxy import ProxyRefused, Target

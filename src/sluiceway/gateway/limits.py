@@ -10,7 +10,7 @@ from sluiceway.runs.limits import RunLimits
 
 @dataclass(frozen=True, slots=True)
 class GenerationLimits:
-    """Bounds of :class:`~sluiceway.llm.manager.Generations`.
+    """Bounds of :class:`~sluiceway.gateway.manager.Generations`.
 
     >>> GenerationLimits(max_concurrent=4, abandon_after=10.0, on_abandon="finish")
     ... # doctest: +ELLIPSIS

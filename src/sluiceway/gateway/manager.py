@@ -6,7 +6,7 @@
 >>> # clients follow generation.topic; generations.runs.cancel(generation.id)
 
 A generation is a :class:`~sluiceway.runs.Run` (family ``gen``) whose producer is
-:func:`~sluiceway.llm.generation.provider_chunks`: detach, resume, cancel (from any process),
+:func:`~sluiceway.gateway.generation.provider_chunks`: detach, resume, cancel (from any process),
 abandonment, retention and the directory are the runs', the same as for an application's own
 runs. This module adds what is the gateway's own: the provider, ``max_tokens``, the metrics.
 """
@@ -16,12 +16,12 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from sluiceway.gateway.generation import FAMILY, provider_chunks
+from sluiceway.gateway.limits import GenerationLimits
+from sluiceway.gateway.stats import GenerationMetrics
 from sluiceway.hub import Hub
-from sluiceway.llm.generation import FAMILY, provider_chunks
-from sluiceway.llm.limits import GenerationLimits
 from sluiceway.llm.providers.base import Provider
 from sluiceway.llm.request import ChatRequest
-from sluiceway.llm.stats import GenerationMetrics
 from sluiceway.runs import RemoteRun, Run, RunDirectory, RunRefused, Runs
 
 

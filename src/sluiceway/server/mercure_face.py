@@ -39,8 +39,7 @@ from typing import Any
 import orjson
 
 from sluiceway.auth.grants import Grants
-from sluiceway.hub import BackendUnavailable, Hub, HubClosed, Subscription
-from sluiceway.hub.topic import Topic
+from sluiceway.hub import BackendUnavailable, Hub, HubClosed, RetainedTopic, Subscription
 from sluiceway.ids import InvalidEventId, Position
 from sluiceway.mercure.publication import (
     EARLIEST,
@@ -142,13 +141,13 @@ class MercureFace:
             offsets.append(offset)
             offsets.sort()
 
-    def _offset_of(self, topic: Topic, external_id: str) -> int | None:
+    def _offset_of(self, topic: RetainedTopic, external_id: str) -> int | None:
         """The offset of the earliest retained update a publisher gave ``external_id``."""
         self._index(topic)
         # Past the head: published here a moment ago, and a shared topic's mirror lags.
         return next((o for o in self._ids.get(external_id, ()) if o >= topic.base), None)
 
-    def _index(self, topic: Topic) -> None:
+    def _index(self, topic: RetainedTopic) -> None:
         """Read the updates published since the last call into ``_ids``."""
         if topic.epoch != self._indexed_epoch:  # a new history: the old offsets mean nothing
             self._ids.clear()
@@ -163,7 +162,9 @@ class MercureFace:
             kept = {k: [o for o in v if o >= topic.base] for k, v in self._ids.items()}
             self._ids = {k: v for k, v in kept.items() if v}
 
-    def _candidates(self, topic: Topic, start: int) -> Iterator[tuple[str, tuple[str, ...], bool]]:
+    def _candidates(
+        self, topic: RetainedTopic, start: int
+    ) -> Iterator[tuple[str, tuple[str, ...], bool]]:
         """(id, topics, private) of the retained updates at ``start`` and before, newest
         first."""
         for offset in range(start, topic.base - 1, -1):
@@ -192,7 +193,7 @@ class MercureFace:
         subscription = await self.hub.subscribe([self.hub_topic], cursor)
         if resume is not None and (cursor is None or subscription.lost):
             return subscription, EARLIEST  # that id names nothing we hold: updates may be lost
-        candidates = self._candidates(subscription.topics[0], subscription.offsets[0])
+        candidates = self._candidates(subscription.log, subscription.offset)
         return subscription, response_last_event_id(candidates, grants.may_receive_any)
 
     async def updates(
@@ -202,7 +203,7 @@ class MercureFace:
         when the subscription closes (overflow, shutdown) or the token expires. Its
         subscriptions are announced active when it starts and inactive when it ends, for
         whatever reason."""
-        topic = subscription.topics[0]
+        topic = subscription.log
         expires_at = grants.expires_at
         async with subscription:
             # Registered here, not when the request is answered: only a generator that started
@@ -294,7 +295,7 @@ class MercureFace:
         candidates = self._candidates(topic, topic.head) if topic is not None else iter(())
         return response_last_event_id(candidates, grants.may_receive_any)
 
-    def _decode(self, topic: Topic, offset: int) -> tuple[MercureUpdate, str]:
+    def _decode(self, topic: RetainedTopic, offset: int) -> tuple[MercureUpdate, str]:
         key = (topic.epoch, offset)
         found = self._decoded.get(key)
         if found is None:

@@ -3,7 +3,7 @@
 Generations are runs (:mod:`sluiceway.runs`) of the family ``gen``: their items are the
 provider's typed chunks, so their streams carry ``start``, ``token`` (``tool_call``,
 ``partial``...) and end with ``done`` or ``error``, and every LLM face can serve them.
-:func:`provider_chunks` is the producer; :class:`~sluiceway.llm.manager.Generations` starts
+:func:`provider_chunks` is the producer; :class:`~sluiceway.gateway.manager.Generations` starts
 them with the gateway's limits.
 """
 
