@@ -54,7 +54,8 @@ class Model:
 
     def resumable(self, topic: str, epoch: str, offset: int) -> bool:
         head = self.heads[topic]
-        return epoch == self.hub._table.get(topic).epoch and max(0, head - HISTORY) <= offset <= head
+        same_history = epoch == self.hub._table.get(topic).epoch
+        return same_history and max(0, head - HISTORY) <= offset <= head
 
 
 class Reader:

@@ -1,24 +1,22 @@
-"""The ``sluiceway`` command: ``serve``, ``tail``, ``publish`` and ``demo-data``."""
+"""The ``sluiceway`` command: ``serve``, ``tail``, ``publish`` and ``demo-data``.
+
+It needs the ``server`` extra (``pip install "sluiceway[server]"``); without it the command
+says so instead of failing with a traceback.
+"""
 
 from __future__ import annotations
 
-import click
-
-from sluiceway.cli.demo_data import demo_data
-from sluiceway.cli.publish import publish
-from sluiceway.cli.serve import serve
-from sluiceway.cli.tail import tail
+import sys
 
 
-@click.group()
-@click.version_option(package_name="sluiceway")
 def main() -> None:
-    """Sluiceway: streaming to clients over HTTP."""
-
-
-main.add_command(serve)
-main.add_command(tail)
-main.add_command(publish)
-main.add_command(demo_data)
-
-__all__ = ["main"]
+    try:
+        from sluiceway.cli.commands import main as command
+    except ModuleNotFoundError as exc:
+        if (exc.name or "sluiceway").startswith("sluiceway"):
+            raise  # our own: a broken install, not a missing extra
+        sys.exit(
+            f"sluiceway: the command needs the server extra ({exc.name} is missing): "
+            'pip install "sluiceway[server]"'
+        )
+    command()

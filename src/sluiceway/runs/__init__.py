@@ -26,8 +26,10 @@ In a FastAPI app (the endpoints are :mod:`sluiceway.runs.http`'s, FastAPI's in
         return await runs.respond(openai_chunks(call), owner=user)
 """
 
+from typing import TYPE_CHECKING, Any
+
 from sluiceway.llm.chunks import Finish, TextDelta, ToolCallDelta, ToolResult, Usage
-from sluiceway.runs.directory import RedisRunDirectory, RemoteRun, RunDirectory
+from sluiceway.runs.directory import RemoteRun, RunDirectory
 from sluiceway.runs.follow import run_batches, run_events, run_frames, run_stream
 from sluiceway.runs.formats import FORMATS, Format
 from sluiceway.runs.http import respond, run_response, run_routes, token_subject
@@ -37,6 +39,19 @@ from sluiceway.runs.manager import RunRefused, Runs
 from sluiceway.runs.run import Run, RunObserver, RunState
 from sluiceway.runs.sdk import anthropic_chunks, openai_chunks
 from sluiceway.runs.tools import ToolCall, ToolCalls
+
+if TYPE_CHECKING:
+    from sluiceway.runs.redis_directory import RedisRunDirectory
+
+
+def __getattr__(name: str) -> Any:
+    # Imported on first use: it needs the ``redis`` extra.
+    if name == "RedisRunDirectory":
+        from sluiceway.runs.redis_directory import RedisRunDirectory
+
+        return RedisRunDirectory
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 __all__ = [
     "FORMATS",

@@ -12,9 +12,7 @@ import logging
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 
-from redis.exceptions import RedisError
-
-from sluiceway.runs.directory import RunDirectory
+from sluiceway.runs.directory import DirectoryUnavailable, RunDirectory
 
 logger = logging.getLogger("sluiceway.runs")
 
@@ -93,7 +91,7 @@ class Chats:
             try:
                 shared_previous = await self.directory.chat(self._key(chat_id))
                 await self.directory.set_chat(self._key(chat_id), run_id)
-            except (RedisError, OSError):
+            except (DirectoryUnavailable, OSError):
                 # The answer goes on; only a resume through another process misses it.
                 logger.warning("could not record chat %s's run in Redis", chat_id)
                 shared = False
@@ -101,7 +99,7 @@ class Chats:
         async def undo() -> None:
             self.local.restore(chat_id, run_id, previous)
             if shared:
-                with contextlib.suppress(RedisError, OSError):
+                with contextlib.suppress(DirectoryUnavailable, OSError):
                     await self.directory.set_chat(self._key(chat_id), shared_previous)
 
         return undo

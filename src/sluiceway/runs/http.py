@@ -21,27 +21,28 @@ from __future__ import annotations
 import inspect
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
-from typing import Any, cast, get_args
+from typing import TYPE_CHECKING, Any, cast, get_args
 
-from redis.exceptions import RedisError
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 
 from sluiceway.asgi import EventStreamResponse
-from sluiceway.auth import TokenError, TokenVerifier
 from sluiceway.hub import HubClosed, InvalidEventId, Subscription
 from sluiceway.ids import parse_cursor
 from sluiceway.llm.chunks import UpstreamError
 from sluiceway.llm.pacing import paced
-from sluiceway.runs.directory import RemoteRun
+from sluiceway.runs.directory import DirectoryUnavailable, RemoteRun
 from sluiceway.runs.follow import run_frames, run_stream
 from sluiceway.runs.formats import Format, error_body, format_headers, format_stream
 from sluiceway.runs.items import RunError
 from sluiceway.runs.manager import RunRefused, Runs, close_unstarted
 from sluiceway.runs.run import Run
 from sluiceway.sse import Event
+
+if TYPE_CHECKING:
+    from sluiceway.auth import TokenVerifier
 
 logger = logging.getLogger("sluiceway.runs")
 
@@ -156,7 +157,7 @@ async def _check_chat(runs: Runs, chat_id: str, owner: str | None) -> None:
     try:
         run_id = await runs.chats.latest(chat_id)
         previous = await runs.find(run_id) if run_id is not None else None
-    except (RedisError, OSError) as exc:
+    except (DirectoryUnavailable, OSError) as exc:
         logger.warning("cannot look chat %s up: %s", chat_id, exc)
         raise HTTPRunError(503, "backend_unavailable", "cannot look the chat up now") from None
     if previous is not None and previous.owner is not None and previous.owner != owner:
@@ -248,7 +249,7 @@ async def find_run(runs: Runs, run_id: str, owner: str | None) -> Run | RemoteRu
     or 503 when the shared directory cannot be reached."""
     try:
         run = await runs.find(run_id)
-    except (RedisError, OSError) as exc:
+    except (DirectoryUnavailable, OSError) as exc:
         logger.warning("cannot look run %s up: %s", run_id, exc)
         raise HTTPRunError(503, "backend_unavailable", "cannot look the run up now") from None
     if run is None or (run.owner is not None and run.owner != owner):
@@ -298,7 +299,7 @@ async def cancel_run(runs: Runs, run_id: str, owner: str | None) -> Response:
 async def _cancel(runs: Runs, run: Run | RemoteRun) -> Run | RemoteRun:
     try:
         return await runs.cancel_and_wait(run)
-    except (RedisError, OSError) as exc:
+    except (DirectoryUnavailable, OSError) as exc:
         logger.warning("cannot cancel run %s: %s", run.id, exc)
         raise HTTPRunError(503, "backend_unavailable", "cannot reach the run now") from None
 
@@ -457,6 +458,8 @@ def token_subject(verifier: TokenVerifier | str | None) -> Callable[[Request], s
     >>> @app.post("/chat")                                                      # doctest: +SKIP
     ... async def chat(question: Question, user: str | None = Depends(current_user)): ...
     """
+    from sluiceway.auth import TokenError, TokenVerifier  # needs the server extra (PyJWT)
+
     if not isinstance(verifier, TokenVerifier):
         verifier = TokenVerifier(hmac_secret=verifier, require_exp=True)
     checker = verifier

@@ -7,7 +7,7 @@
 A run nobody follows for ``abandon_after`` seconds is cancelled (or, with ``on_abandon=
 "finish"``, left to complete); an ended run stays replayable for ``retention`` seconds. With
 a shared (Redis) hub, the runs of every process are found, followed and cancelled from any of
-them (:class:`~sluiceway.runs.directory.RedisRunDirectory`).
+them (:class:`~sluiceway.runs.redis_directory.RedisRunDirectory`).
 """
 
 from __future__ import annotations
@@ -431,7 +431,7 @@ def _directory_of(hub: Hub, limits: RunLimits) -> RunDirectory:
     redis = getattr(hub.backend, "redis", None)
     if redis is None:
         return RunDirectory()
-    from sluiceway.runs.directory import RedisRunDirectory
+    from sluiceway.runs.redis_directory import RedisRunDirectory
 
     return RedisRunDirectory(redis, keep_for=limits.max_duration + limits.retention + 60)
 

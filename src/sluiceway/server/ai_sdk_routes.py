@@ -22,7 +22,6 @@ Errors before the first token are HTTP statuses with a JSON body, which the tran
 
 from __future__ import annotations
 
-from redis.exceptions import RedisError
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
@@ -37,6 +36,7 @@ from sluiceway.llm.ai_sdk_format import (
 )
 from sluiceway.llm.chunks import UpstreamError
 from sluiceway.runs import RemoteRun, Run, run_response
+from sluiceway.runs.directory import DirectoryUnavailable
 from sluiceway.server.access import (
     PUBLISH,
     SUBSCRIBE,
@@ -121,7 +121,7 @@ async def _generation_of_chat(request: Request) -> Run | RemoteRun | None:
 async def _generation_of(request: Request, chat_id: str) -> Run | RemoteRun | None:
     try:
         generation_id = await generations_of(request).runs.chats.latest(chat_id)
-    except (RedisError, OSError) as exc:
+    except (DirectoryUnavailable, OSError) as exc:
         raise APIError(503, "backend_unavailable", f"cannot look the chat up: {exc}") from None
     return await find_generation(request, generation_id) if generation_id else None
 

@@ -6,7 +6,6 @@ from typing import Any
 
 import orjson
 from pydantic import Field, ValidationError
-from redis.exceptions import RedisError
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
@@ -18,6 +17,7 @@ from sluiceway.gateway.manager import GenerationRefused, Generations
 from sluiceway.llm.chunks import UpstreamError
 from sluiceway.llm.request import ChatRequest
 from sluiceway.runs import RemoteRun, Run, run_response
+from sluiceway.runs.directory import DirectoryUnavailable
 from sluiceway.server.access import PUBLISH, SUBSCRIBE, require, require_run
 from sluiceway.server.errors import APIError, JSONResponse
 from sluiceway.server.services import services_of
@@ -130,7 +130,7 @@ async def find_generation(request: Request, generation_id: str) -> Run | RemoteR
     """The generation, run by this process or (with the Redis backend) by another one."""
     try:
         return await generations_of(request).find(generation_id)
-    except (RedisError, OSError) as exc:
+    except (DirectoryUnavailable, OSError) as exc:
         raise APIError(
             503, "backend_unavailable", f"cannot look the generation up: {exc}"
         ) from None
@@ -186,7 +186,7 @@ async def cancel_generation(request: Request, generation: Run | RemoteRun) -> Ru
     it stands then."""
     try:
         return await generations_of(request).runs.cancel_and_wait(generation)
-    except (RedisError, OSError) as exc:
+    except (DirectoryUnavailable, OSError) as exc:
         raise APIError(503, "backend_unavailable", f"cannot reach the generation: {exc}") from None
 
 
