@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterator, Mapping
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Generator, Iterator, Mapping
 from types import TracebackType
 from typing import Any, Self
 
@@ -112,7 +112,7 @@ class EventSource:
         #: Reset events seen so far.
         self.resets = 0
         self._async_iterator: AsyncGenerator[Event, None] | None = None
-        self._sync_iterator: Iterator[Event] | None = None
+        self._sync_iterator: Generator[Event, None, None] | None = None
 
     @property
     def last_event_id(self) -> str:
@@ -271,9 +271,9 @@ class EventSource:
         """Close the connection now."""
         iterator, self._sync_iterator = self._sync_iterator, None
         if iterator is not None:
-            iterator.close()  # type: ignore[attr-defined]
+            iterator.close()
 
-    def _events(self) -> Iterator[Event]:
+    def _events(self) -> Generator[Event, None, None]:
         client = self._client if isinstance(self._client, httpx.Client) else None
         owned = client is None
         if client is None:

@@ -226,5 +226,6 @@ def error_body(format: Format, status: int, code: str, message: str) -> dict[str
         kind = anthropic_format.error_type(status, code)
         return anthropic_format.error_body(kind, message)
     if format == "ai-sdk":
-        return orjson.loads(error_text(code, message))  # type: ignore[no-any-return]
+        body: dict[str, Any] = orjson.loads(error_text(code, message))
+        return body
     return {"error": code, "detail": message}

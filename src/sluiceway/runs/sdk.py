@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import contextlib
 import inspect
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncGenerator, Awaitable, Callable
 from typing import Any, NoReturn
 
 from sluiceway.llm.chunks import Chunk, UpstreamError, status_kind
@@ -41,10 +41,10 @@ class SDKChunks:
     """The chunks of one SDK call, read when the run starts. Closing it closes the SDK's
     stream, or, never started (a run refused), the call itself: no request is made."""
 
-    def __init__(self, call: Any, read: Callable[[Any], AsyncIterator[Chunk]]) -> None:
+    def __init__(self, call: Any, read: Callable[[Any], AsyncGenerator[Chunk, None]]) -> None:
         self._call = call
         self._read = read
-        self._chunks: AsyncIterator[Chunk] | None = None
+        self._chunks: AsyncGenerator[Chunk, None] | None = None
 
     def __aiter__(self) -> SDKChunks:
         return self
@@ -56,7 +56,7 @@ class SDKChunks:
 
     async def aclose(self) -> None:
         if self._chunks is not None:
-            await self._chunks.aclose()  # type: ignore[attr-defined]
+            await self._chunks.aclose()
         elif inspect.iscoroutine(self._call):
             self._call.close()
 
@@ -73,7 +73,7 @@ def anthropic_chunks(call: Any) -> SDKChunks:
     return SDKChunks(call, _anthropic_chunks)
 
 
-async def _openai_chunks(call: Any) -> AsyncIterator[Chunk]:
+async def _openai_chunks(call: Any) -> AsyncGenerator[Chunk, None]:
     stream: Any = None
     try:
         stream = await call if isinstance(call, Awaitable) else call
@@ -88,7 +88,7 @@ async def _openai_chunks(call: Any) -> AsyncIterator[Chunk]:
                 await stream.close()  # its HTTP response: the provider stops generating
 
 
-async def _anthropic_chunks(call: Any) -> AsyncIterator[Chunk]:
+async def _anthropic_chunks(call: Any) -> AsyncGenerator[Chunk, None]:
     reader = MessageEventReader()
     async with contextlib.AsyncExitStack() as exits:
         try:
