@@ -25,7 +25,8 @@ phases):
 * ``latency``     N subscribers, 20 events/s for 10 s on an absolute schedule;
                   publish-to-receive p50/p99/max (and per process for ``redis-2``).
 
-Every delivery is checked for loss, duplicates and per-publisher order (``fanout.check_delivery``);
+Every delivery is checked for loss, duplicates and per-publisher order (the harness's
+``check_delivery``, as in ``fanout.py``);
 ``sluiceway_backend_refills_total`` is read from each process's ``/metrics`` before and after
 each measured window, and each server's log is scanned for warnings and errors.  The table also
 says how many streams the server answered through its ASGI route instead of the native stream
@@ -43,13 +44,8 @@ import argparse
 import asyncio
 import contextlib
 import gc
-import json
-import os
 import re
-import resource
 import shutil
-import subprocess
-import sys
 import tempfile
 import time
 from array import array
@@ -58,33 +54,45 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import fanout
-import psutil
 import redis
 import uvloop
-from fanout import (
-    HOST,
-    ROOT,
+from harness import DISTURBED_PCT, HOST
+from harness.cli import add_out_argument, choices, parser
+from harness.cpu import CpuWindow, wait_machine_quiet
+from harness.http import free_port, http_request
+from harness.machine import package_versions, pin_self, raise_nofile
+from harness.procs import Proc, pinned, sluiceway_command
+from harness.report import (
+    config_of,
+    fmt,
+    latency_summary,
+    md_table,
+    percentile,
+    ratio_cell,
+    save_results,
+    say,
+    timestamp,
+)
+from harness.runner import (
+    delivery_status,
+    fanout_machine_info,
+    publish_rate_cell,
+    server_proc,
+    timed_phase,
+    wait_delivery,
+)
+from harness.sse import (
     PublishStats,
-    ServerProcess,
     Sink,
     Subscriber,
-    build_request,
     check_delivery,
     close_subscribers,
-    core_ticks,
-    free_port,
-    http_request,
-    loadgen_cpu,
-    open_http,
+    finish_publish,
     open_subscribers,
-    percentile,
-    publish_body,
+    publish,
     publish_report,
-    wait_machine_quiet,
 )
 
-BENCH_DIR = Path(__file__).resolve().parent
 SETUPS = ("memory", "redis-1", "redis-2")
 SETUP_TITLES = {
     "memory": "in-process, 1 proc",
@@ -92,7 +100,8 @@ SETUP_TITLES = {
     "redis-2": "Redis, 2 procs",
 }
 PHASE_NAMES = ("throughput", "small", "latency")
-DISTURBED_PCT = 10.0
+#: Versions the JSON records (those of ``fanout.py``; redis-py and redis-server are added).
+PACKAGES = ("sluiceway", "uvicorn", "starlette", "sse-starlette", "uvloop", "httptools")
 METRIC_RE = re.compile(rb"^(sluiceway_[a-z_]+)(?:\{[^}]*\})? ([0-9.e+-]+)$", re.MULTILINE)
 LOG_PROBLEM_RE = re.compile(r"^(WARNING|ERROR|CRITICAL)|Traceback", re.MULTILINE)
 
@@ -107,19 +116,15 @@ NATIVE_HEAD = b"HTTP/1.1 200 OK\r\ncontent-type:"
 
 
 class PathRecordingSubscriber(Subscriber):
-    """``fanout.Subscriber`` that also notes whether the server's native stream path answered
-    (a subscriber that arrives while its topic's mirror is still loading goes through the
-    ASGI route instead, for the whole life of its stream)."""
+    """The harness's SSE subscriber that also notes whether the server's native stream path
+    answered (a subscriber that arrives while its topic's mirror is still loading goes through
+    the ASGI route instead, for the whole life of its stream)."""
 
     __slots__ = ("native_path",)
 
-    def _on_head(self, head: bytes) -> None:
+    def _on_head(self, head: bytes) -> bool:
         self.native_path = head[: len(NATIVE_HEAD)].lower() == NATIVE_HEAD.lower()
-        super()._on_head(head)
-
-
-# fanout.open_subscribers builds its subscribers from this module-level name.
-fanout.Subscriber = PathRecordingSubscriber  # type: ignore[misc]
+        return super()._on_head(head)
 
 
 # --------------------------------------------------------------------------------------------
@@ -131,33 +136,37 @@ class RedisServer:
     """A private redis-server on a free loopback port, no persistence, pinned to one core."""
 
     def __init__(self, cpu: int, log_dir: Path) -> None:
-        self.port = free_port()
-        self.cpu = cpu
+        port = free_port()
         self.dir = Path(tempfile.mkdtemp(prefix="redis-fanout-"))
-        self.log_path = log_dir / f"redis-{self.port}.log"
+        self.log_path = log_dir / f"redis-{port}.log"
         exe = shutil.which("redis-server")
         if exe is None:
             raise RuntimeError("redis-server is not installed")
-        self.cmd = [
-            "taskset", "-c", str(cpu), exe,
-            "--bind", HOST, "--port", str(self.port),
+        cmd = [
+            *pinned(cpu), exe,
+            "--bind", HOST, "--port", str(port),
             "--save", "", "--appendonly", "no",
             "--dir", str(self.dir), "--logfile", str(self.log_path),
         ]  # fmt: skip
-        self.proc: subprocess.Popen[bytes] | None = None
-        self.ps: psutil.Process | None = None
+        # It writes its own log; a plain child (not a session of its own), its CPU alone.
+        self.proc = Proc("redis-server", cmd, None, port=port, session=False, tree=False)
         self.client: redis.Redis | None = None
         self.version = ""
+
+    @property
+    def port(self) -> int:
+        return self.proc.port
+
+    @property
+    def cmd(self) -> list[str]:
+        return self.proc.cmd
 
     @property
     def url(self) -> str:
         return f"redis://{HOST}:{self.port}/0"
 
     def start(self) -> None:
-        self.proc = subprocess.Popen(
-            self.cmd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT
-        )
-        self.ps = psutil.Process(self.proc.pid)
+        self.proc.start()
         deadline = time.monotonic() + 10
         while True:
             try:
@@ -167,16 +176,12 @@ class RedisServer:
                 self.version = str(client.info("server").get("redis_version", ""))
                 return
             except redis.ConnectionError:
-                if time.monotonic() > deadline or self.proc.poll() is not None:
+                if time.monotonic() > deadline or not self.proc.alive():
                     raise RuntimeError(f"redis-server did not start on port {self.port}") from None
                 time.sleep(0.05)
 
     def cpu_seconds(self) -> float:
-        assert self.ps is not None
-        with contextlib.suppress(psutil.Error):
-            t = self.ps.cpu_times()
-            return t.user + t.system
-        return 0.0
+        return self.proc.cpu_seconds()
 
     def commandstats(self) -> dict[str, dict[str, float]]:
         assert self.client is not None
@@ -187,27 +192,21 @@ class RedisServer:
         if self.client is not None:
             with contextlib.suppress(Exception):
                 self.client.close()
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(5)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(5)
+        self.proc.stop()
         shutil.rmtree(self.dir, ignore_errors=True)
 
 
-def start_sluiceway(cpu: int, log_dir: Path, backend: str | None) -> ServerProcess:
-    srv = ServerProcess("sluiceway", cpu, log_dir)
-    if backend is not None:
-        srv.cmd += ["--backend", backend]
-    srv.start()
-    return srv
+def sluiceway_proc(cpu: int, log_dir: Path, backend: str | None) -> Proc:
+    """``sluiceway serve`` (not started yet), with ``--backend`` when given one."""
+    more = [] if backend is None else ["--backend", backend]
+    return server_proc(
+        "sluiceway", lambda _, port, cpu: [*sluiceway_command(cpu, port), *more], cpu, log_dir
+    )
 
 
 async def read_metrics(port: int) -> dict[str, float]:
     try:
-        status, body = await http_request(port, b"GET", "/metrics", None, limit_s=5.0)
+        status, body = await http_request(port, "GET", "/metrics", limit_s=5.0)
     except (OSError, TimeoutError, ConnectionError, ValueError) as exc:
         return {"error": repr(exc)}  # type: ignore[dict-item]
     if status != 200:
@@ -215,67 +214,14 @@ async def read_metrics(port: int) -> dict[str, float]:
     return {m.group(1).decode(): float(m.group(2)) for m in METRIC_RE.finditer(body)}
 
 
-def log_problems(srv: ServerProcess) -> dict[str, Any]:
-    try:
-        text = srv.log_path.read_text("utf-8", "replace")
-    except OSError:
-        return {"count": 0, "samples": []}
-    lines = [ln for ln in text.splitlines() if LOG_PROBLEM_RE.search(ln)]
+def log_problems(srv: Proc) -> dict[str, Any]:
+    lines = srv.log_lines(LOG_PROBLEM_RE)
     return {"count": len(lines), "samples": sorted(set(lines))[:8]}
 
 
 # --------------------------------------------------------------------------------------------
-# CPU of every process we started, and of both cores
+# A window disturbed by other processes
 # --------------------------------------------------------------------------------------------
-
-
-class MultiCpuWindow:
-    """CPU of the servers, redis-server and the load generator over a window, and both cores'
-    busy share from /proc/stat (softirq included: loopback TCP delivery is accounted there).
-
-    ``other`` per core is its busy share minus our processes pinned to it: someone else's
-    work, or softirq not charged to any of ours (``other_minus_softirq`` leaves that out)."""
-
-    def __init__(self, procs: dict[str, tuple[Any, int]], loadgen_core: int) -> None:
-        self.procs = procs  # name -> (object with cpu_seconds(), pinned core)
-        self.loadgen_core = loadgen_core
-        self.t0 = time.monotonic()
-        self.c0 = {n: p.cpu_seconds() for n, (p, _) in procs.items()}
-        self.l0 = sum(loadgen_cpu())
-        self.k0 = core_ticks()
-
-    def stop(self) -> dict[str, Any]:
-        wall = time.monotonic() - self.t0
-        k1 = core_ticks()
-        pct: dict[str, float] = {}
-        on_core: dict[int, float] = {}
-        for n, (p, core) in self.procs.items():
-            v = 100 * (p.cpu_seconds() - self.c0[n]) / wall if wall > 0 else float("nan")
-            pct[n] = round(v, 1)
-            on_core[core] = on_core.get(core, 0.0) + v
-        lg = 100 * (sum(loadgen_cpu()) - self.l0) / wall if wall > 0 else float("nan")
-        pct["loadgen"] = round(lg, 1)
-        on_core[self.loadgen_core] = on_core.get(self.loadgen_core, 0.0) + lg
-        cores: dict[str, dict[str, float]] = {}
-        for core in sorted(set(on_core) | set(k1)):
-            if core not in self.k0 or core not in k1:
-                continue
-            d = [b - a for a, b in zip(self.k0[core], k1[core], strict=False)]
-            total = sum(d[:8]) or 1
-            busy = 100 * (total - d[3] - d[4] - d[7]) / total
-            ours = on_core.get(core, 0.0)
-            softirq = 100 * d[6] / total
-            cores[str(core)] = {
-                "busy_pct": round(busy, 1),
-                "ours_pct": round(ours, 1),
-                "other_pct": round(max(0.0, busy - ours), 1),
-                # Softirq (loopback TCP delivery) is only partly charged to the process in
-                # whose context it ran; what is left looks like "other" work but is ours.
-                "other_minus_softirq_pct": round(max(0.0, busy - ours - softirq), 1),
-                "softirq_pct": round(softirq, 1),
-                "steal_pct": round(100 * d[7] / total, 1),
-            }
-        return {"wall_s": round(wall, 3), "process_pct": pct, "cores": cores}
 
 
 def disturbance(res: dict[str, Any]) -> float:
@@ -287,73 +233,8 @@ def disturbance(res: dict[str, Any]) -> float:
 
 
 # --------------------------------------------------------------------------------------------
-# Publishing through one or several processes
+# Publishing (the harness's publisher: lane k through ``ports[k % len(ports)]``)
 # --------------------------------------------------------------------------------------------
-
-
-async def publish_via(
-    ports: Sequence[int],
-    topic: str,
-    count: int,
-    lanes: int,
-    rate: float | None,
-    stats: PublishStats,
-    stop: asyncio.Event,
-    post_ns: array[int] | None = None,
-) -> None:
-    """``fanout.publish`` with lane k going to ``ports[k % len(ports)]``; with ``post_ns``,
-    each POST's round trip (written → response parsed) is appended there.
-
-    Lane k publishes seqs k, k+lanes, ... one after another (each POST answered before the
-    next), so per lane the order is fixed whichever process it goes through."""
-    conns = [await open_http(ports[k % len(ports)]) for k in range(lanes)]
-    prefixes = [
-        build_request(b"POST", f"/topics/{topic}", ports[k % len(ports)], b"")[
-            : -len(b"Content-Length: 0\r\n\r\n")
-        ]
-        for k in range(lanes)
-    ]
-    stats.first_ns = time.monotonic_ns()
-    t0 = time.monotonic()
-
-    async def lane(k: int) -> None:
-        conn, prefix = conns[k], prefixes[k]
-        for seq in range(k, count, lanes):
-            if stop.is_set():
-                return
-            if rate is not None:
-                delay = t0 + seq / rate - time.monotonic()
-                if delay > 0:
-                    await asyncio.sleep(delay)
-                elif delay < -0.005:
-                    stats.late += 1
-            body = publish_body(seq)
-            stats.sent += 1
-            t_req = time.monotonic_ns()
-            try:
-                status, resp = await conn.request(
-                    prefix + b"Content-Length: %d\r\n\r\n%s" % (len(body), body)
-                )
-            except (OSError, ConnectionError, ValueError) as exc:
-                stats.errors.append(f"seq {seq}: {exc!r}")
-                return
-            if post_ns is not None:
-                post_ns.append(time.monotonic_ns() - t_req)
-            if status != 200:
-                stats.errors.append(f"seq {seq}: status {status} {resp[:200]!r}")
-                continue
-            stats.ok += 1
-            stats.last_ns = time.monotonic_ns()
-            try:
-                stats.ids.append(str(json.loads(resp)["id"]))
-            except (ValueError, KeyError, TypeError):
-                stats.errors.append(f"seq {seq}: bad response body {resp[:200]!r}")
-
-    try:
-        await asyncio.gather(*(lane(k) for k in range(min(lanes, count))))
-    finally:
-        for c in conns:
-            c.close()
 
 
 async def warm_up(ports: Sequence[int], lanes: int) -> None:
@@ -361,7 +242,7 @@ async def warm_up(ports: Sequence[int], lanes: int) -> None:
     measured window, so Redis has the script cached and redis-py's pool is at its working size
     (each new pool connection costs a CLIENT SETINFO pair, once)."""
     stats, stop = PublishStats(), asyncio.Event()
-    await publish_via(ports, f"warmup-{time.monotonic_ns()}", 4 * lanes, lanes, None, stats, stop)
+    await publish(ports, f"warmup-{time.monotonic_ns()}", 4 * lanes, lanes, None, stats, stop)
     if stats.errors:
         raise RuntimeError(f"warm-up publishes failed: {stats.errors[:3]}")
 
@@ -372,9 +253,11 @@ async def warm_up(ports: Sequence[int], lanes: int) -> None:
 
 
 @dataclass
-class Proc:
+class Node:
+    """One server process of a setup and its subscribers."""
+
     label: str  # "A" or "B"
-    srv: ServerProcess
+    srv: Proc
     subscribers: int
     sink: Sink | None = None
     subs: list[Subscriber] = field(default_factory=list)
@@ -432,10 +315,12 @@ async def run_phase(
     nproc = 2 if setup == "redis-2" else 1
     cpus = [args.cpu_a, args.cpu_b][:nproc]
     counts = [n_subs - n_subs // 2, n_subs // 2] if nproc == 2 else [n_subs]
-    procs: list[Proc] = []
+    procs: list[Node] = []
     try:
         for label, cpu, cnt in zip("AB", cpus, counts, strict=False):
-            procs.append(Proc(label, start_sluiceway(cpu, log_dir, backend), cnt))
+            srv = sluiceway_proc(cpu, log_dir, backend)
+            srv.start()
+            procs.append(Node(label, srv, cnt))
         for p in procs:
             p.srv.ready_s = await p.srv.wait_ready(args.ready_timeout)
         return await measure(setup, phase, args, rds, procs, events, rate)
@@ -451,7 +336,7 @@ async def measure(
     phase: str,
     args: argparse.Namespace,
     rds: RedisServer | None,
-    procs: list[Proc],
+    procs: list[Node],
     events: int,
     rate: float | None,
 ) -> dict[str, Any]:
@@ -471,10 +356,16 @@ async def measure(
                 raise RuntimeError(f"warming the mirror on {p.label} failed: {errors[:1]}")
 
     # Subscribe (both processes at once), then let everything settle.
-    async def open_on(p: Proc) -> tuple[list[str], float]:
+    async def open_on(p: Node) -> tuple[list[str], float]:
         p.sink = Sink("lazy", expected=events)
         p.subs, errors, accept_s = await open_subscribers(
-            p.srv.port, topic, p.subscribers, args.connect_concurrency, p.sink, args.timeout
+            p.srv.port,
+            topic,
+            p.subscribers,
+            args.connect_concurrency,
+            p.sink,
+            args.timeout,
+            cls=PathRecordingSubscriber,
         )
         return errors, accept_s
 
@@ -497,11 +388,11 @@ async def measure(
 
     metrics_before = {p.label: await read_metrics(p.srv.port) for p in procs}
     stats_before = rds.commandstats() if rds is not None else None
-    watched: dict[str, tuple[Any, int]] = {
-        f"server {p.label}": (p.srv, args.cpu_a if p.label == "A" else args.cpu_b) for p in procs
-    }
+    watched: dict[str, Any] = {f"server {p.label}": p.srv for p in procs}
+    pinned_to = {f"server {p.label}": args.cpu_a if p.label == "A" else args.cpu_b for p in procs}
     if rds is not None:
-        watched["redis-server"] = (rds, args.redis_cpu)
+        watched["redis-server"] = rds
+        pinned_to["redis-server"] = args.redis_cpu
 
     gc.collect()
     gc.disable()  # no collector pauses in the load generator inside the window
@@ -509,22 +400,18 @@ async def measure(
         stop = asyncio.Event()
         pub_stats = PublishStats()
         post_ns: array[int] = array("q")
-        cpu = MultiCpuWindow(watched, args.loadgen_cpu)
+        window = CpuWindow(watched)
         pub = asyncio.create_task(
-            publish_via(via, topic, events, args.window, rate, pub_stats, stop, post_ns)
+            publish(via, topic, events, args.window, rate, pub_stats, stop, post_ns)
         )
-        outcome = await wait_delivery([p.sink for p in procs if p.sink], pub, args, events, rate)
-        info["cpu"] = cpu.stop()
+        deadline = args.timeout + (events / rate if rate else 0)
+        sinks = [p.sink for p in procs if p.sink]
+        outcome = await wait_delivery(sinks, pub, deadline, args.stall)
+        info["cpu"] = window.stop().by_process(pinned_to, args.loadgen_cpu)
     finally:
         gc.enable()
     stats_after = rds.commandstats() if rds is not None else None
-    stop.set()
-    try:
-        async with asyncio.timeout(10):
-            await pub
-    except TimeoutError:
-        pub.cancel()
-        pub_stats.errors.append("publisher did not finish within 10 s after the phase")
+    await finish_publish(pub, pub_stats, stop)
     await asyncio.sleep(0.3)  # stragglers (duplicates, late blocks) before checking
     metrics_after = {p.label: await read_metrics(p.srv.port) for p in procs}
 
@@ -606,53 +493,11 @@ async def measure(
     }
     res["ready_s"] = {p.label: round(p.srv.ready_s, 2) for p in procs}
     for p in procs:
-        if p.srv.proc is not None and p.srv.proc.poll() is not None:
+        if not p.srv.alive():
             res["ok"] = False
-            res["error"] = f"server {p.label} exited with code {p.srv.proc.returncode}"
+            res["error"] = f"server {p.label} exited with code {p.srv.returncode}"
     res["log_problems"] = {p.label: log_problems(p.srv) for p in procs}
     return res
-
-
-async def wait_delivery(
-    sinks: list[Sink],
-    pub: asyncio.Task[None],
-    args: argparse.Namespace,
-    events: int,
-    rate: float | None,
-) -> str:
-    """Until every subscriber of every process has every event; "stalled" when publishing is
-    over and nothing arrived for ``--stall`` s; "timeout" past the deadline."""
-    deadline = args.timeout + (events / rate if rate else 0)
-    idle_for, last_reads = 0.0, -1
-    try:
-        async with asyncio.timeout(deadline):
-            while not all(s.all_done.is_set() for s in sinks):
-                with contextlib.suppress(TimeoutError):
-                    async with asyncio.timeout(0.25):
-                        await asyncio.gather(*(s.all_done.wait() for s in sinks))
-                reads = sum(s.reads for s in sinks)
-                if pub.done() and reads == last_reads:
-                    idle_for += 0.25
-                    if idle_for >= args.stall:
-                        return "stalled"
-                else:
-                    idle_for, last_reads = 0.0, reads
-    except TimeoutError:
-        return "timeout"
-    return "done"
-
-
-def latency_summary(samples: Sequence[int]) -> dict[str, Any]:
-    lat = sorted(samples)
-    ms = 1e6
-    return {
-        "samples": len(lat),
-        "p50_ms": round(percentile(lat, 0.50) / ms, 2),
-        "p90_ms": round(percentile(lat, 0.90) / ms, 2),
-        "p99_ms": round(percentile(lat, 0.99) / ms, 2),
-        "max_ms": round(lat[-1] / ms, 2) if lat else None,
-        "mean_ms": round(sum(lat) / len(lat) / ms, 2) if lat else None,
-    }
 
 
 # --------------------------------------------------------------------------------------------
@@ -696,25 +541,17 @@ async def run_with_retries(
     attempts = 0
     while True:
         attempts += 1
-        print(f"  [{setup}] {phase} ...", file=sys.stderr, flush=True)
-        t1 = time.monotonic()
-        try:
-            async with asyncio.timeout(args.phase_budget):
-                res = await run_phase(
-                    setup, phase, args, rds if setup != "memory" else None, log_dir
-                )
-        except Exception as exc:
-            res = {"ok": False, "error": repr(exc) or type(exc).__name__}
-        res["phase_wall_s"] = round(time.monotonic() - t1, 1)
+        say(f"  [{setup}] {phase} ...")
+        backend = rds if setup != "memory" else None
+        # The collector is off inside the measured window only (see measure).
+        res = await timed_phase(
+            run_phase(setup, phase, args, backend, log_dir), args.phase_budget, no_gc=False
+        )
         res["attempt"] = attempts
-        print(f"  [{setup}] {phase}: {summary(phase, res)}", file=sys.stderr, flush=True)
+        say(f"  [{setup}] {phase}: {summary(phase, res)}")
         other = disturbance(res)
         if other >= DISTURBED_PCT and attempts <= args.disturbed_retries:
-            print(
-                f"  [{setup}] {phase}: {other}% of a core went to other work, running it again",
-                file=sys.stderr,
-                flush=True,
-            )
+            say(f"  [{setup}] {phase}: {other}% of a core went to other work, running it again")
             disturbed = results[setup].setdefault("disturbed_attempts", {})
             disturbed.setdefault(phase, []).append(res)
             continue
@@ -755,7 +592,7 @@ async def amain(args: argparse.Namespace) -> dict[str, Any]:
             rds = RedisServer(args.redis_cpu, log_dir)
             rds.start()
         for setup in args.setups:
-            print(f"== {setup}", file=sys.stderr, flush=True)
+            say(f"== {setup}")
             for phase in args.phases:
                 runs = args.repeat if phase != "latency" else 1
                 done = [await run_with_retries(setup, phase, args, rds, log_dir, results)]
@@ -768,7 +605,7 @@ async def amain(args: argparse.Namespace) -> dict[str, Any]:
             rds.stop()
             with contextlib.suppress(OSError):
                 redis_log = rds.log_path.read_text("utf-8", "replace")[-3000:]
-    print(f"server logs in {log_dir}", file=sys.stderr)
+    say(f"server logs in {log_dir}")
     return {
         "results": results,
         "redis": {
@@ -785,38 +622,12 @@ def lat_all(r: dict[str, Any], key: str) -> Any:
     return r.get("latency", {}).get("all", {}).get(key)
 
 
-def fmt(v: Any, spec: str = "") -> str:
-    if v is None or (isinstance(v, float) and v != v):
-        return "-"
-    return format(v, spec) if spec else str(v)
-
-
 def render_table(run: dict[str, Any], args: argparse.Namespace) -> str:
     results = run["results"]
     setups = list(results)
 
     def get(s: str, phase: str) -> dict[str, Any]:
         return results[s]["phases"].get(phase, {})
-
-    def status(r: dict[str, Any]) -> str:
-        if not r:
-            return "not run"
-        if r.get("ok"):
-            return "ok"
-        if "error" in r:
-            return f"**FAILED**: {r['error'][:100]}"
-        c = r.get("check", {})
-        keys = ("missing", "duplicates", "unexpected", "order_violations", "malformed_blocks")
-        bits = [f"{k}={c[k]}" for k in keys if c.get(k)]
-        if r.get("timed_out"):
-            bits.insert(0, r.get("outcome", "timeout"))
-        if r.get("subscribe_errors"):
-            bits.append(f"connect errors={r['subscribe_errors']}")
-        if c.get("unexpected_closes"):
-            bits.append(f"closed by server={c['unexpected_closes']}")
-        if r.get("publish", {}).get("errors"):
-            bits.append(f"publish errors={r['publish']['errors']}")
-        return "**NOT OK**: " + (", ".join(bits) or "see JSON")
 
     def cpu(r: dict[str, Any]) -> str:
         p = (r.get("cpu") or {}).get("process_pct")
@@ -890,9 +701,9 @@ def render_table(run: dict[str, Any], args: argparse.Namespace) -> str:
             (f"{t}: elapsed s", lambda s, ph=phase: fmt(get(s, ph).get("elapsed_s"))),
             (
                 f"{t}: publish rate, events/s",
-                lambda s, ph=phase: fmt(get(s, ph).get("publish", {}).get("rate_per_s"), ",.0f"),
+                lambda s, ph=phase: publish_rate_cell(get(s, ph)),
             ),
-            (f"{t}: loss / dup / order", lambda s, ph=phase: status(get(s, ph))),
+            (f"{t}: loss / dup / order", lambda s, ph=phase: delivery_status(get(s, ph))),
             (f"{t}: Redis commands per publish", lambda s, ph=phase: cmds_total(get(s, ph))),
             (f"{t}: per command", lambda s, ph=phase: cmds_detail(get(s, ph))),
             (
@@ -933,7 +744,7 @@ def render_table(run: dict[str, Any], args: argparse.Namespace) -> str:
                 ),
             ),
             (f"{t}: streams on the ASGI path", lambda s: asgi_path(get(s, "latency"))),
-            (f"{t}: loss / dup / order", lambda s: status(get(s, "latency"))),
+            (f"{t}: loss / dup / order", lambda s: delivery_status(get(s, "latency"))),
             (f"{t}: Redis commands per publish", lambda s: cmds_total(get(s, "latency"))),
             (f"{t}: per command", lambda s: cmds_detail(get(s, "latency"))),
             (f"{t}: refills during window", lambda s: refills(get(s, "latency"))),
@@ -955,9 +766,7 @@ def render_table(run: dict[str, Any], args: argparse.Namespace) -> str:
 
     rows.append(("server log warnings/errors (all phases)", log_counts))
     titles = [SETUP_TITLES[s] for s in setups]
-    lines = ["| metric | " + " | ".join(titles) + " |", "|---|" + "---|" * len(setups)]
-    for label, f in rows:
-        lines.append(f"| {label} | " + " | ".join(f(s) for s in setups) + " |")
+    lines = md_table(["metric", *titles], [[label, *(f(s) for s in setups)] for label, f in rows])
 
     # Ratios, from this run only.
     pairs = [
@@ -967,8 +776,6 @@ def render_table(run: dict[str, Any], args: argparse.Namespace) -> str:
     ]
     pairs = [p for p in pairs if p[0] in results and p[1] in results]
     if pairs:
-        lines += ["", "| ratio (one run) | " + " | ".join(p[2] for p in pairs) + " |"]
-        lines.append("|---|" + "---|" * len(pairs))
         metrics: list[tuple[str, str, Any, bool]] = [
             (
                 f"deliveries/s, {args.subscribers:,} subs",
@@ -985,17 +792,24 @@ def render_table(run: dict[str, Any], args: argparse.Namespace) -> str:
             ("latency p50", "latency", lambda r: lat_all(r, "p50_ms"), False),
             ("latency p99", "latency", lambda r: lat_all(r, "p99_ms"), False),
         ]
-        for label, phase, key, higher_better in metrics:
-            if phase not in args.phases:
-                continue
-            cells = []
-            for a, b, _ in pairs:
-                va, vb = key(get(a, phase)), key(get(b, phase))
-                if not va or not vb:
-                    cells.append("-")
-                    continue
-                cells.append(f"{va / vb:.2f}x" + (" (higher is better)" if higher_better else ""))
-            lines.append(f"| {label} | " + " | ".join(cells) + " |")
+        # The plain ratio a/b, whichever way is better.
+        ratios = [
+            [
+                label,
+                *(
+                    ratio_cell(
+                        key(get(a, phase)),
+                        key(get(b, phase)),
+                        digits=2,
+                        word="(higher is better)" if higher_better else "",
+                    )
+                    for a, b, _ in pairs
+                ),
+            ]
+            for label, phase, key, higher_better in metrics
+            if phase in args.phases
+        ]
+        lines += ["", *md_table(["ratio (one run)", *(p[2] for p in pairs)], ratios)]
 
     notes = []
     for s in setups:
@@ -1036,10 +850,7 @@ def render_table(run: dict[str, Any], args: argparse.Namespace) -> str:
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(
-        description=__doc__.split("\n\n")[0] if __doc__ else None,
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
-    )
+    p = parser(__doc__)
     p.add_argument("--setups", default=",".join(SETUPS), help="subset of: " + ", ".join(SETUPS))
     p.add_argument(
         "--phases", default=",".join(PHASE_NAMES), help="subset of: " + ", ".join(PHASE_NAMES)
@@ -1081,17 +892,11 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--cpu-b", type=int, default=0, help="core for server B")
     p.add_argument("--redis-cpu", type=int, default=0, help="core for redis-server")
     p.add_argument("--loadgen-cpu", type=int, default=1, help="core for this process")
-    p.add_argument("--out", type=Path, default=BENCH_DIR / "results")
+    add_out_argument(p)
     p.add_argument("--quick", action="store_true", help="small counts: a smoke test (< 1 min)")
     args = p.parse_args(argv)
-    args.setups = [s.strip() for s in args.setups.split(",") if s.strip()]
-    args.phases = [s.strip() for s in args.phases.split(",") if s.strip()]
-    for s in args.setups:
-        if s not in SETUPS:
-            p.error(f"unknown setup {s!r}")
-    for ph in args.phases:
-        if ph not in PHASE_NAMES:
-            p.error(f"unknown phase {ph!r}")
+    args.setups = choices(p, args.setups, SETUPS, "setup")
+    args.phases = choices(p, args.phases, PHASE_NAMES, "phase")
     if args.quick:
         args.subscribers, args.small_subscribers, args.events = 100, 10, 200
         args.latency_duration = 2.0
@@ -1102,39 +907,25 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    want = 2 * args.subscribers + 1024
-    if soft < want:
-        resource.setrlimit(resource.RLIMIT_NOFILE, (min(hard, want), hard))
-    with contextlib.suppress(OSError):
-        os.sched_setaffinity(0, {args.loadgen_cpu})
-    started = time.strftime("%Y%m%d-%H%M%S")
+    raise_nofile(2 * args.subscribers + 1024)
+    pin_self(args.loadgen_cpu)
+    started = timestamp()
     run = uvloop.run(amain(args))
-    machine = fanout.machine_info(
-        argparse.Namespace(server_cpu=[args.cpu_a, args.cpu_b], loadgen_cpu=args.loadgen_cpu)
-    )
-    machine["redis_cpu"] = args.redis_cpu
-    with contextlib.suppress(Exception):
-        import importlib.metadata
-
-        machine["versions"]["redis-py"] = importlib.metadata.version("redis")
+    servers = [args.cpu_a, args.cpu_b]
+    after = {"redis_cpu": args.redis_cpu}
+    machine = fanout_machine_info(servers, args.loadgen_cpu, PACKAGES, after)
+    machine["versions"]["redis-py"] = package_versions(["redis"])["redis"]
     machine["versions"]["redis-server"] = run["redis"]["version"]
-    doc = {
-        "benchmark": "redis_fanout",
-        "started": started,
-        "argv": sys.argv[1:] if argv is None else list(argv),
-        "config": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
-        "machine": machine,
-        **run,
-    }
-    table = render_table(run, args)
-    doc["table_markdown"] = table
-    args.out.mkdir(parents=True, exist_ok=True)
-    path = args.out / f"redis_fanout-{started}.json"
-    path.write_text(json.dumps(doc, indent=2) + "\n")
-    print(table)
-    print(f"\nresults: {path.relative_to(ROOT) if path.is_relative_to(ROOT) else path}")
-    print(f"total {run['total_wall_s']} s")
+    save_results(
+        "redis_fanout",
+        started,
+        argv,
+        config_of(args),
+        machine,
+        run,
+        lambda doc: render_table(run, args),
+        args.out,
+    )
     return 0
 
 

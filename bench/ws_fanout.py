@@ -31,8 +31,9 @@ a subscriber only stores each read with its arrival time and counts ``"s":`` key
 event); it walks the frames only when a read may hold a control frame or an application ping
 (a byte 0x88/0x89, ``{}`` or ``\\x81\\x012``), to answer it. Frames are parsed and checked after
 the measured window. The runner, the server process handling, the CPU accounting and the
-delivery check are ``bench/fanout.py``'s. Sluiceway's per-connection command rate limit is
-lifted for the run (the publisher stands for a trusted backend; see bench/README.md).
+delivery check are the harness's (``bench/harness/``), shared with ``bench/fanout.py``.
+Sluiceway's per-connection command rate limit is lifted for the run (the publisher stands for
+a trusted backend; see bench/README.md).
 
     uv run python bench/ws_fanout.py --help
 """
@@ -42,45 +43,66 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import importlib.metadata
 import json
 import os
 import re
-import resource
-import signal
-import subprocess
 import sys
-import tempfile
 import time
 from array import array
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, cast
 
-import fanout
 import uvloop
-from fanout import (
-    DISTURBED_PCT,
-    HOST,
-    ROOT,
-    VENV_BIN,
-    CpuWindow,
+from harness import BENCH_DIR, HOST, VENV_BIN
+from harness.cli import choices, parser
+from harness.http import MAX_HEAD, build_request
+from harness.machine import pin_self, raise_nofile, src_changes
+from harness.procs import UVLOOP_HTTPTOOLS, Proc, pinned, sluiceway_command, uvicorn_command
+from harness.report import (
+    Metric,
+    config_of,
+    key_of,
+    md_table,
+    met,
+    ratio_table,
+    save_results,
+    timestamp,
+)
+from harness.runner import (
+    Phase,
+    add_run_arguments,
+    delivery_status,
+    fanout_machine_info,
+    fanout_rows,
+    idle_window,
+    latency_result,
+    load_notes,
+    rss_cell,
+    run_fanout,
+    run_servers,
+    throughput_result,
+    value_cell,
+)
+from harness.sse import (
     PublishStats,
-    ServerProcess,
     Sink,
-    check_delivery,
     close_subscribers,
-    disturbance,
-    fmt,
-    percentile,
-    publish_report,
-    wait_machine_quiet,
+    open_connections,
 )
 
-BENCH_DIR = Path(__file__).resolve().parent
 SERVER_NAMES = ("sluiceway", "python-socketio", "websockets")
+#: Versions the JSON records.
+PACKAGES = (
+    "sluiceway",
+    "uvicorn",
+    "uvloop",
+    "httptools",
+    "websockets",
+    "python-socketio",
+    "python-engineio",
+)
 CHANNEL = "bench"
-MAX_HEAD = 64 * 1024
 
 SEQ_RE = re.compile(rb'"s": ?(\d+)')
 # The terminator makes sure the digits of t are all there when a read ends inside an event.
@@ -98,31 +120,14 @@ PUB_ID0 = 10
 
 
 def server_command(name: str, port: int, cpu: int) -> list[str]:
-    pin = ["taskset", "-c", str(cpu)]
-    common = ["--host", HOST, "--port", str(port)]
     if name == "sluiceway":
-        return [
-            *pin,
-            str(VENV_BIN / "sluiceway"),
-            "serve",
-            *common,
-            "--log-level",
-            "warning",
-            "--backlog",
-            "4096",
-        ]
+        return sluiceway_command(cpu, port)
     if name == "python-socketio":
-        return [
-            *pin,
-            str(VENV_BIN / "uvicorn"),
+        return uvicorn_command(
+            cpu,
             "ws_peers:socketio_app",
-            "--app-dir",
-            str(BENCH_DIR / "peers"),
-            *common,
-            "--loop",
-            "uvloop",
-            "--http",
-            "httptools",
+            port,
+            *UVLOOP_HTTPTOOLS,
             "--ws",
             "auto",
             "--workers",
@@ -131,13 +136,16 @@ def server_command(name: str, port: int, cpu: int) -> list[str]:
             "warning",
             "--backlog",
             "4096",
-        ]
+        )
     return [
-        *pin,
+        *pinned(cpu),
         str(VENV_BIN / "python"),
         str(BENCH_DIR / "peers" / "ws_peers.py"),
         "websockets",
-        *common,
+        "--host",
+        HOST,
+        "--port",
+        str(port),
         "--backlog",
         "4096",
     ]
@@ -189,11 +197,17 @@ def frame_at(buf: bytes, pos: int) -> tuple[int, int, int] | None:
 
 
 def upgrade_request(path: str, port: int) -> bytes:
-    return (
-        f"GET {path} HTTP/1.1\r\nHost: {HOST}:{port}\r\nUpgrade: websocket\r\n"
-        "Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
-        "Sec-WebSocket-Version: 13\r\n\r\n"
-    ).encode()
+    return build_request(
+        "GET",
+        path,
+        port,
+        headers={
+            "Upgrade": "websocket",
+            "Connection": "Upgrade",
+            "Sec-WebSocket-Key": "dGhlIHNhbXBsZSBub25jZQ==",
+            "Sec-WebSocket-Version": "13",
+        },
+    )
 
 
 # --------------------------------------------------------------------------------------------
@@ -474,7 +488,7 @@ class WsConn(asyncio.Protocol):
         if self.ready_fut.done():
             return
         sink = self.sink
-        sink.headers_done += 1  # fanout's Sink: "headers" here means "subscribed"
+        sink.headers_done += 1  # the SSE Sink's name: "headers" here means "subscribed"
         sink.last_header_ns = time.monotonic_ns()
         if self.role == "sub" and sink.mode == "lazy":
             self.lazy = True
@@ -645,42 +659,21 @@ async def open_conns(
     """Open `count` connections and take each through its setup (subscribed / joined), at most
     `concurrency` in flight. Returns (ready ones, errors, seconds until the last was ready).
     On expiry of `limit_s` every connection made is closed."""
-    loop = asyncio.get_running_loop()
     request = upgrade_request(dialect.pub_path if role == "pub" else dialect.sub_path, port)
-    sem = asyncio.Semaphore(concurrency)
-    made: list[WsConn] = []
-    ready: list[WsConn] = []
-    errors: list[str] = []
-    sink.n_subs = count
 
-    def factory(fut: asyncio.Future[None]) -> WsConn:
-        conn = WsConn(dialect, role, request, sink, fut)
-        made.append(conn)
-        return conn
+    def describe(exc: Exception) -> str:
+        return str(exc) if isinstance(exc, ConnectionError) else repr(exc)
 
-    async def one() -> None:
-        async with sem:
-            fut: asyncio.Future[None] = loop.create_future()
-            try:
-                _, conn = await loop.create_connection(lambda: factory(fut), HOST, port)
-                await fut
-                ready.append(conn)
-            except (OSError, ConnectionError) as exc:
-                errors.append(str(exc) if isinstance(exc, ConnectionError) else repr(exc))
-
-    t0 = time.monotonic_ns()
-    try:
-        async with asyncio.timeout(limit_s):
-            await asyncio.gather(*(one() for _ in range(count)))
-    except TimeoutError:
-        await close_subscribers(made)  # type: ignore[arg-type]
-        raise TimeoutError(
-            f"subscribing timed out after {limit_s}s: {len(ready)}/{count} ready,"
-            f" {len(errors)} errors"
-        ) from None
-    elapsed = (sink.last_header_ns - t0) / 1e9 if sink.headers_done else float("nan")
-    sink.n_subs = len(ready)
-    return ready, errors, elapsed
+    return await open_connections(
+        port,
+        count,
+        concurrency,
+        sink,
+        limit_s,
+        lambda fut: WsConn(dialect, role, request, sink, fut),
+        describe=describe,
+        ready="ready",
+    )
 
 
 # --------------------------------------------------------------------------------------------
@@ -791,201 +784,110 @@ def error_samples(conns: Sequence[WsConn]) -> list[str]:
     return sorted({c.error for c in conns if c.error})[:5]
 
 
-async def phase_idle(srv: ServerProcess, args: argparse.Namespace) -> dict[str, Any]:
+async def phase_idle(srv: Proc, args: argparse.Namespace) -> dict[str, Any]:
     dialect = DIALECTS[srv.name]
-    await srv.wait_quiet()
-    machine = await wait_machine_quiet((args.server_cpu, args.loadgen_cpu), args.quiet_wait)
-    rss_before = srv.rss_bytes()
-    sink = Sink("idle")
-    cpu = CpuWindow(srv, args.server_cpu, args.loadgen_cpu)
-    conns, errors, accept_s = await open_conns(
-        dialect,
-        "sub",
-        srv.port,
-        args.idle_connections,
-        args.connect_concurrency,
-        sink,
-        args.timeout,
-    )
-    cpu_r = cpu.stop()
-    try:
-        quiet_s = await srv.wait_quiet()
-        await asyncio.sleep(0.5)
-        rss_after = srv.rss_bytes()
-        still_open = sum(1 for c in conns if not c.error)
-    finally:
-        await close_subscribers(conns)  # type: ignore[arg-type]
+
+    def opener(sink: Sink) -> Any:
+        return open_conns(
+            dialect,
+            "sub",
+            srv.port,
+            args.idle_connections,
+            args.connect_concurrency,
+            sink,
+            args.timeout,
+        )
+
+    w = await idle_window(srv, args, opener)
+    conns = w.conns
     n = len(conns)
+    kib = round((w.rss_after - w.rss_before) / 1024 / n, 2) if n else None
     return {
-        "ok": not errors and n == args.idle_connections and still_open == n,
+        "ok": not w.errors and n == args.idle_connections and w.still_open == n,
         "connections_requested": args.idle_connections,
         "connections_open": n,
-        "still_open_at_rss_sample": still_open,
+        "still_open_at_rss_sample": w.still_open,
         "connect_concurrency": args.connect_concurrency,
-        "connect_errors": len(errors),
-        "connect_error_samples": sorted(set(errors))[:5],
-        "accept_s": round(accept_s, 3),
-        "rss_before_kib": rss_before // 1024,
-        "rss_after_kib": rss_after // 1024,
-        "kib_per_connection": round((rss_after - rss_before) / 1024 / n, 2) if n else None,
-        # fanout.summary_line's name for it
-        "kib_per_subscriber": round((rss_after - rss_before) / 1024 / n, 2) if n else None,
-        "settle_after_connect_s": round(quiet_s, 2),
-        "machine_before": machine,
-        "cpu": cpu_r,
+        "connect_errors": len(w.errors),
+        "connect_error_samples": sorted(set(w.errors))[:5],
+        "accept_s": round(w.accept_s, 3),
+        "rss_before_kib": w.rss_before // 1024,
+        "rss_after_kib": w.rss_after // 1024,
+        "kib_per_connection": kib,
+        "kib_per_subscriber": kib,  # the runner's summary line's name for it
+        "settle_after_connect_s": round(w.quiet_s, 2),
+        "machine_before": w.machine,
+        "cpu": w.cpu,
         **conn_notes(conns),
         "error_samples": error_samples(conns),
     }
 
 
-async def run_fanout(
-    srv: ServerProcess, args: argparse.Namespace, events: int, rate: float | None
+async def fanout(
+    srv: Proc, args: argparse.Namespace, events: int, rate: float | None
 ) -> tuple[Sink, list[WsConn], PublishStats, dict[str, Any]]:
-    """Subscribe, publish, wait for delivery; returns raw material for the phase report."""
+    """Subscribe, publish on one connection, wait for delivery (every subscriber has its
+    subscribe/join answered before the first publish)."""
     dialect = DIALECTS[srv.name]
-    sink = Sink("lazy", expected=events)
-    subs, errors, accept_s = await open_conns(
-        dialect, "sub", srv.port, args.subscribers, args.connect_concurrency, sink, args.timeout
-    )
-    info: dict[str, Any] = {
-        "subscribers": len(subs),
-        "subscribe_errors": len(errors),
-        "subscribe_error_samples": sorted(set(errors))[:5],
-        "subscribe_s": round(accept_s, 3),
-    }
-    stats = PublishStats()
-    if not subs:
-        return sink, subs, stats, info
-    # Every subscriber has its subscribe/join answered; this only lets the server settle.
-    await asyncio.sleep(args.settle)
-    await srv.wait_quiet(max_s=5)
-    info["machine_before"] = await wait_machine_quiet(
-        (args.server_cpu, args.loadgen_cpu), args.quiet_wait
-    )
-    stop = asyncio.Event()
-    cpu = CpuWindow(srv, args.server_cpu, args.loadgen_cpu)
-    pub = asyncio.create_task(publish(dialect, srv.port, events, args.window, rate, stats, stop))
-    deadline = args.timeout + (events / rate if rate else 0)
-    outcome = "done"
-    try:
-        async with asyncio.timeout(deadline):
-            # Also stop early once publishing is over and nothing has arrived for a while:
-            # a lost event would otherwise cost the whole deadline.
-            idle_for, last_reads = 0.0, -1
-            while not sink.all_done.is_set():
-                with contextlib.suppress(TimeoutError):
-                    async with asyncio.timeout(0.25):
-                        await sink.all_done.wait()
-                if pub.done() and sink.reads == last_reads:
-                    idle_for += 0.25
-                    if idle_for >= args.stall:
-                        outcome = "stalled"
-                        break
-                else:
-                    idle_for, last_reads = 0.0, sink.reads
-    except TimeoutError:
-        outcome = "timeout"
-    info["cpu"] = cpu.stop()
-    stop.set()
-    try:
-        async with asyncio.timeout(10):
-            await pub
-    except TimeoutError:
-        pub.cancel()
-        stats.errors.append("publisher did not finish within 10 s after the phase")
-    except (OSError, ConnectionError) as exc:
-        stats.errors.append(f"publisher: {exc!r}")
-    info["timed_out"] = outcome != "done"
-    info["outcome"] = outcome
-    info["deadline_s"] = deadline
-    # Give stragglers (duplicates, late frames) a moment to show up before checking.
-    await asyncio.sleep(0.3)
-    return sink, subs, stats, info
 
-
-async def phase_throughput(srv: ServerProcess, args: argparse.Namespace) -> dict[str, Any]:
-    sink, subs, stats, info = await run_fanout(srv, args, args.events, None)
-    try:
-        for sub in subs:
-            sub.replay()
-        delivered = sum(len(s.seqs) for s in subs)
-        complete = not info["timed_out"] and sink.done_count == len(subs) == args.subscribers
-        elapsed = (sink.last_done_ns - stats.first_ns) / 1e9 if complete else None
-        check = check_delivery(subs, args.events, 1)  # type: ignore[arg-type]
-        ok = (
-            not info["timed_out"]
-            and check["ok"]
-            and not stats.errors
-            and len(subs) == args.subscribers
+    def opener(sink: Sink) -> Any:
+        return open_conns(
+            dialect, "sub", srv.port, args.subscribers, args.connect_concurrency, sink, args.timeout
         )
-        return {
-            "ok": ok,
-            **info,
-            "events": args.events,
-            "window": args.window,
-            "publish": publish_report(stats, args.events),
-            "deliveries_expected": len(subs) * args.events,
-            "deliveries_received": delivered,
-            "elapsed_s": round(elapsed, 3) if elapsed else None,
-            "deliveries_per_s": round(len(subs) * args.events / elapsed) if elapsed else None,
-            "subscribers_complete": sink.done_count,
-            "frames_received": sum(s.frames for s in subs),
-            "check": check,
-            **conn_notes(subs),
-            "error_samples": error_samples(subs),
-        }
-    finally:
-        await close_subscribers(subs)  # type: ignore[arg-type]
+
+    async def publisher(stats: PublishStats, stop: asyncio.Event) -> None:
+        try:
+            await publish(dialect, srv.port, events, args.window, rate, stats, stop)
+        except TimeoutError:
+            raise  # the runner reports a publisher that did not finish
+        except (OSError, ConnectionError) as exc:
+            stats.errors.append(f"publisher: {exc!r}")
+
+    return await run_fanout(srv, args, events, rate, opener, publisher)
 
 
-async def phase_latency(srv: ServerProcess, args: argparse.Namespace) -> dict[str, Any]:
-    events = round(args.latency_rate * args.latency_duration)
-    _, subs, stats, info = await run_fanout(srv, args, events, args.latency_rate)
+async def phase_throughput(srv: Proc, args: argparse.Namespace) -> dict[str, Any]:
+    sink, subs, stats, info = await fanout(srv, args, args.events, None)
     try:
-        samples: array[int] = array("q")
-        for sub in subs:
-            sub.replay(samples)
-        lat = sorted(samples)
-        check = check_delivery(subs, events, 1)  # type: ignore[arg-type]
-        ms = 1e6
-        ok = not info["timed_out"] and check["ok"] and not stats.errors
-        return {
-            "ok": ok,
-            **info,
-            "events": events,
-            "rate": args.latency_rate,
-            "window": args.window,
-            "publish": publish_report(stats, events),
-            "samples": len(lat),
-            "p50_ms": round(percentile(lat, 0.50) / ms, 2),
-            "p90_ms": round(percentile(lat, 0.90) / ms, 2),
-            "p99_ms": round(percentile(lat, 0.99) / ms, 2),
-            "max_ms": round(lat[-1] / ms, 2) if lat else None,
-            "mean_ms": round(sum(lat) / len(lat) / ms, 2) if lat else None,
-            "check": check,
-            **conn_notes(subs),
-            "error_samples": error_samples(subs),
-        }
+        # One publisher connection: every subscriber must see the events in order. Frames
+        # are counted while the streams are parsed.
+        res = throughput_result(
+            sink, subs, stats, info, args, 1, more=lambda: {"frames_received": frame_count(subs)}
+        )
+        return {**res, **conn_notes(subs), "error_samples": error_samples(subs)}
     finally:
-        await close_subscribers(subs)  # type: ignore[arg-type]
+        await close_subscribers(subs)
 
 
-PHASES: dict[str, Callable[[ServerProcess, argparse.Namespace], Any]] = {
+async def phase_latency(srv: Proc, args: argparse.Namespace) -> dict[str, Any]:
+    events = round(args.latency_rate * args.latency_duration)
+    _, subs, stats, info = await fanout(srv, args, events, args.latency_rate)
+    try:
+        res = latency_result(subs, stats, info, args, events, 1, window=True)
+        return {**res, **conn_notes(subs), "error_samples": error_samples(subs)}
+    finally:
+        await close_subscribers(subs)
+
+
+PHASES: dict[str, Phase] = {
     "idle": phase_idle,
     "throughput": phase_throughput,
     "latency": phase_latency,
 }
 
 
-# fanout's runner (bench_server → start_server → ServerProcess) looks these two names up in
-# its own module when it runs: point them at the WebSocket servers and phases.
-fanout.server_command = server_command
-fanout.PHASES = PHASES
-
-
 # --------------------------------------------------------------------------------------------
 # Report
 # --------------------------------------------------------------------------------------------
+
+
+def cpu_cell(r: dict[str, Any]) -> str:
+    """The server's CPU seconds; process CPU: server / load generator."""
+    c = r.get("cpu")
+    if not c:
+        return "-"
+    s, lg = c["server_cpu_pct"], c["loadgen_cpu_pct"]
+    return f"{c['server_cpu_s']:.1f} s, {s:.0f}% / {lg:.0f}%"
 
 
 def render_table(results: dict[str, Any], args: argparse.Namespace) -> str:
@@ -994,92 +896,19 @@ def render_table(results: dict[str, Any], args: argparse.Namespace) -> str:
     def get(name: str, phase: str) -> dict[str, Any]:
         return results[name]["phases"].get(phase, {})
 
-    def status(r: dict[str, Any]) -> str:
-        if not r:
-            return "not run"
-        if "error" in r:
-            return f"**FAILED**: {r['error'][:100]}"
-        if r.get("ok"):
-            return "ok"
-        c = r.get("check", {})
-        keys = ("missing", "duplicates", "unexpected", "order_violations", "malformed_blocks")
-        bits = [f"{k}={c[k]}" for k in keys if c.get(k)]
-        if r.get("timed_out"):
-            bits.insert(0, r.get("outcome", "timeout"))
-        if errs := r.get("connect_errors") or r.get("subscribe_errors"):
-            bits.append(f"connect errors={errs}")
-        if c.get("unexpected_closes"):
-            bits.append(f"closed by server={c['unexpected_closes']}")
-        if r.get("publish", {}).get("errors"):
-            bits.append(f"publish errors={r['publish']['errors']}")
-        if samples := r.get("error_samples"):
-            bits.append(f"e.g. {samples[0][:80]}")
-        return "**NOT OK**: " + (", ".join(bits) or "see JSON")
-
-    def cpu(r: dict[str, Any]) -> str:
-        c = r.get("cpu")
-        if not c:
-            return "-"
-        s, lg = c["server_cpu_pct"], c["loadgen_cpu_pct"]
-        return f"{c['server_cpu_s']:.1f} s, {s:.0f}% / {lg:.0f}%"
-
-    def core(r: dict[str, Any]) -> str:
-        c = r.get("cpu")
-        if not c or "server_core_busy_pct" not in c:
-            return "-"
-        return f"{c['server_core_busy_pct']:.0f}% / {c['loadgen_core_busy_pct']:.0f}%"
-
-    def value(phase: str, key: str, spec: str = "") -> Callable[[str], str]:
-        return lambda n: fmt(get(n, phase).get(key), spec)
-
-    def rss(n: str) -> str:
-        r = get(n, "idle")
-        if "rss_after_kib" not in r:
-            return "-"
-        return f"{r['rss_before_kib'] / 1024:.0f} → {r['rss_after_kib'] / 1024:.0f}"
-
-    cpu_label = "server CPU s, process CPU server / loadgen"
-    rows: list[tuple[str, Callable[[str], str]]] = []
-    if "throughput" in args.phases:
-        t = f"Throughput, {args.subscribers:,} subs x {args.events:,} events"
-        rows += [
-            (f"{t}: deliveries/s", value("throughput", "deliveries_per_s", ",")),
-            (f"{t}: elapsed s", value("throughput", "elapsed_s")),
-            (
-                f"{t}: publish rate, events/s",
-                lambda n: fmt(get(n, "throughput").get("publish", {}).get("rate_per_s"), ",.0f"),
-            ),
-            (f"{t}: frames received per event", lambda n: per_event_frames(get(n, "throughput"))),
-            (f"{t}: loss / dup / order", lambda n: status(get(n, "throughput"))),
-            (f"{t}: {cpu_label}", lambda n: cpu(get(n, "throughput"))),
-            (f"{t}: core busy server / loadgen", lambda n: core(get(n, "throughput"))),
-        ]
-    if "latency" in args.phases:
-        t = (
-            f"Latency, {args.subscribers:,} subs, "
-            f"{args.latency_rate:g} ev/s x {args.latency_duration:g} s"
-        )
-        rows += [
-            (f"{t}: p50 ms", value("latency", "p50_ms")),
-            (f"{t}: p99 ms", value("latency", "p99_ms")),
-            (f"{t}: max ms", value("latency", "max_ms")),
-            (f"{t}: loss / dup / order", lambda n: status(get(n, "latency"))),
-            (f"{t}: {cpu_label}", lambda n: cpu(get(n, "latency"))),
-            (f"{t}: core busy server / loadgen", lambda n: core(get(n, "latency"))),
-        ]
-    if "idle" in args.phases:
-        t = f"Idle, {args.idle_connections:,} conns ({args.connect_concurrency} in setup at once)"
-        rows += [
-            (f"{t}: time until all subscribed, s", value("idle", "accept_s")),
-            (f"{t}: KiB per idle connection", value("idle", "kib_per_connection")),
-            (f"{t}: server RSS before → after, MiB", rss),
-            (f"{t}: status", lambda n: status(get(n, "idle"))),
-            (f"{t}: {cpu_label}", lambda n: cpu(get(n, "idle"))),
-            (f"{t}: core busy server / loadgen", lambda n: core(get(n, "idle"))),
-        ]
-    lines = ["| metric | " + " | ".join(names) + " |", "|---|" + "---:|" * len(names)]
-    for label, f in rows:
-        lines.append(f"| {label} | " + " | ".join(f(n) for n in names) + " |")
+    idle_title = (
+        f"Idle, {args.idle_connections:,} conns ({args.connect_concurrency} in setup at once)"
+    )
+    idle = [
+        ("time until all subscribed, s", value_cell("accept_s")),
+        ("KiB per idle connection", value_cell("kib_per_connection")),
+        ("server RSS before → after, MiB", rss_cell),
+        ("status", delivery_status),
+    ]
+    cpu = ("server CPU s, process CPU server / loadgen", cpu_cell)
+    frames = [("frames received per event", per_event_frames)]
+    rows = fanout_rows(results, args, cpu, idle_title, idle, per_event=frames)
+    lines = md_table(["metric", *names], rows, right=True)
 
     # Ratios: every server against python-socketio and against websockets broadcast().
     bases = [b for b in ("python-socketio", "websockets") if b in names]
@@ -1087,26 +916,13 @@ def render_table(results: dict[str, Any], args: argparse.Namespace) -> str:
     for b in bases:
         pairs += [(n, b) for n in names if n != b and (b, n) not in pairs]
     if pairs:
-        lines += ["", "| ratio (one run) | " + " | ".join(f"{n} vs {b}" for n, b in pairs) + " |"]
-        lines.append("|---|" + "---:|" * len(pairs))
-        for label, phase, key, higher_better, word in (
-            ("throughput (deliveries/s)", "throughput", "deliveries_per_s", True, "higher"),
-            ("latency p50", "latency", "p50_ms", False, "lower"),
-            ("latency p99", "latency", "p99_ms", False, "lower"),
-            ("memory per idle connection", "idle", "kib_per_connection", False, "smaller"),
-            ("time until all subscribed", "idle", "accept_s", False, "faster"),
-        ):
-            if phase not in args.phases:
-                continue
-            cells = []
-            for n, b in pairs:
-                ours, theirs = get(n, phase).get(key), get(b, phase).get(key)
-                if not ours or not theirs or ours <= 0 or theirs <= 0:
-                    cells.append("-")
-                    continue
-                r = ours / theirs if higher_better else theirs / ours
-                cells.append(f"{r:.2f}x {word}")
-            lines.append(f"| {label} | " + " | ".join(cells) + " |")
+        columns = [(n, b, f"{n} vs {b}") for n, b in pairs]
+        lines += [
+            "",
+            *ratio_table(
+                "ratio (one run)", columns, RATIOS, get, phases=args.phases, digits=2, right=True
+            ),
+        ]
 
     if "sluiceway" in results:
         ours = results["sluiceway"]["phases"]
@@ -1122,28 +938,7 @@ def render_table(results: dict[str, Any], args: argparse.Namespace) -> str:
         if aims:
             lines += ["", "sluiceway aims: " + "; ".join(aims)]
 
-    notes = []
-    for n in names:
-        for phase, r in results[n]["phases"].items():
-            c = r.get("cpu")
-            if not c:
-                continue
-            lg = c.get("loadgen_core_busy_pct", c["loadgen_cpu_pct"])
-            sv = c.get("server_core_busy_pct", c["server_cpu_pct"])
-            if lg >= 90 and lg >= sv:
-                notes.append(
-                    f"{n}/{phase}: load generator core {lg}% busy (server core {sv}%),"
-                    " result may be load-generator-bound"
-                )
-            other = disturbance(r)
-            if other >= DISTURBED_PCT:
-                notes.append(
-                    f"{n}/{phase}: up to {other}% of a benchmark core went to other work"
-                    " (see *_core_other_pct in the JSON), numbers are disturbed"
-                )
-            if c.get("server_core_steal_pct", 0) + c.get("loadgen_core_steal_pct", 0) >= 5:
-                notes.append(f"{n}/{phase}: hypervisor steal >= 5%, numbers are noisy")
-    if notes:
+    if notes := load_notes(results, names):
         lines += ["", "Warnings: " + "; ".join(notes)]
     lines += [
         "",
@@ -1157,8 +952,18 @@ def render_table(results: dict[str, Any], args: argparse.Namespace) -> str:
     return "\n".join(lines)
 
 
-def met(ok: bool) -> str:
-    return "met" if ok else "MISSED"
+#: The ratio table's rows.
+RATIOS: list[Metric] = [
+    ("throughput (deliveries/s)", "throughput", key_of("deliveries_per_s"), True, "higher"),
+    ("latency p50", "latency", key_of("p50_ms"), False, "lower"),
+    ("latency p99", "latency", key_of("p99_ms"), False, "lower"),
+    ("memory per idle connection", "idle", key_of("kib_per_connection"), False, "smaller"),
+    ("time until all subscribed", "idle", key_of("accept_s"), False, "faster"),
+]
+
+
+def frame_count(subs: Sequence[WsConn]) -> int:
+    return sum(s.frames for s in subs)
 
 
 def per_event_frames(r: dict[str, Any]) -> str:
@@ -1169,32 +974,12 @@ def per_event_frames(r: dict[str, Any]) -> str:
 
 
 def machine_info(args: argparse.Namespace) -> dict[str, Any]:
-    info = fanout.machine_info(args)
-    versions = {}
-    for pkg in (
-        "sluiceway",
-        "uvicorn",
-        "uvloop",
-        "httptools",
-        "websockets",
-        "python-socketio",
-        "python-engineio",
-    ):
-        try:
-            versions[pkg] = importlib.metadata.version(pkg)
-        except importlib.metadata.PackageNotFoundError:
-            versions[pkg] = None
-    info["versions"] = versions
-    # The commit alone does not say what ran when src/ had uncommitted changes.
-    status = subprocess.run(
-        ["git", "status", "--porcelain", "--", "src"], cwd=ROOT, capture_output=True, text=True
-    ).stdout
-    info["src_uncommitted_changes"] = status.splitlines()
+    after: dict[str, Any] = {"src_uncommitted_changes": src_changes()}
     with contextlib.suppress(OSError):
-        info["ip_local_port_range"] = (
+        after["ip_local_port_range"] = (
             Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()
         )
-    return info
+    return fanout_machine_info(args.server_cpu, args.loadgen_cpu, PACKAGES, after)
 
 
 # --------------------------------------------------------------------------------------------
@@ -1203,10 +988,7 @@ def machine_info(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(
-        description=__doc__.split("\n\n")[0] if __doc__ else None,
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
-    )
+    p = parser(__doc__)
     p.add_argument(
         "--servers",
         default=",".join(SERVER_NAMES),
@@ -1248,49 +1030,23 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         default=1000,
         help="connections in their setup (upgrade + connect + subscribe) at once",
     )
-    fanout.add_run_arguments(p)
+    add_run_arguments(p)
     args = p.parse_args(argv)
-    args.servers = [s.strip() for s in args.servers.split(",") if s.strip()]
-    args.phases = [s.strip() for s in args.phases.split(",") if s.strip()]
-    for s in args.servers:
-        if s not in SERVER_NAMES:
-            p.error(f"unknown server {s!r}")
-    for ph in args.phases:
-        if ph not in PHASES:
-            p.error(f"unknown phase {ph!r}")
+    args.servers = choices(p, args.servers, SERVER_NAMES, "server")
+    args.phases = choices(p, args.phases, PHASES, "phase")
     if args.quick:
         args.subscribers, args.events, args.idle_connections = 100, 200, 1000
         args.latency_duration = 2.0
     return args
 
 
-async def amain(args: argparse.Namespace) -> dict[str, Any]:
-    # SIGTERM cancels the run, so that fanout's runner stops the server it has started (each
-    # server has a session of its own and would outlive this process).
-    task = asyncio.current_task()
-    assert task is not None
-    asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, task.cancel)
-    log_dir = Path(tempfile.mkdtemp(prefix="ws-fanout-logs-"))
-    results: dict[str, Any] = {}
-    t0 = time.monotonic()
-    for name in args.servers:
-        print(f"== {name}", file=sys.stderr, flush=True)
-        results[name] = await fanout.bench_server(name, args, log_dir)
-    print(f"server logs in {log_dir}", file=sys.stderr)
-    return {"results": results, "total_wall_s": round(time.monotonic() - t0, 1)}
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
-    # fanout's summary line reads this name.
+    # Kept from the days of fanout.py's runner: the JSON's config has always carried it.
     args.idle_subscribers = args.idle_connections
     # Many sockets: connections here plus, for the servers (inherited), their accepted ends.
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     want = max(args.idle_connections, args.subscribers) + 1024
-    if soft < want:
-        resource.setrlimit(resource.RLIMIT_NOFILE, (min(hard, max(want, soft)), hard))
-    if resource.getrlimit(resource.RLIMIT_NOFILE)[0] < want:
-        print(f"warning: RLIMIT_NOFILE {soft}/{hard} below the {want} needed", file=sys.stderr)
+    raise_nofile(want, warn=True)
     with contextlib.suppress(OSError, ValueError):
         lo, hi = map(int, Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split())
         if hi - lo < want:
@@ -1305,30 +1061,24 @@ def main(argv: Sequence[str] | None = None) -> int:
     # command rate limit (default 100/s, burst 200), which would otherwise cap it at 100/s.
     os.environ.setdefault("SLUICEWAY_WS_COMMAND_RATE", "1000000")
     os.environ.setdefault("SLUICEWAY_WS_COMMAND_BURST", "1000000")
-    with contextlib.suppress(OSError):
-        os.sched_setaffinity(0, {args.loadgen_cpu})
-    started = time.strftime("%Y%m%d-%H%M%S")
+    pin_self(args.loadgen_cpu)
+    started = timestamp()
     try:
-        run = uvloop.run(amain(args))
+        # SIGTERM cancels the run, so that the runner stops the server it has started.
+        run = uvloop.run(run_servers(args, server_command, PHASES, "ws-fanout-logs-", sigterm=True))
     except asyncio.CancelledError:
         print("stopped by SIGTERM", file=sys.stderr)
         return 143
-    doc = {
-        "benchmark": "ws_fanout",
-        "started": started,
-        "argv": sys.argv[1:] if argv is None else list(argv),
-        "config": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
-        "machine": machine_info(args),
-        **run,
-    }
-    table = render_table(run["results"], args)
-    doc["table_markdown"] = table
-    args.out.mkdir(parents=True, exist_ok=True)
-    path = args.out / f"ws_fanout-{started}.json"
-    path.write_text(json.dumps(doc, indent=2) + "\n")
-    print(table)
-    print(f"\nresults: {path.relative_to(ROOT) if path.is_relative_to(ROOT) else path}")
-    print(f"total {run['total_wall_s']} s")
+    save_results(
+        "ws_fanout",
+        started,
+        argv,
+        config_of(args),
+        machine_info(args),
+        run,
+        lambda doc: render_table(run["results"], args),
+        args.out,
+    )
     return 0
 
 
