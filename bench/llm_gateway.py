@@ -25,7 +25,8 @@ chunk, ``data: [DONE]`` last, every ``data:`` a ``chat.completion.chunk`` JSON o
 The load generator is asyncio + uvloop with raw ``asyncio.Protocol`` connections; while
 measuring it only stores each read with its arrival time (and watches for the end of the
 response), parsing happens afterwards, so it costs little per token. Its CPU is reported
-next to the gateway's and the upstream's.
+next to the gateway's and the upstream's. Processes, CPU accounting, the HTTP client and the
+results file are the harness's (``bench/harness/``).
 
     uv run python bench/llm_gateway.py             # everything, about 5 minutes
     uv run python bench/llm_gateway.py --quick     # smoke test, about a minute
@@ -37,18 +38,13 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import gc
-import importlib.metadata
 import json
 import math
-import os
 import platform
 import re
 import resource
 import shutil
-import signal
 import subprocess
-import sys
 import tempfile
 import time
 from array import array
@@ -57,13 +53,34 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, cast
 
-import psutil
 import uvloop
+from harness import BENCH_DIR, DISTURBED_PCT, HOST, VENV_BIN
+from harness.cli import add_out_argument, choices, parser
+from harness.cpu import CpuWindow, wait_machine_quiet
+from harness.http import (
+    CHUNKED_RE,
+    CONTENT_LENGTH_RE,
+    MAX_HEAD,
+    ChunkDecoder,
+    build_request,
+    free_port,
+    http_request,
+)
+from harness.machine import machine_info, pin_self, raise_nofile, src_changes
+from harness.procs import UVLOOP_HTTPTOOLS, Proc, pinned, sluiceway_command, uvicorn_command
+from harness.report import (
+    config_of,
+    fmt,
+    md_table,
+    met,
+    percentile,
+    ratio,
+    save_results,
+    say,
+    timestamp,
+)
+from harness.runner import timed_phase
 
-BENCH_DIR = Path(__file__).resolve().parent
-ROOT = BENCH_DIR.parent
-VENV_BIN = Path(sys.executable).parent
-HOST = "127.0.0.1"
 TARGETS = ("direct", "seed", "litellm", "sluiceway")
 #: The peers' names in the tables: "seed" is the gateway people write first.
 PEER_NAMES = {"seed": "seed gateway (FastAPI + AsyncOpenAI)", "litellm": "LiteLLM"}
@@ -80,113 +97,17 @@ MASTER_KEY = "sk-bench-0123456789abcdef0123456789abcdef"
 UPSTREAM_MODEL = "fake"
 
 TOKEN_RE = re.compile(r"(\d+)@(\d+) ")
-CONTENT_LENGTH_RE = re.compile(rb"\r\ncontent-length:[ \t]*(\d+)", re.IGNORECASE)
-CHUNKED_RE = re.compile(rb"\r\ntransfer-encoding:[ \t]*chunked", re.IGNORECASE)
 CONN_CLOSE_RE = re.compile(rb"\r\nconnection:[ \t]*close", re.IGNORECASE)
 END_CHUNKED = b"\r\n0\r\n\r\n"
-MAX_HEAD = 64 * 1024
-
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind((HOST, 0))
-        return int(s.getsockname()[1])
+#: Versions the JSON records (and LiteLLM's, from its own venv).
+PACKAGES = ("sluiceway", "uvloop", "httptools", "httpx")
+#: What every streamed request sends besides its body.
+CHAT_HEADERS = {"Accept": "text/event-stream", "Authorization": f"Bearer {MASTER_KEY}"}
 
 
 # --------------------------------------------------------------------------------------------
 # Processes: fake upstream, gateways
 # --------------------------------------------------------------------------------------------
-
-
-class Proc:
-    """A process under test (or the upstream): start, readiness, CPU, stop."""
-
-    def __init__(
-        self, name: str, cmd: list[str], env: dict[str, str], log_dir: Path, cwd: Path = ROOT
-    ) -> None:
-        self.name = name
-        self.cmd = cmd
-        self.env = env
-        self.cwd = cwd
-        self.log_path = log_dir / f"{name}.log"
-        self.proc: subprocess.Popen[bytes] | None = None
-        self.ps: psutil.Process | None = None
-        self.ready_s = float("nan")
-
-    def start(self) -> None:
-        with self.log_path.open("ab") as log:
-            self.proc = subprocess.Popen(
-                self.cmd,
-                cwd=self.cwd,
-                env={**os.environ, **self.env},
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
-        self.ps = psutil.Process(self.proc.pid)
-
-    def alive(self) -> bool:
-        return self.proc is not None and self.proc.poll() is None
-
-    def _tree(self) -> list[psutil.Process]:
-        if self.ps is None:
-            return []
-        procs = [self.ps]
-        with contextlib.suppress(psutil.Error):
-            procs += self.ps.children(recursive=True)
-        return procs
-
-    def cpu_seconds(self) -> float:
-        total = 0.0
-        for p in self._tree():
-            with contextlib.suppress(psutil.Error):
-                t = p.cpu_times()
-                total += t.user + t.system
-        return total
-
-    def rss_mib(self) -> float:
-        total = 0
-        for p in self._tree():
-            with contextlib.suppress(psutil.Error):
-                total += p.memory_info().rss
-        return round(total / 2**20, 1)
-
-    def threads(self) -> int:
-        n = 0
-        for p in self._tree():
-            with contextlib.suppress(psutil.Error):
-                n += p.num_threads()
-        return n
-
-    async def wait_quiet(self, max_s: float = 10.0, window: float = 0.25) -> float:
-        t0 = time.monotonic()
-        while time.monotonic() - t0 < max_s:
-            c0 = self.cpu_seconds()
-            await asyncio.sleep(window)
-            if self.cpu_seconds() - c0 < 0.05 * window:
-                break
-        return time.monotonic() - t0
-
-    def stop(self) -> None:
-        if self.proc is None or self.proc.poll() is not None:
-            return
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(self.proc.pid, signal.SIGTERM)
-        try:
-            self.proc.wait(timeout=5)
-        except subprocess.TimeoutExpired:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(self.proc.pid, signal.SIGKILL)
-            self.proc.wait(timeout=5)
-
-    def log_tail(self, n: int = 3000) -> str:
-        try:
-            return self.log_path.read_bytes()[-n:].decode("utf-8", "replace")
-        except OSError:
-            return ""
 
 
 def ensure_litellm(args: argparse.Namespace) -> Path:
@@ -200,7 +121,7 @@ def ensure_litellm(args: argparse.Namespace) -> Path:
     uv = shutil.which("uv")
     if uv is None:
         raise RuntimeError("uv not found: needed to create the LiteLLM venv")
-    print(f"installing {want} into {venv} (first run only) ...", file=sys.stderr, flush=True)
+    say(f"installing {want} into {venv} (first run only) ...")
     if not (venv / "bin" / "python").exists():
         subprocess.run([uv, "venv", "--python", platform.python_version(), str(venv)], check=True)
     # --compile-bytecode: what pip does by default; uv does not, and with
@@ -273,8 +194,12 @@ def gateway_proc(
     target: str, upstream_port: int, args: argparse.Namespace, log_dir: Path
 ) -> tuple[Proc, str]:
     """-> (process, readiness path)."""
-    pin = ["taskset", "-c", str(args.gateway_cpu)]
+    cpu = args.gateway_cpu
     port = free_port()
+    log = log_dir / f"{target}.log"
+    # More than the largest phase: LiteLLM's connection pool to the upstream (1,000 / 500 per
+    # host by default), sluiceway's streams at once (1024 by default for a remote API).
+    limit = str(2 * max(args.concurrency) + 100)
     if target == "litellm":
         exe = ensure_litellm(args)
         cfg = log_dir / "litellm_config.yaml"
@@ -284,7 +209,7 @@ def gateway_proc(
             )
         )
         cmd = [
-            *pin,
+            *pinned(cpu),
             str(exe),
             "--config",
             str(cfg),
@@ -295,144 +220,46 @@ def gateway_proc(
             "--num_workers",
             "1",
         ]
-        # Its connection pool to the upstream: 1,000 / 500 per host by default, fewer than
-        # the streams of the largest phase would need.
-        limit = str(2 * max(args.concurrency) + 100)
         env = {
             **LITELLM_ENV,
             "AIOHTTP_CONNECTOR_LIMIT": limit,
             "AIOHTTP_CONNECTOR_LIMIT_PER_HOST": limit,
         }
-        proc = Proc(target, cmd, env, log_dir, cwd=log_dir)
-        proc.port = port  # type: ignore[attr-defined]
+        proc = Proc(target, cmd, log, port=port, env=env, cwd=log_dir, append=True)
         return proc, "/health/liveliness"
     if target == "seed":
-        cmd = [
-            *pin,
-            str(VENV_BIN / "uvicorn"),
+        cmd = uvicorn_command(
+            cpu,
             "seed_gateway:app",
-            "--app-dir",
-            str(BENCH_DIR / "peers"),
-            "--host",
-            HOST,
-            "--port",
-            str(port),
-            "--loop",
-            "uvloop",
-            "--http",
-            "httptools",
+            port,
+            *UVLOOP_HTTPTOOLS,
             "--log-level",
             "warning",
             "--no-access-log",
             "--backlog",
             "4096",
-        ]
+        )
         env = {
             "OPENAI_BASE_URL": f"http://{HOST}:{upstream_port}/v1",
             "OPENAI_API_KEY": "dummy",
         }
-        proc = Proc(target, cmd, env, log_dir)
-        proc.port = port  # type: ignore[attr-defined]
-        return proc, "/healthz"
+        return Proc(target, cmd, log, port=port, env=env, append=True), "/healthz"
     if target == "sluiceway":
-        cmd = [
-            *pin,
-            str(VENV_BIN / "sluiceway"),
-            "serve",
-            "--host",
-            HOST,
-            "--port",
-            str(port),
-            "--log-level",
-            "warning",
-            "--backlog",
-            "4096",
-        ]
         env = {
             "SLUICEWAY_LLM_PROVIDER": "openai",
             "SLUICEWAY_LLM_BASE_URL": f"http://{HOST}:{upstream_port}/v1",
             "SLUICEWAY_LLM_API_KEY": "dummy",
             "SLUICEWAY_LLM_MODEL": UPSTREAM_MODEL,
-            # More than the largest phase (1024 at once by default for a remote API).
-            "SLUICEWAY_LLM_MAX_CONCURRENT": str(2 * max(args.concurrency) + 100),
+            "SLUICEWAY_LLM_MAX_CONCURRENT": limit,
         }
-        proc = Proc(target, cmd, env, log_dir)
-        proc.port = port  # type: ignore[attr-defined]
-        return proc, "/healthz"
+        cmd = sluiceway_command(cpu, port)
+        return Proc(target, cmd, log, port=port, env=env, append=True), "/healthz"
     raise ValueError(target)
 
 
 # --------------------------------------------------------------------------------------------
-# Minimal HTTP client for health checks, config and one-off requests
+# Requests: the chat request, the fake upstream's settings, one-off streams
 # --------------------------------------------------------------------------------------------
-
-
-async def http_request(
-    port: int,
-    method: str,
-    path: str,
-    body: bytes | None = None,
-    headers: dict[str, str] | None = None,
-    limit_s: float = 5.0,
-) -> tuple[int, bytes]:
-    async with asyncio.timeout(limit_s):
-        reader, writer = await asyncio.open_connection(HOST, port)
-        try:
-            head = f"{method} {path} HTTP/1.1\r\nHost: {HOST}:{port}\r\nConnection: close\r\n"
-            for k, v in (headers or {}).items():
-                head += f"{k}: {v}\r\n"
-            if body is not None:
-                head += f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n"
-            writer.write(head.encode() + b"\r\n" + (body or b""))
-            raw_head = await reader.readuntil(b"\r\n\r\n")
-            status = int(raw_head[9:12])
-            if m := CONTENT_LENGTH_RE.search(raw_head):
-                payload = await reader.readexactly(int(m.group(1)))
-            elif CHUNKED_RE.search(raw_head):
-                raw = b""
-                while not raw.endswith(END_CHUNKED) and raw != b"0\r\n\r\n":
-                    more = await reader.read(65536)
-                    if not more:
-                        break
-                    raw += more
-                payload = dechunk_all(raw)
-            else:
-                payload = await reader.read()
-        finally:
-            writer.close()
-    return status, payload
-
-
-def dechunk_all(data: bytes) -> bytes:
-    out = []
-    pos = 0
-    while True:
-        eol = data.find(b"\r\n", pos)
-        if eol < 0:
-            break
-        size = int(data[pos:eol].split(b";", 1)[0], 16)
-        if size == 0:
-            break
-        out.append(data[eol + 2 : eol + 2 + size])
-        pos = eol + 2 + size + 2
-    return b"".join(out)
-
-
-async def wait_ready(proc: Proc, port: int, path: str, limit_s: float) -> float:
-    t0 = time.monotonic()
-    last = "no attempt"
-    while time.monotonic() - t0 < limit_s:
-        if not proc.alive():
-            raise RuntimeError(f"{proc.name} exited with code {proc.proc and proc.proc.returncode}")
-        try:
-            status, _ = await http_request(port, "GET", path, limit_s=2.0)
-            if status == 200:
-                return time.monotonic() - t0
-            last = f"status {status}"
-        except (OSError, TimeoutError, ConnectionError, ValueError) as exc:
-            last = repr(exc)
-        await asyncio.sleep(0.2)
-    raise TimeoutError(f"{proc.name} not ready on {path} after {limit_s}s ({last})")
 
 
 def chat_body(tokens: int) -> bytes:
@@ -451,13 +278,7 @@ def chat_body(tokens: int) -> bytes:
 
 
 def chat_request(port: int, tokens: int) -> bytes:
-    body = chat_body(tokens)
-    return (
-        b"POST /v1/chat/completions HTTP/1.1\r\nHost: %s:%d\r\n"
-        b"Content-Type: application/json\r\nAccept: text/event-stream\r\n"
-        b"Authorization: Bearer %s\r\nContent-Length: %d\r\n\r\n%s"
-        % (HOST.encode(), port, MASTER_KEY.encode(), len(body), body)
-    )
+    return build_request("POST", "/v1/chat/completions", port, chat_body(tokens), CHAT_HEADERS)
 
 
 async def configure_upstream(port: int, tokens: int, interval_ms: float) -> dict[str, Any]:
@@ -475,6 +296,25 @@ async def configure_upstream(port: int, tokens: int, interval_ms: float) -> dict
 async def upstream_stats(port: int) -> dict[str, Any]:
     _, body = await http_request(port, "GET", "/_fake/stats")
     return cast(dict[str, Any], json.loads(body))
+
+
+async def smoke(port: int, limit_s: float = 30.0) -> tuple[bool, str]:
+    """One small streamed request through a target: (worked, what came back)."""
+    try:
+        status, body = await http_request(
+            port,
+            "POST",
+            "/v1/chat/completions",
+            chat_body(5),
+            headers=CHAT_HEADERS,
+            limit_s=limit_s,
+        )
+    except (OSError, TimeoutError, ConnectionError, ValueError) as exc:
+        return False, repr(exc)
+    text = body[:600].decode("utf-8", "replace")
+    return status == 200 and b"[DONE]" in body and b"chat.completion.chunk" in body, (
+        f"status {status}: {text}"
+    )
 
 
 # --------------------------------------------------------------------------------------------
@@ -712,7 +552,7 @@ class Parsed:
     order_ok: bool = True
 
 
-def parse_response(r: Response, expect_tokens: int) -> Parsed:
+def parse_stream(r: Response, expect_tokens: int) -> Parsed:
     """Decode the stored reads: HTTP chunks -> SSE events -> chunk JSON -> tokens."""
     p = Parsed(complete=r.done and r.error is None)
     if r.status != 200:
@@ -720,44 +560,11 @@ def parse_response(r: Response, expect_tokens: int) -> Parsed:
         if r.reads:
             p.error += f": {b''.join(r.reads)[:200]!r}"
         return p
-    chunk_left = skip = 0
-    pending = b""
+    dechunker = ChunkDecoder()
     sse = b""
     content = ""
     for data, t in zip(r.reads, r.read_ns, strict=False):
-        if r.chunked:
-            if pending:
-                data = pending + data
-                pending = b""
-            out: list[bytes] = []
-            pos, n = 0, len(data)
-            while pos < n:
-                if chunk_left:
-                    end = pos + chunk_left
-                    if end <= n:
-                        out.append(data[pos:end])
-                        chunk_left, skip, pos = 0, 2, end
-                    else:
-                        out.append(data[pos:])
-                        chunk_left -= n - pos
-                        pos = n
-                elif skip:
-                    take = min(skip, n - pos)
-                    pos += take
-                    skip -= take
-                else:
-                    eol = data.find(b"\r\n", pos)
-                    if eol < 0:
-                        pending = data[pos:]
-                        break
-                    size = int(data[pos:eol].split(b";", 1)[0], 16)
-                    pos = eol + 2
-                    if size == 0:
-                        break
-                    chunk_left = size
-            body = b"".join(out)
-        else:
-            body = data
+        body = dechunker.feed(data) if r.chunked else data
         if not body:
             continue
         buf = (sse + body).replace(b"\r\n", b"\n")
@@ -840,13 +647,6 @@ def parse_response(r: Response, expect_tokens: int) -> Parsed:
     return p
 
 
-def percentile(sorted_vals: Sequence[int] | Sequence[float], q: float) -> float:
-    if not sorted_vals:
-        return float("nan")
-    i = min(len(sorted_vals) - 1, max(0, round(q * (len(sorted_vals) - 1))))
-    return float(sorted_vals[i])
-
-
 def ms_stats(vals: list[int], prefix: str) -> dict[str, Any]:
     vals.sort()
     if not vals:
@@ -860,88 +660,6 @@ def ms_stats(vals: list[int], prefix: str) -> dict[str, Any]:
         f"{prefix}_max_ms": round(vals[-1] / 1e6, 3),
         f"{prefix}_min_ms": round(vals[0] / 1e6, 3),
     }
-
-
-# --------------------------------------------------------------------------------------------
-# CPU accounting
-# --------------------------------------------------------------------------------------------
-
-
-def loadgen_cpu() -> float:
-    ru = resource.getrusage(resource.RUSAGE_SELF)
-    return ru.ru_utime + ru.ru_stime
-
-
-def core_ticks() -> dict[int, list[int]]:
-    out: dict[int, list[int]] = {}
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/stat").read_text().splitlines():
-            name, _, rest = line.partition(" ")
-            if name.startswith("cpu") and name[3:].isdigit():
-                out[int(name[3:])] = [int(x) for x in rest.split()]
-    return out
-
-
-def core_busy(k0: dict[int, list[int]], k1: dict[int, list[int]], core: int) -> dict[str, float]:
-    if core not in k0 or core not in k1:
-        return {}
-    d = [b - a for a, b in zip(k0[core], k1[core], strict=False)]
-    total = sum(d[:8]) or 1
-    return {
-        "busy_pct": round(100 * (total - d[3] - d[4] - d[7]) / total, 1),
-        "softirq_pct": round(100 * d[6] / total, 1),
-        "steal_pct": round(100 * d[7] / total, 1),
-    }
-
-
-async def wait_machine_quiet(
-    cores: Sequence[int], max_s: float, limit_pct: float = 10.0
-) -> dict[str, float]:
-    t0 = time.monotonic()
-    busy = 100.0
-    while True:
-        k0 = core_ticks()
-        await asyncio.sleep(0.3)
-        k1 = core_ticks()
-        busy = max((core_busy(k0, k1, c).get("busy_pct", 0.0) for c in cores), default=0.0)
-        if busy < limit_pct or time.monotonic() - t0 >= max_s:
-            break
-    return {"waited_s": round(time.monotonic() - t0, 1), "busy_pct": busy}
-
-
-class CpuWindow:
-    def __init__(self, procs: dict[str, Proc | None], cores: dict[str, int]) -> None:
-        self.procs = {k: v for k, v in procs.items() if v is not None}
-        self.cores = cores
-        self.t0 = time.monotonic()
-        self.c0 = {k: p.cpu_seconds() for k, p in self.procs.items()}
-        self.l0 = loadgen_cpu()
-        self.k0 = core_ticks()
-
-    def stop(self) -> dict[str, Any]:
-        wall = time.monotonic() - self.t0
-        k1 = core_ticks()
-        res: dict[str, Any] = {"wall_s": round(wall, 3)}
-        for k, p in self.procs.items():
-            s = p.cpu_seconds() - self.c0[k]
-            res[f"{k}_cpu_s"] = round(s, 3)
-            res[f"{k}_cpu_pct"] = round(100 * s / wall, 1)
-        lg = loadgen_cpu() - self.l0
-        res["loadgen_cpu_s"] = round(lg, 3)
-        res["loadgen_cpu_pct"] = round(100 * lg / wall, 1)
-        for core in sorted(set(self.cores.values())):
-            for k, v in core_busy(self.k0, k1, core).items():
-                res[f"core{core}_{k}"] = v
-        # Work on each core that is none of ours (another process, or unattributed softirq).
-        for core in sorted(set(self.cores.values())):
-            ours = sum(
-                res.get(f"{role}_cpu_pct", 0.0) for role, c in self.cores.items() if c == core
-            )
-            if f"core{core}_busy_pct" in res:
-                res[f"core{core}_other_pct"] = round(
-                    max(0.0, res[f"core{core}_busy_pct"] - ours), 1
-                )
-        return res
 
 
 # --------------------------------------------------------------------------------------------
@@ -974,11 +692,10 @@ class Ctx:
             self.gateway = gw
             info["cmd"], info["env"] = gw.cmd, gw.env
             gw.start()
-            self.port = gw.port  # type: ignore[attr-defined]
+            self.port = gw.port
             try:
-                info["ready_s"] = round(
-                    await wait_ready(gw, self.port, ready_path, a.ready_timeout), 2
-                )
+                ready_s = await gw.wait_ready(a.ready_timeout, ready_path, attempt_s=2, poll_s=0.2)
+                info["ready_s"] = round(ready_s, 2)
             except Exception as exc:
                 raise RuntimeError(f"start: {exc!r}; log: {gw.log_tail(1500)}") from None
         await configure_upstream(self.upstream_port, 5, 0.0)
@@ -1005,12 +722,14 @@ class Ctx:
             info["threads"] = self.gateway.threads()
         return info
 
-    def cpu_window(self) -> CpuWindow:
+    def cpu_window(self) -> Callable[[], dict[str, Any]]:
+        """Start measuring the CPU of the gateway, the upstream, this process and their cores;
+        the function returned ends the window and gives the phase's ``cpu``."""
         a = self.args
-        return CpuWindow(
-            {"gateway": self.gateway, "upstream": self.upstream},
-            {"gateway": a.gateway_cpu, "upstream": a.upstream_cpu, "loadgen": a.loadgen_cpu},
-        )
+        procs = {"gateway": self.gateway, "upstream": self.upstream}
+        window = CpuWindow({k: p for k, p in procs.items() if p is not None})
+        cores = {"gateway": a.gateway_cpu, "upstream": a.upstream_cpu, "loadgen": a.loadgen_cpu}
+        return lambda: window.stop().by_core(cores)
 
 
 async def settle(ctx: Ctx) -> dict[str, Any]:
@@ -1024,18 +743,11 @@ async def settle(ctx: Ctx) -> dict[str, Any]:
         if waited >= a.settle_wait:
             ctx.restarts += 1
             out["gateway_restarted"] = True
-            print(
-                f"  [{ctx.target}] still busy after {a.settle_wait:g} s: restarting it",
-                file=sys.stderr,
-                flush=True,
-            )
+            say(f"  [{ctx.target}] still busy after {a.settle_wait:g} s: restarting it")
             await ctx.start()
     await ctx.upstream.wait_quiet(max_s=5)
-    out.update(
-        await wait_machine_quiet(
-            sorted({a.gateway_cpu, a.loadgen_cpu, a.upstream_cpu}), a.quiet_wait
-        )
-    )
+    cores = sorted({a.gateway_cpu, a.loadgen_cpu, a.upstream_cpu})
+    out.update(await wait_machine_quiet(cores, a.quiet_wait, interval=0.3, count_steal=False))
     return out
 
 
@@ -1087,9 +799,9 @@ async def phase_flat(ctx: Ctx, conc: int) -> dict[str, Any]:
     run.loop_until_ns = w1
     run.in_warmup = False
     streaming_at_w0 = run.slots_streaming
-    cpu = ctx.cpu_window()
+    stop_cpu = ctx.cpu_window()
     await asyncio.sleep(max(0.0, (w1 - time.monotonic_ns()) / 1e9))
-    cpu_r = cpu.stop()
+    cpu_r = stop_cpu()
     # Streams still running are cut: the window is over and a slow gateway could take minutes.
     run.stopping = True
     for s in slots:
@@ -1114,7 +826,7 @@ async def phase_flat(ctx: Ctx, conc: int) -> dict[str, Any]:
     total = sum(at_counts) or 1
     step = max(1, math.ceil(total / a.verify_tokens))
     sample = list(range(0, len(kept), step))
-    parsed = [parse_response(kept[i], a.tokens) for i in sample]
+    parsed = [parse_stream(kept[i], a.tokens) for i in sample]
     count_mismatch = sum(
         1 for i, p in zip(sample, parsed, strict=True) if len(p.seqs) != at_counts[i]
     )
@@ -1180,9 +892,9 @@ async def phase_paced(ctx: Ctx, conc: int) -> dict[str, Any]:
     w0 = t0 + int(a.ramp * 1e9)
     w1 = w0 + int(a.paced_duration * 1e9)
     await asyncio.sleep(max(0.0, (w0 - time.monotonic_ns()) / 1e9))
-    cpu = ctx.cpu_window()
+    stop_cpu = ctx.cpu_window()
     await asyncio.sleep(max(0.0, (w1 - time.monotonic_ns()) / 1e9))
-    cpu_r = cpu.stop()
+    cpu_r = stop_cpu()
     # The last stream started at ~w0 and ends ~one interval after w1; then a grace period.
     outcome = "deadline"
     deadline = time.monotonic() + a.ramp + 2 * a.interval_ms / 1e3 + a.grace
@@ -1195,7 +907,7 @@ async def phase_paced(ctx: Ctx, conc: int) -> dict[str, Any]:
     for s in slots:
         s.close()
     await asyncio.sleep(0.05)
-    parsed = [parse_response(r, n_tokens) for r in run.responses]
+    parsed = [parse_stream(r, n_tokens) for r in run.responses]
     gaps: list[int] = []
     transit: list[int] = []
     ttft: list[int] = []
@@ -1252,25 +964,6 @@ PHASES: dict[str, Callable[[Ctx, int], Any]] = {"flat": phase_flat, "paced": pha
 # --------------------------------------------------------------------------------------------
 
 
-async def smoke(port: int, limit_s: float = 30.0) -> tuple[bool, str]:
-    """One small streamed request through a target: (worked, what came back)."""
-    try:
-        status, body = await http_request(
-            port,
-            "POST",
-            "/v1/chat/completions",
-            chat_body(5),
-            {"Authorization": f"Bearer {MASTER_KEY}", "Accept": "text/event-stream"},
-            limit_s=limit_s,
-        )
-    except (OSError, TimeoutError, ConnectionError, ValueError) as exc:
-        return False, repr(exc)
-    text = body[:600].decode("utf-8", "replace")
-    return status == 200 and b"[DONE]" in body and b"chat.completion.chunk" in body, (
-        f"status {status}: {text}"
-    )
-
-
 async def bench_target(
     target: str, upstream: Proc, upstream_port: int, args: argparse.Namespace, log_dir: Path
 ) -> dict[str, Any]:
@@ -1286,38 +979,26 @@ async def bench_target(
             for mode in args.modes:
                 key = f"{mode}-{conc}"
                 for attempt in range(1, args.disturbed_retries + 2):
-                    print(f"  [{target}] {key} ...", file=sys.stderr, flush=True)
-                    gc.collect()
-                    gc.disable()
-                    t0 = time.monotonic()
-                    try:
-                        async with asyncio.timeout(args.phase_budget):
-                            res = await PHASES[mode](ctx, conc)
-                    except Exception as exc:
-                        res = {"ok": False, "error": repr(exc) or type(exc).__name__}
-                    finally:
-                        gc.enable()
-                    res["phase_wall_s"] = round(time.monotonic() - t0, 1)
+                    say(f"  [{target}] {key} ...")
+                    res = await timed_phase(PHASES[mode](ctx, conc), args.phase_budget)
                     res["attempt"] = attempt
                     gw = ctx.gateway
                     if gw is not None and not gw.alive():
                         res["ok"] = False
-                        res["error"] = f"gateway exited with code {gw.proc and gw.proc.returncode}"
-                    print(f"  [{target}] {key}: {summary_line(res)}", file=sys.stderr, flush=True)
+                        res["error"] = f"gateway exited with code {gw.returncode}"
+                    say(f"  [{target}] {key}: {summary_line(res)}")
                     other = disturbance(res, args)
                     if other < DISTURBED_PCT or attempt > args.disturbed_retries or "error" in res:
                         break
-                    print(
+                    say(
                         f"  [{target}] {key}: {other}% of a core went to other processes,"
-                        " running it again",
-                        file=sys.stderr,
-                        flush=True,
+                        " running it again"
                     )
                     out.setdefault("disturbed_attempts", {}).setdefault(key, []).append(res)
                 out["phases"][key] = res
                 gw = ctx.gateway
                 if gw is not None and not gw.alive():
-                    out.setdefault("log_tails", []).append(gw.log_tail())
+                    out.setdefault("log_tails", []).append(gw.log_tail(3000))
                     try:
                         await ctx.start()
                         ctx.restarts += 1
@@ -1331,9 +1012,6 @@ async def bench_target(
         if ctx.gateway is not None:
             ctx.gateway.stop()
     return out
-
-
-DISTURBED_PCT = 10.0
 
 
 def disturbance(res: dict[str, Any], args: argparse.Namespace) -> float:
@@ -1363,95 +1041,69 @@ def summary_line(r: dict[str, Any]) -> str:
     )
 
 
-def machine_info(args: argparse.Namespace) -> dict[str, Any]:
-    model = ""
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    versions: dict[str, str | None] = {}
-    for pkg in ("sluiceway", "uvloop", "httptools", "httpx"):
-        try:
-            versions[pkg] = importlib.metadata.version(pkg)
-        except importlib.metadata.PackageNotFoundError:
-            versions[pkg] = None
-    versions["litellm"] = litellm_version(args.litellm_venv)
-    commit = subprocess.run(
-        ["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True
-    ).stdout.strip()
-    dirty = subprocess.run(
-        ["git", "status", "--porcelain", "--", "src"], cwd=ROOT, capture_output=True, text=True
-    ).stdout.strip()
-    return {
-        "cpu_model": model,
-        "cpus": os.cpu_count(),
-        "mem_gib": round(psutil.virtual_memory().total / 2**30, 1),
-        "kernel": platform.release(),
-        "python": platform.python_version(),
-        "nofile": resource.getrlimit(resource.RLIMIT_NOFILE),
-        "versions": versions,
-        "git_commit": commit or None,
-        "src_dirty": bool(dirty),
-    }
+def machine_record(args: argparse.Namespace) -> dict[str, Any]:
+    info = machine_info(
+        PACKAGES,
+        before={"nofile": resource.getrlimit(resource.RLIMIT_NOFILE)},
+        after={"src_dirty": bool(src_changes())},
+    )
+    info["versions"]["litellm"] = litellm_version(args.litellm_venv)
+    return info
 
 
-def fmt(v: Any, spec: str = "") -> str:
-    if v is None or (isinstance(v, float) and v != v):
-        return "-"
-    return format(v, spec) if spec else str(v)
+#: A cell of the main table: what it shows of one phase's result.
+Cell = Callable[[dict[str, Any]], str]
+#: The "sluiceway vs peer" tables' rows: (label, mode, key of a phase's result, higher is better).
+PEER_RATIOS = (
+    ("tokens/s (higher)", "flat", "tokens_per_s", True),
+    ("tokens per gateway CPU-second (higher)", "flat", "tokens_per_gateway_cpu_s", True),
+    ("TTFT p99 (lower)", "flat", "ttft_p99_ms", False),
+    ("added gap p99 (lower)", "paced", "added_gap_p99_ms", False),
+)
 
 
-def render_table(doc: dict[str, Any], args: argparse.Namespace) -> str:
-    results = doc["results"]
-    names = list(results)
+def streams_cell(r: dict[str, Any]) -> str:
+    """How the streams of a phase checked out."""
+    s = f"{r['streams_ok']:,} ok"
+    if r["streams_bad"]:
+        s += f", **{r['streams_bad']} BAD**"
+    if r["streams_cut"]:
+        s += f", {r['streams_cut']:,} cut"
+    if r["streams_cut_out_of_order"]:
+        s += f", **{r['streams_cut_out_of_order']} cut out of order**"
+    if r.get("loadgen_errors"):
+        s += ", **loadgen errors**"
+    if r.get("token_count_mismatches"):
+        s += f", **{r['token_count_mismatches']} token count mismatches**"
+    if r.get("verified_every_nth_stream", 1) > 1:
+        s += f" (every {r['verified_every_nth_stream']}th of {r['streams_in_window']:,} checked)"
+    return s
 
-    def get(n: str, key: str) -> dict[str, Any]:
-        return cast(dict[str, Any], results.get(n, {}).get("phases", {}).get(key, {}))
 
-    def cell(n: str, key: str, f: Callable[[dict[str, Any]], str]) -> str:
-        if "error" in results[n] and not results[n].get("phases"):
-            return "**FAILED**"
-        r = get(n, key)
-        if not r:
-            return "not run"
-        if "error" in r:
-            return f"**FAILED**: {r['error'][:80]}"
-        return f(r)
+def gap_cell(r: dict[str, Any]) -> str:
+    """The added inter-token gap, p50 / p99 ms (or saturated)."""
+    cell = f"{fmt(r.get('added_gap_p50_ms'))} / {fmt(r.get('added_gap_p99_ms'))}"
+    if r.get("saturated"):
+        n = r.get("added_gap_samples", 0)
+        if n:
+            return f"**saturated** ({cell} over the {n:,} gaps that arrived)"
+        return "**saturated** (no gaps arrived)"
+    return f"**{cell}**"
 
-    def status(r: dict[str, Any]) -> str:
-        s = f"{r['streams_ok']:,} ok"
-        if r["streams_bad"]:
-            s += f", **{r['streams_bad']} BAD**"
-        if r["streams_cut"]:
-            s += f", {r['streams_cut']:,} cut"
-        if r["streams_cut_out_of_order"]:
-            s += f", **{r['streams_cut_out_of_order']} cut out of order**"
-        if r.get("loadgen_errors"):
-            s += ", **loadgen errors**"
-        if r.get("token_count_mismatches"):
-            s += f", **{r['token_count_mismatches']} token count mismatches**"
-        if r.get("verified_every_nth_stream", 1) > 1:
-            s += (
-                f" (every {r['verified_every_nth_stream']}th of {r['streams_in_window']:,} checked)"
-            )
-        return s
 
-    def gap(r: dict[str, Any]) -> str:
-        cell = f"{fmt(r.get('added_gap_p50_ms'))} / {fmt(r.get('added_gap_p99_ms'))}"
-        if r.get("saturated"):
-            n = r.get("added_gap_samples", 0)
-            return (
-                f"**saturated** ({cell} over the {n:,} gaps that arrived)"
-                if n
-                else ("**saturated** (no gaps arrived)")
-            )
-        return f"**{cell}**"
+def cpu_cell(r: dict[str, Any]) -> str:
+    """Process CPU: gateway / upstream / load generator."""
+    c = r["cpu"]
+    gw = fmt(c.get("gateway_cpu_pct"), ".0f")
+    return f"{gw}% / {c['upstream_cpu_pct']:.0f}% / {c['loadgen_cpu_pct']:.0f}%"
 
-    def cpu(r: dict[str, Any]) -> str:
-        c = r["cpu"]
-        gw = c.get("gateway_cpu_pct")
-        return f"{fmt(gw, '.0f')}% / {c['upstream_cpu_pct']:.0f}% / {c['loadgen_cpu_pct']:.0f}%"
+
+def p50_p99_cell(key: str) -> Cell:
+    return lambda r: f"{fmt(r.get(key + '_p50_ms'))} / {fmt(r.get(key + '_p99_ms'))}"
+
+
+def table_rows(args: argparse.Namespace) -> list[tuple[str, str, Cell]]:
+    """The main table's rows: (label, phase, cell), concurrency by concurrency."""
 
     def cores(r: dict[str, Any]) -> str:
         c = r["cpu"]
@@ -1460,10 +1112,11 @@ def render_table(doc: dict[str, Any], args: argparse.Namespace) -> str:
             for k in sorted({args.gateway_cpu, args.loadgen_cpu})
         )
 
-    def ms(key: str) -> Callable[[dict[str, Any]], str]:
-        return lambda r: f"{fmt(r.get(key + '_p50_ms'))} / {fmt(r.get(key + '_p99_ms'))}"
+    def paced_rate(r: dict[str, Any]) -> str:
+        rate = f"{r['tokens_per_s']:,} ({r['offered_tokens_per_s']:,})"
+        return rate + (" **saturated**" if r.get("saturated") else "")
 
-    rows: list[tuple[str, str, Callable[[dict[str, Any]], str]]] = []
+    rows: list[tuple[str, str, Cell]] = []
     for conc in args.concurrency:
         if "flat" in args.modes:
             k = f"flat-{conc}"
@@ -1475,121 +1128,77 @@ def render_table(doc: dict[str, Any], args: argparse.Namespace) -> str:
                     k,
                     lambda r: fmt(r.get("tokens_per_gateway_cpu_s"), ","),
                 ),
-                (f"{t}: TTFT p50 / p99 ms", k, ms("ttft")),
+                (f"{t}: TTFT p50 / p99 ms", k, p50_p99_cell("ttft")),
                 (
                     f"{t}: warm-up s (streams under way at window start)",
                     k,
                     lambda r: f"{r['warmup_s']} ({r['streams_under_way_at_window_start']:,})",
                 ),
-                (f"{t}: streams checked", k, status),
-                (f"{t}: CPU gateway / upstream / loadgen", k, cpu),
+                (f"{t}: streams checked", k, streams_cell),
+                (f"{t}: CPU gateway / upstream / loadgen", k, cpu_cell),
                 (f"{t}: core busy {args.gateway_cpu} / {args.loadgen_cpu}", k, cores),
             ]
         if "paced" in args.modes:
             k = f"paced-{conc}"
             t = f"{conc:,} streams, 1 token / {args.interval_ms:g} ms"
             rows += [
-                (
-                    f"{t}: tokens/s delivered (offered)",
-                    k,
-                    lambda r: (
-                        f"{r['tokens_per_s']:,} ({r['offered_tokens_per_s']:,})"
-                        + (" **saturated**" if r.get("saturated") else "")
-                    ),
-                ),
-                (f"{t}: **added inter-token gap p50 / p99 ms**", k, gap),
-                (f"{t}: token transit p50 / p99 ms", k, ms("transit")),
-                (f"{t}: streams checked", k, status),
-                (f"{t}: CPU gateway / upstream / loadgen", k, cpu),
+                (f"{t}: tokens/s delivered (offered)", k, paced_rate),
+                (f"{t}: **added inter-token gap p50 / p99 ms**", k, gap_cell),
+                (f"{t}: token transit p50 / p99 ms", k, p50_p99_cell("transit")),
+                (f"{t}: streams checked", k, streams_cell),
+                (f"{t}: CPU gateway / upstream / loadgen", k, cpu_cell),
             ]
-    lines = ["| metric | " + " | ".join(names) + " |", "|---|" + "---|" * len(names)]
-    for label, key, f in rows:
-        lines.append(f"| {label} | " + " | ".join(cell(n, key, f) for n in names) + " |")
+    return rows
 
-    peers = [(n, PEER_NAMES[n]) for n in ("seed", "litellm") if n in results]
-    for peer, peer_name in peers if "sluiceway" in results else []:
-        lines += [
-            "",
-            f"| sluiceway vs {peer_name} (one run) | "
-            + " | ".join(f"{c:,} streams" for c in args.concurrency)
-            + " |",
-        ]
-        lines.append("|---|" + "---|" * len(args.concurrency))
 
-        def ratio(
-            key: str, field_: str, higher: bool, peer: str = peer, name: str = peer_name
-        ) -> list[str]:
-            cells = []
-            for c in args.concurrency:
-                r_ours, r_theirs = get("sluiceway", f"{key}-{c}"), get(peer, f"{key}-{c}")
-                ours, theirs = r_ours.get(field_), r_theirs.get(field_)
-                if r_ours.get("saturated") or r_theirs.get("saturated"):
-                    who = [
-                        n
-                        for n, r in (("sluiceway", r_ours), (name, r_theirs))
-                        if r.get("saturated")
-                    ]
-                    cells.append(" and ".join(who) + " saturated")
-                elif higher and ours and not theirs:
-                    cells.append(f"{name} delivered none")
-                elif not ours or not theirs or ours <= 0 or theirs <= 0:
-                    cells.append("-")
-                else:
-                    cells.append(f"{(ours / theirs if higher else theirs / ours):.1f}x")
-            return cells
+def peer_ratio(
+    ours: dict[str, Any], theirs: dict[str, Any], key: str, higher: bool, name: str
+) -> str:
+    """sluiceway against peer ``name`` in one phase: the ratio (above 1: sluiceway does
+    better), or why there is none."""
+    if ours.get("saturated") or theirs.get("saturated"):
+        who = [n for n, r in (("sluiceway", ours), (name, theirs)) if r.get("saturated")]
+        return " and ".join(who) + " saturated"
+    a, b = ours.get(key), theirs.get(key)
+    if higher and a and not b:
+        return f"{name} delivered none"
+    r = ratio(a, b, higher)
+    return "-" if r is None else f"{r:.1f}x"
 
-        if "flat" in args.modes:
-            lines.append(
-                "| tokens/s (higher) | " + " | ".join(ratio("flat", "tokens_per_s", True)) + " |"
-            )
-            lines.append(
-                "| tokens per gateway CPU-second (higher) | "
-                + " | ".join(ratio("flat", "tokens_per_gateway_cpu_s", True))
-                + " |"
-            )
-            lines.append(
-                "| TTFT p99 (lower) | " + " | ".join(ratio("flat", "ttft_p99_ms", False)) + " |"
-            )
-        if "paced" in args.modes:
-            lines.append(
-                "| added gap p99 (lower) | "
-                + " | ".join(ratio("paced", "added_gap_p99_ms", False))
-                + " |"
-            )
-    if "sluiceway" in results:
-        ours = results["sluiceway"].get("phases", {})
-        tgt = []
-        s100, seed100 = ours.get("flat-100", {}), get("seed", "flat-100")
-        if s100.get("tokens_per_s") and seed100.get("tokens_per_s"):
-            r = s100["tokens_per_s"] / seed100["tokens_per_s"]
-            ttft, seed_ttft = s100.get("ttft_p99_ms"), seed100.get("ttft_p99_ms")
-            no_worse = ttft is not None and seed_ttft is not None and ttft <= seed_ttft
-            tgt.append(
-                f"{r:.1f}x the seed gateway's tokens/s at 100 streams (≥ 10x:"
-                f" {'met' if r >= 10 else 'MISSED'}), TTFT p99 {ttft} vs {seed_ttft} ms"
-                f" (no worse: {'met' if no_worse else 'MISSED'})"
-            )
-        f100 = ours.get("flat-100", {}).get("tokens_per_gateway_cpu_s")
-        l100 = get("litellm", "flat-100").get("tokens_per_gateway_cpu_s")
-        if f100 and l100:
-            r = f100 / l100
-            tgt.append(
-                f"{r:.1f}x LiteLLM's tokens per CPU-second at 100 streams"
-                f" (≥ 10x: {'met' if r >= 10 else 'MISSED'})"
-            )
-        p99 = ours.get("paced-100", {}).get("added_gap_p99_ms")
-        if ours.get("paced-100", {}).get("saturated"):
-            tgt.append("saturated at 100 paced streams (< 1 ms added p99: MISSED)")
-        elif p99 is not None:
-            tgt.append(
-                f"added p99 {p99} ms at 100 streams (< 1 ms: {'met' if p99 < 1 else 'MISSED'})"
-            )
-        if tgt:
-            lines += ["", "sluiceway targets: " + "; ".join(tgt)]
 
+def targets(ours: dict[str, Any], seed100: dict[str, Any], litellm100: dict[str, Any]) -> list[str]:
+    """sluiceway's targets, from its phases and the peers' flat phases at 100 streams."""
+    tgt = []
+    s100 = ours.get("flat-100", {})
+    if s100.get("tokens_per_s") and seed100.get("tokens_per_s"):
+        r = s100["tokens_per_s"] / seed100["tokens_per_s"]
+        ttft, seed_ttft = s100.get("ttft_p99_ms"), seed100.get("ttft_p99_ms")
+        no_worse = ttft is not None and seed_ttft is not None and ttft <= seed_ttft
+        tgt.append(
+            f"{r:.1f}x the seed gateway's tokens/s at 100 streams (≥ 10x: {met(r >= 10)}),"
+            f" TTFT p99 {ttft} vs {seed_ttft} ms (no worse: {met(no_worse)})"
+        )
+    f100 = s100.get("tokens_per_gateway_cpu_s")
+    l100 = litellm100.get("tokens_per_gateway_cpu_s")
+    if f100 and l100:
+        r = f100 / l100
+        tgt.append(
+            f"{r:.1f}x LiteLLM's tokens per CPU-second at 100 streams (≥ 10x: {met(r >= 10)})"
+        )
+    p99 = ours.get("paced-100", {}).get("added_gap_p99_ms")
+    if ours.get("paced-100", {}).get("saturated"):
+        tgt.append("saturated at 100 paced streams (< 1 ms added p99: MISSED)")
+    elif p99 is not None:
+        tgt.append(f"added p99 {p99} ms at 100 streams (< 1 ms: {met(p99 < 1)})")
+    return tgt
+
+
+def load_notes(results: dict[str, Any], args: argparse.Namespace) -> list[str]:
+    """Warnings: a load-generator-bound phase, other processes on a benchmark core, a target
+    that failed."""
     notes = []
-    for n in names:
-        for key, r in results[n].get("phases", {}).items():
+    for n, res in results.items():
+        for key, r in res.get("phases", {}).items():
             c = r.get("cpu")
             if not c:
                 continue
@@ -1609,9 +1218,59 @@ def render_table(doc: dict[str, Any], args: argparse.Namespace) -> str:
                 other = c.get(f"core{core}_other_pct", 0)
                 if other >= DISTURBED_PCT:
                     notes.append(f"{n}/{key}: {other}% of core {core} was not our processes")
-        if "error" in results[n]:
-            notes.append(f"{n}: {results[n]['error'][:300]}")
-    if notes:
+        if "error" in res:
+            notes.append(f"{n}: {res['error'][:300]}")
+    return notes
+
+
+def render_table(doc: dict[str, Any], args: argparse.Namespace) -> str:
+    results = doc["results"]
+    names = list(results)
+
+    def get(n: str, key: str) -> dict[str, Any]:
+        return cast(dict[str, Any], results.get(n, {}).get("phases", {}).get(key, {}))
+
+    def cell(n: str, key: str, f: Cell) -> str:
+        if "error" in results[n] and not results[n].get("phases"):
+            return "**FAILED**"
+        r = get(n, key)
+        if not r:
+            return "not run"
+        if "error" in r:
+            return f"**FAILED**: {r['error'][:80]}"
+        return f(r)
+
+    rows = [[label, *(cell(n, key, f) for n in names)] for label, key, f in table_rows(args)]
+    lines = md_table(["metric", *names], rows)
+    if "sluiceway" in results:
+        for peer in (p for p in ("seed", "litellm") if p in results):
+            name = PEER_NAMES[peer]
+            header = [
+                f"sluiceway vs {name} (one run)",
+                *(f"{c:,} streams" for c in args.concurrency),
+            ]
+            ratios = [
+                [
+                    label,
+                    *(
+                        peer_ratio(
+                            get("sluiceway", f"{mode}-{c}"),
+                            get(peer, f"{mode}-{c}"),
+                            key,
+                            higher,
+                            name,
+                        )
+                        for c in args.concurrency
+                    ),
+                ]
+                for label, mode, key, higher in PEER_RATIOS
+                if mode in args.modes
+            ]
+            lines += ["", *md_table(header, ratios)]
+        ours = results["sluiceway"].get("phases", {})
+        if tgt := targets(ours, get("seed", "flat-100"), get("litellm", "flat-100")):
+            lines += ["", "sluiceway targets: " + "; ".join(tgt)]
+    if notes := load_notes(results, args):
         lines += ["", "Warnings: " + "; ".join(notes)]
     machine = doc["machine"]
     versions = machine["versions"]
@@ -1630,10 +1289,7 @@ def render_table(doc: dict[str, Any], args: argparse.Namespace) -> str:
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(
-        description=__doc__.split("\n\n")[0] if __doc__ else None,
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
-    )
+    p = parser(__doc__)
     p.add_argument(
         "--targets",
         default=",".join(TARGETS),
@@ -1718,20 +1374,12 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         help="venv for the LiteLLM proxy (created with uv on first use)",
     )
     p.add_argument("--litellm-spec", default=LITELLM_SPEC, help="what to pip install there")
-    p.add_argument(
-        "--out", type=Path, default=BENCH_DIR / "results", help="directory for the JSON results"
-    )
+    add_out_argument(p)
     p.add_argument("--quick", action="store_true", help="short windows, 1 and 100 streams")
     args = p.parse_args(argv)
-    args.targets = [s.strip() for s in args.targets.split(",") if s.strip()]
-    args.modes = [s.strip() for s in args.modes.split(",") if s.strip()]
+    args.targets = choices(p, args.targets, TARGETS, "target")
+    args.modes = choices(p, args.modes, PHASES, "mode")
     args.concurrency = [int(s) for s in args.concurrency.split(",") if s.strip()]
-    for t in args.targets:
-        if t not in TARGETS:
-            p.error(f"unknown target {t!r}")
-    for m in args.modes:
-        if m not in PHASES:
-            p.error(f"unknown mode {m!r}")
     if args.quick:
         args.concurrency = [c for c in args.concurrency if c <= 100] or [1]
         args.warmup, args.max_warmup, args.duration = 0.5, 2.0, 1.0
@@ -1747,31 +1395,26 @@ async def amain(args: argparse.Namespace) -> dict[str, Any]:
     log_dir = Path(tempfile.mkdtemp(prefix="llm-gateway-logs-"))
     t0 = time.monotonic()
     up_port = free_port()
-    upstream = Proc(
-        "upstream",
-        [
-            "taskset",
-            "-c",
-            str(args.upstream_cpu),
-            str(VENV_BIN / "python"),
-            str(BENCH_DIR / "peers" / "fake_openai_upstream.py"),
-            "--port",
-            str(up_port),
-        ],
-        {},
-        log_dir,
-    )
+    script = BENCH_DIR / "peers" / "fake_openai_upstream.py"
+    cmd = [
+        *pinned(args.upstream_cpu),
+        str(VENV_BIN / "python"),
+        str(script),
+        "--port",
+        str(up_port),
+    ]
+    upstream = Proc("upstream", cmd, log_dir / "upstream.log", port=up_port, append=True)
     upstream.start()
     results: dict[str, Any] = {}
     try:
-        await wait_ready(upstream, up_port, "/healthz", 15)
+        await upstream.wait_ready(15, attempt_s=2, poll_s=0.2)
         for name in args.targets:
-            print(f"== {name}", file=sys.stderr, flush=True)
+            say(f"== {name}")
             results[name] = await bench_target(name, upstream, up_port, args, log_dir)
         stats = await upstream_stats(up_port)
     finally:
         upstream.stop()
-    print(f"logs in {log_dir}", file=sys.stderr)
+    say(f"logs in {log_dir}")
     return {
         "results": results,
         "upstream": {"cmd": upstream.cmd, "stats": stats},
@@ -1781,30 +1424,20 @@ async def amain(args: argparse.Namespace) -> dict[str, Any]:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    want = 2 * max(args.concurrency) + 1024
-    if soft < want:
-        resource.setrlimit(resource.RLIMIT_NOFILE, (min(hard, want), hard))
-    with contextlib.suppress(OSError):
-        os.sched_setaffinity(0, {args.loadgen_cpu})
-    started = time.strftime("%Y%m%d-%H%M%S")
+    raise_nofile(2 * max(args.concurrency) + 1024)
+    pin_self(args.loadgen_cpu)
+    started = timestamp()
     run = uvloop.run(amain(args))
-    doc = {
-        "benchmark": "llm_gateway",
-        "started": started,
-        "argv": sys.argv[1:] if argv is None else list(argv),
-        "config": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
-        "machine": machine_info(args),
-        **run,
-    }
-    table = render_table(doc, args)
-    doc["table_markdown"] = table
-    args.out.mkdir(parents=True, exist_ok=True)
-    path = args.out / f"llm_gateway-{started}.json"
-    path.write_text(json.dumps(doc, indent=2) + "\n")
-    print(table)
-    print(f"\nresults: {path.relative_to(ROOT) if path.is_relative_to(ROOT) else path}")
-    print(f"total {run['total_wall_s']} s")
+    save_results(
+        "llm_gateway",
+        started,
+        argv,
+        config_of(args),
+        machine_record(args),
+        run,
+        lambda doc: render_table(doc, args),
+        args.out,
+    )
     return 0
 
 
