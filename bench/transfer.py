@@ -28,6 +28,8 @@ Peak RSS is the kernel's high-water mark (``VmHWM``) of the server process, rese
 sockets (threads for ``concurrent``) and costs well under the servers per byte: downloads are
 received into a reused 4 MiB buffer with ``SO_RCVLOWAT`` at 1 MiB and compared with the
 file's known pattern (see :class:`Pattern`), uploads are sent with ``socket.sendfile``.
+Processes, CPU accounting, the blocking HTTP client and the results file are the harness's
+(``bench/harness/``).
 
     uv run python bench/transfer.py            # everything, about 3-5 minutes on a quiet machine
     uv run python bench/transfer.py --quick    # small sizes, under a minute
@@ -41,22 +43,16 @@ import contextlib
 import csv
 import gc
 import hashlib
-import importlib.metadata
 import io
 import json
 import os
-import platform
 import re
-import resource
 import secrets
 import shutil
-import signal
 import socket
 import sqlite3
 import statistics
-import struct
 import subprocess
-import sys
 import tempfile
 import threading
 import time
@@ -66,18 +62,34 @@ from typing import Any
 
 import httpx
 import psutil
-
-BENCH_DIR = Path(__file__).resolve().parent
-ROOT = BENCH_DIR.parent
-VENV_BIN = Path(sys.executable).parent
-HOST = "127.0.0.1"
-KiB, MiB, GiB = 1024, 1024**2, 1024**3
+from harness import DISTURBED_PCT, HOST, VENV_BIN, GiB, KiB, MiB
+from harness.cli import add_out_argument, choices, parser
+from harness.cpu import CpuWindow, wait_others_quiet
+from harness.http import (
+    connect,
+    free_port,
+    read_head,
+    read_until_close,
+    request_head,
+    split_response,
+)
+from harness.machine import machine_info, pin_self
+from harness.procs import UVLOOP_HTTPTOOLS, Proc, sluiceway_command, uvicorn_command
+from harness.report import config_of, fmt, md_table, ratio_cell, save_results, say, timestamp
 
 SERVER_NAMES = ("sluiceway", "starlette")
 PHASES = ("download", "concurrent", "export", "put", "post")
-
-#: A window is disturbed when other user processes took this much of one core during it.
-DISTURBED_PCT = 10.0
+#: Versions the JSON records.
+PACKAGES = (
+    "sluiceway",
+    "uvicorn",
+    "starlette",
+    "uvloop",
+    "httptools",
+    "sqlalchemy",
+    "aiosqlite",
+    "python-multipart",
+)
 #: Bytes received, then compared with the file, at a time when downloading.
 RECV_BUFFER = 4 * MiB
 #: The receive low-water mark while downloading (see :class:`Download`).
@@ -90,295 +102,58 @@ ERROR_LINE_RE = re.compile(r"Traceback|\bERROR\b|Exception|\berror\b", re.IGNORE
 # --------------------------------------------------------------------------------------------
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind((HOST, 0))
-        return int(s.getsockname()[1])
-
-
 def server_command(name: str, port: int, cpu: int) -> list[str]:
-    pin = ["taskset", "-c", str(cpu)]
-    common = ["--host", HOST, "--port", str(port), "--log-level", "warning"]
     if name == "sluiceway":
-        return [*pin, str(VENV_BIN / "sluiceway"), "serve", *common]
-    return [
-        *pin,
-        str(VENV_BIN / "uvicorn"),
+        return sluiceway_command(cpu, port, backlog=False)
+    return uvicorn_command(
+        cpu,
         "transfer_peers:app",
-        "--app-dir",
-        str(BENCH_DIR / "peers"),
-        *common,
-        "--loop",
-        "uvloop",
-        "--http",
-        "httptools",
+        port,
+        "--log-level",
+        "warning",
+        *UVLOOP_HTTPTOOLS,
         "--workers",
         "1",
-    ]
+    )
 
 
 def server_env(name: str, files_dir: Path, database: Path, max_upload: int) -> dict[str, str]:
-    env = dict(os.environ)
+    """What a server's environment adds: where the files and the demo table are."""
     url = f"sqlite+aiosqlite:///{database}"
-    if name == "sluiceway":
-        env.update(
-            SLUICEWAY_FILES_DIR=str(files_dir),
-            SLUICEWAY_DATABASE_URL=url,
-            SLUICEWAY_MAX_UPLOAD_BYTES=str(max_upload),
-        )
-        env.setdefault("SLUICEWAY_COMPRESSION", "false")
-    else:
-        env.update(TRANSFER_FILES_DIR=str(files_dir), TRANSFER_DATABASE_URL=url)
+    if name != "sluiceway":
+        return {"TRANSFER_FILES_DIR": str(files_dir), "TRANSFER_DATABASE_URL": url}
+    env = {
+        "SLUICEWAY_FILES_DIR": str(files_dir),
+        "SLUICEWAY_DATABASE_URL": url,
+        "SLUICEWAY_MAX_UPLOAD_BYTES": str(max_upload),
+    }
+    if "SLUICEWAY_COMPRESSION" not in os.environ:
+        env["SLUICEWAY_COMPRESSION"] = "false"
     return env
 
 
-class Server:
-    """One server under test: start, readiness, CPU and memory of its process, stop."""
+def server(name: str, args: argparse.Namespace, log_dir: Path, tag: str) -> Proc:
+    """Server ``name`` (not started yet). Its CPU is its own process's, every thread (the
+    file and hashing workers too)."""
+    port = free_port()
+    return Proc(
+        name,
+        server_command(name, port, args.server_cpu),
+        log_dir / f"{name}-{tag}-{port}.log",
+        port=port,
+        env=server_env(name, args.files_dir, args.database, args.max_upload),
+        tree=False,
+        stop_timeout=10,
+    )
 
-    def __init__(self, name: str, args: argparse.Namespace, log_dir: Path, tag: str) -> None:
-        self.name = name
-        self.port = free_port()
-        self.cmd = server_command(name, self.port, args.server_cpu)
-        self.env = server_env(name, args.files_dir, args.database, args.max_upload)
-        self.log_path = log_dir / f"{name}-{tag}-{self.port}.log"
-        self.proc: subprocess.Popen[bytes] | None = None
-        self.ps: psutil.Process | None = None
 
-    def launch(self) -> None:
-        with self.log_path.open("wb") as log:
-            self.proc = subprocess.Popen(
-                self.cmd,
-                cwd=ROOT,
-                env=self.env,
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
-        self.ps = psutil.Process(self.proc.pid)
-
-    def wait_ready(self, ready_timeout: float) -> None:
-        assert self.proc is not None
-        deadline = time.monotonic() + ready_timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"{self.name} exited with code {self.proc.returncode}")
-            with contextlib.suppress(httpx.HTTPError):
-                if httpx.get(f"http://{HOST}:{self.port}/healthz", timeout=1).status_code == 200:
-                    return
-            time.sleep(0.1)
-        raise TimeoutError(f"{self.name}: /healthz not ready after {ready_timeout} s")
-
-    @property
-    def pid(self) -> int:
-        assert self.proc is not None
-        return self.proc.pid
-
-    def alive(self) -> bool:
-        return self.proc is not None and self.proc.poll() is None
-
-    def cpu_seconds(self) -> float:
-        assert self.ps is not None
-        t = self.ps.cpu_times()  # all threads (the file and hashing workers too)
-        return t.user + t.system
-
-    def status_kib(self, field: str) -> int:
-        for line in Path(f"/proc/{self.pid}/status").read_text().splitlines():
-            if line.startswith(field + ":"):
-                return int(line.split()[1])
-        raise KeyError(field)
-
-    def reset_peak(self) -> None:
-        """Set the high-water mark (VmHWM) back to the current RSS."""
-        Path(f"/proc/{self.pid}/clear_refs").write_text("5")
-
-    def wait_quiet(self, max_s: float = 5.0, window: float = 0.25) -> None:
-        t0 = time.monotonic()
-        while time.monotonic() - t0 < max_s:
-            c0 = self.cpu_seconds()
-            time.sleep(window)
-            if self.cpu_seconds() - c0 < 0.05 * window:
-                return
-
-    def stop(self) -> None:
-        if self.proc is None or self.proc.poll() is not None:
-            return
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(self.proc.pid, signal.SIGTERM)
-        try:
-            self.proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(self.proc.pid, signal.SIGKILL)
-            self.proc.wait(timeout=5)
-
-    def log_problems(self) -> list[str]:
-        try:
-            text = self.log_path.read_text("utf-8", "replace")
-        except OSError:
-            return []
-        return [line for line in text.splitlines() if ERROR_LINE_RE.search(line)][:20]
+def log_problems(srv: Proc) -> list[str]:
+    return srv.log_lines(ERROR_LINE_RE)[:20]
 
 
 # --------------------------------------------------------------------------------------------
-# CPU accounting: the server, this process, the pinned cores, and everyone else
+# What the client reads: the pattern of a test file, downloads compared with it
 # --------------------------------------------------------------------------------------------
-
-
-def core_ticks() -> dict[int, list[int]]:
-    """Per-CPU /proc/stat counters: user nice system idle iowait irq softirq steal ..."""
-    out: dict[int, list[int]] = {}
-    for line in Path("/proc/stat").read_text().splitlines():
-        name, _, rest = line.partition(" ")
-        if name.startswith("cpu") and name[3:].isdigit():
-            out[int(name[3:])] = [int(x) for x in rest.split()]
-    return out
-
-
-def self_cpu() -> float:
-    ru = resource.getrusage(resource.RUSAGE_SELF)  # every thread of this process
-    return ru.ru_utime + ru.ru_stime
-
-
-def others_cpu(exclude: set[int]) -> dict[int, float]:
-    """CPU seconds of every user-space process except ``exclude`` (kernel threads left out:
-    on loopback they do our own packet and writeback work)."""
-    out: dict[int, float] = {}
-    for p in psutil.process_iter(["ppid", "cpu_times"]):
-        info = p.info
-        if p.pid in exclude or p.pid == 2 or info["ppid"] == 2 or info["cpu_times"] is None:
-            continue
-        out[p.pid] = info["cpu_times"].user + info["cpu_times"].system
-    return out
-
-
-def others_delta(before: dict[int, float], after: dict[int, float]) -> float:
-    return sum(v - before.get(pid, 0.0) for pid, v in after.items())
-
-
-class Window:
-    """CPU use over a measured window: the server process, this process (the load generator),
-    the two pinned cores (/proc/stat, softirq included: loopback TCP delivery is charged
-    there) and every other user process on the machine."""
-
-    def __init__(self, server: Server, servers: Sequence[Server], cores: dict[str, int]) -> None:
-        self.server = server
-        self.cores = cores
-        self.exclude = {os.getpid(), *(s.pid for s in servers)}
-        self.o0 = others_cpu(self.exclude)
-        self.k0 = core_ticks()
-        self.s0 = server.cpu_seconds()
-        self.c0 = self_cpu()
-        self.t0 = time.perf_counter()
-
-    def stop(self) -> dict[str, float]:
-        wall = time.perf_counter() - self.t0
-        server = self.server.cpu_seconds() - self.s0
-        client = self_cpu() - self.c0
-        k1 = core_ticks()
-        others = others_delta(self.o0, others_cpu(self.exclude))
-        res = {
-            "wall_s": round(wall, 4),
-            "server_cpu_s": round(server, 3),
-            "loadgen_cpu_s": round(client, 3),
-            "server_cpu_pct": round(100 * server / wall, 1),
-            "loadgen_cpu_pct": round(100 * client / wall, 1),
-            "others_cpu_pct": round(100 * others / wall, 1),
-        }
-        for role, core in self.cores.items():
-            d = [b - a for a, b in zip(self.k0[core], k1[core], strict=False)]
-            total = sum(d[:8]) or 1
-            res[f"{role}_core_busy_pct"] = round(100 * (total - d[3] - d[4] - d[7]) / total, 1)
-            res[f"{role}_core_softirq_pct"] = round(100 * d[6] / total, 1)
-            res[f"{role}_core_steal_pct"] = round(100 * d[7] / total, 1)
-        return res
-
-
-def wait_machine_quiet(servers: Sequence[Server], max_s: float) -> dict[str, float]:
-    """Wait (bounded) until, for a whole second, other processes used < DISTURBED_PCT of a
-    core and the servers were idle: on a shared 2-core machine a busy neighbour moves every
-    number."""
-    exclude = {os.getpid(), *(s.pid for s in servers)}
-    t0 = time.monotonic()
-    quiet_samples = 0
-    while True:
-        o0, s0 = others_cpu(exclude), [s.cpu_seconds() for s in servers]
-        time.sleep(0.5)
-        others = 100 * others_delta(o0, others_cpu(exclude)) / 0.5
-        busy = max((s.cpu_seconds() - c) / 0.5 * 100 for s, c in zip(servers, s0, strict=True))
-        quiet_samples = quiet_samples + 1 if others < DISTURBED_PCT and busy < 5 else 0
-        if quiet_samples >= 2 or time.monotonic() - t0 >= max_s:
-            return {"waited_s": round(time.monotonic() - t0, 1), "others_pct": round(others, 1)}
-
-
-# --------------------------------------------------------------------------------------------
-# Blocking HTTP/1.1 client
-# --------------------------------------------------------------------------------------------
-
-
-def connect(port: int, timeout: float) -> socket.socket:
-    sock = socket.create_connection((HOST, port))
-    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-    # A blocking socket (SO_RCVLOWAT applies to blocking reads) with kernel timeouts.
-    tv = struct.pack("ll", int(timeout), 0)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, tv)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, tv)
-    return sock
-
-
-def request_head(method: str, path: str, port: int, extra: dict[str, str]) -> bytes:
-    lines = [f"{method} {path} HTTP/1.1", f"Host: {HOST}:{port}", "Accept-Encoding: identity"]
-    lines += [f"{k}: {v}" for k, v in extra.items()]
-    return ("\r\n".join(lines) + "\r\n\r\n").encode()
-
-
-def read_head(sock: socket.socket) -> tuple[int, dict[str, str], bytes]:
-    """(status, lower-cased headers, bytes after the head)."""
-    buf = b""
-    while (end := buf.find(b"\r\n\r\n")) < 0:
-        data = sock.recv(64 * KiB)
-        if not data:
-            raise ConnectionError(f"connection closed before the response head ({buf[:200]!r})")
-        buf += data
-    lines = buf[:end].decode("latin-1").split("\r\n")
-    headers = {}
-    for line in lines[1:]:
-        key, _, value = line.partition(":")
-        headers[key.strip().lower()] = value.strip()
-    return int(lines[0].split(" ", 2)[1]), headers, buf[end + 4 :]
-
-
-def split_response(raw: bytes) -> tuple[int, dict[str, str], bytes]:
-    """A whole response read until the server closed: (status, headers, decoded body)."""
-    end = raw.find(b"\r\n\r\n")
-    if end < 0:
-        raise ValueError(f"no response head in {raw[:200]!r}")
-    lines = raw[:end].decode("latin-1").split("\r\n")
-    headers = {}
-    for line in lines[1:]:
-        key, _, value = line.partition(":")
-        headers[key.strip().lower()] = value.strip()
-    body = raw[end + 4 :]
-    if "chunked" in headers.get("transfer-encoding", "").lower():
-        parts, pos = [], 0
-        while True:
-            eol = body.index(b"\r\n", pos)
-            size = int(body[pos:eol].split(b";", 1)[0], 16)
-            if size == 0:
-                break
-            parts.append(body[eol + 2 : eol + 2 + size])
-            pos = eol + 2 + size + 2
-        body = b"".join(parts)
-    elif "content-length" in headers:
-        body = body[: int(headers["content-length"])]
-    return int(lines[0].split(" ", 2)[1]), headers, body
-
-
-def read_until_close(sock: socket.socket) -> bytes:
-    chunks = []
-    while data := sock.recv(MiB):
-        chunks.append(data)
-    return b"".join(chunks)
 
 
 class Pattern:
@@ -484,7 +259,7 @@ def demo_database(args: argparse.Namespace) -> Path:
     partial = path.with_suffix(".db.partial")
     for leftover in (partial, Path(f"{partial}-wal"), Path(f"{partial}-shm")):
         leftover.unlink(missing_ok=True)
-    print(f"building the demo table ({args.rows:,} rows) in {path} ...", file=sys.stderr)
+    say(f"building the demo table ({args.rows:,} rows) in {path} ...")
     started = time.monotonic()
     subprocess.run(
         [
@@ -499,7 +274,7 @@ def demo_database(args: argparse.Namespace) -> Path:
         stdout=subprocess.DEVNULL,
     )
     os.replace(partial, path)
-    print(f"  done in {time.monotonic() - started:.1f} s", file=sys.stderr)
+    say(f"  done in {time.monotonic() - started:.1f} s")
     return path
 
 
@@ -507,13 +282,13 @@ def demo_database(args: argparse.Namespace) -> Path:
 # Measurements: each returns (result, after) where ``after`` runs outside the measured window
 # --------------------------------------------------------------------------------------------
 
-Measure = Callable[[Server], tuple[dict[str, Any], Callable[[], dict[str, Any]]]]
+Measure = Callable[[Proc], tuple[dict[str, Any], Callable[[], dict[str, Any]]]]
 
 
 def measure_download(args: argparse.Namespace) -> Measure:
     download = Download(args.big_pattern, RECV_BUFFER)
 
-    def run(srv: Server) -> tuple[dict[str, Any], Callable[[], dict[str, Any]]]:
+    def run(srv: Proc) -> tuple[dict[str, Any], Callable[[], dict[str, Any]]]:
         with contextlib.closing(connect(srv.port, args.timeout)) as sock:
             res = download.get(sock, srv.port, f"/files/{args.big_file.name}", args.file_bytes)
         return res, dict
@@ -524,7 +299,7 @@ def measure_download(args: argparse.Namespace) -> Measure:
 def measure_concurrent(args: argparse.Namespace) -> Measure:
     path, size = f"/files/{args.small_file.name}", args.small_bytes
 
-    def run(srv: Server) -> tuple[dict[str, Any], Callable[[], dict[str, Any]]]:
+    def run(srv: Proc) -> tuple[dict[str, Any], Callable[[], dict[str, Any]]]:
         socks = [connect(srv.port, args.timeout) for _ in range(args.clients)]
         barrier = threading.Barrier(args.clients + 1)
         outcomes: list[dict[str, Any]] = [{} for _ in range(args.clients)]
@@ -578,7 +353,7 @@ def check_csv(body: bytes, rows: int) -> dict[str, Any]:
 
 
 def measure_export(args: argparse.Namespace) -> Measure:
-    def run(srv: Server) -> tuple[dict[str, Any], Callable[[], dict[str, Any]]]:
+    def run(srv: Proc) -> tuple[dict[str, Any], Callable[[], dict[str, Any]]]:
         with contextlib.closing(connect(srv.port, args.timeout)) as sock:
             t0 = time.perf_counter()
             sock.sendall(
@@ -608,7 +383,7 @@ def measure_export(args: argparse.Namespace) -> Measure:
 def measure_upload(args: argparse.Namespace, multipart: bool) -> Measure:
     counter = iter(range(1_000_000))
 
-    def run(srv: Server) -> tuple[dict[str, Any], Callable[[], dict[str, Any]]]:
+    def run(srv: Proc) -> tuple[dict[str, Any], Callable[[], dict[str, Any]]]:
         name = f"upload-{srv.name}-{'post' if multipart else 'put'}-{next(counter)}.bin"
         size = args.file_bytes
         if multipart:
@@ -709,24 +484,25 @@ MEASURES: dict[str, Callable[[argparse.Namespace], Measure]] = {
 
 
 def measured(
-    srv: Server, servers: Sequence[Server], run: Measure, args: argparse.Namespace
+    srv: Proc, servers: Sequence[Proc], run: Measure, args: argparse.Namespace
 ) -> dict[str, Any]:
     """One measured request (or group of them), run again when other processes disturbed it."""
     disturbed: list[dict[str, Any]] = []
+    cores = {"server": args.server_cpu, "loadgen": args.loadgen_cpu}
     while True:
-        quiet = wait_machine_quiet(servers, args.quiet_wait)
-        srv.wait_quiet()
+        quiet = wait_others_quiet(servers, args.quiet_wait)
+        srv.wait_quiet_blocking()
         gc.collect()
         rss_before = srv.status_kib("VmRSS")
-        srv.reset_peak()
+        srv.reset_peak_rss()
         gc.disable()
-        window = Window(srv, servers, {"server": args.server_cpu, "loadgen": args.loadgen_cpu})
+        window = CpuWindow({"server": srv}, others_exclude={os.getpid(), *(s.pid for s in servers)})
         try:
             res, after = run(srv)
         except Exception as exc:
             res, after = {"error": repr(exc)}, dict
         finally:
-            cpu = window.stop()
+            cpu = window.stop().by_role(cores, wall_digits=4)
             gc.enable()
         res.update(cpu=cpu, quiet=quiet, rss_before_mib=round(rss_before / KiB, 1))
         if srv.alive():
@@ -734,7 +510,7 @@ def measured(
             res["peak_rss_mib"] = round(peak / KiB, 1)
             res["rss_growth_mib"] = round((peak - rss_before) / KiB, 1)
         else:
-            res["error"] = f"server exited with code {srv.proc.returncode if srv.proc else '?'}"
+            res["error"] = f"server exited with code {srv.returncode}"
         try:
             res.update(after())  # checks, outside the window
         except Exception as exc:
@@ -743,11 +519,9 @@ def measured(
             if disturbed:
                 res["disturbed_attempts"] = disturbed
             return res
-        print(
+        say(
             f"    [{srv.name}] other processes took {cpu['others_cpu_pct']}% of a core,"
-            " measuring again",
-            file=sys.stderr,
-            flush=True,
+            " measuring again"
         )
         disturbed.append(res)
 
@@ -797,21 +571,21 @@ def summarize(phase: str, runs: list[dict[str, Any]], args: argparse.Namespace) 
 def run_phase(phase: str, args: argparse.Namespace, log_dir: Path) -> dict[str, Any]:
     """Fresh servers for the phase, measured in alternation ``--repeat`` times."""
     repeat = args.repeat if phase in ("download", "concurrent") else args.repeat_slow
-    starting: list[Server] = []
-    servers: list[Server] = []
+    starting: list[Proc] = []
+    servers: list[Proc] = []
     out: dict[str, Any] = {name: {"runs": []} for name in args.servers}
     try:
         for name in args.servers:  # started side by side, then waited for
-            srv = Server(name, args, log_dir, phase)
+            srv = server(name, args, log_dir, phase)
             out[name]["cmd"] = srv.cmd
-            srv.launch()
+            srv.start()
             starting.append(srv)
         for srv in starting:
             try:
-                srv.wait_ready(args.ready_timeout)
+                srv.wait_ready_blocking(args.ready_timeout)
             except Exception as exc:
                 out[srv.name]["start_error"] = repr(exc)
-                print(f"  [{srv.name}] start failed: {exc!r}", file=sys.stderr, flush=True)
+                say(f"  [{srv.name}] start failed: {exc!r}")
                 srv.stop()
                 continue
             servers.append(srv)
@@ -823,20 +597,18 @@ def run_phase(phase: str, args: argparse.Namespace, log_dir: Path) -> dict[str, 
                     httpx.get(f"http://{HOST}:{srv.port}{path}", timeout=60).raise_for_status()
                 except httpx.HTTPError as exc:
                     out[srv.name]["warmup_error"] = repr(exc)
-                    print(f"  [{srv.name}] warm-up failed: {exc!r}", file=sys.stderr)
+                    say(f"  [{srv.name}] warm-up failed: {exc!r}")
         for i in range(repeat):
             for srv in servers:
                 if not srv.alive():
                     continue
                 res = measured(srv, servers, run, args)
                 out[srv.name]["runs"].append(res)
-                print(
-                    f"  [{srv.name}] {phase} {i + 1}/{repeat}: {brief(phase, res)}", file=sys.stderr
-                )
+                say(f"  [{srv.name}] {phase} {i + 1}/{repeat}: {brief(phase, res)}")
     finally:
         for srv in starting:
             srv.stop()
-            out[srv.name]["log_problems"] = srv.log_problems()
+            out[srv.name]["log_problems"] = log_problems(srv)
             out[srv.name]["log"] = str(srv.log_path)
     for name in args.servers:
         if "start_error" in out[name]:
@@ -864,12 +636,6 @@ def brief(phase: str, r: dict[str, Any]) -> str:
 # --------------------------------------------------------------------------------------------
 # Report
 # --------------------------------------------------------------------------------------------
-
-
-def fmt(v: Any, spec: str = "") -> str:
-    if v is None or (isinstance(v, float) and v != v):
-        return "-"
-    return format(v, spec) if spec else str(v)
 
 
 def size_label(n: int) -> str:
@@ -961,23 +727,26 @@ def render_table(results: dict[str, Any], args: argparse.Namespace) -> str:
             (f"{t}: check", phase, check, None, False),
         ]
 
-    header = "| metric | " + " | ".join(names) + " |"
-    sep = "|---|" + "---:|" * len(names)
-    if ratio_col:
-        header += " sluiceway advantage |"
-        sep += "---:|"
-    lines = [header, sep]
-    for label, phase, cell, key, higher in rows:
-        line = f"| {label} | " + " | ".join(cell(phase, n) for n in names) + " |"
-        if ratio_col:
-            ours = summary(phase, "sluiceway").get(key) if key else None
-            theirs = summary(phase, "starlette").get(key) if key else None
-            if ours and theirs and ours > 0 and theirs > 0:
-                r = ours / theirs if higher else theirs / ours
-                line += f" {r:.{0 if r >= 100 else 1}f}x {'higher' if higher else 'lower'} |"
-            else:
-                line += " |"
-        lines.append(line)
+    def advantage(phase: str, key: str | None, higher: bool) -> str:
+        if key is None:
+            return ""
+        ours, theirs = summary(phase, "sluiceway").get(key), summary(phase, "starlette").get(key)
+        word = "higher" if higher else "lower"
+        return ratio_cell(ours, theirs, higher, word=word, whole_from=100, missing="")
+
+    header = ["metric", *names, *(["sluiceway advantage"] if ratio_col else [])]
+    lines = md_table(
+        header,
+        [
+            [
+                label,
+                *(cell(phase, n) for n in names),
+                *([advantage(phase, key, higher)] if ratio_col else []),
+            ]
+            for label, phase, cell, key, higher in rows
+        ],
+        right=True,
+    )
 
     notes = []
     for phase in args.phases:
@@ -1016,50 +785,21 @@ def render_table(results: dict[str, Any], args: argparse.Namespace) -> str:
     return "\n".join(lines)
 
 
-def machine_info(args: argparse.Namespace) -> dict[str, Any]:
-    model = ""
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    versions = {}
-    for pkg in (
-        "sluiceway",
-        "uvicorn",
-        "starlette",
-        "uvloop",
-        "httptools",
-        "sqlalchemy",
-        "aiosqlite",
-        "python-multipart",
-    ):
-        try:
-            versions[pkg] = importlib.metadata.version(pkg)
-        except importlib.metadata.PackageNotFoundError:
-            versions[pkg] = None
-    commit = subprocess.run(
-        ["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True
-    ).stdout.strip()
-    return {
-        "cpu_model": model,
-        "cpus": os.cpu_count(),
-        "mem_gib": round(psutil.virtual_memory().total / GiB, 1),
-        "kernel": platform.release(),
-        "python": platform.python_version(),
+def machine_record(args: argparse.Namespace) -> dict[str, Any]:
+    partitions = sorted(psutil.disk_partitions(all=True), key=lambda p: -len(p.mountpoint))
+    before = {
         "filesystem": next(
             (
                 f"{p.fstype} on {p.device}"
-                for p in sorted(psutil.disk_partitions(all=True), key=lambda p: -len(p.mountpoint))
+                for p in partitions
                 if str(args.workdir).startswith(p.mountpoint)
             ),
             None,
         ),
         "tcp_rmem": Path("/proc/sys/net/ipv4/tcp_rmem").read_text().split(),
         "tcp_wmem": Path("/proc/sys/net/ipv4/tcp_wmem").read_text().split(),
-        "versions": versions,
-        "git_commit": commit or None,
     }
+    return machine_info(PACKAGES, before=before)
 
 
 # --------------------------------------------------------------------------------------------
@@ -1068,10 +808,7 @@ def machine_info(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(
-        description=__doc__.split("\n\n")[0] if __doc__ else None,
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
-    )
+    p = parser(__doc__)
     p.add_argument(
         "--servers", default=",".join(SERVER_NAMES), help="subset of: sluiceway, starlette"
     )
@@ -1108,7 +845,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--ready-timeout", type=float, default=30.0, help="seconds to wait for /healthz")
     p.add_argument("--server-cpu", type=int, default=0, help="core the servers are pinned to")
     p.add_argument("--loadgen-cpu", type=int, default=1, help="core this process is pinned to")
-    p.add_argument("--out", type=Path, default=BENCH_DIR / "results", help="directory for the JSON")
+    add_out_argument(p)
     p.add_argument(
         "--quick",
         action="store_true",
@@ -1116,14 +853,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         " no waiting for a quiet machine and no re-runs",
     )
     args = p.parse_args(argv)
-    args.servers = [s.strip() for s in args.servers.split(",") if s.strip()]
-    args.phases = [s.strip() for s in args.phases.split(",") if s.strip()]
-    for s in args.servers:
-        if s not in SERVER_NAMES:
-            p.error(f"unknown server {s!r}")
-    for ph in args.phases:
-        if ph not in PHASES:
-            p.error(f"unknown phase {ph!r}")
+    args.servers = choices(p, args.servers, SERVER_NAMES, "server")
+    args.phases = choices(p, args.phases, PHASES, "phase")
     if args.quick:
         args.file_mib, args.small_mib, args.clients, args.rounds = 64, 4, 8, 2
         args.rows, args.repeat, args.repeat_slow = 20_000, 1, 1
@@ -1137,9 +868,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
-    with contextlib.suppress(OSError):
-        os.sched_setaffinity(0, {args.loadgen_cpu})
-    started = time.strftime("%Y%m%d-%H%M%S")
+    pin_self(args.loadgen_cpu)
+    started = timestamp()
     t0 = time.monotonic()
     args.workdir.mkdir(parents=True, exist_ok=True)
     args.files_dir = Path(tempfile.mkdtemp(prefix="files-", dir=args.workdir))
@@ -1158,37 +888,25 @@ def main(argv: Sequence[str] | None = None) -> int:
         args.file_sha256 = args.big_pattern.write(args.big_file, args.file_bytes)
         args.small_pattern.write(args.small_file, args.small_bytes)
         os.sync()  # nothing of ours left to write back during a window
-        print(f"test files written in {time.monotonic() - t:.1f} s", file=sys.stderr)
+        say(f"test files written in {time.monotonic() - t:.1f} s")
         for phase in args.phases:
-            print(f"== {phase}", file=sys.stderr, flush=True)
+            say(f"== {phase}")
             results[phase] = run_phase(phase, args, log_dir)
     finally:
         shutil.rmtree(args.files_dir, ignore_errors=True)
-    total = round(time.monotonic() - t0, 1)
-    print(f"server logs in {log_dir}", file=sys.stderr)
-
-    table = render_table(results, args)
-    config = {
-        k: (str(v) if isinstance(v, Path) else v)
-        for k, v in vars(args).items()
-        if k not in ("big_file", "small_file", "files_dir", "big_pattern", "small_pattern")
-    }
-    doc = {
-        "benchmark": "transfer",
-        "started": started,
-        "argv": sys.argv[1:] if argv is None else list(argv),
-        "config": config,
-        "machine": machine_info(args),
-        "results": results,
-        "total_wall_s": total,
-        "table_markdown": table,
-    }
-    args.out.mkdir(parents=True, exist_ok=True)
-    path = args.out / f"transfer-{started}.json"
-    path.write_text(json.dumps(doc, indent=2) + "\n")
-    print(table)
-    print(f"\nresults: {path.relative_to(ROOT) if path.is_relative_to(ROOT) else path}")
-    print(f"total {total} s")
+    say(f"server logs in {log_dir}")
+    # Not recorded: what this run made (the files, their patterns).
+    made = ("big_file", "small_file", "files_dir", "big_pattern", "small_pattern")
+    save_results(
+        "transfer",
+        started,
+        argv,
+        config_of(args, skip=made),
+        machine_record(args),
+        {"results": results, "total_wall_s": round(time.monotonic() - t0, 1)},
+        lambda doc: render_table(results, args),
+        args.out,
+    )
     return 0
 
 
