@@ -15,23 +15,22 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
 import platform
-import socket
 import statistics
 import subprocess
 import sys
 import time
 from collections.abc import Callable
-from pathlib import Path
 
 import httpx
 import httpx_sse
+from harness import BENCH_DIR, HOST, ROOT
+from harness.http import free_port
+from harness.machine import pin_self
+from harness.procs import pinned
+from harness.report import md_table, timestamp
 
 from sluiceway.client import EventSource
-
-BENCH_DIR = Path(__file__).resolve().parent
-HOST = "127.0.0.1"
 
 SERVER = r"""
 import asyncio, sys
@@ -73,12 +72,6 @@ async def main():
 
 asyncio.run(main())
 """
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind((HOST, 0))
-        return int(sock.getsockname()[1])
 
 
 def check(ids: list[str], events: int) -> None:
@@ -156,11 +149,11 @@ def main() -> None:
 
     port = free_port()
     server = subprocess.Popen(
-        ["taskset", "-c", "0", sys.executable, "-c", SERVER, str(port)],
+        [*pinned(0), sys.executable, "-c", SERVER, str(port)],
         stdout=subprocess.PIPE,
         text=True,
     )
-    os.sched_setaffinity(0, {1})
+    pin_self(1)
     try:
         assert server.stdout is not None and server.stdout.readline().strip() == "ready"
         url = f"http://{HOST}:{port}/events?n={args.events}"
@@ -177,13 +170,16 @@ def main() -> None:
 
     rates = {name: args.events / statistics.median(walls[name]) for name in CLIENTS}
     print(f"{args.events:,} events of ~110 bytes, median of {args.repeat} rounds\n")
-    print("| client | events/s | CPU µs/event | vs httpx-sse (same API kind) |")
-    print("|---|---:|---:|---:|")
+    rows = []
     for name in CLIENTS:
         peer = "httpx-sse " + name.split()[1]
         cpu_us = statistics.median(cpus[name]) / args.events * 1e6
-        print(f"| {name} | {rates[name]:,.0f} | {cpu_us:.2f} | {rates[name] / rates[peer]:.2f}x |")
-    results = BENCH_DIR / "results" / f"client-{time.strftime('%Y%m%d-%H%M%S')}.json"
+        rows.append(
+            [name, f"{rates[name]:,.0f}", f"{cpu_us:.2f}", f"{rates[name] / rates[peer]:.2f}x"]
+        )
+    header = ["client", "events/s", "CPU µs/event", "vs httpx-sse (same API kind)"]
+    print("\n".join(md_table(header, rows, right=True)))
+    results = BENCH_DIR / "results" / f"client-{timestamp()}.json"
     results.write_text(
         json.dumps(
             {
@@ -199,7 +195,7 @@ def main() -> None:
             indent=2,
         )
     )
-    print(f"\nfull results: {results.relative_to(BENCH_DIR.parent)}")
+    print(f"\nfull results: {results.relative_to(ROOT)}")
 
 
 if __name__ == "__main__":

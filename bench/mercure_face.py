@@ -11,6 +11,8 @@ import argparse
 import asyncio
 import time
 
+from harness.report import md_row, md_table
+
 from sluiceway.auth.grants import Grants
 from sluiceway.hub import Hub, HubConfig
 from sluiceway.mercure.publication import parse_publish_form
@@ -47,7 +49,7 @@ async def main(retained: int, rounds: int) -> None:
         await face.publish(update("https://example.com/x", "x", f"urn:new:{next(counter)}"))
 
     print(f"{retained} updates retained, {rounds} rounds each\n")
-    print("| operation | µs each |\n|---|---:|")
+    print("\n".join(md_table(["operation", "µs each"], [], right=True)))
     for name, step in [
         ("open a live subscription", open_live),
         ("open, resuming from a publisher's id", open_from_id),
@@ -56,7 +58,7 @@ async def main(retained: int, rounds: int) -> None:
         started = time.perf_counter()
         for _ in range(rounds):
             await step()
-        print(f"| {name} | {(time.perf_counter() - started) / rounds * 1e6:.1f} |")
+        print(md_row([name, f"{(time.perf_counter() - started) / rounds * 1e6:.1f}"]))
     await hub.aclose()
 
 

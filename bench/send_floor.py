@@ -13,20 +13,23 @@ from __future__ import annotations
 
 import argparse
 import multiprocessing as mp
-import os
 import selectors
 import socket
 import time
 from multiprocessing.synchronize import Event
 
+from harness import HOST
+from harness.machine import pin_self
+from harness.report import percentile
+
 PAYLOAD = b"4a\r\nid: 123\ndata: " + b"x" * 50 + b"\n\n\r\n"
 
 
 def reader(port: int, count: int, ready: Event, seconds: float) -> None:
-    os.sched_setaffinity(0, {1})
+    pin_self(1)
     sel = selectors.DefaultSelector()
     for _ in range(count):
-        c = socket.create_connection(("127.0.0.1", port))
+        c = socket.create_connection((HOST, port))
         c.setblocking(False)
         sel.register(c, selectors.EVENT_READ)
     ready.set()
@@ -45,9 +48,9 @@ def main() -> None:
     p.add_argument("--subscribers", type=int, default=1000)
     p.add_argument("--rounds", type=int, default=200)
     args = p.parse_args()
-    os.sched_setaffinity(0, {0})
+    pin_self(0)
     listener = socket.socket()
-    listener.bind(("127.0.0.1", 0))
+    listener.bind((HOST, 0))
     listener.listen(4096)
     port = listener.getsockname()[1]
     ready = mp.Event()
@@ -69,10 +72,9 @@ def main() -> None:
             times.append((time.perf_counter() - t0) * 1000)
             time.sleep(0.05)
         times.sort()
-        n = len(times)
         print(
-            f"{args.subscribers} sends per round, {n} rounds (ms): "
-            f"p50 {times[n // 2]:.2f}  p99 {times[min(n - 1, round(0.99 * (n - 1)))]:.2f}  "
+            f"{args.subscribers} sends per round, {len(times)} rounds (ms): "
+            f"p50 {percentile(times, 0.5):.2f}  p99 {percentile(times, 0.99):.2f}  "
             f"max {times[-1]:.2f}"
         )
     finally:

@@ -17,50 +17,39 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
 import subprocess
 import sys
 import time
-from pathlib import Path
 from typing import Any
 
 import httpx
-import psutil
-
-BENCH = Path(__file__).resolve().parent
-ROOT = BENCH.parent
-BIN = Path(sys.executable).parent
-HOST = "127.0.0.1"
-
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind((HOST, 0))
-        return int(sock.getsockname()[1])
+from harness import BENCH_DIR, HOST, ROOT
+from harness.http import free_port
+from harness.machine import pin_self
+from harness.procs import UVLOOP_HTTPTOOLS, Proc, pinned, uvicorn_command
+from harness.report import md_table, timestamp
 
 
-def start_server(port: int) -> subprocess.Popen[bytes]:
-    command = [
-        "taskset", "-c", "0", str(BIN / "uvicorn"), "user_runs_app:app",
-        "--app-dir", str(BENCH / "peers"), "--host", HOST, "--port", str(port),
-        "--loop", "uvloop", "--http", "httptools", "--log-level", "warning", "--no-access-log",
-    ]  # fmt: skip
-    process = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.DEVNULL)
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(f"http://{HOST}:{port}/healthz", timeout=1).status_code == 200:
-                return process
-        except httpx.TransportError:
-            time.sleep(0.1)
-    process.kill()
-    raise RuntimeError("the app did not start")
+def start_server() -> Proc:
+    """The app under uvicorn on core 0, once it answers /healthz."""
+    port = free_port()
+    options = ("--log-level", "warning", "--no-access-log")
+    command = uvicorn_command(0, "user_runs_app:app", port, *UVLOOP_HTTPTOOLS, *options)
+    # Its own process only (uvicorn without workers has no children), stopped within 10 s.
+    server = Proc(
+        "user_runs_app", command, None, port=port, session=False, tree=False, stop_timeout=10
+    )
+    server.start()
+    try:
+        server.wait_ready_blocking(30)
+    except BaseException:
+        server.stop()
+        raise
+    return server
 
 
 def producer_cost(awaits: bool) -> float:
-    command = ["taskset", "-c", "0", sys.executable, str(BENCH / "peers" / "user_runs_app.py")]
+    command = [*pinned(0), sys.executable, str(BENCH_DIR / "peers" / "user_runs_app.py")]
     out = subprocess.run(
         [*command, *(["--awaits"] if awaits else [])],
         cwd=ROOT,
@@ -95,20 +84,17 @@ async def load(port: int, path: str, args: argparse.Namespace) -> dict[str, Any]
 
 
 def measure(path: str, args: argparse.Namespace) -> dict[str, Any]:
-    port = free_port()
-    server = start_server(port)
-    ps = psutil.Process(server.pid)
+    server = start_server()
+    port = server.port
     try:
         asyncio.run(load(port, path, argparse.Namespace(**{**vars(args), "duration": 1.0})))
-        before = ps.cpu_times()
+        before = server.cpu_seconds()
         started = time.monotonic()
         result = asyncio.run(load(port, path, args))
         wall = time.monotonic() - started
-        after = ps.cpu_times()
+        cpu = server.cpu_seconds() - before
     finally:
-        server.terminate()
-        server.wait(10)
-    cpu = (after.user - before.user) + (after.system - before.system)
+        server.stop()
     return {
         **result,
         "items_per_s": round(result["items"] / wall),
@@ -128,24 +114,28 @@ def main() -> int:
         help="the producer gives the loop a turn before each item (each is published alone)",
     )
     args = parser.parse_args()
-    os.sched_setaffinity(0, {1})
+    pin_self(1)
     producer = producer_cost(args.awaits)
-    results = {"producer_us_per_item": round(producer, 2)}
+    results: dict[str, Any] = {"producer_us_per_item": round(producer, 2)}
     for name, path in (("plain StreamingResponse", "/plain"), ("runs.respond", "/runs")):
         found = measure(path, args)
         found["serving_us_per_item"] = round(found["server_cpu_us_per_item"] - producer, 2)
         results[name] = found
         print(name, found, file=sys.stderr)
-    print("| | items/s | server CPU | µs CPU per item | µs per item on top of the producer |")
-    print("|---|---|---|---|---|")
-    for name in ("plain StreamingResponse", "runs.respond"):
-        r = results[name]
-        print(
-            f"| {name} | {r['items_per_s']:,} | {r['server_cpu_pct']}% |"
-            f" {r['server_cpu_us_per_item']} | **{r['serving_us_per_item']}** |"
-        )
+    header = ["", "items/s", "server CPU", "µs CPU per item", "µs per item on top of the producer"]
+    rows = [
+        [
+            name,
+            f"{r['items_per_s']:,}",
+            f"{r['server_cpu_pct']}%",
+            f"{r['server_cpu_us_per_item']}",
+            f"**{r['serving_us_per_item']}**",
+        ]
+        for name, r in ((n, results[n]) for n in ("plain StreamingResponse", "runs.respond"))
+    ]
+    print("\n".join(md_table(header, rows)))
     print(f"\nthe producer alone: {results['producer_us_per_item']} µs per item")
-    out = BENCH / "results" / f"user_runs-{time.strftime('%Y%m%d-%H%M%S')}.json"
+    out = BENCH_DIR / "results" / f"user_runs-{timestamp()}.json"
     out.write_text(json.dumps({"args": vars(args), "results": results}, indent=2))
     print(f"results: {out.relative_to(ROOT)}")
     return 0
