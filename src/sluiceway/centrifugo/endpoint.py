@@ -5,8 +5,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections import Counter
-from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
@@ -16,24 +14,13 @@ from sluiceway.centrifugo import codes, frames
 from sluiceway.centrifugo.connection import DIRECT_WRITER, Connection, Receive, Send
 from sluiceway.centrifugo.options import CentrifugoOptions
 from sluiceway.centrifugo.presence import MemoryPresence, Presence
+from sluiceway.centrifugo.stats import EndpointStats
 from sluiceway.hub import Hub, RetainedTopic
 
 logger = logging.getLogger("sluiceway.centrifugo")
 
 #: Encoded publications kept for reuse: one event fanned out to N connections is encoded once.
 PUSH_CACHE_SIZE = 4096
-
-
-@dataclass(slots=True)
-class EndpointStats:
-    connections_opened: int = 0
-    connects: int = 0
-    delivered: int = 0  # publications handed to connections' writers
-    commands: dict[str, int] = field(default_factory=dict)
-    disconnects: Counter[int] = field(default_factory=Counter)
-
-    def count_disconnect(self, code: int) -> None:
-        self.disconnects[code] += 1
 
 
 class CentrifugoEndpoint:
@@ -127,8 +114,8 @@ class CentrifugoEndpoint:
             self._sweeper = asyncio.get_running_loop().create_task(self._sweep())
 
     async def _sweep(self) -> None:
-        """Pings, pong and connect deadlines, token expiry, stuck writes and presence renewal:
-        one pass a second over every connection, instead of timers per connection."""
+        """Pings, pong and connect deadlines, token expiry and presence renewal: one pass a
+        second over every connection, instead of timers per connection."""
         loop = asyncio.get_running_loop()
         options = self.options
         next_presence = loop.time() + options.presence_ttl / 3
@@ -137,47 +124,17 @@ class CentrifugoEndpoint:
             now = loop.time()
             try:
                 for connection in list(self.connections):
-                    self._check(connection, now)
+                    connection.tick(now)
                 if now >= next_presence:
                     next_presence = now + options.presence_ttl / 3
                     await self.presence.refresh(self._presence_entries())
             except Exception:  # keep sweeping: pings and deadlines depend on it
                 logger.exception("centrifugo sweep failed")
 
-    def _check(self, connection: Connection, now: float) -> None:
-        options = self.options
-        if connection.writing_since and now - connection.writing_since > self._write_timeout:
-            connection.abort(codes.WRITE_ERROR)
-        elif connection.disconnect is not None:
-            return  # closing already
-        elif not connection.connected:
-            if now - connection.opened_at > options.connect_timeout:
-                connection.close(codes.STALE)
-        elif connection.pong_deadline is not None and now > connection.pong_deadline:
-            connection.close(codes.NO_PONG)
-        elif connection.expires_at is not None and now > connection.expires_at:
-            connection.close(codes.EXPIRED)
-        elif any(now > deadline for deadline in connection.sub_expires_at.values()):
-            connection.close(codes.SUB_EXPIRED)
-        elif now >= connection.next_ping:
-            connection.next_ping = now + options.ping_interval
-            connection.ping()
-
-    @property
-    def _write_timeout(self) -> float:
-        return self.hub.config.write_timeout
-
     def _presence_entries(self) -> list[tuple[str, str, dict[str, Any]]]:
         entries = []
         for connection in self.connections:
-            client = connection.client
-            for channel in connection.subscriptions:
-                info: dict[str, Any] = {"user": client.user, "client": client.id}
-                if client.info is not None:
-                    info["conn_info"] = client.info
-                if channel in connection.channel_info:
-                    info["chan_info"] = connection.channel_info[channel]
-                entries.append((channel, client.id, info))
+            entries += connection.protocol.presence_entries()
         return entries
 
     # -- shutdown ----------------------------------------------------------------------------
