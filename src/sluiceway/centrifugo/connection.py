@@ -125,6 +125,7 @@ class Connection:
         "done",
         "endpoint",
         "hub",
+        "options",
         "paused",
         "protocol",
         "subscriptions",
@@ -140,6 +141,7 @@ class Connection:
         self.endpoint = endpoint
         self._direct = direct
         self.hub = endpoint.hub
+        self.options = endpoint.options
         self._send = send
         loop = asyncio.get_running_loop()
         self._loop = loop
@@ -202,13 +204,13 @@ class Connection:
                     protocol.resolve(request, result)
         finally:
             opening = self._opening
-            if opening:  # subscribed by a command that failed before following them
+            if opening is not None:  # subscribed by a command that failed before following
                 for subscription in opening.values():
                     subscription.release()
-                opening.clear()
+                self._opening = None
 
     async def _execute(self, request: Request[Any]) -> Any:
-        hooks = self.endpoint.options.hooks
+        hooks = self.options.hooks
         match request:
             case Subscribe():
                 return await self._subscribe(request)
@@ -386,9 +388,12 @@ class Connection:
         if self.done:
             return
         if self._blocked_since is not None:
-            # Blocked, the writer reads nothing: the hub's sweep applies the buffer bounds and
-            # the write timeout, and a stream it aborted ends the connection now.
+            # Blocked, the writer reads nothing: the log is where a slow client's backlog
+            # grows, so its bounds are checked as news comes, not only at the hub's next sweep
+            # (which applies them too, and the write timeout); an aborted stream ends it now.
             for subscription in self.subscriptions.values():
+                if subscription.state.sends:
+                    subscription.check_lag()
                 if subscription.state is StreamState.ABORTED:
                     slow = subscription.close_reason is CloseReason.OVERFLOW
                     self.abort(codes.SLOW if slow else codes.WRITE_ERROR)
@@ -481,7 +486,7 @@ class Connection:
         parts = self.protocol.data_to_send()
         self._more = False
         if self.disconnect is None:
-            budget = self.endpoint.options.max_send_frame_bytes - sum(map(len, parts))
+            budget = self.options.max_send_frame_bytes - sum(map(len, parts))
             finished = False
             for channel, subscription in list(self.subscriptions.items()):
                 budget = self._read(channel, subscription, parts, budget)
@@ -550,7 +555,7 @@ class Connection:
         for channel in channels:
             with contextlib.suppress(Exception):
                 await self.endpoint.presence.remove(channel, client.id)
-        hook = self.endpoint.options.hooks.on_disconnect
+        hook = self.options.hooks.on_disconnect
         disconnect = protocol.disconnect
         if hook is not None and protocol.connected and disconnect is not None:
             try:

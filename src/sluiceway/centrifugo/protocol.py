@@ -31,7 +31,6 @@ import math
 import re
 import time
 import uuid
-from collections import deque
 from collections.abc import Callable, Generator
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar, cast
@@ -240,7 +239,9 @@ class CentrifugoProtocol:
         self._tokens_at = now
         self._refused_in_row = 0
         self._out: list[bytes] = []
-        self._commands: deque[frames.Command] | None = None  # waiting for the running one
+        #: Commands waiting for the running one (None when there are none: an idle connection
+        #: keeps no list).
+        self._commands: list[frames.Command] | None = None
         self._command: frames.Command | None = None  # the running one
         self._task: Steps | None = None  # its handler, waiting for _request
         self._request: Request[Any] | None = None
@@ -263,7 +264,7 @@ class CentrifugoProtocol:
             return
         self._now = now
         if self._commands is None:
-            self._commands = deque(commands)
+            self._commands = commands
         else:
             self._commands.extend(commands)
         self._run()
@@ -327,8 +328,7 @@ class CentrifugoProtocol:
         if self.disconnect is None:
             self.disconnect = disconnect
             self.stats.count_disconnect(disconnect.code)
-            if self._commands:
-                self._commands.clear()
+            self._commands = None
 
     def connection_lost(self) -> None:
         """The socket is gone: closed with 3000 unless a reason was decided before."""
@@ -375,8 +375,12 @@ class CentrifugoProtocol:
     def _run(self) -> None:
         """Run the waiting commands in order until one waits for a request."""
         commands = self._commands
+        if commands is None:
+            return
         while self._request is None and commands and self.disconnect is None:
-            self._dispatch(commands.popleft())
+            self._dispatch(commands.pop(0))
+        if not commands or self.disconnect is not None:
+            self._commands = None
 
     def _dispatch(self, command: frames.Command) -> None:
         method = command.method
@@ -474,9 +478,27 @@ class CentrifugoProtocol:
             client.grants = self._grants(claims)
         elif not options.allow_anonymous:
             raise codes.INVALID_TOKEN  # terminal: retrying without a token cannot help
+        # The token's "channels": server-side subscriptions, recovered from the positions the
+        # client sends in "subs".
+        channels = claims.get("channels") or []
+        if not isinstance(channels, list) or not all(isinstance(c, str) for c in channels):
+            raise codes.INVALID_TOKEN
+        channels = list(dict.fromkeys(channels))
+        for channel in channels:
+            self._check_channel(channel)  # a signed token names no internal topic either
+        if len(channels) > options.max_channels:
+            raise codes.limit_exceeded()
         data = None
         if options.hooks.on_connect is not None:
             data = yield from _ask(ConnectHook(client, params.get("data")))
+        subs_param = params.get("subs")
+        positions: dict[str, Any] = subs_param if isinstance(subs_param, dict) else {}
+        subs: dict[str, Any] = {}
+        for channel in channels:
+            found = positions.get(channel)
+            wanted: dict[str, Any] = found if isinstance(found, dict) else {}
+            subs[channel] = yield from self._open(channel, wanted)
+        # Connected once everything it asked for is there: a refused connect may be retried.
         self.connected = True
         self.stats.connects += 1
         now = self._now
@@ -493,23 +515,6 @@ class CentrifugoProtocol:
             result.update(expires=True, ttl=int(expires))
         if data is not None:
             result["data"] = data
-        # The token's "channels": server-side subscriptions, recovered from the positions the
-        # client sends in "subs".
-        channels = claims.get("channels") or []
-        if not isinstance(channels, list) or not all(isinstance(c, str) for c in channels):
-            raise codes.INVALID_TOKEN
-        channels = list(dict.fromkeys(channels))
-        for channel in channels:
-            self._check_channel(channel)  # a signed token names no internal topic either
-        if len(channels) > options.max_channels:
-            raise codes.limit_exceeded()
-        subs_param = params.get("subs")
-        positions: dict[str, Any] = subs_param if isinstance(subs_param, dict) else {}
-        subs: dict[str, Any] = {}
-        for channel in channels:
-            found = positions.get(channel)
-            wanted: dict[str, Any] = found if isinstance(found, dict) else {}
-            subs[channel] = yield from self._open(channel, wanted)
         if subs:
             result["subs"] = subs
         self._reply(command, result)
