@@ -132,6 +132,7 @@ def test_the_protocol_cores_do_no_io() -> None:
         "sluiceway/control.py",
         "sluiceway/centrifugo/frames.py",
         "sluiceway/centrifugo/codes.py",
+        "sluiceway/centrifugo/protocol.py",
         "sluiceway/mercure/selectors.py",
         "sluiceway/mercure/publication.py",
         "sluiceway/llm/openai_format.py",
