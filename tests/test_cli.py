@@ -103,6 +103,6 @@ def test_help_lists_the_options() -> None:
 def test_the_installed_uvicorn_supports_the_native_stream_path() -> None:
     # `serve` would fall back to pure ASGI (with a warning) and every "native" test would
     # silently test the ASGI path instead.
-    from sluiceway.server import native
+    from sluiceway.uvicorn_adapter import http
 
-    assert native.AVAILABLE
+    assert http.AVAILABLE

@@ -105,18 +105,8 @@ async def close_all_streams(grace: float = 5.0) -> None:
 
 
 def end_streams_on_uvicorn_exit(timeout: float = 5.0) -> None:
-    """Make uvicorn end running event streams when it is asked to exit (idempotent)."""
-    import uvicorn
+    """Make uvicorn end running event streams when it is asked to exit (idempotent: the first
+    call's ``timeout`` holds)."""
+    from sluiceway.uvicorn_adapter.exit_hook import before_uvicorn_shutdown
 
-    server_class = uvicorn.Server
-    if getattr(server_class.shutdown, "_sluiceway", False):
-        return
-    original = server_class.shutdown
-
-    @functools.wraps(original)
-    async def shutdown(self: uvicorn.Server, sockets: object = None) -> None:
-        await close_all_streams(timeout)
-        await original(self, sockets)  # type: ignore[arg-type]
-
-    shutdown._sluiceway = True  # type: ignore[attr-defined]
-    server_class.shutdown = shutdown  # type: ignore[method-assign]
+    before_uvicorn_shutdown(functools.partial(close_all_streams, timeout))

@@ -3,12 +3,14 @@
 Through ASGI, every open stream needs a task parked in ``await send(...)`` and a second one
 parked in ``await receive()`` to notice the client leaving; each delivery is a task switch.
 Measured here (bench/), uvicorn itself costs about 9 KiB per connection, and the ASGI stream
-on top of it about as much again. This module subclasses uvicorn's httptools protocol: a
-``GET /topics/{topic}`` or ``GET /events`` that it can serve is attached to the hub from the
+on top of it about as much again. So uvicorn's httptools protocol is subclassed
+(:mod:`sluiceway.uvicorn_adapter.http`): a ``GET /topics/{topic}`` or ``GET /events`` that
+this module says it can serve (:class:`NativeStreams`) is attached to the hub from the
 protocol callback itself, with no task at all. Publishing marks the subscribers ready; one
 callback per loop iteration writes each one's pending events (already framed as HTTP chunks,
-the same ``bytes`` object for everyone) with ``transport.write``. Flow control is the
-transport's own ``pause_writing``/``resume_writing``; a client leaving is ``connection_lost``.
+the same ``bytes`` object for everyone) with ``transport.write`` (:class:`TransportSink`).
+Flow control is the transport's own ``pause_writing``/``resume_writing``; a client leaving is
+``connection_lost``. Nothing here knows uvicorn.
 
 Admission is the one check of :mod:`sluiceway.server.admission`, asked here exactly as the
 ASGI route asks it: this path serves a request only when the answer is a plain yes (the host
@@ -21,12 +23,10 @@ the ASGI app, which answers it, errors included, with the same rules.
 from __future__ import annotations
 
 import asyncio
-import logging
+from collections.abc import Iterable
 from typing import Any
 
 from starlette.datastructures import QueryParams
-from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol, RequestResponseCycle
-from uvicorn.protocols.utils import get_client_addr, get_path_with_query_string
 
 from sluiceway.asgi.eventstream import SSE_HEADERS
 from sluiceway.auth import AuthError
@@ -37,9 +37,7 @@ from sluiceway.server.errors import APIError
 from sluiceway.server.settings import Settings
 from sluiceway.server.streams import read_stream_request, stream_topics_from_path
 from sluiceway.sse import encode_retry
-
-#: False if the installed uvicorn lacks the hook we use; ``serve`` then stays on pure ASGI.
-AVAILABLE = hasattr(HttpToolsProtocol, "_start_asgi_task")
+from sluiceway.uvicorn_adapter.http import StreamOwner
 
 _HEAD = b"HTTP/1.1 200 OK\r\n" + b"".join(b"%s: %s\r\n" % header for header in SSE_HEADERS)
 _END = b"0\r\n\r\n"
@@ -52,18 +50,101 @@ def as_http_chunk(data: bytes) -> bytes:
     return b"%x\r\n%b\r\n" % (len(data), data)
 
 
+def native_subscription(
+    scope: Any, hub: Hub, settings: Settings, admission: Admission
+) -> Subscription | None:
+    """The hub subscription that answers the request of ``scope``, if this path may serve it
+    (see the module doc); None leaves it to the ASGI app."""
+    if scope["method"] != "GET" or scope["http_version"] != "1.1" or hub.closing:
+        return None
+    path_topics = stream_topics_from_path(scope["path"])
+    if path_topics is None:
+        return None
+    facts = RequestFacts.from_scope(scope)
+    if facts.origin is not None and settings.cors_allow_origins:
+        return None  # a cross-origin request: the CORS middleware answers it
+    if admission.check_request(facts) is not None:
+        return None  # refused: the ASGI gate answers with the same refusal
+    headers: dict[str, str] = {}
+    for name, value in scope["headers"]:
+        if name == b"last-event-id":  # the first, as the ASGI route reads it
+            headers["last-event-id"] = value.decode("latin-1")
+            break
+    query = QueryParams(scope["query_string"]) if scope["query_string"] else _NO_QUERY
+    try:
+        grants = admission.grants(facts)
+        wanted = read_stream_request(settings, path_topics, query, headers)
+        if grants.read_deadline is not None or not admission.may_read_topics(grants, wanted.topics):
+            return None  # refused, or ends with its token: the ASGI route serves it
+        return hub.subscribe_nowait(wanted.topics, wanted.last_event_id)
+    except (AuthError, APIError, HubError, InvalidEventId, ValueError):
+        return None  # the ASGI route answers with the proper error
+
+
+def response_head(settings: Settings, server_headers: Iterable[tuple[bytes, bytes]]) -> bytes:
+    """The head of a native stream's response, with the headers the server adds to every
+    response, and the ``retry`` field first if one is configured."""
+    head = [_HEAD]
+    head.extend(b"%s: %s\r\n" % header for header in server_headers)
+    head.append(b"transfer-encoding: chunked\r\n\r\n")
+    if settings.retry_ms is not None:
+        head.append(as_http_chunk(encode_retry(settings.retry_ms)))
+    return b"".join(head)
+
+
+class NativeStreams:
+    """The hub streams of ``sluiceway serve`` as the server's native path
+    (:class:`sluiceway.uvicorn_adapter.http.NativePath`)."""
+
+    def __init__(self, hub: Hub, settings: Settings, admission: Admission) -> None:
+        self.hub = hub
+        self.settings = settings
+        self.admission = admission
+
+    def open(
+        self,
+        scope: Any,
+        *,
+        server_headers: Iterable[tuple[bytes, bytes]],
+        transport: asyncio.Transport,
+        loop: asyncio.AbstractEventLoop,
+        write_paused: bool,
+        owner: StreamOwner,
+    ) -> TransportSink | None:
+        sub = native_subscription(scope, self.hub, self.settings, self.admission)
+        if sub is None:
+            return None
+        transport.write(response_head(self.settings, server_headers))
+        return TransportSink(owner, transport, loop, sub, paused=write_paused)
+
+    def redact(self, target: str) -> str:
+        return redact_tokens(target)
+
+
 class TransportSink:
-    """Writes one subscription to one socket, driven by callbacks (see the module doc)."""
+    """Writes one subscription to one socket, driven by callbacks (see the module doc): the
+    hub's ``ready``, the transport's ``pause``/``resume`` (passed on by the connection)."""
 
-    __slots__ = ("done", "loop", "paused", "protocol", "sub", "transport")
+    __slots__ = ("done", "loop", "owner", "paused", "sub", "transport")
 
-    def __init__(self, protocol: StreamingHttpProtocol, sub: Subscription) -> None:
-        self.protocol = protocol
-        self.transport = protocol.transport
+    def __init__(
+        self,
+        owner: StreamOwner,
+        transport: asyncio.Transport,
+        loop: asyncio.AbstractEventLoop,
+        sub: Subscription,
+        *,
+        paused: bool,
+    ) -> None:
+        self.owner = owner
+        self.transport = transport
         self.sub = sub
-        self.loop = protocol.loop
-        self.paused = protocol.flow.write_paused
+        self.loop = loop
+        self.paused = paused
         self.done = False
+
+    def start(self) -> None:
+        self.sub.attach(self)
 
     def ready(self) -> None:
         if self.done:
@@ -72,21 +153,22 @@ class TransportSink:
         if sub.state is StreamState.ABORTED or sub.close_reason is CloseReason.DISCONNECT:
             self.finish()
             return
-        if self.paused:
-            return  # resume_writing() calls us again
         # One writev per chunk, the frame itself not copied: with a single event that is the
         # same bytes object for every subscriber (the topic's stored frame).
         writelines = self.transport.writelines
         sent = 0
-        # A write may call pause_writing() synchronously: look again before each chunk.
+        chunk: bytes | None = None
+        # Paused, write nothing: resume_writing() calls us again. A write may call
+        # pause_writing() (so pause()) synchronously: look again before each chunk. The loop
+        # ends with a chunk in hand only when that happened.
         while not self.paused and (chunk := sub.next_chunk()) is not None:
             writelines((b"%x\r\n" % len(chunk), chunk, _CRLF))
             sent += len(chunk)
         if sent:
             sub.sent(sent, self.loop.time())
-        if self.protocol.flow.write_paused:  # paused during a write: blocked again
+        if chunk is not None:  # paused during a write: blocked again
             sub.blocked(self.loop.time())
-        elif sub.closed:
+        elif sub.closed and not self.paused:
             self.finish()
 
     def pause(self) -> None:
@@ -109,101 +191,10 @@ class TransportSink:
         elif sub.close_reason is not CloseReason.DISCONNECT and not self.transport.is_closing():
             self.transport.write(_END)
             self.transport.close()
-        cycle = self.protocol.cycle
-        if cycle is not None:
-            cycle.response_complete = True
-        self.protocol.sink = None
+        self.owner.stream_finished()
         sub.release()
 
-
-class StreamingHttpProtocol(HttpToolsProtocol):
-    """uvicorn's httptools protocol, with hub streams served natively (see the module doc).
-
-    Bound to a hub and settings with :func:`protocol_for`.
-    """
-
-    hub: Hub
-    settings: Settings
-    admission: Admission
-    sink: TransportSink | None = None
-
-    def _start_asgi_task(self, cycle: RequestResponseCycle, app: Any) -> None:
-        if self.sink is None and self._serve_natively(cycle):
-            return
-        super()._start_asgi_task(cycle, app)
-
-    def _serve_natively(self, cycle: RequestResponseCycle) -> bool:
-        scope = cycle.scope
-        if scope["method"] != "GET" or scope["http_version"] != "1.1" or self.hub.closing:
-            return False
-        path_topics = stream_topics_from_path(scope["path"])
-        if path_topics is None:
-            return False
-        facts = RequestFacts.from_scope(scope)
-        if facts.origin is not None and self.settings.cors_allow_origins:
-            return False  # a cross-origin request: the CORS middleware answers it
-        admission = self.admission
-        if admission.check_request(facts) is not None:
-            return False  # refused: the ASGI gate answers with the same refusal
-        headers: dict[str, str] = {}
-        for name, value in scope["headers"]:
-            if name == b"last-event-id":  # the first, as the ASGI route reads it
-                headers["last-event-id"] = value.decode("latin-1")
-                break
-        query = QueryParams(scope["query_string"]) if scope["query_string"] else _NO_QUERY
-        try:
-            grants = admission.grants(facts)
-            wanted = read_stream_request(self.settings, path_topics, query, headers)
-            if grants.read_deadline is not None or not admission.may_read_topics(
-                grants, wanted.topics
-            ):
-                return False  # refused, or ends with its token: the ASGI route serves it
-            sub = self.hub.subscribe_nowait(wanted.topics, wanted.last_event_id)
-        except (AuthError, APIError, HubError, InvalidEventId, ValueError):
-            return False  # the ASGI route answers with the proper error
-        head = [_HEAD]
-        head.extend(b"%s: %s\r\n" % header for header in self.server_state.default_headers)
-        head.append(b"transfer-encoding: chunked\r\n\r\n")
-        if self.settings.retry_ms is not None:
-            head.append(as_http_chunk(encode_retry(self.settings.retry_ms)))
-        self.transport.write(b"".join(head))
-        cycle.response_started = True
-        if self.access_log and self.access_logger.isEnabledFor(logging.INFO):
-            self.access_logger.info(
-                '%s - "%s %s HTTP/%s" %d',
-                get_client_addr(scope),
-                scope["method"],
-                redact_tokens(get_path_with_query_string(scope)),
-                scope["http_version"],
-                200,
-            )
-        self.sink = TransportSink(self, sub)
-        sub.attach(self.sink)
-        return True
-
-    def pause_writing(self) -> None:
-        super().pause_writing()
-        if self.sink is not None:
-            self.sink.pause()
-
-    def resume_writing(self) -> None:
-        super().resume_writing()
-        if self.sink is not None:
-            self.sink.resume()
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        sink = self.sink
-        if sink is not None:
-            sink.sub.close(CloseReason.DISCONNECT)
-            sink.finish()
-        super().connection_lost(exc)
-
-
-def protocol_for(hub: Hub, settings: Settings, admission: Admission) -> type[asyncio.Protocol]:
-    """A protocol class bound to ``hub``, ``settings`` and the app's ``admission``, for
-    ``uvicorn.Config(http=...)``."""
-    return type(
-        "BoundStreamingHttpProtocol",
-        (StreamingHttpProtocol,),
-        {"hub": hub, "settings": settings, "admission": admission},
-    )
+    def disconnected(self) -> None:
+        """The client left."""
+        self.sub.close(CloseReason.DISCONNECT)
+        self.finish()

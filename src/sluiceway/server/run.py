@@ -1,25 +1,23 @@
-"""Running the server under uvicorn, ending event streams cleanly on shutdown."""
+"""Running ``sluiceway serve``: the app, its hub and the warnings, served by uvicorn
+(:mod:`sluiceway.uvicorn_adapter.server`, which ends event streams cleanly on shutdown)."""
 
 from __future__ import annotations
 
 import gc
 import logging
 import os
-import socket
-import time
-from collections.abc import Awaitable, Callable
-
-import uvicorn
 
 from sluiceway.asgi import close_all_streams
 from sluiceway.asgi.shutdown import take_aborted
-from sluiceway.hub import Hub
-from sluiceway.server import native, native_ws
+from sluiceway.server import native_ws
 from sluiceway.server.admission import redact_tokens
 from sluiceway.server.app import create_app, make_hub
+from sluiceway.server.native import NativeStreams
 from sluiceway.server.services import Services
 from sluiceway.server.settings import Settings
 from sluiceway.server.workers import REUSE_PORT_ENV, check_backend, reuse_port_socket, supervise
+from sluiceway.uvicorn_adapter import http
+from sluiceway.uvicorn_adapter.server import filter_server_logs, streaming_server
 
 logger = logging.getLogger("sluiceway")
 
@@ -46,7 +44,7 @@ EXPOSED_READS_WARNING = """
 
 
 class RedactTokens(logging.Filter):
-    """Keeps credentials out of uvicorn's logs: token parameters in logged request targets
+    """Keeps credentials out of the server's logs: token parameters in logged request targets
     (``?access_token=...``) are replaced (see :func:`redact_tokens`)."""
 
     def filter(self, record: logging.LogRecord) -> bool:
@@ -79,77 +77,6 @@ def warn_if_exposed(settings: Settings) -> None:
         )
 
 
-class StreamingServer(uvicorn.Server):
-    """uvicorn waits for open responses before it shuts down, and an event stream never ends
-    by itself; so stop accepting, end the streams (after flushing what was published), then
-    let uvicorn finish."""
-
-    def __init__(
-        self,
-        config: uvicorn.Config,
-        hub: Hub,
-        timeout: float,
-        stop_work: Callable[[], Awaitable[None]],
-    ) -> None:
-        super().__init__(config)
-        self.hub = hub
-        self.stream_timeout = timeout
-        self.stop_work = stop_work
-        self._stuck_since: dict[object, float] = {}
-
-    async def on_tick(self, counter: int) -> bool:
-        if counter % 10 == 0:  # uvicorn ticks every 0.1 s
-            self._abort_stuck_connections(time.monotonic())
-        aborted = take_aborted()
-        if aborted:
-            self._abort_connections_from(aborted)
-        return await super().on_tick(counter)
-
-    def _abort_connections_from(self, clients: set[tuple[str, int]]) -> None:
-        """Drop the connections whose streams were aborted (overflow, write timeout)."""
-        for connection in list(self.server_state.connections):
-            transport = getattr(connection, "transport", None)
-            if transport is None:
-                continue
-            peer = transport.get_extra_info("peername")  # (host, port[, flow, scope])
-            if isinstance(peer, tuple) and (peer[0], peer[1]) in clients:
-                transport.abort()
-
-    def _abort_stuck_connections(self, now: float) -> None:
-        """Abort connections that are closing but cannot flush, for longer than the write
-        timeout. An ASGI app cannot abort a connection: a stream it drops for a stuck socket
-        just returns, and uvicorn's ``transport.close()`` then waits forever for a client that
-        reads nothing. (The native stream path aborts its own transports.)"""
-        stuck: dict[object, float] = {}
-        for connection in list(self.server_state.connections):
-            transport = getattr(connection, "transport", None)
-            if (
-                transport is None
-                or not transport.is_closing()
-                or not transport.get_write_buffer_size()
-            ):
-                continue
-            since = self._stuck_since.get(connection, now)
-            if now - since >= self.hub.config.write_timeout:
-                transport.abort()
-            else:
-                stuck[connection] = since
-        self._stuck_since = stuck
-
-    async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
-        for server in self.servers:
-            server.close()
-        # Runs and jobs end first, publishing their last events while the hub takes them;
-        # then the hub ends the streams, after those events are flushed.
-        await self.stop_work()
-        await self.hub.aclose(self.stream_timeout)
-        await close_all_streams(self.stream_timeout)
-        await super().shutdown(sockets)
-        # uvicorn re-raises the signal that stopped it once it is done; our shutdown was
-        # graceful, so exit with status 0 instead of dying of SIGTERM.
-        self._captured_signals.clear()
-
-
 def serve(settings: Settings) -> None:
     """Run ``sluiceway serve`` in the foreground until SIGINT/SIGTERM.
 
@@ -164,36 +91,39 @@ def serve(settings: Settings) -> None:
     hub = make_hub(settings)
     app = create_app(settings, hub)
     services: Services = app.state.services
-    use_native = settings.native_streams and native.AVAILABLE
-    if settings.native_streams and not native.AVAILABLE:
+    use_native = settings.native_streams and http.AVAILABLE
+    if settings.native_streams and not http.AVAILABLE:
         logger.warning("this uvicorn has no hook for native streams: serving them through ASGI")
-    config = uvicorn.Config(
+
+    async def end_streams() -> None:
+        # Runs and jobs end first, publishing their last events while the hub takes them;
+        # then the hub ends the streams, after those events are flushed.
+        await services.stop_work()
+        await hub.aclose(settings.shutdown_timeout)
+        await close_all_streams(settings.shutdown_timeout)
+
+    server = streaming_server(
         app,
         host=settings.host,
         port=settings.port,
         log_level=settings.log_level,
         backlog=settings.backlog,
-        lifespan="on",
         # Hub streams written straight to the socket; everything else through ASGI.
-        http=native.protocol_for(hub, settings, services.admission) if use_native else "auto",
+        http=(
+            http.protocol_for(NativeStreams(hub, settings, services.admission))
+            if use_native
+            else None
+        ),
         # uvicorn's sans-I/O implementation (the lightest per connection), writing frames
-        # straight to the socket. Frames over twice the protocol's limit are refused by
-        # uvicorn (1009) before they are buffered whole.
+        # straight to the socket; frames over twice the protocol's limit are refused.
         ws=native_ws.protocol_for(services.websocket, services.admission),
         ws_max_size=2 * settings.ws_max_frame_bytes,
-        # permessage-deflate would compress each frame again for every connection (a fan-out
-        # encodes once) and hold a zlib context of ~100s of KiB per idle connection.
-        ws_per_message_deflate=False,
-        # The Centrifugo protocol's own pings find dead clients (3012); WebSocket-level pings
-        # on top would cost a timer per connection.
-        ws_ping_interval=None,
-        # Streams are ended (or dropped, if stuck) by StreamingServer.shutdown before uvicorn
-        # waits for connections; this only bounds what is left, e.g. a slow upload.
-        timeout_graceful_shutdown=1,
+        end_streams=end_streams,
+        take_aborted=take_aborted,
+        write_timeout=hub.config.write_timeout,
     )
     # Request targets are logged by uvicorn (and by the native path, already redacted).
-    for name in ("uvicorn.access", "uvicorn.error"):
-        logging.getLogger(name).addFilter(RedactTokens())
+    filter_server_logs(RedactTokens())
     warn_if_exposed(settings)
     # A connection allocates dozens of container objects; with the default thresholds the
     # cyclic GC runs a full pass over every live connection again and again while thousands
@@ -206,4 +136,4 @@ def serve(settings: Settings) -> None:
     sockets = None
     if os.environ.get(REUSE_PORT_ENV):  # a worker of `serve --workers N`
         sockets = [reuse_port_socket(settings.host, settings.port, settings.backlog)]
-    StreamingServer(config, hub, settings.shutdown_timeout, services.stop_work).run(sockets=sockets)
+    server.run(sockets=sockets)
