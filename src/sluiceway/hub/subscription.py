@@ -96,6 +96,9 @@ class StreamState(Enum):
         return self is StreamState.OPEN or self is StreamState.DRAINING
 
 
+_DRAINING = StreamState.DRAINING
+
+
 class Subscription:
     """Follows ``topics`` (sorted by name) from ``offsets`` onwards.
 
@@ -112,13 +115,14 @@ class Subscription:
         "_pending",
         "_ping_due",
         "_registry",
-        "_sink",
+        "_stats",
         "_task",
         "close_reason",
         "last_write",
         "lost",
         "offsets",
         "replay_until",
+        "sink",
         "state",
         "topics",
     )
@@ -127,6 +131,7 @@ class Subscription:
         self, registry: Registry, topics: list[Topic[Subscription]], offsets: list[int]
     ) -> None:
         self._registry = registry
+        self._stats = registry.stats  # counted on every delivery: one lookup less
         self.topics = topics
         self.offsets = offsets
         # A resuming client's backlog is replay, not lag: the buffer bounds apply from the
@@ -141,7 +146,7 @@ class Subscription:
         self.last_write = asyncio.get_running_loop().time()
         self._blocked_since: float | None = None  # loop time since when it cannot write
         self._task: asyncio.Task[object] | None = None  # a task writer: cancelled on abort
-        self._sink: Sink | None = None  # a callback-driven writer
+        self.sink: Sink | None = None  # a callback-driven writer (set by attach)
 
     @property
     def closed(self) -> bool:
@@ -177,12 +182,12 @@ class Subscription:
             control = b"".join(self._pending)
             self._pending.clear()
             return control
-        if not self.state.sends:
-            return None
+        if self.close_reason is not None and self.state is not _DRAINING:
+            return None  # closed without flush (close_reason is None exactly while OPEN)
         chunk = self._next_single() if len(self.topics) == 1 else self._next_multi()
         if self._ping_due:
             self._ping_due = False
-            if chunk is None and self.state is StreamState.OPEN:
+            if chunk is None and self.close_reason is None:
                 return PING
         return chunk
 
@@ -197,10 +202,10 @@ class Subscription:
             offset = self.offsets[0]
         if offset + 1 == topic.head:  # the common live case: one new event, sent as stored
             self.offsets[0] = topic.head
-            self._registry.stats.delivered += 1
+            self._stats.delivered += 1
             return topic.frame_at(topic.head)
         frames, self.offsets[0] = topic.frames_after(offset, self._registry.config.max_chunk_bytes)
-        self._registry.stats.delivered += len(frames)
+        self._stats.delivered += len(frames)
         return b"".join(frames)
 
     def _next_multi(self) -> bytes | None:
@@ -223,7 +228,7 @@ class Subscription:
                 parts.append(frame[:-id_line])
                 parts.append(b"id: " + self.cursor.encode() + b"\n\n")
                 budget -= len(frame)
-            self._registry.stats.delivered += len(frames)
+            self._stats.delivered += len(frames)
         return b"".join(parts) if parts else None
 
     def take(self, max_events: int) -> tuple[int, int] | None:
@@ -241,7 +246,7 @@ class Subscription:
             offset = self.offsets[0]
         upto = min(topic.head, offset + max_events)
         self.offsets[0] = upto
-        self._registry.stats.delivered += upto - offset
+        self._stats.delivered += upto - offset
         return offset, upto
 
     @property
@@ -259,7 +264,7 @@ class Subscription:
         """The writer wrote ``nbytes`` (0: its transport resumed) and is no longer blocked."""
         self._blocked_since = None
         self.last_write = now
-        self._registry.stats.bytes_sent += nbytes
+        self._stats.bytes_sent += nbytes
 
     @property
     def blocked_since(self) -> float | None:
@@ -289,7 +294,7 @@ class Subscription:
     def _overflow(self, index: int) -> bool:
         """Apply the overflow policy; True when the subscriber goes on (keep-latest)."""
         topic = self.topics[index]
-        stats = self._registry.stats
+        stats = self._stats
         if topic.policy is OverflowPolicy.KEEP_LATEST:
             self.offsets[index] = topic.head - 1
             stats.skipped_to_latest += 1
@@ -313,7 +318,7 @@ class Subscription:
             self._future = None
 
     def wake(self) -> None:
-        if self._sink is not None:
+        if self.sink is not None:
             self._registry.schedule(self)
             return
         future = self._future
@@ -322,7 +327,7 @@ class Subscription:
 
     def attach(self, sink: Sink) -> None:
         """Hand this subscription to a callback-driven writer (instead of ``wait()``)."""
-        self._sink = sink
+        self.sink = sink
         for topic in self.topics:
             topic.sinks.add(self)
         if self._pending or not self.drained:
@@ -333,13 +338,9 @@ class Subscription:
         self._task = task
 
     @property
-    def sink(self) -> Sink | None:
-        return self._sink
-
-    @property
     def parked(self) -> bool:
         """Waiting for events (so a keep-alive is due after a silence)."""
-        sink = self._sink
+        sink = self.sink
         if sink is not None:
             return not sink.paused and not sink.done
         return self._future is not None

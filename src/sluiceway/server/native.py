@@ -41,8 +41,18 @@ from sluiceway.uvicorn_adapter.http import StreamOwner
 
 _HEAD = b"HTTP/1.1 200 OK\r\n" + b"".join(b"%s: %s\r\n" % header for header in SSE_HEADERS)
 _END = b"0\r\n\r\n"
-_CRLF = b"\r\n"
+_ABORTED = StreamState.ABORTED
+_DISCONNECT = CloseReason.DISCONNECT
 _NO_QUERY = QueryParams()
+
+
+class _LastChunk:
+    """The last chunk written, and the same framed as an HTTP/1.1 chunk. A live event is the
+    same ``bytes`` object (the topic's stored frame) for every subscriber: it is framed once,
+    and every subscriber is written that one framed object, with no copy."""
+
+    data: bytes = b""
+    framed: bytes = b"0\r\n\r\n"
 
 
 def as_http_chunk(data: bytes) -> bytes:
@@ -150,25 +160,28 @@ class TransportSink:
         if self.done:
             return
         sub = self.sub
-        if sub.state is StreamState.ABORTED or sub.close_reason is CloseReason.DISCONNECT:
+        reason = sub.close_reason
+        if reason is not None and (reason is _DISCONNECT or sub.state is _ABORTED):
             self.finish()
             return
-        # One writev per chunk, the frame itself not copied: with a single event that is the
-        # same bytes object for every subscriber (the topic's stored frame).
-        writelines = self.transport.writelines
+        write = self.transport.write
         sent = 0
         chunk: bytes | None = None
         # Paused, write nothing: resume_writing() calls us again. A write may call
         # pause_writing() (so pause()) synchronously: look again before each chunk. The loop
         # ends with a chunk in hand only when that happened.
+        last = _LastChunk
         while not self.paused and (chunk := sub.next_chunk()) is not None:
-            writelines((b"%x\r\n" % len(chunk), chunk, _CRLF))
+            if chunk is not last.data:  # else: the same event as the previous subscriber's
+                last.data = chunk
+                last.framed = as_http_chunk(chunk)
+            write(last.framed)
             sent += len(chunk)
         if sent:
             sub.sent(sent, self.loop.time())
         if chunk is not None:  # paused during a write: blocked again
             sub.blocked(self.loop.time())
-        elif sub.closed and not self.paused:
+        elif sub.close_reason is not None and not self.paused:
             self.finish()
 
     def pause(self) -> None:
