@@ -135,6 +135,12 @@ def example(request: pytest.FixtureRequest) -> Example:
 
 @pytest.fixture
 def app(example: Example, apps: dict[str, ServerProcess], fake: FakeLLM) -> ServerProcess:
+    return running(apps, example, fake)
+
+
+def running(apps: dict[str, ServerProcess], example: Example, fake: FakeLLM) -> ServerProcess:
+    """The shared process of ``example``, started once (not ``setdefault``: its default is
+    evaluated, so a process would be started, and leaked, on every call)."""
     if example.name not in apps:
         apps[example.name] = start_example(example, fake)
     return apps[example.name]
@@ -339,7 +345,7 @@ async def test_only_the_token_subject_that_started_a_run_follows_describes_and_c
     apps: dict[str, ServerProcess], fake: FakeLLM
 ) -> None:
     example = BY_NAME["openai_chat"]
-    app = apps.setdefault(example.name, start_example(example, fake))
+    app = running(apps, example, fake)
     example.prepare(fake, tokens=3, interval=0.01, stall=True)
     alice = bearer(mint(SECRET, sub="alice"))
     bob = bearer(mint(SECRET, sub="bob"))
@@ -381,7 +387,7 @@ async def test_an_upstream_refusal_before_the_first_token_is_the_endpoints_statu
     apps: dict[str, ServerProcess], fake: FakeLLM, status: int, code: str, shown: str | None
 ) -> None:
     example = BY_NAME["openai_chat"]
-    app = apps.setdefault(example.name, start_example(example, fake))
+    app = running(apps, example, fake)
     fake.reset()
     fake.script = Script(status=status)
     async with client_of(app) as client:
@@ -400,7 +406,7 @@ async def test_an_upstream_failure_after_the_first_token_is_an_error_event(
     apps: dict[str, ServerProcess], fake: FakeLLM
 ) -> None:
     example = BY_NAME["anthropic_chat"]
-    app = apps.setdefault(example.name, start_example(example, fake))
+    app = running(apps, example, fake)
     fake.reset()
     fake.script = Script(tokens=["a", "b", "c"], error_after=2)
     async with client_of(app) as client:
@@ -415,7 +421,7 @@ async def test_a_producers_refusal_before_its_first_item_is_its_status(
     apps: dict[str, ServerProcess], fake: FakeLLM
 ) -> None:
     example = BY_NAME["progress"]
-    app = apps.setdefault(example.name, start_example(example, fake))
+    app = running(apps, example, fake)
     async with client_of(app) as client:
         too_large = await client.post("/imports", json={"rows": 200_000})
         bad = await client.post("/imports", json={"rows": "many"})
@@ -449,7 +455,7 @@ async def test_bad_requests_to_an_apps_run_endpoints_are_clear_4xx(
     status: int,
 ) -> None:
     example = BY_NAME["openai_chat"]
-    app = apps.setdefault(example.name, start_example(example, fake))
+    app = running(apps, example, fake)
     example.prepare(fake, tokens=3, interval=0)
     async with client_of(app) as client:
         run_id = (await client.post("/chat", json=CHAT)).headers["x-run-id"]
@@ -464,7 +470,7 @@ async def test_the_run_endpoints_are_in_the_apps_openapi_document(
     apps: dict[str, ServerProcess], fake: FakeLLM
 ) -> None:
     example = BY_NAME["agent"]
-    app = apps.setdefault(example.name, start_example(example, fake))
+    app = running(apps, example, fake)
     async with client_of(app) as client:
         document = (await client.get("/openapi.json")).json()
     paths = document["paths"]
@@ -482,7 +488,7 @@ async def test_the_openai_sdk_reads_a_run_served_in_its_format(
     apps: dict[str, ServerProcess], fake: FakeLLM
 ) -> None:
     example = BY_NAME["openai_chat"]
-    app = apps.setdefault(example.name, start_example(example, fake))
+    app = running(apps, example, fake)
     example.prepare(fake, tokens=5, interval=0)
     # The app's users send their JWT where the SDK puts its key (Authorization: Bearer).
     client = openai.AsyncOpenAI(base_url=app.url, api_key=mint(SECRET, sub="alice"))
@@ -504,7 +510,7 @@ async def test_the_anthropic_sdk_reads_a_run_served_in_its_format(
     apps: dict[str, ServerProcess], fake: FakeLLM
 ) -> None:
     example = BY_NAME["anthropic_chat"]
-    app = apps.setdefault(example.name, start_example(example, fake))
+    app = running(apps, example, fake)
     example.prepare(fake, tokens=5, interval=0)
     client = anthropic.AsyncAnthropic(base_url=app.url, auth_token=mint(SECRET, sub="alice"))
     stream = await client.post(
@@ -560,7 +566,7 @@ async def test_sluiceway_js_follows_an_apps_run_across_a_reload_and_stops_it(
     node: str, apps: dict[str, ServerProcess], fake: FakeLLM
 ) -> None:
     example = BY_NAME["openai_chat"]
-    app = apps.setdefault(example.name, start_example(example, fake))
+    app = running(apps, example, fake)
     options = {
         "body": CHAT,
         "urls": {
@@ -602,7 +608,7 @@ async def test_use_chat_of_the_ai_sdk_resumes_the_agent_loop(
 
     node_path = node_with_packages(NODE_DIR, PACKAGES, "useChat against examples/agent.py")
     example = BY_NAME["agent"]
-    app = apps.setdefault(example.name, start_example(example, fake))
+    app = running(apps, example, fake)
     for package in PACKAGES:
         example.prepare(fake, tokens=20, interval=0.03)
         chat_id = f"agent-{package}-{time.monotonic_ns()}"
