@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -50,6 +51,7 @@ from sluiceway.server.services import Services
 from sluiceway.server.settings import Settings
 from sluiceway.transfer.compression import CompressionMiddleware
 from sluiceway.transfer.exports import ExportDatabase
+from sluiceway.transfer.leftovers import UploadOwner
 
 
 def make_hub(settings: Settings) -> Hub:
@@ -108,6 +110,7 @@ def create_app(
         generations=generations,
         jobs=jobs,
         exports=exports,
+        uploads=UploadOwner(files_dir),
         mercure=MercureFace(hub),
         websocket=websocket,
         stop_work=stop_work,
@@ -117,9 +120,12 @@ def create_app(
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         await hub.start()  # connects a shared backend (BackendUnavailable if it cannot)
         await generations.start_sharing()  # cancel requests from other processes
+        # Temporary files of uploads that a killed process left: removed while serving.
+        cleanup = asyncio.get_running_loop().create_task(services.uploads.remove_leftovers())
         yield
         await stop_work()
-        await services.aclose()
+        await services.aclose()  # stops the cleanup, if it is still walking the tree
+        await cleanup
         await hub.aclose(settings.shutdown_timeout)
 
     app = Starlette(

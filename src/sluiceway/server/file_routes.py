@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
@@ -61,9 +61,11 @@ from sluiceway.transfer.paths import UnsafePath, relative_name, resolve_within
 from sluiceway.transfer.upload import (
     PathConflict,
     StoredFile,
+    UploadStalled,
     UploadTooLarge,
     check_declared_length,
     save_stream,
+    with_read_timeout,
 )
 
 # What an open() of a client-named path may fail with that just means "no such file here".
@@ -114,6 +116,9 @@ def _upload_errors() -> Iterator[None]:
         raise APIError(exc.status, exc.code, exc.detail) from None
     except UploadTooLarge as exc:
         raise APIError(413, "upload_too_large", str(exc), limit=exc.limit) from None
+    except UploadStalled as exc:
+        # The rest of the body may still come one day: close rather than read it first.
+        raise APIError(408, "upload_timeout", str(exc), headers={"connection": "close"}) from None
     except FileExistsError:
         detail = "the file exists; add ?overwrite=1 to replace it"
         raise APIError(409, "file_exists", detail) from None
@@ -125,6 +130,11 @@ def _upload_errors() -> Iterator[None]:
         if exc.errno in _DISK_FULL:
             raise APIError(507, "insufficient_storage", "no space left for the upload") from None
         raise
+
+
+def _body(request: Request) -> AsyncIterator[bytes]:
+    """The request's body, dropped when it stalls (``upload_read_timeout``)."""
+    return with_read_timeout(request.stream(), _settings(request).upload_read_timeout)
 
 
 def _describe(root: Path, stored: StoredFile) -> dict[str, Any]:
@@ -145,10 +155,11 @@ async def put_file(request: Request) -> Response:
         _require_resolved(request, grants, PUBLISH, target)
         check_declared_length(request.headers, settings.max_upload_bytes)
         stored = await save_stream(
-            request.stream(),
+            _body(request),
             target,
             max_bytes=settings.max_upload_bytes,
             overwrite=_flag(request, "overwrite"),
+            tag=await services_of(request).uploads.tag(),
         )
     body = _describe(root, stored)
     location = "/files/" + quote(body["path"])
@@ -172,12 +183,13 @@ async def post_uploads(request: Request) -> Response:
         boundary = boundary_of(request.headers.get("content-type", ""))
         check_declared_length(request.headers, settings.max_upload_bytes + FRAMING_ALLOWANCE)
         uploaded = await save_multipart(
-            request.stream(),
+            _body(request),
             boundary,
             root,
             max_bytes=settings.max_upload_bytes,
             overwrite=_flag(request, "overwrite"),
             authorize=lambda name, target: _require_upload(request, grants, name, target),
+            tag=await services_of(request).uploads.tag(),
         )
     files = [{"field": item.field, **_describe(root, item.stored)} for item in uploaded]
     return JSONResponse({"files": files}, status_code=201)

@@ -19,6 +19,7 @@ from sluiceway.jobs import Jobs
 from sluiceway.server.admission import Admission
 from sluiceway.server.settings import Settings
 from sluiceway.transfer.exports import ExportDatabase
+from sluiceway.transfer.leftovers import UploadOwner
 from sluiceway.transfer.proxy import StreamProxy
 
 if TYPE_CHECKING:
@@ -39,6 +40,8 @@ class Services:
     generations: Generations
     jobs: Jobs
     exports: ExportDatabase
+    #: This process's tag in upload temporary names (see sluiceway.transfer.leftovers).
+    uploads: UploadOwner
     mercure: MercureFace
     #: The WebSocket (Centrifugo) endpoint; None when ``ws_enabled`` is off.
     websocket: CentrifugoEndpoint | None
@@ -55,7 +58,9 @@ class Services:
         return self._proxy
 
     async def aclose(self) -> None:
-        """Release what the services hold: the export pool, the proxy's connections."""
+        """Release what the services hold: the export pool, the proxy's connections, the
+        uploads' lock."""
+        self.uploads.release()
         await self.exports.aclose()
         if self._proxy is not None:
             await self._proxy.aclose()

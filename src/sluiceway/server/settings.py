@@ -85,6 +85,10 @@ class Settings(BaseSettings):
     files_dir: Path = Path("files")
     #: Largest upload (413 beyond; the partial file is removed).
     max_upload_bytes: int = Field(1024 * MiB, ge=1)
+    #: Seconds an upload's body may go without a byte arriving: then it is dropped (408
+    #: ``upload_timeout``, the connection closed, the partial file removed). An idle bound: a
+    #: slow upload that keeps coming takes as long as it needs.
+    upload_read_timeout: float = Field(30.0, gt=0)
     #: Database for ``/exports`` (any SQLAlchemy async URL).
     database_url: str = "sqlite+aiosqlite:///sluiceway.db"
     #: Tables ``/exports`` may read; nothing else in the database is exposed.

@@ -134,8 +134,10 @@ class _FormReceiver:
         max_bytes: int,
         overwrite: bool,
         authorize: Callable[[str, Path], None] | None = None,
+        tag: str | None = None,
     ) -> None:
         self.root = root
+        self.tag = tag
         self.authorize = authorize
         self.max_bytes = max_bytes
         self.overwrite = overwrite
@@ -169,7 +171,7 @@ class _FormReceiver:
         if target in self._targets:
             raise FormError("duplicate_path", f"two files of the request go to {relative!r}")
         self._targets.add(target)
-        self._current = await PartialFile.create(target, overwrite=self.overwrite)
+        self._current = await PartialFile.create(target, overwrite=self.overwrite, tag=self.tag)
         self.files.append((name, self._current))
 
     async def on_data(self, data: bytes) -> None:
@@ -216,6 +218,7 @@ async def save_multipart(
     max_bytes: int,
     overwrite: bool = False,
     authorize: Callable[[str, Path], None] | None = None,
+    tag: str | None = None,
 ) -> list[UploadedFile]:
     """Receive a ``multipart/form-data`` body into files under ``root`` (see the module doc).
 
@@ -226,11 +229,12 @@ async def save_multipart(
 
     ``authorize(relative_path, resolved_path)`` is called before each file is created (the
     path as named, and where it leads once symlinks are resolved); what it raises ends the
-    upload (every file of the request removed).
+    upload (every file of the request removed). ``tag``: the writing process's, in the
+    temporary names (see :meth:`~sluiceway.transfer.upload.PartialFile.create`).
     """
     events = _Events()
     parser = MultipartParser(boundary, events.callbacks())
-    receiver = _FormReceiver(root, max_bytes, overwrite, authorize)
+    receiver = _FormReceiver(root, max_bytes, overwrite, authorize, tag)
     body_limit = max_bytes + FRAMING_ALLOWANCE
     received = 0
     try:

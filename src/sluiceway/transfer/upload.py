@@ -1,7 +1,8 @@
 """Receiving a file: streamed to disk, hashed on the way, visible only once complete.
 
 :class:`PartialFile` is one file being received. It writes to a hidden temporary name in the
-target's own directory (``.<name>.upload-<random>``), computes SHA-256 as the bytes go by, and
+target's own directory (``.<name>.upload-<tag>-<random>``, ``<tag>`` naming the process that
+writes it: see :mod:`sluiceway.transfer.leftovers`), computes SHA-256 as the bytes go by, and
 on :meth:`~PartialFile.commit` fsyncs, renames it into place (atomically: a reader sees the old
 file or the whole new one, never a part) and fsyncs the directory. Until then nothing is
 visible under the target name, and :meth:`~PartialFile.discard` — also run on any error, a
@@ -11,7 +12,8 @@ An existing file is never replaced unless asked (``overwrite=True``); without it
 step is ``link()``, which fails if the name was taken meanwhile, so two uploads racing for one
 name cannot clobber each other either. Memory per upload is one write buffer
 (:data:`WRITE_BUFFER` bytes) whatever the file's size; writes and hashing run in a worker
-thread.
+thread. :func:`with_read_timeout` drops a body that stalls (:class:`UploadStalled`), so that a
+client that stops sending mid-upload does not hold a file and a connection forever.
 
 :func:`save_stream` is the whole thing for a raw body (``PUT``):
 
@@ -25,12 +27,13 @@ thread.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import errno
 import hashlib
 import os
 import secrets
-from collections.abc import AsyncIterable, Mapping
+from collections.abc import AsyncIterable, AsyncIterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -56,6 +59,39 @@ class PathConflict(Exception):
     """The target is a directory, or one of its parents is a file."""
 
 
+class UploadStalled(Exception):
+    """Nothing of the body arrived for ``timeout`` seconds (see :func:`with_read_timeout`)."""
+
+    def __init__(self, timeout: float) -> None:
+        super().__init__(f"no byte of the upload arrived for {timeout:g} s")
+        self.timeout = timeout
+
+
+class _TimedChunks:
+    # A class, not an async generator: one left unfinished (the upload failed) needs no
+    # finalizing.
+    def __init__(self, chunks: AsyncIterable[bytes], timeout: float) -> None:
+        self._chunks = aiter(chunks)
+        self._timeout = timeout
+
+    def __aiter__(self) -> AsyncIterator[bytes]:
+        return self
+
+    async def __anext__(self) -> bytes:
+        try:
+            async with asyncio.timeout(self._timeout):
+                return await anext(self._chunks)
+        except TimeoutError:
+            raise UploadStalled(self._timeout) from None
+
+
+def with_read_timeout(chunks: AsyncIterable[bytes], timeout: float) -> AsyncIterator[bytes]:
+    """``chunks`` (a request's body), raising :class:`UploadStalled` when the next one takes
+    more than ``timeout`` seconds to come: an idle bound, not a bound on the whole upload
+    (a large file over a slow link takes as long as it takes, as long as it keeps coming)."""
+    return _TimedChunks(chunks, timeout)
+
+
 @dataclass(frozen=True, slots=True)
 class StoredFile:
     """A file received and in place."""
@@ -75,9 +111,10 @@ def check_declared_length(headers: Mapping[str, str], limit: int) -> None:
         raise UploadTooLarge(limit)
 
 
-def _temporary_name(target: Path) -> Path:
+def _temporary_name(target: Path, tag: str | None) -> Path:
     stem = target.name.encode()[:100].decode(errors="ignore")  # stays under NAME_MAX
-    return target.with_name(f".{stem}.upload-{secrets.token_hex(8)}")
+    owner = f"{tag}-" if tag else ""
+    return target.with_name(f".{stem}.upload-{owner}{secrets.token_hex(8)}")
 
 
 def _make_parents(directory: Path) -> list[Path]:
@@ -114,7 +151,7 @@ def _remove_empty(directories: list[Path]) -> None:
             return
 
 
-def _prepare(target: Path, overwrite: bool) -> tuple[Path, int, list[Path]]:
+def _prepare(target: Path, overwrite: bool, tag: str | None) -> tuple[Path, int, list[Path]]:
     if target.is_dir():
         raise PathConflict(f"{target.name!r} is a directory")
     if not overwrite and target.exists():
@@ -122,7 +159,7 @@ def _prepare(target: Path, overwrite: bool) -> tuple[Path, int, list[Path]]:
     flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
     for _attempt in range(3):  # a failed upload may remove an empty directory meanwhile
         created = _make_parents(target.parent)
-        temporary = _temporary_name(target)
+        temporary = _temporary_name(target, tag)
         try:
             return temporary, os.open(temporary, flags, 0o644), created
         except FileNotFoundError:
@@ -187,10 +224,17 @@ class PartialFile:
         self._removed = False
 
     @classmethod
-    async def create(cls, target: Path, *, overwrite: bool = False) -> PartialFile:
+    async def create(
+        cls, target: Path, *, overwrite: bool = False, tag: str | None = None
+    ) -> PartialFile:
         """Start receiving ``target`` (creating its directories). Raises ``FileExistsError``
-        (it exists and ``overwrite`` is false) or :class:`PathConflict`."""
-        temporary, fd, created_dirs = await anyio.to_thread.run_sync(_prepare, target, overwrite)
+        (it exists and ``overwrite`` is false) or :class:`PathConflict`. ``tag``: the writing
+        process's (:class:`~sluiceway.transfer.leftovers.UploadOwner`), so that its file is
+        removed at the next start should the process die; None: an untagged name, which no
+        cleanup ever touches."""
+        temporary, fd, created_dirs = await anyio.to_thread.run_sync(
+            _prepare, target, overwrite, tag
+        )
         return cls(target, temporary, fd, overwrite, created_dirs)
 
     async def __aenter__(self) -> PartialFile:
@@ -259,15 +303,21 @@ class PartialFile:
 
 
 async def save_stream(
-    chunks: AsyncIterable[bytes], target: Path, *, max_bytes: int, overwrite: bool = False
+    chunks: AsyncIterable[bytes],
+    target: Path,
+    *,
+    max_bytes: int,
+    overwrite: bool = False,
+    tag: str | None = None,
 ) -> StoredFile:
-    """Receive ``chunks`` (e.g. ``request.stream()``) as the file ``target``.
+    """Receive ``chunks`` (e.g. ``request.stream()``) as the file ``target`` (``tag``: see
+    :meth:`PartialFile.create`).
 
     Raises :class:`UploadTooLarge` past ``max_bytes``, ``FileExistsError``,
-    :class:`PathConflict`, and whatever the stream raises (a disconnect); in every such case
-    nothing is left on disk.
+    :class:`PathConflict`, and whatever the stream raises (a disconnect, a stall); in every
+    such case nothing is left on disk.
     """
-    async with await PartialFile.create(target, overwrite=overwrite) as partial:
+    async with await PartialFile.create(target, overwrite=overwrite, tag=tag) as partial:
         async for chunk in chunks:
             if partial.size + len(chunk) > max_bytes:
                 raise UploadTooLarge(max_bytes)
