@@ -9,7 +9,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mappin
 import httpx
 import pytest
 from fake_llm import FAKE_API_KEY, FakeLLM
-from redisproc import REDIS_SERVER, RedisProcess
+from redisproc import REDIS_SERVER, RedisCluster, RedisProcess
 from serverproc import ServerProcess
 
 from sluiceway.hub import Hub, HubConfig
@@ -73,22 +73,36 @@ def redis_server() -> Iterator[RedisProcess]:
     server.close()
 
 
+@pytest.fixture(scope="session")
+def redis_cluster() -> Iterator[RedisCluster]:
+    """One private Redis Cluster for the session: three masters, each with a replica."""
+    if REDIS_SERVER is None:
+        pytest.skip("redis-server is not installed: the Redis Cluster backend is NOT tested")
+    cluster = RedisCluster().start()
+    yield cluster
+    cluster.close()
+
+
 MakeHub = Callable[..., Awaitable[Hub]]
 
 
-@pytest.fixture(params=["memory", "redis"])
+@pytest.fixture(params=["memory", "redis", "cluster"])
 async def make_hub(request: pytest.FixtureRequest) -> AsyncIterator[MakeHub]:
     """``hub = await make_hub(HubConfig(...))``: the same contract, on each backend."""
     hubs: list[Hub] = []
     if request.param == "redis":
         request.getfixturevalue("redis_server").client().flushdb()  # topic names repeat
+    elif request.param == "cluster":
+        request.getfixturevalue("redis_cluster").flush()
 
     async def make(config: HubConfig | None = None) -> Hub:
         config = config or HubConfig()
         if request.param == "memory":
             hub = Hub(config)
         else:
-            server: RedisProcess = request.getfixturevalue("redis_server")
+            server: RedisProcess | RedisCluster = request.getfixturevalue(
+                "redis_server" if request.param == "redis" else "redis_cluster"
+            )
             backend = RedisBackend(
                 server.url,
                 history_size=config.history_size,

@@ -7,6 +7,7 @@ goes away.  When ``redis-server`` is not installed, tests that need it are skipp
 
 from __future__ import annotations
 
+import contextlib
 import shutil
 import subprocess
 import tempfile
@@ -79,3 +80,141 @@ class RedisProcess:
     def close(self) -> None:
         self.stop()
         shutil.rmtree(self.dir, ignore_errors=True)
+
+
+class RedisCluster:
+    """A private Redis Cluster on loopback ports: ``masters`` masters, each with ``replicas``
+    replicas, built with ``redis-cli --cluster create`` (so slots are spread as in production).
+
+    ``fail_master(i)`` kills a master (its replica is promoted by the cluster's own failure
+    detection, shortened by ``cluster-node-timeout``); ``restart(node)`` brings a killed node
+    back (it rejoins as a replica of its promoted replica).
+    """
+
+    NODE_TIMEOUT_MS = 1000
+
+    def __init__(self, *, masters: int = 3, replicas: int = 1) -> None:
+        self.nodes = [RedisProcess() for _ in range(masters * (1 + replicas))]
+        # Explicit bus ports: the default (port + 10000) may be out of range or taken.
+        self.bus_ports = {node.port: free_port() for node in self.nodes}
+        self.masters = masters
+        self.replicas = replicas
+
+    @property
+    def url(self) -> str:
+        """A seed node's URL, as a user would give it (``redis+cluster://``)."""
+        return f"redis+cluster://{HOST}:{self.nodes[0].port}"
+
+    def _start_node(self, node: RedisProcess) -> None:
+        assert REDIS_SERVER is not None
+        node.proc = subprocess.Popen(
+            [
+                REDIS_SERVER,
+                "--bind",
+                HOST,
+                "--port",
+                str(node.port),
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--dir",
+                str(node.dir),
+                "--cluster-enabled",
+                "yes",
+                "--cluster-config-file",
+                str(node.dir / "nodes.conf"),
+                "--cluster-port",
+                str(self.bus_ports[node.port]),
+                "--cluster-node-timeout",
+                str(self.NODE_TIMEOUT_MS),
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            try:
+                redis.Redis(host=HOST, port=node.port, socket_timeout=1).ping()
+                return
+            except redis.ConnectionError:
+                time.sleep(0.02)
+        raise RuntimeError(f"redis-server (cluster node) did not start on port {node.port}")
+
+    def start(self) -> RedisCluster:
+        for node in self.nodes:
+            self._start_node(node)
+        addresses = [f"{HOST}:{node.port}" for node in self.nodes]
+        subprocess.run(
+            [
+                "redis-cli",
+                "--cluster",
+                "create",
+                *addresses,
+                "--cluster-replicas",
+                str(self.replicas),
+                "--cluster-yes",
+            ],
+            check=True,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        self.wait_ok()
+        return self
+
+    def info(self, node: RedisProcess) -> dict[str, str]:
+        raw = node.client().execute_command("CLUSTER", "INFO")
+        text = raw.decode() if isinstance(raw, bytes) else str(raw)
+        return dict(line.split(":", 1) for line in text.splitlines() if ":" in line)
+
+    def alive(self) -> list[RedisProcess]:
+        return [n for n in self.nodes if n.proc is not None and n.proc.poll() is None]
+
+    def wait_ok(self, timeout: float = 30.0) -> None:
+        """Until every live node says the cluster is ok with all slots served."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                if all(
+                    (info := self.info(n)).get("cluster_state") == "ok"
+                    and info.get("cluster_slots_ok") == "16384"
+                    for n in self.alive()
+                ):
+                    return
+            except redis.RedisError:
+                pass
+            time.sleep(0.1)
+        raise RuntimeError("the Redis Cluster did not become ok")
+
+    def master_for(self, key: str) -> RedisProcess:
+        """The node that serves ``key``'s slot as master (CLUSTER SLOTS: start, end, master…)."""
+        client = self.alive()[0].client()
+        slot = int(client.execute_command("CLUSTER", "KEYSLOT", key))
+        for start, end, master, *_replicas in client.execute_command("CLUSTER", "SLOTS"):
+            if start <= slot <= end:
+                return self._by_port(master[1])
+        raise LookupError(key)
+
+    def _by_port(self, port: int) -> RedisProcess:
+        return next(n for n in self.nodes if n.port == int(port))
+
+    def fail_master(self, node: RedisProcess, timeout: float = 30.0) -> None:
+        """Kill ``node`` (a master) hard; wait until a replica has taken over its slots."""
+        assert node.proc is not None
+        node.proc.kill()
+        node.proc.wait(10)
+        node.proc = None
+        self.wait_ok(timeout)
+
+    def restart(self, node: RedisProcess) -> None:
+        self._start_node(node)
+        self.wait_ok()
+
+    def flush(self) -> None:
+        for node in self.alive():
+            with contextlib.suppress(redis.RedisError):
+                node.client().flushall()
+
+    def close(self) -> None:
+        for node in self.nodes:
+            node.close()

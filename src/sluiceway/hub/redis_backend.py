@@ -1,41 +1,53 @@
-"""The Redis backend: history in a Redis Stream per topic, live fan-out over pub/sub.
+"""The Redis backend: history in a Redis Stream per topic, live fan-out over pub/sub — on one
+Redis or a Redis Cluster.
 
 Publishing runs one Lua script that assigns the next offset, appends to the stream (trimmed to
 ``history_size``), refreshes the topics' expiry (``history_ttl`` after its last event) and
 publishes the event to the topic's channel — one round trip, atomically, so history and live
-never disagree.  Each process holds one pub/sub connection for all the topics its clients
-follow.  A topic's *epoch* lives in Redis next to its counter: if Redis loses the topic
-(flushed, restarted without persistence, expired), the next use creates a new epoch, and a
-client resuming with an old id gets the hub's reset event instead of a silent gap.
+never disagree.  On one Redis each process holds one pub/sub connection for all the topics its
+clients follow; on a cluster the script publishes with ``SPUBLISH`` and each process subscribes,
+on each master, only to the shards its clients follow (:mod:`sluiceway.hub.redis_channels`).
+
+``redis://`` / ``rediss://`` / ``unix://`` name one Redis;
+``redis+cluster://host:port[,host:port…]`` (``rediss+cluster://`` with TLS) names a cluster by
+one or more of its nodes, and a plain ``redis://`` URL that turns out to point at a cluster
+node is used as a cluster too.
+
+A topic's *epoch* lives in Redis next to its counter: if Redis loses the topic (flushed,
+restarted without persistence, expired), the next use creates a new epoch, and a client
+resuming with an old id gets the hub's reset event instead of a silent gap.
 
 Keys (hash-tagged, so a topic's keys share a Redis Cluster slot):
 ``sluiceway:{<topic>}:meta`` (hash: ``epoch``, ``seq``) and ``sluiceway:{<topic>}:log``
-(stream; entry ids ``<offset>-0``; fields ``e`` event, ``d`` data, ``t`` unix ms).
+(stream; entry ids ``<offset>-0``; fields ``e`` event, ``d`` data, ``t`` unix ms); the live
+channel ``sluiceway:live:{<topic>}`` hashes to the same slot, as ``SPUBLISH`` in the script
+requires.
 """
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import logging
 import time
 from collections.abc import Callable, Sequence
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import parse_qs, urlsplit
 
 import redis.asyncio as aioredis
-from redis.exceptions import RedisError
+from redis.asyncio.cluster import ClusterNode, RedisCluster
 
 from sluiceway.hub.backend import Publication, Snapshot
 from sluiceway.hub.errors import BackendUnavailable
+from sluiceway.hub.redis_channels import REDIS_ERRORS, ShardedChannels, SingleChannels
 from sluiceway.ids import new_epoch
 
 logger = logging.getLogger("sluiceway.redis")
 
 PREFIX = "sluiceway:"
 CHANNEL_PREFIX = "sluiceway:live:"
-#: Always subscribed, so the pub/sub connection exists even before any topic is watched.
+#: Always subscribed on one Redis, so the pub/sub connection exists before any topic is watched.
 CONTROL_CHANNEL = "sluiceway:control"
+CLUSTER_SCHEMES = {"redis+cluster": "redis", "rediss+cluster": "rediss"}
 
 _PUBLISH = """
 local epoch = redis.call('HGET', KEYS[1], 'epoch')
@@ -49,7 +61,7 @@ redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[4], seq .. '-0',
            'e', ARGV[2], 'd', ARGV[3], 't', ARGV[7])
 redis.call('PEXPIRE', KEYS[1], ARGV[5])
 redis.call('PEXPIRE', KEYS[2], ARGV[5])
-redis.call('PUBLISH', ARGV[6],
+redis.call(ARGV[8], ARGV[6],
            epoch .. '\\n' .. seq .. '\\n' .. ARGV[7] .. '\\n' .. ARGV[2] .. '\\n' .. ARGV[3])
 return {epoch, seq}
 """
@@ -77,9 +89,16 @@ def _keys(topic: str) -> list[str]:
     return [f"{PREFIX}{{{topic}}}:meta", f"{PREFIX}{{{topic}}}:log"]
 
 
+def channel_of(topic: str) -> str:
+    """The topic's live channel, in its keys' hash slot (``SPUBLISH`` from the script)."""
+    return f"{CHANNEL_PREFIX}{{{topic}}}"
+
+
 def describe_url(url: str) -> str:
     """``redis://host:port/db`` without any password, for messages and logs."""
     parts = urlsplit(url)
+    if parts.scheme in CLUSTER_SCHEMES:
+        return f"{parts.scheme}://{parts.netloc.rpartition('@')[2]}"
     host = parts.hostname or "localhost"
     port = f":{parts.port}" if parts.port else ""
     return f"{parts.scheme}://{host}{port}{parts.path}"
@@ -89,8 +108,44 @@ def _text(value: bytes | str) -> str:
     return value.decode() if isinstance(value, bytes) else value
 
 
+def cluster_seeds(url: str) -> list[tuple[str, int]]:
+    """The ``host:port`` nodes a cluster URL names (raises ``ValueError`` on a bad one)."""
+    hosts = urlsplit(url).netloc.rpartition("@")[2]
+    seeds: list[tuple[str, int]] = []
+    for address in hosts.split(","):
+        host, colon, port = address.rpartition(":")
+        if not colon:
+            host, port = address, "6379"
+        if not host or not port.isdigit() or not 0 < int(port) < 65536:
+            raise ValueError(f"not host:port in the Redis Cluster URL: {address!r}")
+        seeds.append((host.strip("[]"), int(port)))
+    return seeds
+
+
+def cluster_client(url: str, **options: Any) -> RedisCluster:
+    """A cluster client from ``redis+cluster://[user:password@]host:port[,host:port…]`` (the
+    nodes are seeds: any one that answers tells the whole topology) or from a ``redis://`` URL
+    of one of its nodes."""
+    parts = urlsplit(url)
+    scheme = CLUSTER_SCHEMES.get(parts.scheme, parts.scheme)
+    credentials = parts.netloc.rpartition("@")[0]
+    seeds = [ClusterNode(host, port) for host, port in cluster_seeds(url)]
+    user, _, password = credentials.partition(":")
+    query = parse_qs(parts.query)
+    if "password" in query:
+        password = query["password"][0]
+    return RedisCluster(
+        startup_nodes=seeds,
+        username=user or None,
+        password=password or None,
+        ssl=scheme == "rediss",
+        **options,
+    )
+
+
 class RedisBackend:
-    """``RedisBackend("redis://127.0.0.1:6379/0", history_size=1000, history_ttl=3600)``."""
+    """``RedisBackend("redis://127.0.0.1:6379/0", history_size=1000, history_ttl=3600)``;
+    ``redis+cluster://10.0.0.1:7000,10.0.0.2:7000`` for a Redis Cluster."""
 
     def __init__(
         self,
@@ -99,31 +154,35 @@ class RedisBackend:
         history_size: int,
         history_ttl: float,
     ) -> None:
-        if urlsplit(url).scheme not in ("redis", "rediss", "unix"):
-            raise ValueError(f"not a Redis URL (redis://, rediss:// or unix://): {url!r}")
+        scheme = urlsplit(url).scheme
+        if scheme not in ("redis", "rediss", "unix", *CLUSTER_SCHEMES):
+            raise ValueError(
+                "not a Redis URL (redis://, rediss://, unix:// or redis+cluster://): "
+                f"{describe_url(url)!r}"
+            )
         self.url = url
         self.where = describe_url(url)
         self.history_size = history_size
         self.ttl_ms = int(history_ttl * 1000)
         self.healthy = False
-        timeouts = {"socket_connect_timeout": 5.0, "socket_keepalive": True}
-        self._redis = aioredis.from_url(url, socket_timeout=5.0, **timeouts)
-        # No read timeout on the pub/sub connection (it may be quiet for hours); pings find a
-        # dead one.
-        self._pubsub_redis = aioredis.from_url(url, health_check_interval=5, **timeouts)
-        self._publish_script = self._redis.register_script(_PUBLISH)
-        self._snapshot_script = self._redis.register_script(_SNAPSHOT)
-        self._watched: set[str] = set()
-        self._pubsub: Any = None
-        self._listener: asyncio.Task[None] | None = None
+        #: True once connected to a Redis Cluster (named so, or found so).
+        self.cluster = scheme in CLUSTER_SCHEMES
+        self._options: dict[str, Any] = {
+            "socket_connect_timeout": 5.0,
+            "socket_keepalive": True,
+        }
+        self._redis: aioredis.Redis | RedisCluster = (
+            cluster_client(url, socket_timeout=5.0, **self._options)
+            if self.cluster
+            else aioredis.from_url(url, socket_timeout=5.0, **self._options)
+        )
+        self._channels: SingleChannels | ShardedChannels | None = None
         self._on_publication: Callable[[Publication], None] = lambda p: None
-        self._on_reconnect: Callable[[], None] = lambda: None
-        self._connected = asyncio.Event()
-        self._closed = False
 
     @property
-    def redis(self) -> aioredis.Redis:
-        """The client for commands (shared with others, e.g. WebSocket presence)."""
+    def redis(self) -> aioredis.Redis | RedisCluster:
+        """The client for commands (shared with others, e.g. WebSocket presence and the run
+        directory): a :class:`RedisCluster` on a cluster, so keep to one slot per command."""
         return self._redis
 
     async def start(
@@ -134,15 +193,55 @@ class RedisBackend:
         """Connect (raises :class:`BackendUnavailable` with a clear message if Redis cannot be
         reached) and start listening."""
         self._on_publication = on_publication
-        self._on_reconnect = on_reconnect
         try:
+            if not self.cluster and await self._is_cluster_node():
+                logger.info("%s is a Redis Cluster node: using it as a cluster", self.where)
+                await self._redis.aclose()
+                self.cluster = True
+                self._redis = cluster_client(self.url, socket_timeout=5.0, **self._options)
+            if isinstance(self._redis, RedisCluster):
+                await self._redis.initialize()
             await self._redis.ping()
-        except (RedisError, OSError) as exc:
+        except REDIS_ERRORS as exc:
             raise BackendUnavailable(f"cannot reach Redis at {self.where}: {exc}") from None
+        self._publish_script = self._redis.register_script(_PUBLISH)
+        self._snapshot_script = self._redis.register_script(_SNAPSHOT)
         self.healthy = True
-        self._listener = asyncio.get_running_loop().create_task(self._listen())
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._connected.wait(), 5)
+        # No read timeout on pub/sub connections (they may be quiet for hours): pings find a
+        # dead one.
+        if isinstance(self._redis, RedisCluster):
+            self._channels = ShardedChannels(
+                self._redis,
+                self.where,
+                deliver=self._deliver,
+                on_reconnect=on_reconnect,
+                set_healthy=self._set_healthy,
+                connect=self._options,
+            )
+        else:
+            self._channels = SingleChannels(
+                self.url,
+                self.where,
+                deliver=self._deliver,
+                on_reconnect=on_reconnect,
+                set_healthy=self._set_healthy,
+                always=CONTROL_CHANNEL,
+                connect=self._options,
+            )
+        await self._channels.start()
+
+    async def _is_cluster_node(self) -> bool:
+        if urlsplit(self.url).scheme == "unix":
+            return False
+        info = await self._redis.info("cluster")
+        return bool(info.get("cluster_enabled"))
+
+    def _set_healthy(self, healthy: bool) -> None:
+        self.healthy = healthy
+
+    def _unavailable(self, exc: BaseException) -> BackendUnavailable:
+        self.healthy = False
+        return BackendUnavailable(f"Redis at {self.where} is unreachable: {exc}")
 
     async def publish(
         self,
@@ -151,6 +250,7 @@ class RedisBackend:
         event: str | None,
         bounds: tuple[int, float] | None = None,
     ) -> Publication:
+        assert self._channels is not None, "start() first"
         now_ms = int(time.time() * 1000)
         size, ttl_ms = self.history_size, self.ttl_ms
         if bounds is not None:
@@ -161,35 +261,30 @@ class RedisBackend:
             data,
             size,
             ttl_ms,
-            CHANNEL_PREFIX + topic,
+            channel_of(topic),
             now_ms,
+            self._channels.publish_command,
         ]
         try:
             epoch, seq = await self._publish_script(keys=_keys(topic), args=args)
-        except (RedisError, OSError) as exc:
-            self.healthy = False
-            raise BackendUnavailable(f"Redis at {self.where} is unreachable: {exc}") from None
+        except REDIS_ERRORS as exc:
+            raise self._unavailable(exc) from None
         return Publication(topic, _text(epoch), int(seq), event, data, now_ms / 1000)
 
     async def watch(self, topic: str) -> None:
-        self._watched.add(topic)
-        if self._pubsub is not None:
-            with contextlib.suppress(RedisError, OSError):  # the listener resubscribes
-                await self._pubsub.subscribe(CHANNEL_PREFIX + topic)
+        assert self._channels is not None, "start() first"
+        await self._channels.watch(channel_of(topic))
 
     async def unwatch(self, topic: str) -> None:
-        self._watched.discard(topic)
-        if self._pubsub is not None:
-            with contextlib.suppress(RedisError, OSError):
-                await self._pubsub.unsubscribe(CHANNEL_PREFIX + topic)
+        if self._channels is not None:
+            await self._channels.unwatch(channel_of(topic))
 
     async def snapshot(self, topic: str, after: int | None, limit: int) -> Snapshot:
         args: list[str | int] = [new_epoch(), -1 if after is None else after, limit, self.ttl_ms]
         try:
             epoch, head, entries = await self._snapshot_script(keys=_keys(topic), args=args)
-        except (RedisError, OSError) as exc:
-            self.healthy = False
-            raise BackendUnavailable(f"Redis at {self.where} is unreachable: {exc}") from None
+        except REDIS_ERRORS as exc:
+            raise self._unavailable(exc) from None
         epoch = _text(epoch)
         if after is None:
             entries = list(reversed(entries))
@@ -211,13 +306,13 @@ class RedisBackend:
 
     async def heads(self, topics: Sequence[str]) -> dict[str, tuple[str | None, int]]:
         try:
+            # Not a transaction: on a cluster the topics' keys live in different slots.
             async with self._redis.pipeline(transaction=False) as pipe:
                 for topic in topics:
                     pipe.hmget(_keys(topic)[0], "epoch", "seq")
                 results = await pipe.execute()
-        except (RedisError, OSError) as exc:
-            self.healthy = False
-            raise BackendUnavailable(f"Redis at {self.where} is unreachable: {exc}") from None
+        except REDIS_ERRORS as exc:
+            raise self._unavailable(exc) from None
         self.healthy = True
         return {
             topic: (_text(epoch) if epoch is not None else None, int(seq or 0))
@@ -225,58 +320,16 @@ class RedisBackend:
         }
 
     async def aclose(self) -> None:
-        self._closed = True
-        if self._listener is not None:
-            self._listener.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await self._listener
-        await self._redis.aclose()
-        await self._pubsub_redis.aclose()
+        if self._channels is not None:
+            await self._channels.aclose()
+        with contextlib.suppress(*REDIS_ERRORS):
+            await self._redis.aclose()
 
-    # -- the notification channel ------------------------------------------------------------
-
-    async def _listen(self) -> None:
-        delay = 0.05
-        reconnecting = False
-        while not self._closed:
-            pubsub = self._pubsub_redis.pubsub()
-            try:
-                channels = [CHANNEL_PREFIX + topic for topic in self._watched]
-                await pubsub.subscribe(CONTROL_CHANNEL, *channels)
-                self._pubsub = pubsub
-                self.healthy = True
-                self._connected.set()
-                delay = 0.05
-                if reconnecting:
-                    logger.warning("Redis pub/sub at %s is back; catching up", self.where)
-                    self._on_reconnect()  # notifications may have been missed meanwhile
-                while True:
-                    message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=None)
-                    if message is not None and message["type"] == "message":
-                        self._deliver(message)
-            except asyncio.CancelledError:
-                raise
-            except (RedisError, OSError) as exc:
-                if not reconnecting:
-                    logger.warning("Redis pub/sub at %s lost (%s); reconnecting", self.where, exc)
-                self.healthy = False
-                reconnecting = True
-            except Exception:  # a bug in delivery must not leave the process deaf
-                logger.exception("Redis pub/sub listener failed; reconnecting")
-                reconnecting = True
-            finally:
-                self._pubsub = None
-                with contextlib.suppress(Exception):
-                    await pubsub.aclose()  # type: ignore[no-untyped-call]  # redis-py lacks the hint
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, 2.0)
-
-    def _deliver(self, message: dict[str, Any]) -> None:
-        channel = _text(message["channel"])
-        if not channel.startswith(CHANNEL_PREFIX):
+    def _deliver(self, channel: str, data: str) -> None:
+        if not channel.startswith(CHANNEL_PREFIX + "{"):
             return
-        topic = channel[len(CHANNEL_PREFIX) :]
-        epoch, seq, at_ms, event, data = _text(message["data"]).split("\n", 4)
+        topic = channel[len(CHANNEL_PREFIX) + 1 : -1]
+        epoch, seq, at_ms, event, body = data.split("\n", 4)
         self._on_publication(
-            Publication(topic, epoch, int(seq), event or None, data, int(at_ms) / 1000)
+            Publication(topic, epoch, int(seq), event or None, body, int(at_ms) / 1000)
         )

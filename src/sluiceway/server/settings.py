@@ -207,8 +207,18 @@ class Settings(BaseSettings):
     @field_validator("backend")
     @classmethod
     def _known_backend(cls, value: str) -> str:
-        if value != "memory" and not value.startswith(("redis://", "rediss://", "unix://")):
-            raise ValueError("expected 'memory' or a Redis URL such as redis://127.0.0.1:6379/0")
+        if value == "memory":
+            return value
+        if value.startswith(("redis+cluster://", "rediss+cluster://")):
+            from sluiceway.hub.redis_backend import cluster_seeds
+
+            cluster_seeds(value)  # raises ValueError naming the bad address
+            return value
+        if not value.startswith(("redis://", "rediss://", "unix://")):
+            raise ValueError(
+                "expected 'memory', a Redis URL such as redis://127.0.0.1:6379/0, or a Redis "
+                "Cluster's nodes such as redis+cluster://10.0.0.1:7000,10.0.0.2:7000"
+            )
         return value
 
     @property

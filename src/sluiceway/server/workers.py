@@ -32,16 +32,26 @@ def check_backend(url: str) -> None:
     """Fail fast, with a message that says where, when Redis cannot be reached."""
     import redis  # only with a Redis backend
 
-    from sluiceway.hub.redis_backend import describe_url
+    from sluiceway.hub.redis_backend import CLUSTER_SCHEMES, cluster_seeds, describe_url
 
-    try:
-        client = redis.Redis.from_url(url, socket_connect_timeout=3, socket_timeout=3)
+    clients = (
+        [
+            redis.Redis(host=h, port=p, socket_connect_timeout=3, socket_timeout=3)
+            for h, p in cluster_seeds(url)
+        ]
+        if url.split("://", 1)[0] in CLUSTER_SCHEMES
+        else [redis.Redis.from_url(url, socket_connect_timeout=3, socket_timeout=3)]
+    )
+    failure: Exception | None = None
+    for client in clients:  # a cluster is reachable when any of its seeds answers
         try:
             client.ping()
+            return
+        except (redis.RedisError, OSError, ValueError) as exc:
+            failure = exc
         finally:
             client.close()
-    except (redis.RedisError, OSError, ValueError) as exc:
-        raise BackendUnavailable(f"cannot reach Redis at {describe_url(url)}: {exc}") from None
+    raise BackendUnavailable(f"cannot reach Redis at {describe_url(url)}: {failure}") from None
 
 
 def reuse_port_socket(host: str, port: int, backlog: int) -> socket.socket:

@@ -1,0 +1,364 @@
+"""The live notification channels of the Redis backend: one pub/sub connection on a single
+Redis, one per master on a Redis Cluster (sharded pub/sub).
+
+On a single Redis, ``PUBLISH`` reaches the process's one subscriber connection.  On a cluster,
+classic ``PUBLISH`` is broadcast to every node — every process would receive every topic's
+events, followed or not — so the backend publishes with ``SPUBLISH`` and each process
+``SSUBSCRIBE``\\s, on the master that owns the channel's slot, to the channels of the topics
+its clients follow: a node receives only the shards it asked for.
+
+Both keep themselves from going deaf, the failure where a subscriber connection dies quietly
+(a partition, a failover) and the process never hears again: each connection is pinged and
+must answer within :data:`DEAF_AFTER` seconds, a lost one is re-made, and after every
+re-subscription ``on_reconnect`` runs so the mirrors compare themselves with the store.  On a
+cluster, a node that stops serving a channel's slot (a failover, a resharding) says so with an
+unsolicited ``sunsubscribe``; the topology is re-read and every channel re-subscribed on its
+new owner.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Callable
+from typing import Any
+
+import redis.asyncio as aioredis
+from redis.asyncio.cluster import RedisCluster
+from redis.exceptions import RedisClusterException, RedisError
+
+logger = logging.getLogger("sluiceway.redis")
+
+#: What a lost connection raises: redis-py's errors (the cluster's are not RedisErrors) and
+#: the socket's own.
+REDIS_ERRORS: tuple[type[BaseException], ...] = (RedisError, RedisClusterException, OSError)
+
+#: How often an idle subscriber connection is pinged, and how long without any answer makes
+#: it deaf (then it is dropped and re-made).
+PING_EVERY = 1.0
+DEAF_AFTER = 3.0
+
+Deliver = Callable[[str, str], None]
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value
+
+
+class _Subscriber:
+    """One pub/sub connection and the channels it should hold; re-made when lost.
+
+    ``sharded`` uses ``SSUBSCRIBE`` (one command per channel: a node holds channels of many
+    slots, and one ``SSUBSCRIBE`` may name one slot only)."""
+
+    def __init__(
+        self,
+        client: aioredis.Redis,
+        *,
+        sharded: bool,
+        deliver: Deliver,
+        on_lost: Callable[[_Subscriber, str], None],
+        on_ready: Callable[[_Subscriber], None],
+        always: tuple[str, ...] = (),
+    ) -> None:
+        self.client = client
+        self.sharded = sharded
+        self.channels: set[str] = set(always)
+        self._deliver = deliver
+        self._on_lost = on_lost
+        self._on_ready = on_ready
+        self._pubsub: Any = None
+        self._task: asyncio.Task[None] | None = None
+        self._stopped = False
+        self.ready = asyncio.Event()
+
+    def start(self) -> None:
+        self._task = asyncio.get_running_loop().create_task(self._run())
+
+    async def add(self, channel: str) -> None:
+        self.channels.add(channel)
+        if self._pubsub is not None:
+            with contextlib.suppress(*REDIS_ERRORS):  # a lost connection re-subscribes all
+                await self._subscribe(self._pubsub, channel)
+
+    async def discard(self, channel: str) -> None:
+        self.channels.discard(channel)
+        if self._pubsub is not None:
+            with contextlib.suppress(*REDIS_ERRORS):
+                if self.sharded:
+                    await self._pubsub.sunsubscribe(channel)
+                else:
+                    await self._pubsub.unsubscribe(channel)
+
+    async def _subscribe(self, pubsub: Any, channel: str) -> None:
+        if self.sharded:
+            await pubsub.ssubscribe(channel)
+        else:
+            await pubsub.subscribe(channel)
+
+    async def _run(self) -> None:
+        pubsub = self.client.pubsub()
+        try:
+            # Set first: a channel added while these subscribe is subscribed by add() itself.
+            self._pubsub = pubsub
+            for channel in list(self.channels):
+                await self._subscribe(pubsub, channel)
+            self.ready.set()
+            self._on_ready(self)
+            await self._read(pubsub)
+        except asyncio.CancelledError:
+            raise
+        except REDIS_ERRORS as exc:
+            self._on_lost(self, f"{type(exc).__name__}: {exc}")
+        except Exception as exc:  # a bug in delivery must not leave the process deaf
+            logger.exception("Redis pub/sub listener failed")
+            self._on_lost(self, repr(exc))
+        finally:
+            self._pubsub = None
+            with contextlib.suppress(Exception):
+                await pubsub.aclose()  # type: ignore[no-untyped-call]  # redis-py lacks the hint
+
+    async def _read(self, pubsub: Any) -> None:
+        heard = time.monotonic()
+        pinged = heard
+        # Checked as well as cancelled: redis-py's read can swallow a cancellation that lands
+        # as its own read timeout fires.
+        while not self._stopped:
+            message = await pubsub.get_message(timeout=PING_EVERY)
+            now = time.monotonic()
+            if message is None:
+                if now - heard >= DEAF_AFTER:
+                    raise ConnectionError(f"no answer to pings for {now - heard:.1f} s")
+                if now - pinged >= PING_EVERY:
+                    pinged = now
+                    await pubsub.ping()
+                continue
+            heard = now
+            kind = message["type"]
+            if kind in ("message", "smessage"):
+                self._deliver(_text(message["channel"]), _text(message["data"]))
+            elif kind == "sunsubscribe" and _text(message["channel"]) in self.channels:
+                # Not asked for: the node no longer serves this channel's slot.
+                raise ConnectionError(f"moved: {_text(message['channel'])}")
+
+    async def aclose(self) -> None:
+        self._stopped = True
+        for _ in range(30):  # cancelled again while a swallowed cancellation lets it run on
+            if self._task is None or self._task.done():
+                break
+            self._task.cancel()
+            await asyncio.wait({self._task}, timeout=0.1)
+        with contextlib.suppress(Exception):
+            await self.client.aclose()
+
+
+class SingleChannels:
+    """Notifications on one Redis: one ``SUBSCRIBE`` connection for every watched channel."""
+
+    publish_command = "PUBLISH"
+
+    def __init__(
+        self,
+        url: str,
+        where: str,
+        *,
+        deliver: Deliver,
+        on_reconnect: Callable[[], None],
+        set_healthy: Callable[[bool], None],
+        always: str,
+        connect: dict[str, Any],
+    ) -> None:
+        self._url = url
+        self._where = where
+        self._deliver = deliver
+        self._on_reconnect = on_reconnect
+        self._set_healthy = set_healthy
+        self._always = always
+        self._connect = connect
+        self._subscriber: _Subscriber | None = None
+        self._lost = False
+        self._closed = False
+        self._retry: asyncio.Task[None] | None = None
+        self._delay = 0.05
+
+    def _new(self, channels: set[str]) -> _Subscriber:
+        client = aioredis.from_url(self._url, **self._connect)
+        subscriber = _Subscriber(
+            client,
+            sharded=False,
+            deliver=self._deliver,
+            on_lost=self._lost_one,
+            on_ready=self._ready,
+            always=(self._always,),
+        )
+        subscriber.channels |= channels
+        subscriber.start()
+        return subscriber
+
+    async def start(self) -> None:
+        self._subscriber = self._new(set())
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._subscriber.ready.wait(), 5)
+
+    def _ready(self, subscriber: _Subscriber) -> None:
+        self._set_healthy(True)
+        self._delay = 0.05
+        if self._lost:
+            self._lost = False
+            logger.warning("Redis pub/sub at %s is back; catching up", self._where)
+            self._on_reconnect()  # notifications may have been missed meanwhile
+
+    def _lost_one(self, subscriber: _Subscriber, why: str) -> None:
+        if not self._lost:
+            logger.warning("Redis pub/sub at %s lost (%s); reconnecting", self._where, why)
+        self._lost = True
+        self._set_healthy(False)
+        if not self._closed:
+            self._retry = asyncio.get_running_loop().create_task(self._remake(subscriber))
+
+    async def _remake(self, old: _Subscriber) -> None:
+        await asyncio.sleep(self._delay)
+        self._delay = min(self._delay * 2, 2.0)
+        channels = old.channels
+        with contextlib.suppress(Exception):
+            await old.client.aclose()
+        if not self._closed:
+            self._subscriber = self._new(channels)
+
+    async def watch(self, channel: str) -> None:
+        assert self._subscriber is not None
+        await self._subscriber.add(channel)
+
+    async def unwatch(self, channel: str) -> None:
+        assert self._subscriber is not None
+        await self._subscriber.discard(channel)
+
+    async def aclose(self) -> None:
+        self._closed = True
+        if self._retry is not None:
+            self._retry.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._retry
+        if self._subscriber is not None:
+            await self._subscriber.aclose()
+
+
+class ShardedChannels:
+    """Notifications on a Redis Cluster: one ``SSUBSCRIBE`` connection per master that owns
+    a watched channel's slot; the whole set re-made on the new topology when one is lost."""
+
+    publish_command = "SPUBLISH"
+
+    def __init__(
+        self,
+        cluster: RedisCluster,
+        where: str,
+        *,
+        deliver: Deliver,
+        on_reconnect: Callable[[], None],
+        set_healthy: Callable[[bool], None],
+        connect: dict[str, Any],
+    ) -> None:
+        self._cluster = cluster
+        self._where = where
+        self._deliver = deliver
+        self._on_reconnect = on_reconnect
+        self._set_healthy = set_healthy
+        self._connect = connect
+        self._channels: set[str] = set()
+        self._by_node: dict[str, _Subscriber] = {}
+        self._resync = asyncio.Event()
+        self._supervisor: asyncio.Task[None] | None = None
+        self._closed = False
+
+    async def start(self) -> None:
+        self._supervisor = asyncio.get_running_loop().create_task(self._supervise())
+
+    def _owner(self, channel: str) -> str:
+        node = self._cluster.get_node_from_key(channel)
+        if node is None:
+            raise ConnectionError(f"no node serves the slot of {channel!r}")
+        return f"{node.host}:{node.port}"
+
+    def _subscriber(self, name: str) -> _Subscriber:
+        subscriber = self._by_node.get(name)
+        if subscriber is None:
+            host, port = name.rsplit(":", 1)
+            client = aioredis.Redis(host=host, port=int(port), **self._connect)
+            subscriber = _Subscriber(
+                client,
+                sharded=True,
+                deliver=self._deliver,
+                on_lost=self._lost_one,
+                on_ready=lambda _: None,
+            )
+            self._by_node[name] = subscriber
+            subscriber.start()
+        return subscriber
+
+    async def watch(self, channel: str) -> None:
+        self._channels.add(channel)
+        try:
+            name = self._owner(channel)
+        except REDIS_ERRORS:
+            self._resync.set()  # the slot is not served right now; the resync places it
+            return
+        await self._subscriber(name).add(channel)
+
+    async def unwatch(self, channel: str) -> None:
+        self._channels.discard(channel)
+        for name, subscriber in list(self._by_node.items()):
+            if channel in subscriber.channels:
+                await subscriber.discard(channel)
+                if not subscriber.channels:
+                    del self._by_node[name]
+                    await subscriber.aclose()
+
+    def _lost_one(self, subscriber: _Subscriber, why: str) -> None:
+        if not self._resync.is_set():
+            logger.warning(
+                "Redis Cluster pub/sub at %s lost (%s); re-reading the cluster", self._where, why
+            )
+        self._set_healthy(False)
+        self._resync.set()
+
+    async def _supervise(self) -> None:
+        """Each time a connection is lost: re-read the topology (until the cluster answers),
+        re-subscribe every channel on its owner, and let the mirrors catch up."""
+        while not self._closed:
+            await self._resync.wait()
+            delay = 0.05
+            while not self._closed:
+                try:
+                    await self._cluster.initialize()
+                    owners = {channel: self._owner(channel) for channel in self._channels}
+                    break
+                except REDIS_ERRORS as exc:
+                    logger.debug("Redis Cluster not ready yet: %s", exc)
+                    await asyncio.sleep(delay)
+                    delay = min(delay * 2, 1.0)
+            self._resync.clear()
+            old, self._by_node = self._by_node, {}
+            for subscriber in old.values():
+                await subscriber.aclose()
+            for channel, name in owners.items():
+                self._subscriber(name).channels.add(channel)
+            ready = [s.ready.wait() for s in self._by_node.values()]
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(asyncio.gather(*ready), 5)
+            if not self._resync.is_set():
+                self._set_healthy(True)
+                logger.warning("Redis Cluster pub/sub at %s is back; catching up", self._where)
+            self._on_reconnect()
+
+    async def aclose(self) -> None:
+        self._closed = True
+        if self._supervisor is not None:
+            self._supervisor.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._supervisor
+        for subscriber in self._by_node.values():
+            await subscriber.aclose()
+        self._by_node.clear()
