@@ -1,26 +1,32 @@
-"""``Jobs``: starts jobs within a limit, finds them again, cancels them, forgets them later.
+"""``Jobs``: starts jobs within a limit, finds them again (here or in another process),
+cancels them, forgets them later.
 
 >>> jobs = Jobs(hub, context=context, max_running=4)                # doctest: +SKIP
 >>> job = await jobs.start("export", {"table": "demo", "format": "csv"})  # doctest: +SKIP
 >>> # clients follow the hub topic job.topic; await jobs.cancel(job.id)
+
+Jobs are runs (family ``job``, :class:`~sluiceway.runs.Runs`): with a hub shared through
+Redis, whose job topics are shared too (``process_local_topics`` without ``sluiceway.job:*``),
+every process finds, describes, follows and cancels every job through the runs' directory,
+after :meth:`Jobs.start_sharing`. A job still runs in the process that started it.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import logging
 import time
 from typing import Any
 
+import orjson
 from pydantic import ValidationError
 
-from sluiceway.hub import Hub, HubError, TopicBounds
-from sluiceway.jobs.job import TOPIC_PREFIX, Job, JobState, new_job_id
-from sluiceway.jobs.progress import REPORT_INTERVAL, Progress
-from sluiceway.jobs.registry import JobFailed, JobKind, JobRefused, JobRegistry, default_registry
-
-logger = logging.getLogger("sluiceway.jobs")
+from sluiceway.hub import Hub, TopicBounds
+from sluiceway.jobs.job import FAMILY, TERMINAL_EVENTS, TOPIC_PREFIX, Job, JobState, is_job_id
+from sluiceway.jobs.progress import REPORT_INTERVAL
+from sluiceway.jobs.registry import JobRefused, JobRegistry, default_registry
+from sluiceway.runs.directory import RemoteRun, RunDirectory
+from sluiceway.runs.limits import RunLimits
+from sluiceway.runs.manager import RunRefused, Runs
 
 #: Seconds a finished job stays known (state, result, replayable events).
 RETENTION = 3600.0
@@ -28,6 +34,17 @@ RETENTION = 3600.0
 MAX_RETAINED = 1000
 #: How often finished jobs are checked for retention.
 SWEEP_INTERVAL = 1.0
+#: Seconds a job may run; then it ends with state ``time_limit``. A bound on what one
+#: request can set going, and on how long its directory entry is kept.
+MAX_DURATION = 24 * 3600.0
+#: The progress of a job that has reported none.
+NO_PROGRESS: dict[str, Any] = {
+    "done": 0,
+    "total": None,
+    "percent": None,
+    "eta_s": None,
+    "rate": 0.0,
+}
 
 
 def job_topic_bounds(retention: float = RETENTION) -> TopicBounds:
@@ -46,8 +63,11 @@ def validation_detail(exc: ValidationError) -> str:
 
 
 class Jobs:
-    """The jobs of one server (or app): at most ``max_running`` at once, each finished job
-    remembered for ``retention`` seconds (at most ``max_retained`` of them)."""
+    """The jobs of one server (or app): at most ``max_running`` at once in this process, each
+    finished job remembered for ``retention`` seconds (at most ``max_retained`` of them), each
+    ended after ``max_duration`` seconds. ``directory``: where jobs are shared with other
+    processes; by default the hub's Redis when its job topics are shared (see the module
+    doc)."""
 
     def __init__(
         self,
@@ -59,6 +79,8 @@ class Jobs:
         retention: float = RETENTION,
         max_retained: int = MAX_RETAINED,
         report_interval: float = REPORT_INTERVAL,
+        max_duration: float = MAX_DURATION,
+        directory: RunDirectory | None = None,
     ) -> None:
         self.hub = hub
         self.context = context
@@ -67,14 +89,25 @@ class Jobs:
         self.retention = retention
         self.max_retained = max_retained
         self.report_interval = report_interval
-        self._by_id: dict[str, Job] = {}
+        limits = RunLimits(
+            max_concurrent=max_running,
+            max_duration=max_duration,
+            first_item_timeout=max_duration,  # a job is under way from its start (Job._consume)
+            max_bytes=None,  # its events are progress reports, ten a second at most
+            retention=retention,
+        )
+        if directory is None and hub.config.is_process_local(TOPIC_PREFIX + FAMILY):
+            directory = RunDirectory()  # its topics stay in this process: so do its jobs
+        self.runs = Runs(hub, family=FAMILY, limits=limits, directory=directory)
+        hub.configure_topics(job_topic_bounds(retention))  # before the runs' own bounds
+        self._by_id: dict[str, Job] = {}  # this process's, oldest first
         self._checking = 0  # jobs between "a slot is free" and "started": they hold a slot
         self._sweeper: asyncio.Task[None] | None = None
         self._closing = False
 
     @property
     def running(self) -> int:
-        return sum(1 for job in self._by_id.values() if job.running)
+        return self.runs.running
 
     async def start(self, kind: str, params: Any, *, owner: str | None = None) -> Job:
         """Validate ``params`` for ``kind`` and start the job (it runs detached) for
@@ -90,9 +123,7 @@ class Jobs:
             known = ", ".join(self.registry.names())
             raise JobRefused(422, "unknown_job_kind", f"no job kind {kind!r} (known: {known})")
         if self.running + self._checking >= self.max_running:
-            raise JobRefused(
-                429, "too_many_jobs", f"{self.max_running} jobs are running; try again later"
-            )
+            raise too_many(self.max_running)
         self._checking += 1
         try:
             try:
@@ -103,102 +134,120 @@ class Jobs:
                 await job_kind.check(self.context, model)
         finally:
             self._checking -= 1
-        job_id = new_job_id()
-        progress = Progress(
-            job_id,
-            lambda snapshot: self._publish(job, "progress", snapshot),
+        job = Job(
+            self.runs,
+            job_kind,
+            model,
+            owner=owner,
             context=self.context,
-            interval=self.report_interval,
+            report_interval=self.report_interval,
         )
-        job = Job(kind, model, progress, owner)
+        try:
+            self.runs.launch(job)
+        except RunRefused as exc:  # shutting down meanwhile
+            if exc.status == 429:
+                raise too_many(self.max_running) from None
+            raise JobRefused(exc.status, exc.code, exc.detail) from None
         self._by_id[job.id] = job
-        job.task = asyncio.get_running_loop().create_task(self._run(job, job_kind), name=job.id)
         if self._sweeper is None or self._sweeper.done():
             self._sweeper = asyncio.get_running_loop().create_task(self._sweep())
         return job
 
     def get(self, job_id: str) -> Job | None:
+        """A job of this process."""
         return self._by_id.get(job_id)
 
     def list(self) -> list[Job]:
-        """Known jobs, oldest first."""
+        """This process's jobs, oldest first."""
         return list(self._by_id.values())
 
+    async def find(self, job_id: str) -> Job | RemoteRun | None:
+        """A job of this process, or of another one that shares the directory (None once
+        its retention is over, or for an id that is no job's). Raises
+        :class:`~sluiceway.runs.directory.DirectoryUnavailable` when Redis is out of reach."""
+        found = self._by_id.get(job_id)
+        if found is not None:
+            return found
+        if not is_job_id(job_id) or not self.runs.directory.shared:
+            return None
+        remote = await self.runs.directory.lookup(job_id)
+        if remote is None:
+            return None
+        remote.terminal_events = TERMINAL_EVENTS
+        if not remote.running:
+            # Its entry outlives its events (max_duration + retention): without them, it is
+            # a job whose retention is over, as for the process that ran it.
+            log = await self.hub.retained(remote.topic)
+            if log is None or log.head < log.base:
+                return None
+        return remote
+
+    async def describe(self, job: Job | RemoteRun) -> dict[str, Any]:
+        """A job's JSON summary (``GET /jobs/{id}``); one of another process is read from its
+        description in the directory and the last events of its topic."""
+        if isinstance(job, Job):
+            return job.describe()
+        state = job.state
+        progress: dict[str, Any] | None = None
+        result: dict[str, Any] | None = None
+        error: dict[str, Any] | None = None
+        log = await self.hub.retained(job.topic)
+        if log is not None:
+            for offset in range(log.head, log.base - 1, -1):  # from its last event back
+                event, data, _ = log.record_at(offset)
+                if event == "progress":
+                    progress = orjson.loads(data)
+                    break
+                if event == "result":
+                    state, result = JobState.COMPLETED.value, orjson.loads(data)
+                elif event == "error":
+                    error = orjson.loads(data)
+                    state = error.pop("state", state)
+        return {
+            "id": job.id,
+            "kind": job.annotations.get("kind"),
+            "state": state,
+            "params": job.annotations.get("params", {}),
+            "created": round(job.created, 3),
+            "progress": progress or dict(NO_PROGRESS),
+            "result": result,
+            "error": error,
+        }
+
     async def cancel(self, job_id: str, wait: float = 2.0) -> Job | None:
-        """Cancel a running job and wait (up to ``wait`` s) for it to end; an ended job is
-        returned as it is (idempotent); ``None`` if unknown."""
+        """Cancel a running job of this process and wait (up to ``wait`` s) for it to end;
+        an ended job is returned as it is (idempotent); ``None`` if unknown."""
         job = self._by_id.get(job_id)
         if job is None or not job.running:
             return job
-        job.cancel_requested = True
-        task = job.task
-        if job.started and not job.ending and task is not None and not task.done():
-            task.cancel()
-        if task is not None and not task.done():
-            await asyncio.wait({task}, timeout=wait)
+        job.stop(JobState.CANCELLED)
+        if job.task is not None and not job.task.done():
+            await asyncio.wait({job.task}, timeout=wait)
         return job
+
+    async def cancel_anywhere(self, job: Job | RemoteRun, wait: float = 2.0) -> Job | RemoteRun:
+        """Cancel ``job`` wherever it runs and wait (up to ``wait`` s) until it has ended
+        (its partial output removed); the job as it stands then. Idempotent. Raises
+        :class:`~sluiceway.runs.directory.DirectoryUnavailable` when Redis is out of reach."""
+        if isinstance(job, Job):
+            await self.cancel(job.id, wait)
+            return job
+        await self.runs.cancel_and_wait(job, wait)  # until its last event, read here
+        return await self.find(job.id) or job
+
+    async def start_sharing(self) -> None:
+        """Take cancel requests from other processes (with a shared directory)."""
+        await self.runs.start_sharing()
 
     async def aclose(self, wait: float = 5.0) -> None:
         """Refuse new jobs, cancel the running ones and wait (up to ``wait`` s) for them."""
         self._closing = True
         if self._sweeper is not None:
             self._sweeper.cancel()
-        running = [job for job in self._by_id.values() if job.running]
-        for job in running:
-            job.cancel_requested = True
-            if job.started and not job.ending and job.task is not None:
-                job.task.cancel()
-        tasks = {job.task for job in running if job.task is not None}
-        if tasks:
-            await asyncio.wait(tasks, timeout=wait)
-
-    # -- running -----------------------------------------------------------------------------
-
-    async def _run(self, job: Job, kind: JobKind) -> None:
-        job.started = True
-        task = asyncio.current_task()
-        try:
-            if job.cancel_requested:  # cancelled before it began
-                raise asyncio.CancelledError
-            await job.progress.flush()  # a first event at once: the job is under way
-            result = await kind.run(job.progress, job.params)
-        except asyncio.CancelledError:
-            if task is not None:
-                task.uncancel()  # we end the job ourselves, publishing its last event
-            self._end(job, JobState.CANCELLED, "cancelled", "the job was cancelled")
-        except JobFailed as exc:
-            self._end(job, JobState.FAILED, exc.code, exc.message)
-        except Exception as exc:
-            logger.exception("job %s (%s) failed", job.id, job.kind)
-            self._end(job, JobState.FAILED, "job_failed", f"{type(exc).__name__}: {exc}"[:500])
-        else:
-            job.result = dict(result or {})
-            self._end(job, JobState.COMPLETED)
-        try:
-            if job.error is None:
-                await job.progress.flush()  # the last progress (e.g. 100 %) before the result
-                await self._publish(job, "result", job.result or {})
-            else:
-                await self._publish(job, "error", {**job.error, "state": job.state.value})
-        finally:
-            with contextlib.suppress(HubError):
-                self.hub.finish(job.topic)
-            job.done.set()
-
-    @staticmethod
-    def _end(job: Job, state: JobState, code: str | None = None, message: str = "") -> None:
-        job.ending = True  # from here on, a cancel changes nothing
-        job.state = state
-        if code is not None:
-            job.error = {"error": code, "message": message}
-        job.finished_at = time.monotonic()
-        job.progress.stop()
-
-    async def _publish(self, job: Job, event: str, data: dict[str, Any]) -> None:
-        try:
-            await self.hub.publish(job.topic, data, event=event)
-        except HubError as exc:  # shutting down, or a backend gone: the job goes on regardless
-            logger.warning("job %s: %s event not published: %s", job.id, event, exc)
+        for job in self._by_id.values():
+            # Cancelled, as by a client (not the runs' "shutdown"): the same last event.
+            job.stop(JobState.CANCELLED)
+        await self.runs.aclose(wait)
 
     # -- retention ---------------------------------------------------------------------------
 
@@ -217,6 +266,11 @@ class Jobs:
             assert job.finished_at is not None
             if index < excess or now - job.finished_at > self.retention:
                 del self._by_id[job.id]
+                self.runs.forget(job.id)
 
 
-__all__ = ["MAX_RETAINED", "RETENTION", "Jobs", "job_topic_bounds"]
+def too_many(max_running: int) -> JobRefused:
+    return JobRefused(429, "too_many_jobs", f"{max_running} jobs are running; try again later")
+
+
+__all__ = ["MAX_DURATION", "MAX_RETAINED", "RETENTION", "Jobs", "job_topic_bounds"]

@@ -71,9 +71,19 @@ class Progress:
         await self._maybe_report()
 
     async def flush(self) -> None:
-        """Publish now if anything changed since the last event (the job's end does this)."""
-        if self._reported != (self.done, self.total):
-            await self._report()
+        """Publish now if anything changed since the last event."""
+        snapshot = self.take_unreported()
+        if snapshot is not None:
+            await self._publish(snapshot)
+
+    def take_unreported(self) -> dict[str, Any] | None:
+        """The snapshot to publish if anything changed since the last event (counted as
+        published): the job's end publishes it itself, with its last event."""
+        if self._reported == (self.done, self.total):
+            return None
+        self._last_report = self._clock()
+        self._reported = (self.done, self.total)
+        return self.snapshot()
 
     def stop(self) -> None:
         """The job ended: the rate stops changing."""
@@ -105,9 +115,8 @@ class Progress:
             await self._report()
 
     async def _report(self) -> None:
-        self._last_report = self._clock()
-        self._reported = (self.done, self.total)
-        await self._publish(self.snapshot())
+        self._reported = None  # published even when unchanged: the interval has passed
+        await self.flush()
 
 
 __all__ = ["REPORT_INTERVAL", "Progress"]

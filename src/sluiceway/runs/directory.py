@@ -22,6 +22,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from sluiceway.runs.items import TERMINAL_EVENTS
+
 if TYPE_CHECKING:
     from sluiceway.runs.run import Run
 
@@ -46,6 +48,9 @@ class RemoteRun:
     meta: dict[str, Any] = field(default_factory=dict)
     owner: str | None = None
     done: asyncio.Event = field(default_factory=asyncio.Event)
+    #: The events that end its stream (a job's are not a run's: see
+    #: :attr:`sluiceway.runs.Run.terminal_events`).
+    terminal_events: frozenset[str] = TERMINAL_EVENTS
 
     def __post_init__(self) -> None:
         if self.state != "running":

@@ -1,9 +1,10 @@
 """Read a run back from the hub, replayed then live, until it ends.
 
 Holding one of these iterators counts as following the run (it is not abandoned). They end
-at the run's last event (``done`` or ``error``), not when the topic is marked finished: a run
-going on in another process (the Redis backend) is read here through a mirror of its topic,
-which that process's ``finish`` does not reach.
+at the run's last event (one of its ``terminal_events``: ``done`` or ``error``; a job's
+``result`` or ``error``), not when the topic is marked finished: a run going on in another
+process (the Redis backend) is read here through a mirror of its topic, which that process's
+``finish`` does not reach.
 """
 
 from __future__ import annotations
@@ -14,7 +15,6 @@ from typing import TYPE_CHECKING, Any, Protocol
 import orjson
 
 from sluiceway.hub import Hub
-from sluiceway.runs.items import TERMINAL_EVENTS
 from sluiceway.sse import Event, Parser, encode_event
 
 if TYPE_CHECKING:
@@ -28,10 +28,14 @@ Span = tuple["RetainedTopic | None", Any, int]
 
 
 class Followable(Protocol):
-    """A run here or in another process: its topic is what is read."""
+    """A run here or in another process: its topic is what is read, until one of its
+    terminal events."""
 
     @property
     def topic(self) -> str: ...
+
+    @property
+    def terminal_events(self) -> frozenset[str]: ...
 
 
 async def run_batches(
@@ -78,7 +82,7 @@ async def _spans(hub: Hub, run: Followable, last_event_id: str | None) -> AsyncI
                 continue
             after, upto = taken
             yield topic, after, upto
-            if topic.record_at(upto)[0] in TERMINAL_EVENTS:
+            if topic.record_at(upto)[0] in run.terminal_events:
                 return
 
 

@@ -19,7 +19,7 @@ import time
 from collections import Counter, deque
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import orjson
 
@@ -42,6 +42,8 @@ if TYPE_CHECKING:
 logger = logging.getLogger("sluiceway.runs")
 
 __all__ = ["RunRefused", "Runs"]
+
+R = TypeVar("R", bound=Run)
 
 #: How often running runs are checked for followers and ended ones for retention.
 SWEEP_INTERVAL = 0.25
@@ -116,11 +118,6 @@ class Runs:
         """Start consuming ``producer`` in a run of its own (it goes on detached); returns at
         once. Raises :class:`RunRefused`: 503 while shutting down, 429 beyond
         ``max_concurrent`` or ``max_per_owner`` (the producer is then closed unstarted)."""
-        try:
-            self._admit(owner)
-        except RunRefused:
-            close_unstarted(producer)
-            raise
         run = Run(
             producer,
             self.hub,
@@ -134,10 +131,23 @@ class Runs:
             directory=self.directory,
             observer=self.observer,
         )
+        return self.launch(run)
+
+    def launch(self, run: R) -> R:
+        """Start ``run``, made for this family (its hub, limits and directory): a run of
+        another kind, such as a :class:`~sluiceway.jobs.Job`. Raises :class:`RunRefused` as
+        :meth:`start` does (the producer is then closed unstarted)."""
+        if run.family != self.family or run.hub is not self.hub:
+            raise ValueError(f"run {run.id} is not of this family's hub")
+        try:
+            self._admit(run.owner)
+        except RunRefused:
+            close_unstarted(run.producer)
+            raise
         self._by_id[run.id] = run
         self._going.add(run)
-        if owner is not None:
-            self._going_per_owner[owner] += 1
+        if run.owner is not None:
+            self._going_per_owner[run.owner] += 1
         run.start()
         assert run.task is not None
         run.task.add_done_callback(lambda _task: self._ended(run))
@@ -176,6 +186,13 @@ class Runs:
     def get(self, run_id: str) -> Run | None:
         """A run of this process."""
         return self._by_id.get(run_id)
+
+    def forget(self, run_id: str) -> None:
+        """Forget an ended run of this process before its retention is over (a bound on how
+        many are kept, such as the jobs'); its events stay in the hub until they expire."""
+        run = self._by_id.get(run_id)
+        if run is not None and not run.running:
+            del self._by_id[run_id]
 
     async def find(self, run_id: str) -> Run | RemoteRun | None:
         """A run of this process, or of another one that shares the directory."""
@@ -397,7 +414,7 @@ class Runs:
         limits = self.limits
         ended = self._ended_order
         while ended and now - ended[0][0] > limits.retention:
-            del self._by_id[ended.popleft()[1].id]
+            self._by_id.pop(ended.popleft()[1].id, None)  # None: forgotten already
         confirm: list[Run] = []
         for run in list(self._going):
             run_id = run.id

@@ -22,14 +22,14 @@ import secrets
 import time
 from collections.abc import AsyncIterator, Mapping
 from enum import StrEnum
-from typing import Any, Protocol
+from typing import Any, ClassVar, Protocol
 
 import orjson
 
 from sluiceway.hub import Hub, HubError
 from sluiceway.llm.chunks import UpstreamError
 from sluiceway.runs.directory import RunDirectory
-from sluiceway.runs.items import ItemEncoder, RunError, Stored
+from sluiceway.runs.items import TERMINAL_EVENTS, ItemEncoder, RunError, Stored
 from sluiceway.runs.limits import RunLimits
 
 logger = logging.getLogger("sluiceway.runs")
@@ -87,6 +87,9 @@ class Run:
     what a wire format needs to describe it again, from any process (JSON). ``background``:
     it runs to its end even when nobody follows it.
     """
+
+    #: The events that end its stream: a reader stops at the first of them.
+    terminal_events: ClassVar[frozenset[str]] = TERMINAL_EVENTS
 
     def __init__(
         self,
@@ -200,34 +203,15 @@ class Run:
         if self.observer is not None:
             self.observer.started(self)
         limits = self.limits
-        loop = asyncio.get_running_loop()
         producer = self.producer
         try:
             # Described before its first event, so that any process can answer for it.
             await self.directory.register(self)
-            await self._publish([("start", _start(self))])
+            await self._publish(self._opening())
             if self._stop_as is not None:
                 raise asyncio.CancelledError  # stopped before it began
             async with asyncio.timeout(limits.first_item_timeout) as deadline:
-                async for item in producer:
-                    now = time.monotonic()
-                    if self.first_item_at is None:
-                        self.first_item_at = now
-                        left = self.started_at + limits.max_duration - now
-                        deadline.reschedule(loop.time() + max(0.0, left))
-                        if self.observer is not None:
-                            self.observer.first_item(self, now - self.started_at)
-                    events = self.encoder.encode(item, now)
-                    self.items += 1
-                    if self.observer is not None:
-                        self.observer.item(self, item, now)
-                    if events:
-                        await self._publish(events)
-                    if not self.opened.done():
-                        self.opened.set_result(None)
-                    if self._over_limits():
-                        self.state = RunState.LIMIT
-                        break
+                await self._consume(deadline)
             if self.state is RunState.RUNNING:
                 self.state = RunState.COMPLETED
         except TimeoutError:
@@ -247,6 +231,32 @@ class Run:
                 with contextlib.suppress(Exception):
                     await aclose()
         await self._finish()
+
+    async def _consume(self, deadline: asyncio.Timeout) -> None:
+        """Publish the producer's items until it ends or a limit is reached (``deadline``:
+        ``first_item_timeout``, moved to ``max_duration`` at the first item). A run of another
+        kind does its own work here (a job runs its kind's function)."""
+        limits = self.limits
+        loop = asyncio.get_running_loop()
+        async for item in self.producer:
+            now = time.monotonic()
+            if self.first_item_at is None:
+                self.first_item_at = now
+                left = self.started_at + limits.max_duration - now
+                deadline.reschedule(loop.time() + max(0.0, left))
+                if self.observer is not None:
+                    self.observer.first_item(self, now - self.started_at)
+            events = self.encoder.encode(item, now)
+            self.items += 1
+            if self.observer is not None:
+                self.observer.item(self, item, now)
+            if events:
+                await self._publish(events)
+            if not self.opened.done():
+                self.opened.set_result(None)
+            if self._over_limits():
+                self.state = RunState.LIMIT
+                break
 
     def _over_limits(self) -> bool:
         limits = self.limits
@@ -270,12 +280,7 @@ class Run:
     async def _finish(self) -> None:
         self.finished_at = time.monotonic()
         await self.directory.ended(self)  # before the last event: a reader then sees both
-        if self.error is not None:
-            code, message = self.error
-            last: list[Stored] = [("error", _json({"error": code, "message": message}))]
-        else:
-            last = [*self.encoder.final(), ("done", _json(self._summary()))]
-        await self._publish(last)
+        await self._publish(self._closing())
         if not self.opened.done():  # ended before its first item: not an error in itself
             self.opened.set_result(None)
         with contextlib.suppress(HubError):
@@ -283,6 +288,18 @@ class Run:
         if self.observer is not None:
             self.observer.ended(self)
         self.done.set()
+
+    def _opening(self) -> list[Stored]:
+        """The events before the first item: ``start``."""
+        return [("start", _start(self))]
+
+    def _closing(self) -> list[Stored]:
+        """The last events, ending with one of :attr:`terminal_events`: ``error``, or the
+        last ``partial`` and ``done``."""
+        if self.error is not None:
+            code, message = self.error
+            return [("error", _json({"error": code, "message": message}))]
+        return [*self.encoder.final(), ("done", _json(self._summary()))]
 
     def _summary(self) -> dict[str, Any]:
         assert self.finished_at is not None

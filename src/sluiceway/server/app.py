@@ -120,6 +120,7 @@ def create_app(
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         await hub.start()  # connects a shared backend (BackendUnavailable if it cannot)
         await generations.start_sharing()  # cancel requests from other processes
+        await jobs.start_sharing()
         # Temporary files of uploads that a killed process left: removed while serving.
         cleanup = asyncio.get_running_loop().create_task(services.uploads.remove_leftovers())
         yield

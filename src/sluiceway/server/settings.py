@@ -15,7 +15,6 @@ from sluiceway.auth.grants import ACCESS_TOKEN_COOKIE
 from sluiceway.centrifugo import CentrifugoOptions
 from sluiceway.gateway.limits import GenerationLimits
 from sluiceway.hub import HubConfig
-from sluiceway.jobs import job_topic_bounds
 from sluiceway.server.admission import AdmissionPolicy
 from sluiceway.server.admission import is_loopback_name as is_loopback
 from sluiceway.transfer.proxy import ProxyRefused, Target
@@ -247,7 +246,9 @@ class Settings(BaseSettings):
             ping_interval=self.ping_interval,
             max_topics=self.max_topics,
             keep_latest_topics=tuple(self.keep_latest_topics),
-            topic_bounds=(job_topic_bounds(),),
+            # Every internal topic is shared with a shared backend: jobs are found, followed
+            # and cancelled from any process (their bounds are set by the job manager).
+            process_local_topics=(),
         )
 
     def token_verifier(self) -> TokenVerifier:
