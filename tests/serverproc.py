@@ -30,6 +30,7 @@ from typing import Any
 import httpx
 import psutil
 
+from sluiceway.control import POSITION_EVENT
 from sluiceway.sse import Event, Parser
 
 HOST = "127.0.0.1"
@@ -208,14 +209,26 @@ def client_for(server: ServerProcess, **kwargs: Any) -> httpx.AsyncClient:
 # -- SSE over httpx ------------------------------------------------------------------------
 
 
+def _take_in(events: list[Event], positions: list[Event]) -> list[Event]:
+    """``events`` but the hub's position events, which go to ``positions``: like every client
+    of Sluiceway's, the helpers take a stream's ``sluiceway.position`` in (its id is the
+    parser's last event id) rather than hand it over as an event."""
+    kept = []
+    for event in events:
+        (positions if event.event == POSITION_EVENT else kept).append(event)
+    return kept
+
+
 class SSEStream:
-    """Reads an httpx streaming response through :class:`sluiceway.sse.Parser`."""
+    """Reads an httpx streaming response through :class:`sluiceway.sse.Parser`; position
+    events are kept in ``positions``, not returned (see :func:`_take_in`)."""
 
     def __init__(self, response: httpx.Response) -> None:
         self.response = response
         self.parser = Parser()
         self.raw = bytearray()
         self.ended = False
+        self.positions: list[Event] = []
         self._events: deque[Event] = deque()
         self._chunks = response.aiter_bytes()  # decoded: the SSE bytes, compressed or not
 
@@ -228,7 +241,7 @@ class SSEStream:
             self.ended = True
             return False
         self.raw += chunk
-        self._events.extend(self.parser.feed(chunk))
+        self._events.extend(_take_in(self.parser.feed(chunk), self.positions))
         return True
 
     async def next_event(self, timeout: float = 5.0) -> Event:
@@ -281,7 +294,8 @@ async def open_stream(
 
 class RawHTTPStream:
     """One HTTP/1.1 GET over a plain socket; decodes the chunked body by hand so the test
-    decides exactly when (and whether) to read, and how the connection ends."""
+    decides exactly when (and whether) to read, and how the connection ends. Position events
+    are kept in ``positions``, not returned (see :func:`_take_in`)."""
 
     def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self.reader = reader
@@ -290,6 +304,7 @@ class RawHTTPStream:
         self.headers: dict[str, str] = {}
         self.parser = Parser()
         self.complete = False  # the terminating zero-length chunk arrived
+        self.positions: list[Event] = []
         self._events: deque[Event] = deque()
 
     @property
@@ -348,7 +363,7 @@ class RawHTTPStream:
                 chunk = await self._read_chunk()
                 if chunk is None:
                     raise EOFError("the response ended")
-                self._events.extend(self.parser.feed(chunk))
+                self._events.extend(_take_in(self.parser.feed(chunk), self.positions))
         return self._events.popleft()
 
     async def read_until_eof(self, timeout: float) -> int:

@@ -4,6 +4,8 @@ and the async client can both talk to it):
 * :class:`ScriptedServer`: raw HTTP/1.1 over asyncio streams, answering each request with a
   test's handler, byte for byte (cut mid-event, stall, 503 then 200...).
 * :class:`ChaosProxy`: a TCP proxy in front of a real server that cuts connections at random.
+* :class:`TimedCutProxy`: the same, cutting each connection after a random time instead, so
+  also before its first event.
 * :class:`UvicornThread`: any ASGI app (an sse-starlette app, not ours) under uvicorn.
 """
 
@@ -233,6 +235,47 @@ class ChaosProxy(LoopServer):
             pass
         finally:
             upload.cancel()
+            if abort:
+                client_w.transport.abort()
+            else:
+                client_w.close()
+            up_w.close()
+
+
+class TimedCutProxy(LoopServer):
+    """Forwards loopback TCP connections to ``upstream_port``, cutting each one after a random
+    time between ``min_s`` and ``max_s`` from its start (whatever it carried: nothing, the
+    response head alone, or events), sometimes with a FIN, sometimes with a RST.
+    ``connections`` counts the connections it forwarded, ``cuts`` those it broke."""
+
+    def __init__(
+        self, upstream_port: int, *, seed: int, min_s: float = 0.2, max_s: float = 0.8
+    ) -> None:
+        self.upstream_port = upstream_port
+        self.random = random.Random(seed)
+        self.min_s = min_s
+        self.max_s = max_s
+        self.connections = 0
+        self.cuts = 0
+
+    async def _serve(self, client_r: asyncio.StreamReader, client_w: asyncio.StreamWriter) -> None:
+        lifetime = self.random.uniform(self.min_s, self.max_s)
+        abort = self.random.random() < 0.5
+        self.connections += 1
+        try:
+            up_r, up_w = await asyncio.open_connection(HOST, self.upstream_port)
+        except OSError:
+            client_w.close()
+            return
+        upload = asyncio.create_task(_pipe(client_r, up_w))
+        download = asyncio.create_task(_pipe(up_r, client_w))
+        try:
+            done, _ = await asyncio.wait({download}, timeout=lifetime)
+            if not done:
+                self.cuts += 1
+        finally:
+            upload.cancel()
+            download.cancel()
             if abort:
                 client_w.transport.abort()
             else:

@@ -292,6 +292,9 @@ async def test_reserved_event_types_are_refused(make_hub: MakeHub) -> None:
 async def test_wait_wakes_on_publish(make_hub: MakeHub) -> None:
     hub = await make_hub()
     sub = await hub.subscribe(["t"])
+    # Opened without an id: the stream first says where it starts, at once.
+    (position,) = Parser().feed(await asyncio.wait_for(sub.__anext__(), 1))
+    assert (position.event, position.id) == ("sluiceway.position", hub.latest_id("t"))
     waiter = asyncio.create_task(sub.__anext__())
     await asyncio.sleep(0)
     assert not waiter.done()
@@ -303,6 +306,7 @@ async def test_wait_wakes_on_publish(make_hub: MakeHub) -> None:
 async def test_idle_subscribers_get_pings_from_the_sweeper(make_hub: MakeHub) -> None:
     hub = await make_hub(HubConfig(ping_interval=0.1))
     sub = await hub.subscribe(["t"])
+    assert b"event: sluiceway.position\n" in await asyncio.wait_for(sub.__anext__(), 2)
     chunk = await asyncio.wait_for(sub.__anext__(), 2)
     assert chunk.startswith(b":")
     sub.release()
@@ -324,7 +328,9 @@ async def test_aclose_flushes_pending_events_then_ends_streams(make_hub: MakeHub
     await asyncio.sleep(0)
     await asyncio.wait_for(hub.aclose(), 2)
     await asyncio.wait_for(task, 1)
-    assert [e.data for e in Parser().feed(b"".join(received))] == ["last words"]
+    events = Parser().feed(b"".join(received))
+    assert [e.event for e in events] == ["sluiceway.position", "message"]
+    assert events[1].data == "last words"
     assert hub.open_streams == 0
     with pytest.raises(HubClosed):
         await hub.publish("t", "too late")

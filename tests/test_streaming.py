@@ -38,6 +38,7 @@ from starlette.requests import Request
 from starlette.routing import Route
 
 from sluiceway.asgi import EventStreamResponse, close_all_streams, open_stream_count
+from sluiceway.control import encode_position
 from sluiceway.ids import Position
 from sluiceway.sse import Event
 
@@ -82,7 +83,11 @@ async def test_keep_alive_ping_after_silence(start_server, mode: str, topic: str
                 opened = time.monotonic()
                 await stream.until_raw(b": ping\n\n", timeout=2)
                 assert time.monotonic() - opened < 1.0
-                assert bytes(stream.raw) == b": ping\n\n"  # nothing else, nothing before
+                # Nothing else, nothing before but the position the stream starts at (which
+                # the ping leaves as it is).
+                (position,) = stream.positions
+                assert bytes(stream.raw) == encode_position(position.id or "") + b": ping\n\n"
+                assert stream.parser.last_event_id == position.id
 
                 # An event resets the silence; the next ping follows it, and the parser
                 # sees only the event (a comment is not an event).

@@ -2,6 +2,12 @@
 
 A server sends them in-band; a client recognises them with :func:`parse_reset` and
 :func:`is_control`, so that "events were lost" is never mistaken for ordinary data.
+
+Control events are *named* events: an ``EventSource`` dispatches them only to a listener for
+that name (never to ``onmessage``), yet takes their ``id:`` as its last event id. That is why
+:data:`POSITION_EVENT` is a named event with data rather than an ``id:``-only block: every
+client honours the id of a dispatched event, while some (the npm ``eventsource`` package)
+ignore an ``id:`` that comes without data.
 """
 
 from __future__ import annotations
@@ -11,13 +17,17 @@ from typing import Any
 
 import orjson
 
-from sluiceway.sse import Event
+from sluiceway.sse import Event, encode_event
 
 #: Event types starting with this prefix are reserved for the hub's own control events.
 RESERVED_EVENT_PREFIX = "sluiceway."
 
 #: Resume was not exact: the topics listed in the data lost events (README, "Resume and reset").
 RESET_EVENT = "sluiceway.reset"
+
+#: The first event of a stream whose client came without an id (README, "Resume and reset"):
+#: its id is where the stream starts, so that a client cut before any event resumes exactly.
+POSITION_EVENT = "sluiceway.position"
 
 #: The producer of a stream failed after the response had begun; the stream then ends.
 ERROR_EVENT = "sluiceway.error"
@@ -26,6 +36,16 @@ ERROR_EVENT = "sluiceway.error"
 def is_control(event: Event) -> bool:
     """Whether ``event`` is one of the hub's control events rather than published data."""
     return event.event is not None and event.event.startswith(RESERVED_EVENT_PREFIX)
+
+
+def encode_position(cursor: str) -> bytes:
+    """The :data:`POSITION_EVENT` frame for a stream that starts at ``cursor``.
+
+    >>> encode_position("3f9a1c07-0")
+    b'id: 3f9a1c07-0\\nevent: sluiceway.position\\ndata: {"position":"3f9a1c07-0"}\\n\\n'
+    """
+    data = orjson.dumps({"position": cursor}).decode()
+    return encode_event(data, event=POSITION_EVENT, id=cursor)
 
 
 @dataclass(frozen=True, slots=True)

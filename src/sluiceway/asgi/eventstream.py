@@ -1,7 +1,8 @@
 """The SSE response, for any Starlette/FastAPI (ASGI) app.
 
 ``EventStreamResponse`` streams either an async iterable you provide (events, strings, dicts or
-pre-encoded bytes) or a hub :class:`~sluiceway.hub.Subscription`. Either way it sends the right
+pre-encoded bytes) or a hub :class:`~sluiceway.hub.Subscription` (which starts with the client's
+position: :meth:`~sluiceway.hub.Subscription.opening`). Either way it sends the right
 headers, an optional initial ``retry:``, keep-alive comments when idle, notices a client that
 left at once and closes the producer (its ``finally`` blocks run), and ends at an event
 boundary when the server shuts down.
@@ -132,8 +133,14 @@ class EventStreamResponse(Response):
                 await send({"type": "http.response.body", "body": b""})
                 await self._discard()
                 return
-            if self.retry is not None:
-                await send(_body(encode_retry(self.retry)))
+            sub = self.content if isinstance(self.content, Subscription) else None
+            # A hub stream starts with the client's position, before any event.
+            opening = sub.opening() if sub is not None else b""
+            first = (encode_retry(self.retry) if self.retry is not None else b"") + opening
+            if first:
+                await send(_body(first))
+            if sub is not None:
+                sub.sent(len(opening), asyncio.get_running_loop().time())
         except BaseException:
             await self._discard()  # nothing streams: what the content holds is let go now
             raise

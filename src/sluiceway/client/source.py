@@ -22,7 +22,7 @@ from sluiceway.client.errors import (
     StreamInterrupted,
 )
 from sluiceway.client.policy import ReconnectState, RetryInfo, Verdict, classify, parse_retry_after
-from sluiceway.control import RESET_EVENT, Reset, parse_reset
+from sluiceway.control import POSITION_EVENT, RESET_EVENT, Reset, parse_reset
 from sluiceway.sse import Event
 
 #: How much of an error response's body is kept for the exception.
@@ -60,7 +60,9 @@ class EventSource:
     is complete); ``reconnect_on_end`` overrides that for either method.
 
     Hub reset events (``sluiceway.reset``: events were lost) are yielded like any other event,
-    counted in :attr:`resets` and passed, parsed, to ``on_reset``.
+    counted in :attr:`resets` and passed, parsed, to ``on_reset``. A hub position event
+    (``sluiceway.position``, the first of a stream opened without an id) is not yielded: its id
+    becomes :attr:`last_event_id`, so that a reconnect before any event resumes from there.
     """
 
     def __init__(
@@ -116,7 +118,8 @@ class EventSource:
 
     @property
     def last_event_id(self) -> str:
-        """The id to resume from: that of the last event yielded (or a later id-only block)."""
+        """The id to resume from: that of the last event yielded (or of a later position
+        event or id-only block)."""
         return self._state.last_event_id
 
     @property
@@ -145,13 +148,18 @@ class EventSource:
         if self._on_open is not None:
             self._on_open(response)
 
-    def _delivered(self, event: Event) -> None:
+    def _delivered(self, event: Event) -> bool:
+        """Take ``event`` in; whether it is yielded (a position event is not: it only says
+        where the stream starts, and its id is all there is to take from it)."""
         # event.id is the last event id in effect when it was dispatched.
         self._state.last_event_id = event.id or ""
+        if event.event == POSITION_EVENT:
+            return False
         if event.event == RESET_EVENT and (reset := parse_reset(event)) is not None:
             self.resets += 1
             if self._on_reset is not None:
                 self._on_reset(reset)
+        return True
 
     def _retry(self, info: RetryInfo) -> float:
         if self._on_retry is not None:
@@ -237,8 +245,8 @@ class EventSource:
                             parser = self._state.new_parser()
                             async for chunk in response.aiter_bytes():
                                 for event in parser.feed(chunk):
-                                    self._delivered(event)
-                                    yield event
+                                    if self._delivered(event):
+                                        yield event
                                 self._state.absorb(parser)
                             delay = self._after_end()
                 except httpx.TransportError as exc:
@@ -295,8 +303,8 @@ class EventSource:
                             parser = self._state.new_parser()
                             for chunk in response.iter_bytes():
                                 for event in parser.feed(chunk):
-                                    self._delivered(event)
-                                    yield event
+                                    if self._delivered(event):
+                                        yield event
                                 self._state.absorb(parser)
                             delay = self._after_end()
                 except httpx.TransportError as exc:

@@ -85,7 +85,9 @@ class Hub:
 
     A subscription replays what came after ``last_event_id`` and continues live, with no gap
     and no duplicate at the seam (both come from the same log). When the position is no longer
-    in history, the subscription starts with a :data:`RESET_EVENT` and continues live.
+    in history, the subscription starts with a :data:`RESET_EVENT` and continues live; opened
+    without an id, its SSE stream starts with a ``sluiceway.position`` event naming the id to
+    resume from (:meth:`Subscription.opening`).
     """
 
     def __init__(self, config: HubConfig | None = None, backend: Backend | None = None) -> None:
@@ -248,7 +250,9 @@ class Hub:
                     offsets[index] = position.offset
                 else:
                     lost.append(self._reset_detail(topic, position))
-        subscription = Subscription(self._streams, followed, offsets)
+        subscription = Subscription(
+            self._streams, followed, offsets, position_due=requested is None
+        )
         for topic in followed:
             topic.subscribers.add(subscription)
         self._streams.add(subscription)

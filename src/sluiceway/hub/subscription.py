@@ -15,7 +15,8 @@ Every writer, whatever drives it, does the same five things:
    ``next_chunk()`` has nothing; or by callbacks, ``sub.attach(sink)``, after which the hub
    calls ``sink.ready()`` (once per loop iteration at most) when something may be sendable.
 2. It reads with ``next_chunk()`` (SSE frames) or ``take()`` (offsets, for a writer that
-   encodes events itself).
+   encodes events itself). An SSE writer first sends ``opening()`` (the reset or position
+   event), in its first write.
 3. It says when it cannot write: ``sub.blocked(now)`` when a write starts (a task awaiting
    ``send``) or its transport pauses, and ``sub.sent(nbytes, now)`` when the write completed or
    the transport resumed.
@@ -35,6 +36,7 @@ import asyncio
 from enum import Enum, StrEnum
 from typing import Protocol
 
+from sluiceway.control import encode_position
 from sluiceway.hub.config import HubConfig, OverflowPolicy
 from sluiceway.hub.stats import HubStats
 from sluiceway.hub.topic import RetainedTopic, Topic
@@ -114,6 +116,7 @@ class Subscription:
         "_future",
         "_pending",
         "_ping_due",
+        "_position_due",
         "_registry",
         "_stats",
         "_task",
@@ -128,7 +131,12 @@ class Subscription:
     )
 
     def __init__(
-        self, registry: Registry, topics: list[Topic[Subscription]], offsets: list[int]
+        self,
+        registry: Registry,
+        topics: list[Topic[Subscription]],
+        offsets: list[int],
+        *,
+        position_due: bool = False,
     ) -> None:
         self._registry = registry
         self._stats = registry.stats  # counted on every delivery: one lookup less
@@ -138,6 +146,8 @@ class Subscription:
         # head at subscribe time on (history bounds the replay itself).
         self.replay_until = [topic.head for topic in topics]
         self._pending: list[bytes] = []  # control frames to send first (the reset event)
+        # The client came without an id: an SSE stream tells it where it starts (opening()).
+        self._position_due = position_due
         self.lost = False  # the requested position could not be resumed (a reset was queued)
         self.state = StreamState.OPEN
         self.close_reason: CloseReason | None = None  # why it left OPEN
@@ -175,6 +185,19 @@ class Subscription:
         self.offsets[0] = self.topics[0].base - 1
 
     # -- the writer's side -------------------------------------------------------------------
+
+    def opening(self) -> bytes:
+        """What an SSE stream of this subscription sends before any event, in its first
+        write, so that the client holds an exact position from its first byte on: the reset
+        event when the client's id could not be resumed; a ``sluiceway.position`` event, whose
+        id is where the stream starts, when the client came without an id; nothing when its
+        id already names where the stream starts. Call it before ``next_chunk()``."""
+        frames = b"".join(self._pending)
+        self._pending.clear()
+        if self._position_due:
+            self._position_due = False
+            frames += encode_position(self.cursor)
+        return frames
 
     def next_chunk(self) -> bytes | None:
         """Everything pending, as one ``bytes``; ``None`` when there is nothing to send now."""
@@ -395,6 +418,8 @@ class Subscription:
         return self
 
     async def __anext__(self) -> bytes:
+        if self._position_due:
+            return self.opening()
         while True:
             chunk = self.next_chunk()
             if chunk is not None:

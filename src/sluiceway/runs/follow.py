@@ -39,14 +39,16 @@ class Followable(Protocol):
 
 
 async def run_batches(
-    hub: Hub, run: Followable, last_event_id: str | None = None
+    hub: Hub, run: Followable, last_event_id: str | None = None, *, position: bool = False
 ) -> AsyncIterator[list[Event]]:
     """The events of ``run`` after ``last_event_id`` (from the first one when None),
     in the batches they became available: a reader that was behind gets everything pending at
     once, and can answer it with one write. Read from the topic's records, not re-parsed from
-    SSE frames."""
-    async for topic, after, upto in _spans(hub, run, last_event_id):
-        if topic is None:  # the hub's reset event, as its readers see it
+    SSE frames. A reset event comes first when the hub could not resume from
+    ``last_event_id``; with ``position`` (for a stream sent to a client), the
+    ``sluiceway.position`` event when ``last_event_id`` is None, as a hub stream starts."""
+    async for topic, after, upto in _spans(hub, run, last_event_id, position):
+        if topic is None:  # the hub's control event, as its readers see it
             yield Parser().feed(after)
             continue
         epoch = topic.epoch
@@ -60,19 +62,24 @@ async def run_batches(
 async def run_records(hub: Hub, run: Followable) -> AsyncIterator[list[Record]]:
     """The events of ``run`` from its first, as ``(type, data)`` (type None: ``message``):
     what a wire format encodes, without building an :class:`Event` for each."""
-    async for topic, after, upto in _spans(hub, run, None):
+    async for topic, after, upto in _spans(hub, run, None, False):
         if topic is not None:
             yield [topic.record_at(offset)[:2] for offset in range(after + 1, upto + 1)]
 
 
-async def _spans(hub: Hub, run: Followable, last_event_id: str | None) -> AsyncIterator[Span]:
+async def _spans(
+    hub: Hub, run: Followable, last_event_id: str | None, position: bool
+) -> AsyncIterator[Span]:
     """``(topic, after, upto)``: the offsets to read now, until the run's last event; or
-    ``(None, reset frame, 0)`` first when the hub could not resume from ``last_event_id``."""
+    ``(None, frame, 0)`` first: the reset event when the hub could not resume from
+    ``last_event_id``, and with ``position`` the position event when it is None."""
     subscription = await hub.subscribe([run.topic], last_event_id, from_start=last_event_id is None)
     topic = subscription.log
     async with subscription:
-        if subscription.lost:
-            yield None, subscription.next_chunk() or b"", 0
+        if subscription.lost or position:
+            opening = subscription.opening()
+            if opening:
+                yield None, opening, 0
         while True:
             taken = subscription.take(BATCH)
             if taken is None:
@@ -87,10 +94,11 @@ async def _spans(hub: Hub, run: Followable, last_event_id: str | None) -> AsyncI
 
 
 async def run_stream(
-    hub: Hub, run: Followable, last_event_id: str | None = None
+    hub: Hub, run: Followable, last_event_id: str | None = None, *, position: bool = False
 ) -> AsyncIterator[Event]:
-    """The events of ``run`` after ``last_event_id``, one by one."""
-    async for batch in run_batches(hub, run, last_event_id):
+    """The events of ``run`` after ``last_event_id``, one by one (``position``: see
+    :func:`run_batches`)."""
+    async for batch in run_batches(hub, run, last_event_id, position=position):
         for event in batch:
             yield event
 
@@ -98,8 +106,9 @@ async def run_stream(
 async def run_frames(
     hub: Hub, run: Followable, last_event_id: str | None = None
 ) -> AsyncIterator[bytes]:
-    """The events of ``run`` as SSE frames with their ids, ending after the last."""
-    async for batch in run_batches(hub, run, last_event_id):
+    """The events of ``run`` as SSE frames with their ids, ending after the last; started
+    as a hub stream is (:meth:`~sluiceway.hub.Subscription.opening`)."""
+    async for batch in run_batches(hub, run, last_event_id, position=True):
         yield b"".join(encode_event(e.data, event=e.event, id=e.id) for e in batch)
 
 

@@ -180,8 +180,9 @@ async def run_response(
     """The stream of ``run`` (here or in another process) in ``format``.
 
     ``sse``: the run's own events with their ids, after ``last_event_id`` (from its first
-    when None); ``204`` when the client has all of an ended run (an ``EventSource`` then stops
-    reconnecting); ``400`` for an id that is not one of the run's. ``responses``: after
+    when None, after a ``sluiceway.position`` event naming where it starts); ``204`` when the
+    client has all of an ended run (an ``EventSource`` then stops reconnecting); ``400`` for
+    an id that is not one of the run's. ``responses``: after
     ``starting_after`` (or ``last_event_id``, a ``sequence_number``). The other formats replay
     from the start. ``pace`` (tokens/s): smooth ``sse`` output. ``ends_at``: when the stream
     must end (the reader's credentials expire)."""
@@ -228,7 +229,7 @@ async def _content(
             if run.done.is_set() and position == latest:
                 return None  # it has everything of an ended run
         if pace is not None:
-            return paced(run_stream(hub, run, last_event_id), pace)
+            return paced(run_stream(hub, run, last_event_id, position=True), pace)
         if hub.backend is None:
             # In one process the topic ends when the run does: stream it as stored.
             return hub.subscribe_nowait([run.topic], last_event_id, from_start=not last_event_id)

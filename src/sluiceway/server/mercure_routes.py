@@ -5,10 +5,11 @@ revised in dunglas/mercure).
 ``matchExact`` / ``matchURLPattern``); it resumes from the ``Last-Event-ID`` header, or the
 ``last_event_id`` (earlier: ``lastEventID``) query parameter, ``earliest`` included, and then
 answers ``Mercure-Last-Event-ID`` (and ``Last-Event-ID``, as earlier revisions did): the last
-update before the first one sent. ``POST`` publishes a form (``topic``, once or more: the
-canonical topic then alternate ones; ``data``, ``private``, ``id``, ``type``, ``retry``) and
-answers the update's id as text. Access tokens (JWT) come from ``Authorization: Bearer``, the
-``access_token`` query parameter or the token cookie (see
+update before the first one sent; without an id, the stream starts with an ``id:`` line alone
+naming that update (see :func:`_starting_at`). ``POST`` publishes a form (``topic``, once or
+more: the canonical topic then alternate ones; ``data``, ``private``, ``id``, ``type``,
+``retry``) and answers the update's id as text. Access tokens (JWT) come from
+``Authorization: Bearer``, the ``access_token`` query parameter or the token cookie (see
 :mod:`sluiceway.server.admission`); their grants decide who publishes where and who receives
 private updates. Every query and form must be valid UTF-8 (400).
 
@@ -24,6 +25,7 @@ resource metadata (RFC 9728), which every refusal's ``WWW-Authenticate`` points 
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
 from typing import Any
 from urllib.parse import parse_qsl, quote, urlsplit
 
@@ -52,6 +54,7 @@ from sluiceway.server.mercure_face import MercureFace
 from sluiceway.server.routes import read_body
 from sluiceway.server.services import services_of
 from sluiceway.server.settings import Settings
+from sluiceway.sse import encode_event
 
 PATH = "/.well-known/mercure"
 
@@ -113,15 +116,35 @@ async def subscribe(request: Request) -> Response:
     last_event_id = requested_last_event_id(request.headers.get("last-event-id"), query)
     face = _face(request)
     subscription, last = await face.open(last_event_id, grants)
+    updates = face.updates(subscription, selectors, grants)
     # Only when a cursor was asked for (the draft), under its current name and the old one.
     headers = {"mercure-last-event-id": last, "last-event-id": last} if last_event_id else {}
     return EventStreamResponse(
-        face.updates(subscription, selectors, grants),
+        updates if last_event_id else _starting_at(last, updates),
         headers=headers,
         ping_interval=settings.ping_interval,
         ends_at=grants.expires_at,  # no later than the token's exp (the draft)
         on_close=subscription.release,  # even if the response fails before it streams
     )
+
+
+async def _starting_at(last: str, updates: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
+    """``updates`` after an ``id:`` line alone, naming ``last``: a subscriber that came without
+    an id resumes from where its stream started, even if cut before its first update. Not the
+    ``sluiceway.position`` event of the hub's own streams: the draft has every event's ``data``
+    be a topic's new version, and a publisher may use any event type; a block without data is
+    no event (nothing is dispatched), so it is the one way the draft leaves. Browsers'
+    ``EventSource`` takes its id; clients that ignore an id without data (the npm
+    ``eventsource`` package) resume as the draft says instead, from the ``last-event-id`` of
+    the discovery ``Link``, sent as ``last_event_id``."""
+    try:
+        yield encode_event(None, id=last)
+        async for chunk in updates:
+            yield chunk
+    finally:
+        aclose = getattr(updates, "aclose", None)
+        if aclose is not None:
+            await aclose()  # its finally announces the subscription's end
 
 
 async def publish(request: Request) -> Response:

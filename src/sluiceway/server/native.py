@@ -91,14 +91,20 @@ def native_subscription(
         return None  # the ASGI route answers with the proper error
 
 
-def response_head(settings: Settings, server_headers: Iterable[tuple[bytes, bytes]]) -> bytes:
+def response_head(
+    settings: Settings, server_headers: Iterable[tuple[bytes, bytes]], opening: bytes = b""
+) -> bytes:
     """The head of a native stream's response, with the headers the server adds to every
-    response, and the ``retry`` field first if one is configured."""
+    response, then the ``retry`` field if one is configured and ``opening`` (the
+    subscription's, :meth:`Subscription.opening`): one write, so that a client that gets
+    the headers gets its position with them."""
     head = [_HEAD]
     head.extend(b"%s: %s\r\n" % header for header in server_headers)
     head.append(b"transfer-encoding: chunked\r\n\r\n")
-    if settings.retry_ms is not None:
-        head.append(as_http_chunk(encode_retry(settings.retry_ms)))
+    first = encode_retry(settings.retry_ms) if settings.retry_ms is not None else b""
+    first += opening
+    if first:
+        head.append(as_http_chunk(first))
     return b"".join(head)
 
 
@@ -124,7 +130,9 @@ class NativeStreams:
         sub = native_subscription(scope, self.hub, self.settings, self.admission)
         if sub is None:
             return None
-        transport.write(response_head(self.settings, server_headers))
+        opening = sub.opening()
+        transport.write(response_head(self.settings, server_headers, opening))
+        sub.sent(len(opening), loop.time())
         return TransportSink(owner, transport, loop, sub, paused=write_paused)
 
     def redact(self, target: str) -> str:

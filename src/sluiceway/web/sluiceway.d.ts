@@ -3,6 +3,9 @@
 
 /** The name of the hub's control event ("events were lost"); EventStream dispatches it as "reset". */
 export declare const RESET_EVENT: "sluiceway.reset";
+/** The name of the hub's event that starts a stream opened without an id: its id is where the
+ * stream starts. EventStream does not dispatch it; its id becomes `lastEventId`. */
+export declare const POSITION_EVENT: "sluiceway.position";
 
 /** One dispatched server-sent event. */
 export interface ServerSentEvent {
@@ -131,7 +134,8 @@ export interface OpenEvent extends Event {
 
 /**
  * "message" and every named event from the server (its `event:` name is the type), except:
- * the hub's "sluiceway.reset" is dispatched as "reset" (ResetEvent), and a server event named
+ * the hub's "sluiceway.reset" is dispatched as "reset" (ResetEvent), its "sluiceway.position"
+ * is not dispatched (its id becomes the stream's `lastEventId`), and a server event named
  * "open", "close", "reconnecting" or "reset" is dispatched as "server:open", "server:close",
  * "server:reconnecting", "server:reset" (those names are the client's own lifecycle events: a
  * published `close` must not look like the end of the stream). A server event named "error"
@@ -217,7 +221,8 @@ export interface StreamCloseEvent extends Event {
 export declare class EventStream extends EventTarget {
   constructor(url: string, options?: StreamOptions);
   readonly url: string;
-  /** Sent as `Last-Event-ID` on the next request when not empty; updated by every event. */
+  /** Sent as `Last-Event-ID` on the next request when not empty; updated by every event, the
+   * hub's position event (which starts a stream opened without an id) included. */
   lastEventId: string;
   readonly readyState: "connecting" | "open" | "closed";
   /** Successful re-opens after the first. */

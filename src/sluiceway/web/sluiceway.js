@@ -3,9 +3,10 @@
 //
 //   SSEParser    the WHATWG "event stream" parser, sans-I/O: text in, events out.
 //   EventStream  SSE over fetch: GET or POST with a JSON body and any headers, reconnection
-//                with Last-Event-ID, backoff with jitter, `retry:`, an idle timeout, and the
-//                hub's reset event surfaced as "reset". Server events named like the stream's
-//                own ("open", "close", "reconnecting", "reset") arrive as "server:<name>".
+//                with Last-Event-ID, backoff with jitter, `retry:`, an idle timeout, the
+//                hub's reset event surfaced as "reset" and its position event taken in as
+//                `lastEventId`. Server events named like the stream's own ("open", "close",
+//                "reconnecting", "reset") arrive as "server:<name>".
 //   Generation   an LLM generation of /v1/generations: tokens, Stop that really cancels, and
 //                resumption after a page reload from what sessionStorage kept.
 //
@@ -15,6 +16,10 @@
 
 /** The name of the hub's control event that says "I could not resume you exactly from there". */
 export const RESET_EVENT = "sluiceway.reset";
+/** The name of the hub's control event that starts a stream opened without an id: its id is
+ * where the stream starts. It is not dispatched; its id becomes `lastEventId`, so that a
+ * reconnect before the first event resumes exactly. */
+export const POSITION_EVENT = "sluiceway.position";
 
 // ------------------------------------------------------------------------------------ parser
 
@@ -296,7 +301,8 @@ async function resolveHeaders(headers) {
  * "reset", "reconnecting", "error", "close" (see sluiceway.d.ts for their fields).
  *
  * A server event is dispatched under its `event:` name, except: the hub's "sluiceway.reset"
- * is dispatched as "reset", and a server event named "open", "close", "reconnecting" or
+ * is dispatched as "reset", its "sluiceway.position" is not dispatched (its id becomes
+ * `lastEventId`), and a server event named "open", "close", "reconnecting" or
  * "reset" as "server:open", "server:close", ... (those names are the client's own events). A
  * server event named "error" stays "error", as with EventSource: it has `data`, a transport
  * error has not.
@@ -519,6 +525,7 @@ export class EventStream extends EventTarget {
       const deliver = (events) => {
         for (const event of events) {
           this.lastEventId = event.lastEventId;
+          if (event.type === POSITION_EVENT) continue; // its id is all it carries
           delivered = true;
           this.#dispatchServerEvent(event);
           if (this.#closed) return;
