@@ -10,8 +10,8 @@ on each master, only to the shards its clients follow (:mod:`sluiceway.hub.redis
 
 ``redis://`` / ``rediss://`` / ``unix://`` name one Redis;
 ``redis+cluster://host:port[,host:port…]`` (``rediss+cluster://`` with TLS) names a cluster by
-one or more of its nodes, and a plain ``redis://`` URL that turns out to point at a cluster
-node is used as a cluster too.
+one or more of its nodes (a plain ``redis://`` URL of a cluster node is refused at start, with
+the URL to use instead: the two need different clients).
 
 A topic's *epoch* lives in Redis next to its counter: if Redis loses the topic (flushed,
 restarted without persistence, expired), the next use creates a new epoch, and a client
@@ -124,8 +124,7 @@ def cluster_seeds(url: str) -> list[tuple[str, int]]:
 
 def cluster_client(url: str, **options: Any) -> RedisCluster:
     """A cluster client from ``redis+cluster://[user:password@]host:port[,host:port…]`` (the
-    nodes are seeds: any one that answers tells the whole topology) or from a ``redis://`` URL
-    of one of its nodes."""
+    nodes are seeds: any one that answers tells the whole topology)."""
     parts = urlsplit(url)
     scheme = CLUSTER_SCHEMES.get(parts.scheme, parts.scheme)
     credentials = parts.netloc.rpartition("@")[0]
@@ -165,7 +164,7 @@ class RedisBackend:
         self.history_size = history_size
         self.ttl_ms = int(history_ttl * 1000)
         self.healthy = False
-        #: True once connected to a Redis Cluster (named so, or found so).
+        #: A Redis Cluster (``redis+cluster://``).
         self.cluster = scheme in CLUSTER_SCHEMES
         self._options: dict[str, Any] = {
             "socket_connect_timeout": 5.0,
@@ -195,10 +194,11 @@ class RedisBackend:
         self._on_publication = on_publication
         try:
             if not self.cluster and await self._is_cluster_node():
-                logger.info("%s is a Redis Cluster node: using it as a cluster", self.where)
-                await self._redis.aclose()
-                self.cluster = True
-                self._redis = cluster_client(self.url, socket_timeout=5.0, **self._options)
+                parts = urlsplit(self.url)
+                raise BackendUnavailable(
+                    f"{self.where} is a node of a Redis Cluster: use "
+                    f"redis+cluster://{parts.hostname}:{parts.port or 6379} (any of its nodes)"
+                )
             if isinstance(self._redis, RedisCluster):
                 await self._redis.initialize()
             await self._redis.ping()

@@ -92,6 +92,11 @@ class RunDirectory:
     async def request_cancel(self, run_id: str) -> None:
         return None
 
+    async def cancel_requested(self, run_ids: list[str]) -> set[str]:
+        """Which of ``run_ids`` (this process's) another process asked to cancel: the durable
+        record behind the cancel notification, which a reconnecting listener can miss."""
+        return set()
+
     async def mark_watched(self, run_ids: list[str]) -> None:
         return None
 

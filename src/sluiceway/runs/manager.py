@@ -400,6 +400,8 @@ class Runs:
             and self.hub.subscriber_count(name)
         ]
         await self.directory.mark_watched(read_here)
+        for run_id in await self.directory.cancel_requested([r.id for r in self._going]):
+            self.cancel(run_id)
         if unwatched:
             elsewhere = await self.directory.watched([run.id for run in unwatched])
             for run in unwatched:

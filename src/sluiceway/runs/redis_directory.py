@@ -1,4 +1,11 @@
-"""The run directory shared by every process on one Redis (see :mod:`sluiceway.runs.directory`).
+"""The run directory shared by every process on one Redis or one Redis Cluster (see
+:mod:`sluiceway.runs.directory`).
+
+Every command names one key (a run's hash, its "watched" mark, a chat's pointer), so each goes
+to the node that owns it on a cluster.  A cancel request is recorded in the run's hash and
+announced on a pub/sub channel: the announcement is the fast path, and the owner also reads the
+record of its running runs every second, so a request made while its listener reconnects (or
+while a cluster fails over) still lands.
 
 Needs the ``redis`` extra (``pip install "sluiceway[redis]"``).
 """
@@ -13,7 +20,8 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 from redis.asyncio import Redis
-from redis.exceptions import RedisError
+from redis.asyncio.cluster import RedisCluster
+from redis.exceptions import RedisClusterException, RedisError
 from redis.typing import EncodableT
 
 from sluiceway.runs.directory import DirectoryUnavailable, RemoteRun, RunDirectory
@@ -29,7 +37,7 @@ def _reachable() -> Iterator[None]:
     """Redis' own errors leave as :class:`DirectoryUnavailable`."""
     try:
         yield
-    except RedisError as exc:
+    except (RedisError, RedisClusterException, OSError) as exc:
         raise DirectoryUnavailable(str(exc)) from exc
 
 
@@ -45,7 +53,7 @@ class RedisRunDirectory(RunDirectory):
 
     shared = True
 
-    def __init__(self, redis: Redis, *, keep_for: float) -> None:
+    def __init__(self, redis: Redis | RedisCluster, *, keep_for: float) -> None:
         self._redis = redis
         self._keep_ms = int(keep_for * 1000)
         self._listener: asyncio.Task[None] | None = None
@@ -60,8 +68,16 @@ class RedisRunDirectory(RunDirectory):
             while True:
                 try:
                     message = await pubsub.get_message(timeout=5.0)
-                except (RedisError, OSError):
-                    await asyncio.sleep(1.0)  # redis-py reconnects on the next call
+                except (RedisError, RedisClusterException, OSError):
+                    # A new subscription, on whichever node serves the channel now (a
+                    # cluster's may have failed over); requests meanwhile are read from the
+                    # runs' records by the sweeper.
+                    with contextlib.suppress(Exception):
+                        await pubsub.aclose()
+                    await asyncio.sleep(1.0)
+                    with contextlib.suppress(RedisError, RedisClusterException, OSError):
+                        pubsub = self._redis.pubsub(ignore_subscribe_messages=True)
+                        await pubsub.subscribe(CANCEL_CHANNEL)
                     continue
                 if message is not None and message.get("type") == "message":
                     data = message["data"]
@@ -102,7 +118,7 @@ class RedisRunDirectory(RunDirectory):
                 pipe.hset(key, mapping=fields)
                 pipe.pexpire(key, self._keep_ms)
                 await pipe.execute()
-        except (RedisError, OSError):
+        except (RedisError, RedisClusterException, OSError):
             logger.warning("could not record run %s in Redis", run_id)
 
     async def lookup(self, run_id: str) -> RemoteRun | None:
@@ -125,7 +141,21 @@ class RedisRunDirectory(RunDirectory):
 
     async def request_cancel(self, run_id: str) -> None:
         with _reachable():
+            async with self._redis.pipeline(transaction=False) as pipe:
+                pipe.hset(PREFIX + run_id, "cancel", "1")
+                pipe.pexpire(PREFIX + run_id, self._keep_ms)  # never a record without expiry
+                await pipe.execute()
             await self._redis.publish(CANCEL_CHANNEL, run_id)
+
+    async def cancel_requested(self, run_ids: list[str]) -> set[str]:
+        with _reachable():
+            if not run_ids:
+                return set()
+            async with self._redis.pipeline(transaction=False) as pipe:
+                for run_id in run_ids:
+                    pipe.hget(PREFIX + run_id, "cancel")
+                marks = await pipe.execute()
+            return {rid for rid, mark in zip(run_ids, marks, strict=True) if mark}
 
     async def mark_watched(self, run_ids: list[str]) -> None:
         with _reachable():
@@ -140,8 +170,11 @@ class RedisRunDirectory(RunDirectory):
         with _reachable():
             if not run_ids:
                 return set()
-            keys = [f"{PREFIX}{run_id}:watched" for run_id in run_ids]
-            marks = await self._redis.mget(keys)
+            # One GET per key (not MGET): on a cluster the marks live in different slots.
+            async with self._redis.pipeline(transaction=False) as pipe:
+                for run_id in run_ids:
+                    pipe.get(f"{PREFIX}{run_id}:watched")
+                marks = await pipe.execute()
             return {rid for rid, mark in zip(run_ids, marks, strict=True) if mark}
 
     async def set_chat(self, chat_id: str, run_id: str | None) -> None:
