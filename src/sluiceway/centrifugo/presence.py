@@ -12,6 +12,7 @@ from typing import Any, Protocol
 
 import orjson
 from redis.asyncio import Redis
+from redis.asyncio.cluster import RedisCluster
 
 ClientInfo = dict[str, Any]
 
@@ -62,10 +63,13 @@ return redis.call('HGETALL', KEYS[1])
 
 
 class RedisPresence:
-    """Presence shared through Redis: a hash of entries and a sorted set of their deadlines
-    per channel; both keys expire when nobody renews them."""
+    """Presence shared through Redis (or a Redis Cluster: a channel's two keys share a hash
+    slot, and pipelines are not transactions): a hash of entries and a sorted set of their
+    deadlines per channel; both keys expire when nobody renews them."""
 
-    def __init__(self, redis: Redis, *, ttl: float = 60.0, prefix: str = "sluiceway:") -> None:
+    def __init__(
+        self, redis: Redis | RedisCluster, *, ttl: float = 60.0, prefix: str = "sluiceway:"
+    ) -> None:
         self._redis = redis
         self.ttl = ttl
         self._prefix = prefix
