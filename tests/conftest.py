@@ -83,6 +83,15 @@ def redis_cluster() -> Iterator[RedisCluster]:
     cluster.close()
 
 
+@pytest.fixture(params=["redis", "cluster"])
+def shared_redis(request: pytest.FixtureRequest) -> RedisProcess | RedisCluster:
+    """Each shared backend in turn: one Redis, then a Redis Cluster (``.url`` for
+    ``--backend``; tests use unique names, as the two stay up for the session)."""
+    name = "redis_server" if request.param == "redis" else "redis_cluster"
+    server: RedisProcess | RedisCluster = request.getfixturevalue(name)
+    return server
+
+
 MakeHub = Callable[..., Awaitable[Hub]]
 
 

@@ -28,7 +28,7 @@ from centrifuge import (
 )
 from centrifuge.exceptions import ReplyError as SDKReplyError
 from conftest import StartServer
-from redisproc import RedisProcess
+from redisproc import RedisCluster, RedisProcess
 from serverproc import ServerProcess
 from sse_servers import ChaosProxy, UvicornThread
 from starlette.applications import Starlette
@@ -314,11 +314,11 @@ async def test_slow_client_under_plain_asgi() -> None:
 
 
 async def test_redis_carries_publications_and_presence_across_processes(
-    start_server: StartServer, redis_server: RedisProcess
+    start_server: StartServer, shared_redis: RedisProcess | RedisCluster
 ) -> None:
     env = {"SLUICEWAY_WS_PUBLISH_CHANNELS": '["chat:*"]', "SLUICEWAY_WS_PRESENCE_TTL": "2"}
-    first = start_server("--backend", redis_server.url, env=env)
-    second = start_server("--backend", redis_server.url, env=env)
+    first = start_server("--backend", shared_redis.url, env=env)
+    second = start_server("--backend", shared_redis.url, env=env)
     channel = f"chat:{time.time_ns()}"
     async with raw_client(first.url) as on_first, raw_client(second.url) as on_second:
         await on_first.connect()

@@ -11,7 +11,7 @@ import openai
 import pytest
 from conftest import StartServer
 from fake_llm import FakeLLM, Script
-from redisproc import RedisProcess
+from redisproc import RedisCluster, RedisProcess
 from serverproc import ServerProcess
 from test_generations import follow, generate, llm_env, text_of
 
@@ -30,12 +30,12 @@ def fresh_script(fake: FakeLLM) -> None:
 
 @pytest.fixture
 def pair(
-    start_server: StartServer, redis_server: RedisProcess, fake: FakeLLM
+    start_server: StartServer, shared_redis: RedisProcess | RedisCluster, fake: FakeLLM
 ) -> tuple[ServerProcess, ServerProcess]:
     env = llm_env(fake, abandon_after="1")
     return (
-        start_server("--backend", redis_server.url, env=env),
-        start_server("--backend", redis_server.url, env=env),
+        start_server("--backend", shared_redis.url, env=env),
+        start_server("--backend", shared_redis.url, env=env),
     )
 
 

@@ -8,17 +8,17 @@ from collections.abc import Iterator
 
 import pytest
 from conftest import StartServer
-from redisproc import RedisProcess
+from redisproc import RedisCluster, RedisProcess
 from serverproc import ServerProcess
 from test_mercure import HUB, SECRET, publish, read, token, topic_of
 
 
 @pytest.fixture
 def pair(
-    redis_server: RedisProcess, start_server: StartServer
+    shared_redis: RedisProcess | RedisCluster, start_server: StartServer
 ) -> Iterator[tuple[ServerProcess, ServerProcess]]:
     env = {
-        "SLUICEWAY_BACKEND": redis_server.url,
+        "SLUICEWAY_BACKEND": shared_redis.url,
         "SLUICEWAY_TOKEN_HMAC_SECRET": SECRET,
         "SLUICEWAY_MERCURE_PUBLIC_URL": HUB,
         "SLUICEWAY_ANONYMOUS_PUBLISH": "false",
