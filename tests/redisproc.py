@@ -128,6 +128,9 @@ class RedisCluster:
                 str(self.bus_ports[node.port]),
                 "--cluster-node-timeout",
                 str(self.NODE_TIMEOUT_MS),
+                # A replica may take over however long ago it last heard from its master.
+                "--cluster-replica-validity-factor",
+                "0",
             ],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
@@ -160,7 +163,23 @@ class RedisCluster:
             stderr=subprocess.DEVNULL,
         )
         self.wait_ok()
+        self.wait_replicating()
         return self
+
+    def wait_replicating(self, timeout: float = 30.0) -> None:
+        """Until every live replica's link to its master is up (before that, a failover has
+        nothing to promote)."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            with contextlib.suppress(redis.RedisError):
+                links = [
+                    node.client().info("replication").get("master_link_status")
+                    for node in self.alive()
+                ]
+                if all(link in (None, "up") for link in links):
+                    return
+            time.sleep(0.1)
+        raise RuntimeError("the Redis Cluster's replicas did not start replicating")
 
     def info(self, node: RedisProcess) -> dict[str, str]:
         raw = node.client().execute_command("CLUSTER", "INFO")
@@ -199,16 +218,32 @@ class RedisCluster:
         return next(n for n in self.nodes if n.port == int(port))
 
     def fail_master(self, node: RedisProcess, timeout: float = 30.0) -> None:
-        """Kill ``node`` (a master) hard; wait until a replica has taken over its slots."""
+        """Kill ``node`` (a master) hard; wait until every live node has a replica serving its
+        slots (failure detection takes about ``cluster-node-timeout``)."""
         assert node.proc is not None
         node.proc.kill()
         node.proc.wait(10)
         node.proc = None
-        self.wait_ok(timeout)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            with contextlib.suppress(redis.RedisError):
+                masters = {
+                    int(master[1])
+                    for live in self.alive()
+                    for _start, _end, master, *_ in live.client().execute_command(
+                        "CLUSTER", "SLOTS"
+                    )
+                }
+                if node.port not in masters:
+                    self.wait_ok(max(0.1, deadline - time.monotonic()))
+                    return
+            time.sleep(0.1)
+        raise RuntimeError(f"no replica took over from the master on port {node.port}")
 
     def restart(self, node: RedisProcess) -> None:
         self._start_node(node)
         self.wait_ok()
+        self.wait_replicating()
 
     def flush(self) -> None:
         for node in self.alive():

@@ -108,6 +108,15 @@ def _text(value: bytes | str) -> str:
     return value.decode() if isinstance(value, bytes) else value
 
 
+def cluster_node_refusal(url: str) -> str:
+    """Why a ``redis://`` URL of a cluster node is refused, and the URL to use instead."""
+    parts = urlsplit(url)
+    return (
+        f"{describe_url(url)} is a node of a Redis Cluster: use "
+        f"redis+cluster://{parts.hostname}:{parts.port or 6379} (any of its nodes)"
+    )
+
+
 def cluster_seeds(url: str) -> list[tuple[str, int]]:
     """The ``host:port`` nodes a cluster URL names (raises ``ValueError`` on a bad one)."""
     hosts = urlsplit(url).netloc.rpartition("@")[2]
@@ -194,11 +203,7 @@ class RedisBackend:
         self._on_publication = on_publication
         try:
             if not self.cluster and await self._is_cluster_node():
-                parts = urlsplit(self.url)
-                raise BackendUnavailable(
-                    f"{self.where} is a node of a Redis Cluster: use "
-                    f"redis+cluster://{parts.hostname}:{parts.port or 6379} (any of its nodes)"
-                )
+                raise BackendUnavailable(cluster_node_refusal(self.url))
             if isinstance(self._redis, RedisCluster):
                 await self._redis.initialize()
             await self._redis.ping()

@@ -27,6 +27,8 @@ from typing import Any
 
 import redis.asyncio as aioredis
 from redis.asyncio.cluster import RedisCluster
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
 from redis.exceptions import RedisClusterException, RedisError
 
 logger = logging.getLogger("sluiceway.redis")
@@ -270,6 +272,7 @@ class ShardedChannels:
         self._channels: set[str] = set()
         self._by_node: dict[str, _Subscriber] = {}
         self._resync = asyncio.Event()
+        self._healthy = True
         self._supervisor: asyncio.Task[None] | None = None
         self._closed = False
 
@@ -286,7 +289,11 @@ class ShardedChannels:
         subscriber = self._by_node.get(name)
         if subscriber is None:
             host, port = name.rsplit(":", 1)
-            client = aioredis.Redis(host=host, port=int(port), **self._connect)
+            # No retries inside redis-py: a lost node must surface at once, so that the
+            # channel moves to the master that replaces it.
+            client = aioredis.Redis(
+                host=host, port=int(port), retry=Retry(NoBackoff(), 0), **self._connect
+            )
             subscriber = _Subscriber(
                 client,
                 sharded=True,
@@ -317,41 +324,59 @@ class ShardedChannels:
                     await subscriber.aclose()
 
     def _lost_one(self, subscriber: _Subscriber, why: str) -> None:
-        if not self._resync.is_set():
+        if self._healthy:
             logger.warning(
                 "Redis Cluster pub/sub at %s lost (%s); re-reading the cluster", self._where, why
             )
+        self._healthy = False
         self._set_healthy(False)
         self._resync.set()
 
     async def _supervise(self) -> None:
         """Each time a connection is lost: re-read the topology (until the cluster answers),
-        re-subscribe every channel on its owner, and let the mirrors catch up."""
+        re-subscribe every channel on its owner, and once all are subscribed let the mirrors
+        catch up.  While the topology is stale (a failover under way) this repeats, paced."""
+        delay = 0.05
         while not self._closed:
             await self._resync.wait()
-            delay = 0.05
-            while not self._closed:
-                try:
-                    await self._cluster.initialize()
-                    owners = {channel: self._owner(channel) for channel in self._channels}
-                    break
-                except REDIS_ERRORS as exc:
-                    logger.debug("Redis Cluster not ready yet: %s", exc)
-                    await asyncio.sleep(delay)
-                    delay = min(delay * 2, 1.0)
+            try:
+                # The client's own initialize() runs once; this re-reads the slots.
+                await self._cluster.nodes_manager.initialize()
+                owners = {channel: self._owner(channel) for channel in self._channels}
+            except REDIS_ERRORS as exc:
+                logger.debug("Redis Cluster not ready yet: %s", exc)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 1.0)
+                continue
             self._resync.clear()
             old, self._by_node = self._by_node, {}
             for subscriber in old.values():
                 await subscriber.aclose()
             for channel, name in owners.items():
                 self._subscriber(name).channels.add(channel)
-            ready = [s.ready.wait() for s in self._by_node.values()]
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(asyncio.gather(*ready), 5)
-            if not self._resync.is_set():
+            if await self._all_ready():
+                delay = 0.05
+                self._healthy = True
                 self._set_healthy(True)
                 logger.warning("Redis Cluster pub/sub at %s is back; catching up", self._where)
-            self._on_reconnect()
+                self._on_reconnect()
+            else:
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 1.0)
+
+    async def _all_ready(self) -> bool:
+        """True once every connection is subscribed; False when one is lost first."""
+
+        async def subscribed() -> None:
+            for subscriber in list(self._by_node.values()):
+                await subscriber.ready.wait()
+
+        ready = asyncio.ensure_future(subscribed())
+        lost = asyncio.ensure_future(self._resync.wait())
+        await asyncio.wait({ready, lost}, timeout=5, return_when=asyncio.FIRST_COMPLETED)
+        ready.cancel()
+        lost.cancel()
+        return not self._resync.is_set() and ready.done() and not ready.cancelled()
 
     async def aclose(self) -> None:
         self._closed = True

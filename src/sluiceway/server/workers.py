@@ -32,7 +32,12 @@ def check_backend(url: str) -> None:
     """Fail fast, with a message that says where, when Redis cannot be reached."""
     import redis  # only with a Redis backend
 
-    from sluiceway.hub.redis_backend import CLUSTER_SCHEMES, cluster_seeds, describe_url
+    from sluiceway.hub.redis_backend import (
+        CLUSTER_SCHEMES,
+        cluster_node_refusal,
+        cluster_seeds,
+        describe_url,
+    )
 
     clients = (
         [
@@ -46,6 +51,9 @@ def check_backend(url: str) -> None:
     for client in clients:  # a cluster is reachable when any of its seeds answers
         try:
             client.ping()
+            if len(clients) == 1 and url.startswith(("redis://", "rediss://")):
+                if client.info("cluster").get("cluster_enabled"):
+                    raise BackendUnavailable(cluster_node_refusal(url))
             return
         except (redis.RedisError, OSError, ValueError) as exc:
             failure = exc

@@ -1,0 +1,248 @@
+"""Many processes on a Redis Cluster: sharded pub/sub, resume across processes, a master
+failed over mid-stream, and the URLs that are refused.
+
+A private cluster (three masters, three replicas, ``cluster-node-timeout`` 1 s) per module,
+so failing its masters over does not disturb the session's shared one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+
+import httpx
+import pytest
+from conftest import StartServer
+from redisproc import REDIS_SERVER, RedisCluster
+from serverproc import HOST, ServerProcess, wait_for
+
+from sluiceway.client import EventSource, Reset
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def cluster() -> Iterator[RedisCluster]:
+    if REDIS_SERVER is None:
+        pytest.skip("redis-server is not installed: the Redis Cluster backend is NOT tested")
+    started = RedisCluster().start()
+    yield started
+    started.close()
+
+
+def pair(start_server: StartServer, cluster: RedisCluster) -> tuple[ServerProcess, ServerProcess]:
+    args = ("--backend", cluster.url, "--retry-ms", "50")
+    return start_server(*args), start_server(*args)
+
+
+def channel(topic: str) -> str:
+    return f"sluiceway:live:{{{topic}}}"
+
+
+def shard_channels(cluster: RedisCluster) -> dict[int, set[str]]:
+    """The shard channels each live master has subscribers on."""
+    found: dict[int, set[str]] = {}
+    for node in cluster.alive():
+        client = node.client()
+        if client.execute_command("ROLE")[0] in (b"master", "master"):
+            names = client.execute_command("PUBSUB", "SHARDCHANNELS")
+            found[node.port] = {n.decode() if isinstance(n, bytes) else n for n in names}
+    return found
+
+
+def cluster_counter(cluster: RedisCluster, name: str) -> int:
+    return sum(int(cluster.info(node).get(name, 0)) for node in cluster.alive())
+
+
+async def publish(http: httpx.AsyncClient, topic: str, data: str) -> str:
+    answer = await http.post(f"/topics/{topic}", json={"data": data})
+    assert answer.status_code == 200, answer.text
+    return str(answer.json()["id"])
+
+
+async def test_publish_on_one_process_read_and_resume_on_another(
+    start_server: StartServer, cluster: RedisCluster
+) -> None:
+    a, b = pair(start_server, cluster)
+    topics = [f"resume-{n}" for n in range(6)]  # spread over the three masters
+    assert len({cluster.master_for(channel(t)).port for t in topics}) > 1
+    async with httpx.AsyncClient(base_url=a.url, timeout=10) as on_a:
+        firsts = {t: await publish(on_a, t, f"{t}:0") for t in topics}
+        for topic in topics:
+            source = EventSource(f"{b.url}/topics/{topic}", last_event_id=firsts[topic])
+            async with source:
+                events = source.__aiter__()
+                later = await publish(on_a, topic, f"{topic}:1")
+                event = await asyncio.wait_for(events.__anext__(), 5)
+                assert (event.data, event.id) == (f"{topic}:1", later)  # same ids everywhere
+            history = await on_a.get(
+                f"{b.url}/topics/{topic}/history", params={"after": firsts[topic]}
+            )
+            resumed = history.json()["events"]
+            assert [e["data"] for e in resumed] == [f"{topic}:1"]
+        assert (await on_a.get(f"{b.url}/healthz")).json()["backend"] == "redis"
+
+
+async def test_a_process_subscribes_only_to_the_shards_its_clients_follow(
+    start_server: StartServer, cluster: RedisCluster
+) -> None:
+    a, b = pair(start_server, cluster)
+    followed, other = "sharded-followed", "sharded-other"
+    broadcast_before = cluster_counter(cluster, "cluster_stats_messages_publish_received")
+    async with httpx.AsyncClient(base_url=a.url, timeout=10) as on_a:
+        source = EventSource(f"{b.url}/topics/{followed}")
+        async with source:
+            first = asyncio.ensure_future(source.__aiter__().__anext__())  # connects
+            await wait_for(
+                lambda: any(channel(followed) in c for c in shard_channels(cluster).values()),
+                5,
+                "b subscribes to the followed topic's shard channel",
+            )
+            for n in range(20):
+                await publish(on_a, other, str(n))
+            await publish(on_a, followed, "one")
+            assert (await asyncio.wait_for(first, 5)).data == "one"
+            subscribed = shard_channels(cluster)
+    owner = cluster.master_for(channel(followed)).port
+    # Only on the owner of the followed topic's slot, and nobody follows the other topic.
+    assert channel(followed) in subscribed[owner]
+    assert all(channel(followed) not in c for port, c in subscribed.items() if port != owner)
+    assert all(channel(other) not in c for c in subscribed.values())
+    # SPUBLISH: no publish was broadcast over the cluster bus to every node.
+    after = cluster_counter(cluster, "cluster_stats_messages_publish_received")
+    assert after == broadcast_before
+
+
+async def test_a_master_failed_over_mid_stream_loses_and_repeats_nothing(
+    start_server: StartServer, cluster: RedisCluster
+) -> None:
+    a, b = pair(start_server, cluster)
+    topic = "failover-feed"
+    total = 300
+    async with httpx.AsyncClient(base_url=a.url, timeout=10) as on_a:
+        start = await publish(on_a, topic, "start")
+        servers = (a, b, b)
+        resets: list[list[Reset]] = [[] for _ in servers]
+        received: list[list[str]] = [[] for _ in servers]
+        readers = [
+            EventSource(
+                f"{server.url}/topics/{topic}",
+                last_event_id=start,
+                retry_delay=0.05,
+                max_backoff=0.3,
+                on_reset=found.append,
+            )
+            for server, found in zip(servers, resets, strict=True)
+        ]
+        published: list[str] = []
+        retried = 0
+        faults: list[asyncio.Task[None]] = []
+        victims: list[int] = []
+
+        async def publisher() -> None:
+            nonlocal retried
+            for n in range(total):
+                deadline = time.monotonic() + 30
+                while True:  # 503 while the slot has no master: try again
+                    answer = await on_a.post(f"/topics/{topic}", json={"data": str(n)})
+                    if answer.status_code == 200:
+                        break
+                    assert answer.status_code == 503, answer.text
+                    assert time.monotonic() < deadline, "publishing never came back"
+                    retried += 1
+                    await asyncio.sleep(0.05)
+                published.append(str(n))
+                if n == 100:  # publishing goes on meanwhile
+                    faults.append(asyncio.create_task(fail_over()))
+                await asyncio.sleep(0.005)
+
+        async def fail_over() -> None:
+            victim = cluster.master_for(channel(topic))
+            victims.append(victim.port)
+            await asyncio.to_thread(cluster.fail_master, victim)
+            await asyncio.to_thread(cluster.restart, victim)  # back, as a replica
+
+        async def read(index: int) -> None:
+            async with readers[index] as source:
+                async for event in source:
+                    received[index].append(event.data or "")
+                    if event.data == str(total - 1):
+                        return
+
+        async with asyncio.timeout(90):
+            await asyncio.gather(publisher(), *(read(i) for i in range(len(readers))))
+            await asyncio.gather(*faults)
+    # The fault was real: the topic's slot has another master now. (Publishes made during
+    # the failover wait in the cluster client, or fail with 503 and are retried.)
+    assert cluster.master_for(channel(topic)).port != victims[0]
+    for got, found in zip(received, resets, strict=True):
+        if found:  # the failover lost writes: said so explicitly, then continued in order
+            numbers = [int(d) for d in got]
+            assert numbers == sorted(numbers) and len(set(numbers)) == len(numbers)
+        else:
+            assert got == [str(n) for n in range(total)]  # exactly once, in order
+    # Every process re-subscribed on the promoted master by itself.
+    owner = cluster.master_for(channel(topic)).port
+    await wait_for(
+        lambda: channel(topic) in shard_channels(cluster).get(owner, set()),
+        10,
+        "re-subscribed on the new master",
+    )
+    async with httpx.AsyncClient(timeout=10) as http:
+        for server in (a, b):
+            assert (await http.get(f"{server.url}/healthz")).status_code == 200
+
+
+@pytest.mark.parametrize(
+    ("url", "said"),
+    [
+        ("redis+cluster://127.0.0.1:notaport", "not host:port"),
+        ("redis+cluster://127.0.0.1:70000", "not host:port"),
+        ("redis+cluster://", "not host:port"),
+    ],
+)
+def test_a_bad_cluster_url_is_refused_with_a_clear_message(url: str, said: str) -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "sluiceway.cli", "serve", "--port", "0", "--backend", url],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert done.returncode != 0
+    assert said in done.stderr and "Traceback" not in done.stderr
+
+
+def test_a_cluster_node_given_as_one_redis_is_refused_with_the_url_to_use(
+    cluster: RedisCluster,
+) -> None:
+    node = cluster.nodes[0]
+    plain = f"redis://{HOST}:{node.port}/0"
+    server = ServerProcess(args=("--backend", plain))
+    with pytest.raises(Exception, match="redis\\+cluster://") as refused:
+        server.start()
+    assert "Traceback" not in str(refused.value)
+    server.stop()
+
+
+def test_an_unreachable_cluster_fails_fast() -> None:
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "sluiceway.cli",
+            "serve",
+            "--port",
+            "0",
+            "--backend",
+            f"redis+cluster://{HOST}:1,{HOST}:2",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert done.returncode != 0
+    assert "cannot reach Redis at redis+cluster://" in done.stderr
+    assert "Traceback" not in done.stderr
