@@ -14,12 +14,19 @@ import time
 from collections.abc import Iterator
 
 import httpx
+import orjson
 import pytest
+import redis
 from conftest import StartServer
-from redisproc import REDIS_SERVER, RedisCluster
+from redisproc import REDIS_SERVER, RedisCluster, RedisProcess
 from serverproc import HOST, ServerProcess, wait_for
 
 from sluiceway.client import EventSource, Reset
+from sluiceway.control import RESET_EVENT
+from sluiceway.hub import CloseReason, Hub, HubConfig
+from sluiceway.hub.redis_backend import RedisBackend
+from sluiceway.ids import Position
+from sluiceway.sse import Event, Parser
 
 pytestmark = pytest.mark.slow
 
@@ -246,3 +253,54 @@ def test_an_unreachable_cluster_fails_fast() -> None:
     assert done.returncode != 0
     assert "cannot reach Redis at redis+cluster://" in done.stderr
     assert "Traceback" not in done.stderr
+
+
+@pytest.mark.parametrize("noticed_by", ["continuity check", "a rewritten offset"])
+async def test_a_store_that_lost_acknowledged_writes_gets_a_new_epoch_and_clients_a_reset(
+    shared_redis: RedisProcess | RedisCluster, noticed_by: str
+) -> None:
+    """What a failover that lost writes looks like to a process (the promoted replica lacks
+    the last events the old master acknowledged), made by hand: the head goes back."""
+    topic = f"rollback-{noticed_by.replace(' ', '-')}"
+    hub = Hub(HubConfig(), RedisBackend(shared_redis.url, history_size=100, history_ttl=60))
+    await hub.start()
+    try:
+        ids = [await hub.publish(topic, str(n)) for n in range(5)]
+        subscription = await hub.subscribe([topic], ids[0])
+        parser = Parser()
+        seen: list[Event] = []
+
+        async def read_until(count: int) -> None:
+            async with asyncio.timeout(10):
+                while len(seen) < count:
+                    seen.extend(parser.feed(await subscription.__anext__()))
+
+        await read_until(4)
+        lost_writes = redis_client(shared_redis)
+        meta, log = f"sluiceway:{{{topic}}}:meta", f"sluiceway:{{{topic}}}:log"
+        lost_writes.hset(meta, "seq", 3)  # the replica had only three of the five
+        lost_writes.xdel(log, "4-0", "5-0")
+        lost_writes.execute_command("XSETID", log, "3-0")
+        if noticed_by == "a rewritten offset":
+            await hub.publish(topic, "another 4")  # offset 4 again, other content
+        # The stream ends (resumably) rather than go on as if nothing happened ...
+        async with asyncio.timeout(10):
+            async for _ in subscription:
+                pass
+        assert subscription.close_reason is CloseReason.RESYNC
+        epoch = lost_writes.hget(meta, "epoch")
+        assert epoch is not None and epoch.decode() != Position.parse(ids[0]).epoch
+        # ... and a client resuming from what it had gets an explicit reset, never a gap.
+        again = await hub.subscribe([topic], ids[-1])
+        first = Parser().feed(await asyncio.wait_for(again.__anext__(), 5))[0]
+        assert first.event == RESET_EVENT
+        assert orjson.loads(first.data)["topics"][0]["reason"] == "unknown_epoch"
+    finally:
+        await hub.aclose(0.5)
+
+
+def redis_client(server: RedisProcess | RedisCluster) -> redis.Redis | redis.RedisCluster:
+    if isinstance(server, RedisCluster):
+        node = server.alive()[0]
+        return redis.RedisCluster(host=HOST, port=node.port)
+    return server.client()

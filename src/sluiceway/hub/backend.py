@@ -73,4 +73,9 @@ class Backend(Protocol):
     async def heads(self, topics: Sequence[str]) -> dict[str, tuple[str | None, int]]:
         """(epoch or None when the store lost it, head offset) of each topic."""
 
+    async def fork(self, topic: str, epoch: str, seen_head: int | None) -> bool:
+        """A new epoch for ``topic`` if it still has ``epoch`` and, given ``seen_head``, a
+        head below it (the store lost events a process saw; with None: its events at some
+        offsets are not the ones a process saw).  True if this call forked it."""
+
     async def aclose(self) -> None: ...

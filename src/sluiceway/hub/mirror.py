@@ -7,6 +7,12 @@ one means something was missed, and the mirror is refilled from the backend's hi
 same check runs after the notification channel reconnects and every few seconds, so a process
 never stays silently deaf.  If the backend lost the topic's history (a new epoch), the mirror
 is dropped and its streams end; clients reconnect with their last id and get a reset event.
+
+A store that goes *back* (a Redis failover that lost writes acknowledged by the old master: the
+head is below what this mirror holds, or an offset it holds comes again with other content)
+would reuse offsets for other events, and a client resuming from one would skip events
+silently.  The mirror then forks the topic's epoch in the store (atomically, once, whichever
+process notices first) and drops itself: every client resumes with an explicit reset.
 """
 
 from __future__ import annotations
@@ -136,7 +142,11 @@ class Mirrors:
             topic.append(publication.data, publication.event, publication.published_at)
         elif publication.offset > topic.head + 1:
             self._schedule_refill(topic.name)
-        # offset <= head: already here (our own publication, or a refill got it first)
+        elif publication.offset >= topic.base and (
+            topic.record_at(publication.offset)[1] != publication.data
+        ):
+            self._diverged(topic.name, topic.epoch, None)
+        # else already here (our own publication, or a refill got it first)
 
     def on_reconnect(self) -> None:
         """Notifications may have been lost while the channel was down: check every mirror."""
@@ -169,6 +179,8 @@ class Mirrors:
                 self._drop(name, "the backend lost this topic's history")
             elif head > topic.head:
                 self._schedule_refill(name)
+            elif head < topic.head:
+                self._diverged(name, topic.epoch, topic.head)
 
     def _schedule_refill(self, name: str) -> None:
         if name not in self._refills:
@@ -202,6 +214,18 @@ class Mirrors:
                     topic.append(publication.data, publication.event, publication.published_at)
             if len(snapshot.events) < limit:
                 return
+
+    def _diverged(self, name: str, epoch: str, seen_head: int | None) -> None:
+        """The store went back on events this mirror holds: fork the epoch, then drop."""
+
+        async def fork_then_drop() -> None:
+            try:
+                if await self.backend.fork(name, epoch, seen_head):
+                    logger.warning("topic %r: the backend lost events; new epoch", name)
+            finally:  # first the fork, so that clients coming back find the new epoch
+                self._drop(name, "the backend went back on events this process had")
+
+        self._start(fork_then_drop())
 
     def _drop(self, name: str, why: str) -> None:
         """Forget a mirror that can no longer be trusted; its streams end (after what they

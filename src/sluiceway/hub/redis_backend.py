@@ -85,6 +85,20 @@ return {epoch, head, entries}
 """
 
 
+# Replace the epoch (and drop the log) if the topic still has ``ARGV[1]`` as epoch and, when
+# ``ARGV[2]`` >= 0, a head below it: the store lost events a process had seen.
+_FORK = """
+local epoch = redis.call('HGET', KEYS[1], 'epoch')
+if epoch ~= ARGV[1] then return 0 end
+local seq = tonumber(redis.call('HGET', KEYS[1], 'seq') or '0')
+if tonumber(ARGV[2]) >= 0 and seq >= tonumber(ARGV[2]) then return 0 end
+redis.call('DEL', KEYS[2])
+redis.call('HSET', KEYS[1], 'epoch', ARGV[3], 'seq', 0)
+redis.call('PEXPIRE', KEYS[1], ARGV[4])
+return 1
+"""
+
+
 def _keys(topic: str) -> list[str]:
     return [f"{PREFIX}{{{topic}}}:meta", f"{PREFIX}{{{topic}}}:log"]
 
@@ -211,6 +225,7 @@ class RedisBackend:
             raise BackendUnavailable(f"cannot reach Redis at {self.where}: {exc}") from None
         self._publish_script = self._redis.register_script(_PUBLISH)
         self._snapshot_script = self._redis.register_script(_SNAPSHOT)
+        self._fork_script = self._redis.register_script(_FORK)
         self.healthy = True
         # No read timeout on pub/sub connections (they may be quiet for hours): pings find a
         # dead one.
@@ -308,6 +323,22 @@ class RedisBackend:
         return Publication(
             topic, epoch, offset, event, _text(values[b"d"]), int(values[b"t"]) / 1000
         )
+
+    async def fork(self, topic: str, epoch: str, seen_head: int | None) -> bool:
+        """Give ``topic`` a new epoch if it still has ``epoch`` and (with ``seen_head``) a head
+        below what this process saw: after a failover that lost acknowledged writes, offsets
+        would otherwise be reused for other events.  True if this call forked it."""
+        args: list[str | int] = [
+            epoch,
+            -1 if seen_head is None else seen_head,
+            new_epoch(),
+            self.ttl_ms,
+        ]
+        try:
+            forked = await self._fork_script(keys=_keys(topic), args=args)
+        except REDIS_ERRORS as exc:
+            raise self._unavailable(exc) from None
+        return bool(forked)
 
     async def heads(self, topics: Sequence[str]) -> dict[str, tuple[str | None, int]]:
         try:
