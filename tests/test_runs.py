@@ -434,7 +434,10 @@ async def test_follow_resumes_after_last_event_id_and_says_204_when_all_was_seen
     client, _ = served
     started = await client.post("/start/answer")
     run_id = started.headers["x-run-id"]
-    whole = parse_sse(started.content)
+    # Where the stream starts (before the run's first event), then the run's events.
+    position, *whole = parse_sse(started.content)
+    epoch = whole[0].id.rsplit("-", 1)[0]
+    assert (position.event, position.id) == ("sluiceway.position", f"{epoch}-0")
     assert [e.event for e in whole] == ["start", "token", "token", "token", "tool_call",
                                         "tool_call", "done"]  # fmt: skip
     again = await client.get(f"/tasks/{run_id}/events", headers={"last-event-id": whole[2].id})

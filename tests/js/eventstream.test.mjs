@@ -387,6 +387,32 @@ describe("EventStream", () => {
     assert.equal(stream.lastEventId, "a-58");
   });
 
+  test("the hub's position event is not dispatched: its id is what a stream cut before its first event resumes from", async () => {
+    const s = await server(async (req, res, n) => {
+      openStream(res);
+      if (n === 0) {
+        res.write('id: e1-0\nevent: sluiceway.position\ndata: {"position":"e1-0"}\n\n');
+        await sleep(30);
+        res.socket.destroy(); // cut before any event
+      } else {
+        res.write(`id: e1-1\ndata: after ${req.headers["last-event-id"]}\n\n`);
+      }
+    });
+    const stream = connect(s.url, { retry: 10 });
+    let named = 0;
+    stream.addEventListener("sluiceway.position", () => named++);
+    const log = record(stream, CONTROL);
+    const message = await once(stream, "message");
+    stream.close();
+    assert.equal(named, 0);
+    assert.equal(message.data, "after e1-0");
+    assert.equal(s.requests[1].headers["last-event-id"], "e1-0");
+    assert.deepEqual(log.map(([t]) => t), ["open", "error", "reconnecting", "open", "message", "close"]);
+    // A connection that brought only a position delivered nothing: the failure counts.
+    assert.equal(log[2][1].attempt, 1);
+    assert.equal(stream.lastEventId, "e1-1");
+  });
+
   test("server events named open, close, reconnecting or reset arrive as server:<name>", async () => {
     const s = await server((req, res) => {
       openStream(res);
