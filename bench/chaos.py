@@ -42,12 +42,14 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import pickle
 import random
 import re
 import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from array import array
 from collections import Counter
@@ -86,6 +88,8 @@ sys.path.insert(0, str(ROOT / "tests"))
 from redisproc import REDIS_SERVER, RedisCluster, RedisProcess
 
 KINDS = ("process_kill", "master_failover", "client_cut", "redis_pause", "redis_drop")
+#: This file: the client workers run it with ``--worker``.
+SCRIPT = Path(__file__).resolve()
 PACKAGES = ("sluiceway", "redis", "centrifuge-python", "httpx", "uvloop", "uvicorn")
 
 
@@ -103,6 +107,8 @@ class Config:
     processes: int = 3
     sse_clients: int = 1000
     ws_clients: int = 200
+    #: Worker processes the clients run in (thousands of Python clients need more than a core).
+    client_procs: int = 2
     topics: int = 5
     rate: float = 50.0
     minutes: float = 10.0
@@ -135,6 +141,53 @@ def cluster_url(cluster: RedisCluster) -> str:
     return "redis+cluster://" + ",".join(f"{HOST}:{n.port}" for n in cluster.nodes)
 
 
+class Timeline:
+    """When things happened: each fault's start and end, and each warning or error a process
+    logged, stamped when it appeared in the log (the processes' lines carry no time)."""
+
+    def __init__(self) -> None:
+        self.entries: list[tuple[float, str, str]] = []  # (time.monotonic(), source, line)
+        self._read: dict[Path, int] = {}
+        self._partial: dict[Path, bytes] = {}
+
+    def add(self, source: str, line: str) -> None:
+        self.entries.append((time.monotonic(), source, line))
+
+    def poll(self, procs: Sequence[Proc]) -> None:
+        now = time.monotonic()
+        for proc in procs:
+            path = proc.log_path
+            if path is None or not path.exists():
+                continue
+            with path.open("rb") as log:
+                log.seek(self._read.get(path, 0))
+                data = self._partial.pop(path, b"") + log.read()
+                self._read[path] = log.tell()
+            *lines, rest = data.split(b"\n")
+            if rest:
+                self._partial[path] = rest
+            for raw in lines:
+                line = raw.decode("utf-8", "replace")
+                if _PROBLEM.search(line):
+                    self.entries.append((now, proc.name, line))
+
+    def problems_by_fault(
+        self, windows: Sequence[tuple[float, float, str]]
+    ) -> dict[str, dict[str, int]]:
+        """The kinds of warning and error lines logged during (or just after) each kind of
+        fault."""
+        found: dict[str, Counter[str]] = {}
+        for at, source, line in self.entries:
+            if source.startswith("sluiceway"):
+                found.setdefault(blame(at, windows), Counter())[_problem_kind(line)] += 1
+        return {kind: dict(c.most_common(12)) for kind, c in sorted(found.items())}
+
+    def write(self, path: Path, t0: float) -> None:
+        with path.open("w") as out:
+            for at, source, line in sorted(self.entries, key=lambda e: e[0]):
+                out.write(f"{at - t0:9.2f} {source}: {line}\n")
+
+
 class Servers:
     """The Sluiceway processes, each on its own port, logging to ``log_dir``."""
 
@@ -154,6 +207,8 @@ class Servers:
         self.down: set[int] = set()
         self.restarts = 0
         self.crashes: list[str] = []
+        self.timeline = Timeline()
+        self.stopping = False
 
     @property
     def ports(self) -> list[int]:
@@ -190,9 +245,10 @@ class Servers:
     async def watch(self) -> None:
         """A process that exits without being killed here crashed: say so, start it again."""
         while True:
-            await asyncio.sleep(0.5)
+            await asyncio.sleep(0.25)
+            self.timeline.poll(self.procs)
             for index, proc in enumerate(self.procs):
-                if index not in self.down and not proc.alive():
+                if index not in self.down and not proc.alive() and not self.stopping:
                     self.crashes.append(f"{proc.name} exited with {proc.returncode}")
                     say(f"!! {proc.name} exited by itself ({proc.returncode}); restarting")
                     self.down.add(index)
@@ -202,6 +258,7 @@ class Servers:
     def stop(self) -> dict[str, Any]:
         """SIGTERM each (SIGKILL after 5 s); how each exited, and how long that took (a clean
         shutdown exits 0)."""
+        self.stopping = True  # exits from here on are ours
         exits: dict[str, Any] = {}
         for proc in self.procs:
             started = time.monotonic()
@@ -266,35 +323,120 @@ def split_id(event_id: str) -> tuple[str, int]:
 
 @dataclass
 class Truth:
-    """A topic's history as Redis stores it: its epoch, head, and sequence number by offset."""
+    """A topic's history as Redis stores it: its epoch, head, and sequence number by offset;
+    earlier epochs as the :class:`StoreWatcher` saw them, and the epochs in which the store
+    went back on events it had held (a failover that lost acknowledged writes)."""
 
     topic: str
     epoch: str
     head: int
     seqs: dict[int, int]
+    older: dict[str, dict[int, int]] = field(default_factory=dict)
+    went_back: set[str] = field(default_factory=set)
 
     @property
     def last(self) -> tuple[str, int]:
         return self.epoch, self.head
 
+    def log(self, epoch: str) -> dict[int, int] | None:
+        return self.seqs if epoch == self.epoch else self.older.get(epoch)
 
-def read_truth(cluster: RedisCluster, topics: Sequence[str]) -> dict[str, Truth]:
+
+def log_key(topic: str) -> str:
+    return f"sluiceway:{{{topic}}}:log"
+
+
+def meta_key(topic: str) -> str:
+    return f"sluiceway:{{{topic}}}:meta"
+
+
+def cluster_client(cluster: RedisCluster) -> RedisClusterClient:
+    seeds = [ClusterNode(HOST, n.port) for n in cluster.alive()]  # type: ignore[no-untyped-call]
+    return RedisClusterClient(startup_nodes=seeds, socket_timeout=2, socket_connect_timeout=2)
+
+
+def _entries(raw: Any) -> dict[int, int]:
+    return {int(entry_id.split(b"-")[0]): seq_of(fields[b"d"]) for entry_id, fields in raw}
+
+
+def read_truth(
+    cluster: RedisCluster, topics: Sequence[str], watcher: StoreWatcher | None = None
+) -> dict[str, Truth]:
     """Straight from Redis (not through a process, whose mirror is under test too)."""
-    seeds = [ClusterNode(HOST, n.port) for n in cluster.alive()]
-    client = RedisClusterClient(startup_nodes=seeds, socket_timeout=10)
+    client = cluster_client(cluster)
     truths: dict[str, Truth] = {}
     try:
         for topic in topics:
-            meta = client.hgetall(f"sluiceway:{{{topic}}}:meta")
-            entries = client.xrange(f"sluiceway:{{{topic}}}:log")
-            seqs = {
-                int(entry_id.split(b"-")[0]): int(orjson.loads(fields[b"d"])["s"])
-                for entry_id, fields in entries
-            }
-            truths[topic] = Truth(topic, meta[b"epoch"].decode(), int(meta[b"seq"]), seqs)
+            meta: Any = client.hgetall(meta_key(topic))
+            seqs = _entries(client.xrange(log_key(topic)))
+            epoch = meta[b"epoch"].decode()
+            truth = Truth(topic, epoch, int(meta[b"seq"]), seqs)
+            if watcher is not None:
+                truth.older = {e: log for e, log in watcher.logs[topic].items() if e != epoch}
+                truth.went_back = set(watcher.went_back[topic])
+            truths[topic] = truth
     finally:
         client.close()
     return truths
+
+
+class StoreWatcher:
+    """Reads each topic's log from Redis as it grows, four times a second, in a thread of its
+    own: the history of every epoch (a topic given a new epoch loses the old log), and every
+    time the store went back on events it had held."""
+
+    def __init__(self, cluster: RedisCluster, topics: Sequence[str]) -> None:
+        self.cluster = cluster
+        self.topics = list(topics)
+        self.logs: dict[str, dict[str, dict[int, int]]] = {t: {} for t in topics}
+        self.last: dict[str, tuple[str, int]] = {}
+        self.went_back: dict[str, set[str]] = {t: set() for t in topics}
+        self.seen: list[str] = []  # what went back, for the report
+        self.stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="store-watcher", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def close(self) -> None:
+        self.stop.set()
+        self._thread.join(10)
+
+    def _run(self) -> None:
+        client: RedisClusterClient | None = None
+        while not self.stop.wait(0.25):
+            try:
+                client = client or cluster_client(self.cluster)
+                for topic in self.topics:
+                    self._poll(client, topic)
+            except (redis.RedisError, OSError, IndexError, KeyError):
+                if client is not None:  # a failover under way: a new client, a new topology
+                    with contextlib.suppress(Exception):
+                        client.close()
+                client = None
+        if client is not None:
+            client.close()
+
+    def _poll(self, client: RedisClusterClient, topic: str) -> None:
+        meta: Any = client.hgetall(meta_key(topic))
+        if not meta:
+            return
+        epoch, head = meta[b"epoch"].decode(), int(meta[b"seq"])
+        log = self.logs[topic].setdefault(epoch, {})
+        last_epoch, last = self.last.get(topic, (epoch, 0))
+        if last_epoch != epoch:
+            last = max(log, default=0)
+        if last:
+            held = _entries(client.xrange(log_key(topic), f"{last}-0", f"{last}-0"))
+            if head < last or held.get(last) != log.get(last):
+                # Events this watcher read are gone, or others hold their offsets: read the
+                # epoch's log again.
+                self.went_back[topic].add(epoch)
+                self.seen.append(f"{topic} {epoch}: held up to {last}, now head {head}")
+                log.clear()
+                last = 0
+        log.update(_entries(client.xrange(log_key(topic), f"({last}-0", "+")))
+        self.last[topic] = (epoch, max(log, default=0))
 
 
 # --------------------------------------------------------------------------------------------
@@ -456,8 +598,27 @@ class Track:
         self.marks.append(Mark(len(self.offsets), reason, requested, resumed))
         self.pos = resumed
 
+    # Plain data across processes: the worker runs this file as __main__, a test imports it as
+    # ``chaos``, so pickled instances would not load on the other side.
+    def dump(self) -> tuple[Any, ...]:
+        marks = [(m.index, m.reason, m.requested, m.resumed) for m in self.marks]
+        return (
+            self.kind, self.index, self.topic, self.offsets, self.seqs, self.epochs, marks,
+            self.start, self.pos, self.connects, self.recovered, self.errors,
+        )  # fmt: skip
 
-def seq_of(data: str) -> int:
+    @classmethod
+    def load(cls, data: tuple[Any, ...]) -> Track:
+        kind, index, topic, offsets, seqs, epochs, marks, start, pos, connects, rec, errs = data
+        track = cls(kind, index, topic)
+        track.offsets, track.seqs, track.epochs = offsets, seqs, epochs
+        track.marks = [Mark(*m) for m in marks]
+        track.start, track.pos = start, pos
+        track.connects, track.recovered, track.errors = connects, rec, errs
+        return track
+
+
+def seq_of(data: str | bytes) -> int:
     return int(orjson.loads(data)["s"])
 
 
@@ -495,7 +656,7 @@ async def follow_sse(track: Track, url: str, start: str, http: httpx.AsyncClient
         track.errors.append(repr(exc))
 
 
-class WSFollower(SubscriptionEventHandler):
+class WSFollower(SubscriptionEventHandler):  # type: ignore[misc]  # an untyped SDK
     """The SDK's handler for one subscription: publications, and each (re)subscribe's verdict."""
 
     def __init__(self, track: Track) -> None:
@@ -553,7 +714,7 @@ class Verdict:
 
 def check(track: Track, truth: Truth) -> Verdict:
     """``track`` against the stored history: every stored event after the client's start
-    exactly once, in order, with the stored data; or a reset covering what the store lost."""
+    exactly once, in order, with the stored data; or a reset where the store lost events."""
     v = Verdict(connects=track.connects, recovered=track.recovered, dead=len(track.errors))
     name = f"{track.kind}#{track.index} {track.topic}"
     if track.start is None:
@@ -573,16 +734,24 @@ def check(track: Track, truth: Truth) -> Verdict:
             m += 1
             v.resets += 1
             resumed = mark.resumed or pos
-            if resumed[0] == truth.epoch:
-                after = pos[1] if pos[0] == truth.epoch else 0
-                skipped = range(after + 1, resumed[1] + 1)
-                v.reset_skipped += len(skipped)
-                if pos[0] == truth.epoch and skipped and all(o in truth.seqs for o in skipped):
+            after = pos[1] if pos[0] == resumed[0] else 0
+            v.reset_skipped += max(0, resumed[1] - after)
+            held = truth.log(pos[0])
+            if pos[0] in truth.went_back or held is None:
+                pass  # the store lost events of that epoch (or the whole epoch): explicit
+            elif pos[0] == resumed[0]:
+                if all(o in held for o in range(pos[1] + 1, resumed[1] + 1)):
                     v.unjustified_resets += 1
                     v.samples.append(
-                        f"{name}: reset ({mark.reason}) skipped {after + 1}..{resumed[1]}, "
-                        "which the store still holds"
+                        f"{name}: reset ({mark.reason}) skipped {pos[1] + 1}..{resumed[1]},"
+                        " which the store still holds"
                     )
+            else:  # a new epoch, though the store never went back on the old one
+                v.unjustified_resets += 1
+                v.samples.append(
+                    f"{name}: reset ({mark.reason}) from {pos} to {resumed}: a new epoch,"
+                    " though the store lost nothing of the old"
+                )
             pos = resumed
 
     for i in range(len(track.offsets)):
@@ -601,15 +770,14 @@ def check(track: Track, truth: Truth) -> Verdict:
         else:
             v.gaps += 1  # another epoch without a reset: what was left of the old is unknown
             v.samples.append(f"{name}: epoch {pos[0]} -> {epoch} without a reset")
-        if epoch == truth.epoch:
-            if truth.seqs.get(offset, seq) != seq:
-                v.substituted += 1
-                v.samples.append(
-                    f"{name}: offset {offset} carried s={seq}, the store holds "
-                    f"s={truth.seqs[offset]}"
-                )
-        else:
+        held = truth.log(epoch)
+        if held is None:
             v.unverifiable += 1
+        elif held.get(offset, seq) != seq:
+            v.substituted += 1
+            v.samples.append(
+                f"{name}: {epoch}-{offset} carried s={seq}, the store holds s={held[offset]}"
+            )
         v.delivered += 1
         pos = (epoch, offset)
     apply_marks(len(track.offsets))
@@ -641,14 +809,14 @@ class Chaos:
         cfg: Config,
         cluster: RedisCluster,
         servers: Servers,
-        proxy: FrontProxy,
+        workers: Sequence[ClientProcess],
         topics: Sequence[str],
         t0: float,
     ) -> None:
         self.cfg = cfg
         self.cluster = cluster
         self.servers = servers
-        self.proxy = proxy
+        self.workers = list(workers)
         self.topics = list(topics)
         self.random = random.Random(cfg.seed + 1)
         self.t0 = t0
@@ -668,10 +836,12 @@ class Chaos:
             kind = deck.pop()
             started = time.monotonic()
             say(f"[{started - self.t0:6.1f} s] fault: {kind}")
+            self.servers.timeline.add("chaos", f"{kind} starts")
             logged = self.servers.problem_counts()
             detail = await getattr(self, kind)()
             took = time.monotonic() - started
             self.windows.append((started, time.monotonic(), kind))
+            self.servers.timeline.add("chaos", f"{kind} done: {detail}")
             # What the processes logged meanwhile (warnings, errors), per process.
             detail["log_lines"] = [
                 b - a for a, b in zip(logged, self.servers.problem_counts(), strict=True)
@@ -704,9 +874,9 @@ class Chaos:
 
     async def client_cut(self) -> dict[str, Any]:
         share = self.random.uniform(*self.cfg.cut_share)
-        chosen = self.proxy.cut(share)
+        said = await asyncio.gather(*(w.ask({"cmd": "cut", "share": share}) for w in self.workers))
         await asyncio.sleep(1.0)  # the cuts happen on the next bytes (or within 1 s)
-        return {"connections": chosen, "share": round(share, 2)}
+        return {"connections": sum(int(r["cut"]) for r in said), "share": round(share, 2)}
 
     async def redis_pause(self) -> dict[str, Any]:
         victim = self.random.choice(await asyncio.to_thread(self._masters))
@@ -761,6 +931,174 @@ def kill_connections(cluster: RedisCluster, pid: int) -> int:
                 node.close()
                 killed += 1
     return killed
+
+
+# --------------------------------------------------------------------------------------------
+# Client processes
+# --------------------------------------------------------------------------------------------
+#
+# Thousands of Python clients take more than one core, so they run in worker processes
+# (``chaos.py --worker``), each with its share of the clients behind its own front proxy; the
+# main process (publisher, faults, checks) stays light, and the publishing rate steady.  The
+# worker is driven over its stdin/stdout, one JSON document a line; at the end it writes what
+# its clients received to a pickle file.
+
+
+class ClientGroup:
+    """A worker's clients: SSE and WebSocket, all through one :class:`FrontProxy`."""
+
+    def __init__(self, setup: dict[str, Any]) -> None:
+        self.setup = setup
+        self.proxy = FrontProxy(setup["ports"], seed=setup["seed"])
+        self.tracks: list[Track] = []
+        self.tasks: list[asyncio.Task[None]] = []
+        self.ws_clients: list[Client] = []
+        self.http = httpx.AsyncClient(
+            timeout=20.0, limits=httpx.Limits(max_connections=None, max_keepalive_connections=0)
+        )
+
+    async def start(self) -> None:
+        setup, proxy = self.setup, await self.proxy.start()
+        starts: dict[str, str] = setup["starts"]
+        for i, topic in setup["sse"]:
+            track = Track("sse", i, topic)
+            track.start = track.pos = split_id(starts[topic])
+            self.tracks.append(track)
+            url = f"{proxy.url}/topics/{topic}"
+            self.tasks.append(asyncio.create_task(follow_sse(track, url, starts[topic], self.http)))
+        gate = asyncio.Semaphore(50)
+        await asyncio.gather(*(self._connect_ws(i, topic, gate) for i, topic in setup["ws"]))
+        for track in self.tracks:
+            if track.kind == "ws" and track.start != split_id(starts[track.topic]):
+                raise RuntimeError(f"ws#{track.index} started at {track.start}")
+        async with asyncio.timeout(60):  # every SSE stream open before publishing goes on
+            while True:
+                if all(t.connects for t in self.tracks):
+                    break
+                await asyncio.sleep(0.1)
+
+    async def _connect_ws(self, i: int, topic: str, gate: asyncio.Semaphore) -> None:
+        track = Track("ws", i, topic)
+        self.tracks.append(track)
+        url = f"ws://{HOST}:{self.proxy.port}/connection/websocket"
+        client = Client(url, proxy=None, min_reconnect_delay=0.1, max_reconnect_delay=2.0)
+        self.ws_clients.append(client)
+        sub = client.new_subscription(
+            topic,
+            WSFollower(track),
+            positioned=True,
+            recoverable=True,
+            min_resubscribe_delay=0.1,
+            max_resubscribe_delay=2.0,
+        )
+        async with gate:
+            await client.connect()
+            await sub.subscribe()
+            await sub.ready(30)
+
+    def status(self, targets: dict[str, list[Any]] | None) -> dict[str, Any]:
+        at_end = 0
+        if targets:
+            at_end = sum(1 for t in self.tracks if list(t.pos or ()) == targets[t.topic])
+        return {
+            "clients": len(self.tracks),
+            "at_end": at_end,
+            "connections": self.proxy.open_connections,
+            "cuts": self.proxy.cuts,
+        }
+
+    async def finish(self, path: Path) -> dict[str, Any]:
+        for task in self.tasks:
+            task.cancel()
+        await asyncio.gather(*self.tasks, return_exceptions=True)
+        for client in self.ws_clients:
+            with contextlib.suppress(Exception):
+                await client.disconnect()
+        await self.http.aclose()
+        await self.proxy.aclose()
+        await asyncio.to_thread(path.write_bytes, pickle.dumps([t.dump() for t in self.tracks]))
+        proxy = self.proxy
+        return {
+            "connections": proxy.connections,
+            "per_backend": {str(k): v for k, v in proxy.per_backend.items()},
+            "refused": proxy.refused,
+            "unplaced": proxy.unplaced,
+            "cuts": proxy.cuts,
+        }
+
+
+def _reply(document: dict[str, Any]) -> None:
+    sys.stdout.buffer.write(orjson.dumps(document) + b"\n")
+    sys.stdout.buffer.flush()
+
+
+async def serve_worker() -> None:
+    """``chaos.py --worker``: a setup line, then commands (cut, status, finish)."""
+    loop = asyncio.get_running_loop()
+    reader = asyncio.StreamReader(limit=1 << 24)
+    await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
+    group = ClientGroup(orjson.loads(await reader.readline()))
+    await group.start()
+    _reply({"ready": True})
+    while line := await reader.readline():
+        command = orjson.loads(line)
+        if command["cmd"] == "cut":
+            _reply({"cut": group.proxy.cut(command["share"])})
+        elif command["cmd"] == "status":
+            _reply(group.status(command.get("targets")))
+        elif command["cmd"] == "finish":
+            _reply(await group.finish(Path(command["path"])))
+            return
+
+
+class ClientProcess:
+    """The main process's handle on one worker."""
+
+    def __init__(self, index: int, setup: dict[str, Any], out: Path) -> None:
+        self.index = index
+        self.setup = setup
+        self.out = out / f"clients-{index}.pickle"
+        self.proc: asyncio.subprocess.Process | None = None
+        self._lock = asyncio.Lock()
+
+    async def start(self) -> None:
+        self.proc = await asyncio.create_subprocess_exec(
+            sys.executable,
+            str(SCRIPT),
+            "--worker",
+            stdin=asyncio.subprocess.PIPE,
+            stdout=asyncio.subprocess.PIPE,
+            limit=1 << 24,
+        )
+        said = await self.ask(self.setup, limit_s=180.0)
+        if not said.get("ready"):
+            raise RuntimeError(f"client worker {self.index} did not start: {said}")
+
+    async def ask(self, document: dict[str, Any], limit_s: float = 60.0) -> dict[str, Any]:
+        proc = self.proc
+        assert proc is not None and proc.stdin is not None and proc.stdout is not None
+        async with self._lock, asyncio.timeout(limit_s):
+            proc.stdin.write(orjson.dumps(document) + b"\n")
+            await proc.stdin.drain()
+            line = await proc.stdout.readline()
+        if not line:
+            raise RuntimeError(f"client worker {self.index} exited ({await proc.wait()})")
+        answer: dict[str, Any] = orjson.loads(line)
+        return answer
+
+    async def finish(self) -> tuple[list[Track], dict[str, Any]]:
+        proxy = await self.ask({"cmd": "finish", "path": str(self.out)}, limit_s=120.0)
+        assert self.proc is not None
+        await self.proc.wait()
+        dumped = pickle.loads(await asyncio.to_thread(self.out.read_bytes))
+        tracks = [Track.load(data) for data in dumped]
+        self.out.unlink()
+        return tracks, proxy
+
+    async def kill(self) -> None:
+        if self.proc is not None and self.proc.returncode is None:
+            self.proc.kill()
+            await self.proc.wait()
 
 
 # --------------------------------------------------------------------------------------------
@@ -823,13 +1161,17 @@ def publisher_report(
         retried += log.retried
         failures.update(log.failures)
         gave_up += [f"{topic}:{s}" for s in log.gave_up]
-        counts = Counter(truth.seqs.values())
-        dups += sum(n - 1 for n in counts.values() if n > 1)
+        for stored in (truth.seqs, *truth.older.values()):
+            counts = Counter(stored.values())
+            dups += sum(n - 1 for n in counts.values() if n > 1)
         for seq, event_id in log.acked.items():
             epoch, offset = split_id(event_id)
-            if epoch != truth.epoch or truth.seqs.get(offset) != seq:
-                lost += 1  # the store does not hold what it acknowledged
+            held = truth.log(epoch)
+            if held is None or held.get(offset) != seq:
+                # The store does not hold what it acknowledged: it went back on that epoch.
+                lost += 1
                 lost_samples.append(f"{topic} s={seq} acked as {event_id}")
+                truth.went_back.add(epoch)
     return {
         "acked": acked,
         "tries": tries,
@@ -854,16 +1196,14 @@ async def soak(cfg: Config) -> dict[str, Any]:
     wall0 = time.monotonic()
     log_dir = cfg.log_dir or Path(tempfile.mkdtemp(prefix="sluiceway-chaos-"))
     log_dir.mkdir(parents=True, exist_ok=True)
+    # Each client: its socket, the proxy's two; the workers inherit the limit.
     raise_nofile(4 * (cfg.sse_clients + cfg.ws_clients) + 1024)
     cluster = SoakCluster()
     servers: Servers | None = None
-    proxy: FrontProxy | None = None
     publisher: Publisher | None = None
-    tasks: list[asyncio.Task[Any]] = []
-    ws_clients: list[Client] = []
-    http = httpx.AsyncClient(
-        timeout=20.0, limits=httpx.Limits(max_connections=None, max_keepalive_connections=0)
-    )
+    workers: list[ClientProcess] = []
+    watching: asyncio.Task[None] | None = None
+    watcher: StoreWatcher | None = None
     try:
         say("starting a Redis Cluster (3 masters, 3 replicas)")
         await asyncio.to_thread(cluster.start)
@@ -871,68 +1211,49 @@ async def soak(cfg: Config) -> dict[str, Any]:
         servers = Servers(cfg.processes, cluster_url(cluster), log_dir, cfg.history_size)
         say(f"starting {cfg.processes} sluiceway processes; logs in {log_dir}")
         await servers.start()
-        proxy = await FrontProxy(servers.ports, seed=cfg.seed).start()
         publisher = Publisher(servers, topics, cfg.rate, cfg.payload_bytes)
         # A first event per topic: every client starts right after it.
         for topic in topics:
             await publisher.publish_one(topic, deadline=time.monotonic() + 30)
         starts = {t: publisher.logs[t].acked[0] for t in topics}
 
-        tracks: list[Track] = []
-        say(f"connecting {cfg.sse_clients} SSE and {cfg.ws_clients} WebSocket clients")
-        for i in range(cfg.sse_clients):
-            topic = topics[i % len(topics)]
-            track = Track("sse", i, topic)
-            track.start = track.pos = split_id(starts[topic])
-            tracks.append(track)
-            url = f"{proxy.url}/topics/{topic}"
-            tasks.append(asyncio.create_task(follow_sse(track, url, starts[topic], http)))
-        ws_url = f"ws://{HOST}:{proxy.port}/connection/websocket"
-        gate = asyncio.Semaphore(50)
+        say(
+            f"connecting {cfg.sse_clients} SSE and {cfg.ws_clients} WebSocket clients"
+            f" ({cfg.client_procs} client processes)"
+        )
+        count = max(1, cfg.client_procs)
+        for w in range(count):
+            setup = {
+                "ports": servers.ports,
+                "seed": cfg.seed + 100 + w,
+                "starts": starts,
+                "sse": [(i, topics[i % len(topics)]) for i in range(w, cfg.sse_clients, count)],
+                "ws": [(i, topics[i % len(topics)]) for i in range(w, cfg.ws_clients, count)],
+            }
+            workers.append(ClientProcess(w, setup, log_dir))
+        await asyncio.gather(*(w.start() for w in workers))
 
-        async def connect_ws(i: int) -> None:
-            topic = topics[i % len(topics)]
-            track = Track("ws", i, topic)
-            tracks.append(track)
-            client = Client(ws_url, proxy=None, min_reconnect_delay=0.1, max_reconnect_delay=2.0)
-            ws_clients.append(client)
-            sub = client.new_subscription(
-                topic,
-                WSFollower(track),
-                positioned=True,
-                recoverable=True,
-                min_resubscribe_delay=0.1,
-                max_resubscribe_delay=2.0,
-            )
-            async with gate:
-                await client.connect()
-                await sub.subscribe()
-                await sub.ready(30)
-
-        await asyncio.gather(*(connect_ws(i) for i in range(cfg.ws_clients)))
-        for track in tracks:
-            if track.kind == "ws" and track.start != split_id(starts[track.topic]):
-                raise RuntimeError(f"ws#{track.index} started at {track.start}")
-        async with asyncio.timeout(60):  # every SSE stream open before publishing goes on
-            while True:
-                if sum(1 for t in tracks if t.kind == "sse" and t.connects) == cfg.sse_clients:
-                    break
-                await asyncio.sleep(0.1)
-
-        say(f"publishing {cfg.rate:g} events/s over {len(topics)} topics; faults for "
-            f"{cfg.minutes:g} min")  # fmt: skip
+        say(
+            f"publishing {cfg.rate:g} events/s over {len(topics)} topics;"
+            f" faults for {cfg.minutes:g} min"
+        )
         t0 = time.monotonic()
+        phases = {"setup_s": t0 - wall0}
+        watcher = StoreWatcher(cluster, topics)  # from the first event the clients follow
+        watcher.start()
         stop_publishing = asyncio.Event()
         publishing = asyncio.create_task(publisher.run(stop_publishing))
-        tasks.append(asyncio.create_task(servers.watch()))
-        chaos = Chaos(cfg, cluster, servers, proxy, topics, t0)
+        watching = asyncio.create_task(servers.watch())
+        chaos = Chaos(cfg, cluster, servers, workers, topics, t0)
         faults = asyncio.create_task(chaos.run(t0 + cfg.minutes * 60))
         while not faults.done():
             await asyncio.wait({faults}, timeout=cfg.progress_s)
             acked = sum(len(log.acked) for log in publisher.logs.values())
+            said = await asyncio.gather(*(w.ask({"cmd": "status"}) for w in workers))
             say(
                 f"[{time.monotonic() - t0:6.1f} s] published {acked}, faults {len(chaos.done)},"
-                f" connections {proxy.open_connections}, cuts {proxy.cuts}"
+                f" connections {sum(r['connections'] for r in said)},"
+                f" cuts {sum(r['cuts'] for r in said)}"
             )
         await faults  # raises what a fault raised
         say(f"faults over; publishing {cfg.settle_s:g} s more")
@@ -940,26 +1261,44 @@ async def soak(cfg: Config) -> dict[str, Any]:
         stop_publishing.set()
         await publishing
         publish_s = time.monotonic() - t0
+        phases["publishing_s"] = publish_s
 
-        truths = await asyncio.to_thread(read_truth, cluster, topics)
+        await asyncio.to_thread(watcher.close)
+        truths = await asyncio.to_thread(read_truth, cluster, topics, watcher)
+        targets = {t: list(truth.last) for t, truth in truths.items()}
         say("waiting for every client to reach the last event of its topic")
         caught_up = time.monotonic()
         deadline = caught_up + cfg.catch_up_s
         while time.monotonic() < deadline:
-            if all(t.pos == truths[t.topic].last for t in tracks):
+            said = await asyncio.gather(
+                *(w.ask({"cmd": "status", "targets": targets}) for w in workers)
+            )
+            if all(r["at_end"] == r["clients"] for r in said):
                 break
-            await asyncio.sleep(0.2)
+            await asyncio.sleep(0.5)
         caught_up = time.monotonic() - caught_up
         await asyncio.sleep(0.5)  # a late duplicate would arrive now
+        tracks: list[Track] = []
+        proxies: list[dict[str, Any]] = []
+        for worker in workers:
+            got, proxy = await worker.finish()
+            tracks += got
+            proxies.append(proxy)
         divergence = await mirror_divergence(servers.ports, truths)
+        checked = time.monotonic()
         exits = servers.stop()
+        phases["catch_up_and_checks_s"] = checked - t0 - publish_s
+        phases["stop_s"] = time.monotonic() - checked
 
+        # First: acknowledged events the store lost tell which epochs it went back on.
+        pub = publisher_report(publisher, truths, chaos.windows)
         by_kind = {"sse": Verdict(), "ws": Verdict()}
-        for track in tracks:
+        for track in sorted(tracks, key=lambda t: (t.kind, t.index)):
             by_kind[track.kind].add(check(track, truths[track.topic]))
         fault_counts = Counter(f.kind for f in chaos.done)
-        pub = publisher_report(publisher, truths, chaos.windows)
         problems = servers.log_problems()
+        servers.timeline.poll(servers.procs)
+        servers.timeline.write(log_dir / "timeline.log", t0)
         lost = sum(v.gaps + v.substituted for v in by_kind.values())
         duplicated = sum(v.duplicates for v in by_kind.values())
         not_at_end = sum(v.not_at_end for v in by_kind.values())
@@ -1006,15 +1345,19 @@ async def soak(cfg: Config) -> dict[str, Any]:
             },
             "publisher": {**pub, "publish_s": round(publish_s, 1)},
             "truth": {
-                t: {"epoch": tr.epoch, "head": tr.head, "stored": len(tr.seqs)}
+                t: {
+                    "epoch": tr.epoch,
+                    "head": tr.head,
+                    "stored": len(tr.seqs),
+                    "earlier_epochs": {e: len(log) for e, log in tr.older.items()},
+                    "store_went_back_on": sorted(tr.went_back),
+                }
                 for t, tr in truths.items()
             },
+            "store_went_back": watcher.seen,
             "proxy": {
-                "connections": proxy.connections,
-                "per_backend": {str(k): v for k, v in proxy.per_backend.items()},
-                "refused": proxy.refused,
-                "unplaced": proxy.unplaced,
-                "cuts": proxy.cuts,
+                key: sum(p[key] for p in proxies)
+                for key in ("connections", "refused", "unplaced", "cuts")
             },
             "processes": {
                 "restarts": servers.restarts,
@@ -1022,22 +1365,23 @@ async def soak(cfg: Config) -> dict[str, Any]:
                 "mirror_divergence": divergence,
                 "exits": exits,
                 "log_problems": problems,
+                "log_problems_by_fault": servers.timeline.problems_by_fault(chaos.windows),
             },
             "catch_up_s": round(caught_up, 1),
+            "phases": {k: round(v, 1) for k, v in phases.items()},
             "total_wall_s": round(time.monotonic() - wall0, 1),
         }
     finally:
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
-        for client in ws_clients:
-            with contextlib.suppress(Exception):
-                await client.disconnect()
-        await http.aclose()
+        if watcher is not None:
+            await asyncio.to_thread(watcher.close)
+        if watching is not None:
+            watching.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await watching
+        for worker in workers:
+            await worker.kill()
         if publisher is not None:
             await publisher.aclose()
-        if proxy is not None:
-            await proxy.aclose()
         if servers is not None:
             servers.stop()
         await asyncio.to_thread(cluster.close)
@@ -1116,6 +1460,7 @@ def parse_args(argv: Sequence[str] | None) -> tuple[Config, argparse.Namespace]:
     p.add_argument("--processes", type=int, default=d.processes)
     p.add_argument("--sse-clients", type=int, default=d.sse_clients)
     p.add_argument("--ws-clients", type=int, default=d.ws_clients)
+    p.add_argument("--client-procs", type=int, default=d.client_procs, help="client workers")
     p.add_argument("--topics", type=int, default=d.topics)
     p.add_argument("--rate", type=float, default=d.rate, help="events/s over all topics")
     p.add_argument("--minutes", type=float, default=d.minutes, help="how long faults come")
@@ -1135,6 +1480,7 @@ def parse_args(argv: Sequence[str] | None) -> tuple[Config, argparse.Namespace]:
         processes=args.processes,
         sse_clients=args.sse_clients,
         ws_clients=args.ws_clients,
+        client_procs=args.client_procs,
         topics=args.topics,
         rate=args.rate,
         minutes=args.minutes,
@@ -1149,6 +1495,9 @@ def parse_args(argv: Sequence[str] | None) -> tuple[Config, argparse.Namespace]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    if (argv if argv is not None else sys.argv[1:]) == ["--worker"]:
+        uvloop.run(serve_worker())
+        return 0
     cfg, args = parse_args(argv)
     started = timestamp()
     run = uvloop.run(soak(cfg))

@@ -70,6 +70,18 @@ def test_a_reset_over_events_the_store_still_holds_is_needless() -> None:
     assert (v.resets, v.reset_skipped, v.unjustified_resets, v.gaps) == (1, 2, 1, 0)
 
 
+def test_a_new_epoch_where_the_store_lost_nothing_is_a_needless_reset() -> None:
+    t = track("a", [2, 3])
+    t.lost("unknown_epoch", ("a", 3), ("b", 0))
+    t.event("b", 1, 9)
+    intact = truth("b", 1)
+    intact.seqs = {1: 9}
+    intact.older = {"a": {1: 0, 2: 1, 3: 2}}  # as the store watcher read it
+    assert chaos.check(t, intact).unjustified_resets == 1
+    intact.went_back = {"a"}  # a failover lost acknowledged events of epoch a
+    assert chaos.check(t, intact).unjustified_resets == 0
+
+
 def test_another_epoch_without_a_reset_is_a_silent_loss() -> None:
     t = track("a", [2])
     t.event("b", 1, 0)
@@ -87,6 +99,7 @@ async def test_a_minute_of_chaos_loses_and_repeats_nothing(tmp_path: Path) -> No
         processes=3,
         sse_clients=100,
         ws_clients=20,
+        client_procs=1,
         minutes=1.0,
         gap_s=(1.5, 4.0),  # every kind fits in the minute (a failover takes ~10 s)
         settle_s=3.0,

@@ -51,6 +51,10 @@ class _Pair:
         self.cut_pending = False
         self.closed = False
 
+    def gone(self) -> bool:
+        """Closed meanwhile (a method, so that type checkers do not assume it unchanged)."""
+        return self.closed
+
     def close(self) -> None:
         if self.closed:
             return
@@ -192,7 +196,7 @@ class FrontProxy:
         loop = asyncio.get_running_loop()
         pair.client.pause_reading()  # until there is somewhere to send what it says
         for port in self._candidates():
-            if pair.closed:
+            if pair.gone():
                 return
             try:
                 async with asyncio.timeout(2.0):
@@ -203,7 +207,7 @@ class FrontProxy:
                 self.refused += 1
                 self._skip_until[port] = time.monotonic() + SKIP_REFUSING_S
                 continue
-            if pair.closed:
+            if pair.gone():
                 transport.close()
                 return
             pair.upstream = transport
