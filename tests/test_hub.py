@@ -15,6 +15,7 @@ from conftest import MakeHub
 
 from sluiceway.hub import (
     RESET_EVENT,
+    ClaimTaken,
     CloseReason,
     HistoryGone,
     HubClosed,
@@ -379,7 +380,7 @@ async def test_a_finished_topic_ends_its_streams_after_the_last_event(make_hub: 
     live = await hub.subscribe(["sluiceway.job:1"])
     first = await hub.publish("sluiceway.job:1", "a")
     await hub.publish("sluiceway.job:1", "b")
-    hub.finish("sluiceway.job:1")
+    await hub.finish("sluiceway.job:1")
     received = b"".join([chunk async for chunk in live])
     assert b"data: a" in received and b"data: b" in received
     assert live.close_reason is CloseReason.COMPLETE
@@ -408,3 +409,20 @@ async def test_topic_bounds_replace_the_hub_wide_ones_for_matching_topics(
     assert len((await hub.history("news")).events) == 2
     assert hub.earliest_id("sluiceway.gen:1").endswith("-1")  # offsets 2..6 kept: resume after 1
     await hub.aclose()
+
+
+async def test_a_claim_is_refused_while_an_event_holding_it_is_retained(
+    make_hub: MakeHub,
+) -> None:
+    hub = await make_hub(HubConfig(history_size=3))
+    await hub.publish("claims", "a", claim="urn:a")
+    head = await hub.publish("claims", "unclaimed")
+    with pytest.raises(ClaimTaken):
+        await hub.publish("claims", "a again", claim="urn:a")
+    # "a" leaves history (3 kept; Redis trims whole stream nodes of 100 entries at a time).
+    for n in range(250):
+        await hub.publish("claims", str(n))
+    later = await hub.publish("claims", "a, later", claim="urn:a")  # free again
+    assert Position.parse(later).offset == Position.parse(head).offset + 251
+    with pytest.raises(ClaimTaken):
+        await hub.publish("claims", "a, again", claim="urn:a")

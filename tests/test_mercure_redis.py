@@ -4,13 +4,15 @@ duplicate id is refused by either, and private updates still need a matching gra
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Iterator
 
+import httpx
 import pytest
 from conftest import StartServer
 from redisproc import RedisCluster, RedisProcess
 from serverproc import ServerProcess
-from test_mercure import HUB, SECRET, publish, read, token, topic_of
+from test_mercure import HUB, PUBLISHER, SECRET, publish, read, token, topic_of
 
 
 @pytest.fixture
@@ -58,3 +60,26 @@ def test_private_updates_across_processes(pair: tuple[ServerProcess, ServerProce
     granted = {"authorization": f"Bearer {token(subscribe=[topic])}"}
     _, events = read(b, everything, 2, headers=granted)
     assert [e.data for e in events] == ["secret", "public"]
+
+
+async def test_one_new_id_published_at_once_on_both_processes_is_accepted_once(
+    pair: tuple[ServerProcess, ServerProcess],
+) -> None:
+    """The duplicate-id check is atomic in the backend, not per process: 20 rounds of the
+    same new id sent to both processes at the same instant, 4 tries each."""
+    a, b = pair
+    topic = topic_of("race")
+    headers = {"authorization": f"Bearer {PUBLISHER}"}
+    async with httpx.AsyncClient(timeout=10, headers=headers) as http:
+        for round_ in range(20):
+            form = {"topic": topic, "data": str(round_), "id": f"urn:race:{topic}:{round_}"}
+            answers = await asyncio.gather(
+                *(
+                    http.post(f"{server.url}/.well-known/mercure", data=form)
+                    for server in (a, b, a, b, a, b, a, b)
+                )
+            )
+            codes = sorted(answer.status_code for answer in answers)
+            assert codes == [200] + [409] * 7, [a.text for a in answers]
+    _, events = read(b, [("match", topic), ("lastEventID", "earliest")], 20)
+    assert [e.data for e in events] == [str(n) for n in range(20)]

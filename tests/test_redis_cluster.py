@@ -23,7 +23,7 @@ from serverproc import HOST, ServerProcess, wait_for
 
 from sluiceway.client import EventSource, Reset
 from sluiceway.control import RESET_EVENT
-from sluiceway.hub import CloseReason, Hub, HubConfig
+from sluiceway.hub import CloseReason, Hub, HubConfig, TopicFinished
 from sluiceway.hub.redis_backend import RedisBackend
 from sluiceway.ids import Position
 from sluiceway.sse import Event, Parser
@@ -304,3 +304,34 @@ def redis_client(server: RedisProcess | RedisCluster) -> redis.Redis | redis.Red
         node = server.alive()[0]
         return redis.RedisCluster(host=HOST, port=node.port)
     return server.client()
+
+
+async def test_a_topic_finished_in_one_process_is_finished_in_every_process(
+    shared_redis: RedisProcess | RedisCluster,
+) -> None:
+    def new_hub() -> Hub:
+        return Hub(HubConfig(), RedisBackend(shared_redis.url, history_size=100, history_ttl=60))
+
+    a, b = new_hub(), new_hub()
+    await a.start()
+    await b.start()
+    topic = f"finish-{time.monotonic_ns()}"
+    try:
+        first = await a.publish(topic, "one")
+        live_on_b = await b.subscribe([topic], first)
+        await a.publish(topic, "two")
+        await a.finish(topic)
+        async with asyncio.timeout(10):
+            received = Parser().feed(b"".join([chunk async for chunk in live_on_b]))
+        assert [e.data for e in received] == ["two"]
+        assert live_on_b.close_reason is CloseReason.COMPLETE
+        # A later subscriber on B replays and ends; B refuses to publish to it.
+        late = await b.subscribe([topic], from_start=True)
+        async with asyncio.timeout(10):
+            replayed = Parser().feed(b"".join([chunk async for chunk in late]))
+        assert [e.data for e in replayed if e.event == "message"] == ["one", "two"]
+        with pytest.raises(TopicFinished):
+            await b.publish(topic, "three")
+    finally:
+        await a.aclose(0.5)
+        await b.aclose(0.5)

@@ -18,6 +18,7 @@ from sluiceway.hub.core import (
 )
 from sluiceway.hub.errors import (
     BackendUnavailable,
+    ClaimTaken,
     HistoryGone,
     HubClosed,
     HubError,
@@ -34,6 +35,7 @@ from sluiceway.hub.topic import RetainedTopic, StoredEvent
 __all__ = [
     "RESET_EVENT",
     "BackendUnavailable",
+    "ClaimTaken",
     "CloseReason",
     "HistoryGone",
     "HistoryPage",

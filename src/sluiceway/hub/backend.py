@@ -26,14 +26,29 @@ class Publication:
     published_at: float
 
 
+#: The event type of the notification that a topic was finished (reserved: no publisher's).
+FINISH_NOTICE = "sluiceway.finish"
+
+
 @dataclass(frozen=True, slots=True)
 class Snapshot:
     """A topic's history as the store holds it: its epoch, its newest offset (0 when empty)
-    and the retained events after ``after`` (oldest first)."""
+    and the retained events after ``after`` (oldest first); whether it is finished."""
 
     epoch: str
     head: int
     events: Sequence[Publication]
+    finished: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Head:
+    """Where a topic stands in the store: epoch (None when the store lost it), newest offset,
+    finished."""
+
+    epoch: str | None
+    head: int
+    finished: bool = False
 
 
 class Backend(Protocol):
@@ -46,10 +61,12 @@ class Backend(Protocol):
         self,
         on_publication: Callable[[Publication], None],
         on_reconnect: Callable[[], None],
+        on_finish: Callable[[str, str, int], None],
     ) -> None:
         """Connect; then call ``on_publication`` for each live notification of a watched topic
-        (in the store's order) and ``on_reconnect`` after the notification channel was lost
-        and re-established (notifications may have been missed)."""
+        (in the store's order), ``on_finish(topic, epoch, head)`` when one is finished, and
+        ``on_reconnect`` after the notification channel was lost and re-established
+        (notifications may have been missed)."""
 
     async def publish(
         self,
@@ -57,9 +74,15 @@ class Backend(Protocol):
         data: str,
         event: str | None,
         bounds: tuple[int, float] | None = None,
+        claim: str | None = None,
     ) -> Publication:
         """Append atomically: assign the position, store, trim to ``bounds`` (history size,
-        history TTL in seconds; the backend's own when None), and notify, in one step."""
+        history TTL in seconds; the backend's own when None), and notify, in one step.
+        Raises :class:`ClaimTaken` when ``claim`` is given and a retained event of the topic
+        was published with it, :class:`TopicFinished` once the topic is finished."""
+
+    async def finish(self, topic: str) -> None:
+        """Mark ``topic`` finished (publishing is refused from then on) and notify."""
 
     async def watch(self, topic: str) -> None:
         """Start receiving live notifications of ``topic``."""
@@ -70,8 +93,8 @@ class Backend(Protocol):
         """The epoch and head of ``topic`` (creating its epoch if it has none) and at most
         ``limit`` retained events after offset ``after`` (the newest ``limit`` when None)."""
 
-    async def heads(self, topics: Sequence[str]) -> dict[str, tuple[str | None, int]]:
-        """(epoch or None when the store lost it, head offset) of each topic."""
+    async def heads(self, topics: Sequence[str]) -> dict[str, Head]:
+        """Where each topic stands in the store."""
 
     async def fork(self, topic: str, epoch: str, seen_head: int | None) -> bool:
         """A new epoch for ``topic`` if it still has ``epoch`` and, given ``seen_head``, a

@@ -18,6 +18,7 @@ from sluiceway.control import RESERVED_EVENT_PREFIX, RESET_EVENT
 from sluiceway.hub.backend import Backend
 from sluiceway.hub.config import HubConfig, TopicBounds
 from sluiceway.hub.errors import (
+    ClaimTaken,
     HistoryGone,
     HubClosed,
     InvalidTopic,
@@ -28,7 +29,7 @@ from sluiceway.hub.errors import (
 from sluiceway.hub.mirror import Mirrors
 from sluiceway.hub.stats import HubStats
 from sluiceway.hub.streams import Streams
-from sluiceway.hub.subscription import CloseReason, Subscription
+from sluiceway.hub.subscription import CloseReason, Subscription, end_when_complete
 from sluiceway.hub.table import TopicTable
 from sluiceway.hub.topic import RetainedTopic, StoredEvent, Topic
 from sluiceway.ids import InvalidEventId, Position, parse_cursor
@@ -100,6 +101,8 @@ class Hub:
         self._mirrors = Mirrors(self._table, backend) if backend is not None else None
         self._sweeper: asyncio.Task[None] | None = None
         self._closing = False
+        #: Claims of in-process topics' events (``publish(claim=...)``): claim -> offset.
+        self._claims: dict[str, dict[str, int]] = {}
 
     @classmethod
     def from_url(cls, url: str | None = None, config: HubConfig | None = None) -> Hub:
@@ -155,11 +158,16 @@ class Hub:
 
     # -- publishing --------------------------------------------------------------------------
 
-    async def publish(self, topic: str, data: Any, *, event: str | None = None) -> str:
+    async def publish(
+        self, topic: str, data: Any, *, event: str | None = None, claim: str | None = None
+    ) -> str:
         """Append an event to ``topic`` and return its id. Never waits for subscribers.
 
         ``data`` is a string, or any JSON-serializable value (sent as compact JSON).  With a
         shared backend the backend assigns the id (raises :class:`BackendUnavailable`).
+        ``claim``: a name no other event the topic still holds may have been published with
+        (raises :class:`ClaimTaken`; across processes, atomically, with a shared backend), as
+        Mercure's publisher ids need.
         """
         if self._closing:
             raise HubClosed("the hub is shutting down")
@@ -169,27 +177,45 @@ class Hub:
         if self._mirrors is not None and self._table.is_shared(topic):
             assert self.backend is not None
             bounds = self.config.history_bounds(topic)
-            publication = await self.backend.publish(check_topic_name(topic), text, event, bounds)
+            publication = await self.backend.publish(
+                check_topic_name(topic), text, event, bounds, claim
+            )
             self.stats.published += 1
             self._mirrors.apply_own(publication)
             return f"{publication.epoch}-{publication.offset}"
         found = self._topic(topic)
         if found.finished:
             raise TopicFinished(f"topic {topic!r} is finished")
+        if claim is not None:
+            self._claim(found, claim)
         event_id = found.append(text, event)
+        if claim is not None:
+            self._claims.setdefault(topic, {})[claim] = found.head
         self.stats.published += 1
         self._ensure_sweeper()  # history must expire even on topics nobody follows
         return event_id
 
-    def finish(self, topic: str) -> None:
+    async def finish(self, topic: str) -> None:
         """Mark ``topic`` complete (an LLM generation that ended, a finished job): its
         subscribers receive what remains and their streams end; later subscribers replay its
-        history and end.  Publishing to it afterwards raises :class:`TopicFinished`."""
-        found = self._topic(topic)
-        found.finished = True
-        for subscription in list(found.subscribers):
-            if all(t.finished for t in subscription.topics):
-                subscription.close(CloseReason.COMPLETE, flush=True)
+        history and end.  Publishing to it afterwards raises :class:`TopicFinished`.  With a
+        shared backend this holds in every process (the mark is stored with the topic)."""
+        if self._mirrors is not None and self._table.is_shared(topic):
+            assert self.backend is not None
+            await self.backend.finish(check_topic_name(topic))
+            return  # the notification ends the streams, here as in every process
+        end_when_complete(self._topic(topic))
+
+    def _claim(self, topic: Topic[Subscription], claim: str) -> None:
+        """Refuse ``claim`` if a retained event of ``topic`` holds it (in-process topics)."""
+        claims = self._claims.get(topic.name)
+        if claims is None:
+            return
+        held = claims.get(claim)
+        if held is not None and held >= topic.base:
+            raise ClaimTaken(f"topic {topic.name!r} still holds an event claimed as {claim!r}")
+        if len(claims) > 2 * (topic.head - topic.base + 1) + 64:  # trimmed ones linger
+            self._claims[topic.name] = {k: o for k, o in claims.items() if o >= topic.base}
 
     # -- subscribing -------------------------------------------------------------------------
 
@@ -370,6 +396,7 @@ class Hub:
                 >= (topic.config.history_ttl if idle_for is None else idle_for)
             ):
                 self._table.pop(topic.name)
+                self._claims.pop(topic.name, None)  # a new topic of that name starts at 1
 
     def _trim_topics(self, now: float) -> None:
         """Expire old history; forget topics idle for a whole history TTL.

@@ -37,6 +37,11 @@ class TopicFinished(HubError):
     """The topic was marked complete with ``Hub.finish`` and takes no more events."""
 
 
+class ClaimTaken(HubError):
+    """``Hub.publish(..., claim=...)``: an event the topic still holds was published with the
+    same claim (with a shared backend, checked atomically across processes)."""
+
+
 class HistoryGone(HubError):
     """The requested position is no longer (or was never) in this topic's history."""
 

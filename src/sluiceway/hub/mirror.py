@@ -26,7 +26,7 @@ from typing import Any
 
 from sluiceway.hub.backend import Backend, Publication
 from sluiceway.hub.errors import BackendUnavailable, TooManyTopics
-from sluiceway.hub.subscription import CloseReason, Subscription
+from sluiceway.hub.subscription import CloseReason, Subscription, end_when_complete
 from sluiceway.hub.table import TopicTable
 from sluiceway.hub.topic import Topic
 from sluiceway.ids import Position
@@ -50,11 +50,13 @@ class Mirrors:
         self._refills: dict[str, asyncio.Task[None]] = {}
         self._tasks: set[asyncio.Task[None]] = set()  # catch-ups and unwatches under way
         self._lonely_since: dict[str, float] = {}
+        #: Topics finished at a head this mirror has not reached yet: finished once it has.
+        self._finish_at: dict[str, int] = {}
         self._next_check = 0.0
         self.refills = 0  # for tests and metrics: how often a gap had to be filled
 
     async def start(self) -> None:
-        await self.backend.start(self.on_publication, self.on_reconnect)
+        await self.backend.start(self.on_publication, self.on_reconnect, self.on_finish)
 
     def holds(self, name: str) -> bool:
         return name in self.table and name not in self._loading
@@ -101,6 +103,8 @@ class Mirrors:
             self.table.add(topic)
             for publication in self._buffered[name]:
                 self._apply(topic, publication)
+            if snapshot.finished:
+                self._finish(topic, snapshot.head)
             future.set_result(None)
         except BaseException as exc:
             self.table.pop(name)
@@ -122,6 +126,21 @@ class Mirrors:
         topic = self.table.get(publication.topic)
         if topic is not None:
             self._apply(topic, publication)
+
+    def on_finish(self, name: str, epoch: str, head: int) -> None:
+        topic = self.table.get(name)
+        if topic is not None and name not in self._loading and epoch == topic.epoch:
+            self._finish(topic, head)
+        # loading: its snapshot says whether it is finished
+
+    def _finish(self, topic: Topic[Subscription], head: int) -> None:
+        """Finished at ``head``: at once if this mirror has everything, else after a refill."""
+        if topic.head >= head:
+            self._finish_at.pop(topic.name, None)
+            end_when_complete(topic)
+        else:
+            self._finish_at[topic.name] = head
+            self._schedule_refill(topic.name)
 
     def apply_own(self, publication: Publication) -> None:
         """A publication this process made: applied now if it is the next one (else the
@@ -171,16 +190,18 @@ class Mirrors:
             heads = await self.backend.heads(names)
         except BackendUnavailable:
             return  # the next check (or reconnect) tries again
-        for name, (epoch, head) in heads.items():
+        for name, found in heads.items():
             topic = self.table.get(name)
             if topic is None:
                 continue
-            if epoch != topic.epoch:
+            if found.epoch != topic.epoch:
                 self._drop(name, "the backend lost this topic's history")
-            elif head > topic.head:
+            elif found.head > topic.head:
                 self._schedule_refill(name)
-            elif head < topic.head:
+            elif found.head < topic.head:
                 self._diverged(name, topic.epoch, topic.head)
+            if found.finished and not topic.finished and found.epoch == topic.epoch:
+                self._finish(topic, found.head)
 
     def _schedule_refill(self, name: str) -> None:
         if name not in self._refills:
@@ -213,6 +234,9 @@ class Mirrors:
                 if publication.offset == topic.head + 1:
                     topic.append(publication.data, publication.event, publication.published_at)
             if len(snapshot.events) < limit:
+                finish_at = self._finish_at.get(name)
+                if finish_at is not None and topic.head >= finish_at:
+                    self._finish(topic, finish_at)
                 return
 
     def _diverged(self, name: str, epoch: str, seen_head: int | None) -> None:
@@ -231,6 +255,7 @@ class Mirrors:
         """Forget a mirror that can no longer be trusted; its streams end (after what they
         were sent) and their clients reconnect, resuming exactly or getting a reset."""
         topic = self.table.pop(name)
+        self._finish_at.pop(name, None)
         if topic is None:
             return
         logger.warning("topic %r: %s; its %d stream(s) end", name, why, len(topic.subscribers))

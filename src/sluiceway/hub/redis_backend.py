@@ -36,8 +36,8 @@ from urllib.parse import parse_qs, urlsplit
 import redis.asyncio as aioredis
 from redis.asyncio.cluster import ClusterNode, RedisCluster
 
-from sluiceway.hub.backend import Publication, Snapshot
-from sluiceway.hub.errors import BackendUnavailable
+from sluiceway.hub.backend import FINISH_NOTICE, Head, Publication, Snapshot
+from sluiceway.hub.errors import BackendUnavailable, ClaimTaken, TopicFinished
 from sluiceway.hub.redis_channels import REDIS_ERRORS, ShardedChannels, SingleChannels
 from sluiceway.ids import new_epoch
 
@@ -49,20 +49,52 @@ CHANNEL_PREFIX = "sluiceway:live:"
 CONTROL_CHANNEL = "sluiceway:control"
 CLUSTER_SCHEMES = {"redis+cluster": "redis", "rediss+cluster": "rediss"}
 
+# Refusals come back as a negative offset: -1 the claim is taken, -2 the topic is finished.
 _PUBLISH = """
 local epoch = redis.call('HGET', KEYS[1], 'epoch')
 if not epoch then
   epoch = ARGV[1]
-  redis.call('DEL', KEYS[2])
+  redis.call('DEL', KEYS[2], KEYS[3])
   redis.call('HSET', KEYS[1], 'epoch', epoch, 'seq', 0)
+elseif redis.call('HGET', KEYS[1], 'finished') then
+  return {epoch, -2}
+end
+local claim = ARGV[9]
+if claim ~= '' then
+  local held = redis.call('ZSCORE', KEYS[3], claim)
+  local first = redis.call('XRANGE', KEYS[2], '-', '+', 'COUNT', 1)[1]
+  if held and first and tonumber(held) >= tonumber(string.match(first[1], '^%d+')) then
+    return {epoch, -1}
+  end
 end
 local seq = redis.call('HINCRBY', KEYS[1], 'seq', 1)
 redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[4], seq .. '-0',
            'e', ARGV[2], 'd', ARGV[3], 't', ARGV[7])
 redis.call('PEXPIRE', KEYS[1], ARGV[5])
 redis.call('PEXPIRE', KEYS[2], ARGV[5])
+if claim ~= '' then
+  redis.call('ZADD', KEYS[3], seq, claim)
+  local first = redis.call('XRANGE', KEYS[2], '-', '+', 'COUNT', 1)[1]
+  redis.call('ZREMRANGEBYSCORE', KEYS[3], '-inf', '(' .. string.match(first[1], '^%d+'))
+  redis.call('PEXPIRE', KEYS[3], ARGV[5])
+end
 redis.call(ARGV[8], ARGV[6],
            epoch .. '\\n' .. seq .. '\\n' .. ARGV[7] .. '\\n' .. ARGV[2] .. '\\n' .. ARGV[3])
+return {epoch, seq}
+"""
+
+# Marks the topic finished and tells every process (an event type no publisher may use).
+_FINISH = """
+local epoch = redis.call('HGET', KEYS[1], 'epoch')
+if not epoch then
+  epoch = ARGV[1]
+  redis.call('DEL', KEYS[2], KEYS[3])
+  redis.call('HSET', KEYS[1], 'epoch', epoch, 'seq', 0)
+  redis.call('PEXPIRE', KEYS[1], ARGV[2])
+end
+redis.call('HSET', KEYS[1], 'finished', 1)
+local seq = redis.call('HGET', KEYS[1], 'seq')
+redis.call(ARGV[4], ARGV[3], epoch .. '\\n' .. seq .. '\\n0\\n' .. ARGV[5] .. '\\n')
 return {epoch, seq}
 """
 
@@ -81,7 +113,7 @@ if tonumber(ARGV[2]) < 0 then
 else
   entries = redis.call('XRANGE', KEYS[2], '(' .. ARGV[2] .. '-0', '+', 'COUNT', ARGV[3])
 end
-return {epoch, head, entries}
+return {epoch, head, entries, redis.call('HGET', KEYS[1], 'finished') or ''}
 """
 
 
@@ -100,7 +132,7 @@ return 1
 
 
 def _keys(topic: str) -> list[str]:
-    return [f"{PREFIX}{{{topic}}}:meta", f"{PREFIX}{{{topic}}}:log"]
+    return [f"{PREFIX}{{{topic}}}:meta", f"{PREFIX}{{{topic}}}:log", f"{PREFIX}{{{topic}}}:claims"]
 
 
 def channel_of(topic: str) -> str:
@@ -200,6 +232,7 @@ class RedisBackend:
         )
         self._channels: SingleChannels | ShardedChannels | None = None
         self._on_publication: Callable[[Publication], None] = lambda p: None
+        self._on_finish: Callable[[str, str, int], None] = lambda t, e, h: None
 
     @property
     def redis(self) -> aioredis.Redis | RedisCluster:
@@ -211,10 +244,12 @@ class RedisBackend:
         self,
         on_publication: Callable[[Publication], None],
         on_reconnect: Callable[[], None],
+        on_finish: Callable[[str, str, int], None],
     ) -> None:
         """Connect (raises :class:`BackendUnavailable` with a clear message if Redis cannot be
         reached) and start listening."""
         self._on_publication = on_publication
+        self._on_finish = on_finish
         try:
             if not self.cluster and await self._is_cluster_node():
                 raise BackendUnavailable(cluster_node_refusal(self.url))
@@ -226,6 +261,7 @@ class RedisBackend:
         self._publish_script = self._redis.register_script(_PUBLISH)
         self._snapshot_script = self._redis.register_script(_SNAPSHOT)
         self._fork_script = self._redis.register_script(_FORK)
+        self._finish_script = self._redis.register_script(_FINISH)
         self.healthy = True
         # No read timeout on pub/sub connections (they may be quiet for hours): pings find a
         # dead one.
@@ -269,6 +305,7 @@ class RedisBackend:
         data: str,
         event: str | None,
         bounds: tuple[int, float] | None = None,
+        claim: str | None = None,
     ) -> Publication:
         assert self._channels is not None, "start() first"
         now_ms = int(time.time() * 1000)
@@ -284,11 +321,16 @@ class RedisBackend:
             channel_of(topic),
             now_ms,
             self._channels.publish_command,
+            claim or "",
         ]
         try:
             epoch, seq = await self._publish_script(keys=_keys(topic), args=args)
         except REDIS_ERRORS as exc:
             raise self._unavailable(exc) from None
+        if seq == -1:
+            raise ClaimTaken(f"topic {topic!r} still holds an event claimed as {claim!r}")
+        if seq == -2:
+            raise TopicFinished(f"topic {topic!r} is finished")
         return Publication(topic, _text(epoch), int(seq), event, data, now_ms / 1000)
 
     async def watch(self, topic: str) -> None:
@@ -302,14 +344,16 @@ class RedisBackend:
     async def snapshot(self, topic: str, after: int | None, limit: int) -> Snapshot:
         args: list[str | int] = [new_epoch(), -1 if after is None else after, limit, self.ttl_ms]
         try:
-            epoch, head, entries = await self._snapshot_script(keys=_keys(topic), args=args)
+            epoch, head, entries, finished = await self._snapshot_script(
+                keys=_keys(topic), args=args
+            )
         except REDIS_ERRORS as exc:
             raise self._unavailable(exc) from None
         epoch = _text(epoch)
         if after is None:
             entries = list(reversed(entries))
         events = [self._entry(topic, epoch, entry_id, fields) for entry_id, fields in entries]
-        return Snapshot(epoch, int(head), events)
+        return Snapshot(epoch, int(head), events, finished=bool(finished))
 
     @staticmethod
     def _entry(topic: str, epoch: str, entry_id: bytes, fields: Any) -> Publication:
@@ -323,6 +367,20 @@ class RedisBackend:
         return Publication(
             topic, epoch, offset, event, _text(values[b"d"]), int(values[b"t"]) / 1000
         )
+
+    async def finish(self, topic: str) -> None:
+        assert self._channels is not None, "start() first"
+        args: list[str | int] = [
+            new_epoch(),
+            self.ttl_ms,
+            channel_of(topic),
+            self._channels.publish_command,
+            FINISH_NOTICE,
+        ]
+        try:
+            await self._finish_script(keys=_keys(topic), args=args)
+        except REDIS_ERRORS as exc:
+            raise self._unavailable(exc) from None
 
     async def fork(self, topic: str, epoch: str, seen_head: int | None) -> bool:
         """Give ``topic`` a new epoch if it still has ``epoch`` and (with ``seen_head``) a head
@@ -340,19 +398,19 @@ class RedisBackend:
             raise self._unavailable(exc) from None
         return bool(forked)
 
-    async def heads(self, topics: Sequence[str]) -> dict[str, tuple[str | None, int]]:
+    async def heads(self, topics: Sequence[str]) -> dict[str, Head]:
         try:
             # Not a transaction: on a cluster the topics' keys live in different slots.
             async with self._redis.pipeline(transaction=False) as pipe:
                 for topic in topics:
-                    pipe.hmget(_keys(topic)[0], "epoch", "seq")
+                    pipe.hmget(_keys(topic)[0], "epoch", "seq", "finished")
                 results = await pipe.execute()
         except REDIS_ERRORS as exc:
             raise self._unavailable(exc) from None
         self.healthy = True
         return {
-            topic: (_text(epoch) if epoch is not None else None, int(seq or 0))
-            for topic, (epoch, seq) in zip(topics, results, strict=True)
+            topic: Head(_text(epoch) if epoch is not None else None, int(seq or 0), bool(done))
+            for topic, (epoch, seq, done) in zip(topics, results, strict=True)
         }
 
     async def aclose(self) -> None:
@@ -366,6 +424,9 @@ class RedisBackend:
             return
         topic = channel[len(CHANNEL_PREFIX) + 1 : -1]
         epoch, seq, at_ms, event, body = data.split("\n", 4)
+        if event == FINISH_NOTICE:
+            self._on_finish(topic, epoch, int(seq))
+            return
         self._on_publication(
             Publication(topic, epoch, int(seq), event or None, body, int(at_ms) / 1000)
         )

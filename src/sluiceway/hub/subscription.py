@@ -427,3 +427,12 @@ class Subscription:
             if self.state is not StreamState.OPEN:
                 raise StopAsyncIteration
             await self.wait()
+
+
+def end_when_complete(topic: Topic[Subscription]) -> None:
+    """Mark ``topic`` finished: the streams that follow only finished topics get what remains
+    and end (``Hub.finish``, here or, through the backend, in another process)."""
+    topic.finished = True
+    for subscription in list(topic.subscribers):
+        if all(t.finished for t in subscription.topics):
+            subscription.close(CloseReason.COMPLETE, flush=True)

@@ -284,7 +284,7 @@ class Run:
         if not self.opened.done():  # ended before its first item: not an error in itself
             self.opened.set_result(None)
         with contextlib.suppress(HubError):
-            self.hub.finish(self.topic)
+            await self.hub.finish(self.topic)
         if self.observer is not None:
             self.observer.ended(self)
         self.done.set()

@@ -11,8 +11,9 @@ Ids: a publisher's id when it gave one, else ``#<epoch>-<offset>`` (publishers m
 ids with ``#``, so the two never collide). Resuming from an id the hub no longer holds starts
 live and answers ``Mercure-Last-Event-ID: earliest``: the subscriber learns it may have missed
 updates. A publisher's id still in history is refused (409), so that resuming from it names one
-update; should two processes publish the same id at the same instant, an id resolves to the
-earliest update that bears it, as the draft asks.
+update: the hub checks it atomically with the append (``Hub.publish(claim=...)``; in the
+backend's publish script with Redis), so two processes publishing the same new id at the same
+instant cannot both succeed.
 
 Active subscriptions (the draft's "Active Subscriptions"): each matcher of a stream is one
 subscription, and the stream is one subscriber (a random ``urn:uuid:``). When the stream
@@ -39,7 +40,14 @@ from typing import Any
 import orjson
 
 from sluiceway.auth.grants import Grants
-from sluiceway.hub import BackendUnavailable, Hub, HubClosed, RetainedTopic, Subscription
+from sluiceway.hub import (
+    BackendUnavailable,
+    ClaimTaken,
+    Hub,
+    HubClosed,
+    RetainedTopic,
+    Subscription,
+)
 from sluiceway.ids import InvalidEventId, Position
 from sluiceway.mercure.publication import (
     EARLIEST,
@@ -110,25 +118,22 @@ class MercureFace:
         self._ids: dict[str, list[int]] = {}
         self._indexed_epoch: str | None = None
         self._indexed_upto = 0
-        #: Publishers' ids being published by this process right now.
-        self._publishing: set[str] = set()
 
     async def publish(self, update: MercureUpdate) -> str:
         """Store ``update``; its Mercure id. A publisher's id that history still holds is
-        refused (409): resuming from it must name one update. (Two processes publishing the
-        same new id at the same instant could both succeed: the check is per process.)"""
+        refused (409): resuming from it must name one update. The hub checks it atomically
+        with the append (a claim), across processes with a shared backend."""
         external_id = update.id
-        if external_id is not None:
+        if external_id is not None:  # answered here without a round trip when we know it
             topic = await self.hub.retained(self.hub_topic)
-            taken = topic is not None and self._offset_of(topic, external_id) is not None
-            if taken or external_id in self._publishing:
+            if topic is not None and self._offset_of(topic, external_id) is not None:
                 raise PublishError("id", "an update with this id is still in history", 409)
-            self._publishing.add(external_id)
         try:
-            hub_id = await self.hub.publish(self.hub_topic, update.to_json(), event=EVENT)
-        finally:
-            if external_id is not None:
-                self._publishing.discard(external_id)
+            hub_id = await self.hub.publish(
+                self.hub_topic, update.to_json(), event=EVENT, claim=external_id
+            )
+        except ClaimTaken:
+            raise PublishError("id", "an update with this id is still in history", 409) from None
         position = Position.parse(hub_id)
         if external_id is not None and position.epoch == self._indexed_epoch:
             # Known before a shared topic's mirror has it (the index skips it then).

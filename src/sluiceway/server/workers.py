@@ -51,9 +51,9 @@ def check_backend(url: str) -> None:
     for client in clients:  # a cluster is reachable when any of its seeds answers
         try:
             client.ping()
-            if len(clients) == 1 and url.startswith(("redis://", "rediss://")):
-                if client.info("cluster").get("cluster_enabled"):
-                    raise BackendUnavailable(cluster_node_refusal(url))
+            plain = len(clients) == 1 and url.startswith(("redis://", "rediss://"))
+            if plain and client.info("cluster").get("cluster_enabled"):
+                raise BackendUnavailable(cluster_node_refusal(url))
             return
         except (redis.RedisError, OSError, ValueError) as exc:
             failure = exc
