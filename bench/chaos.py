@@ -1356,8 +1356,11 @@ async def soak(cfg: Config) -> dict[str, Any]:
             },
             "store_went_back": watcher.seen,
             "proxy": {
-                key: sum(p[key] for p in proxies)
-                for key in ("connections", "refused", "unplaced", "cuts")
+                **{
+                    key: sum(p[key] for p in proxies)
+                    for key in ("connections", "refused", "unplaced", "cuts")
+                },
+                "per_backend": dict(sum((Counter(p["per_backend"]) for p in proxies), Counter())),
             },
             "processes": {
                 "restarts": servers.restarts,

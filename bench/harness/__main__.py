@@ -6,7 +6,7 @@ import doctest
 import importlib
 import sys
 
-MODULES = ("cli", "cpu", "http", "machine", "procs", "report", "runner", "sse")
+MODULES = ("cli", "cpu", "http", "machine", "procs", "proxy", "report", "runner", "sse")
 
 
 def main() -> int:
