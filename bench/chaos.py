@@ -697,6 +697,7 @@ class Verdict:
     reset_skipped: int = 0  # events a reset said were lost
     unjustified_resets: int = 0  # the store still held what the reset said was lost
     unverifiable: int = 0  # events of an epoch the store no longer holds
+    phantoms: int = 0  # events delivered, then lost by the store (a failover lost them)
     not_at_end: int = 0
     behind: int = 0
     recovered: int = 0
@@ -710,6 +711,20 @@ class Verdict:
                 self.samples.extend(other.samples[: max(0, 20 - len(self.samples))])
             else:
                 setattr(self, name, getattr(self, name) + value)
+
+
+def mark_phantoms(tracks: Sequence[Track], truths: dict[str, Truth]) -> None:
+    """A client that got an event the store no longer holds saw the store go back on it
+    (lost by a failover before the watcher read it): its epoch went back."""
+    for track in tracks:
+        truth = truths[track.topic]
+        epochs = dict(track.epochs)
+        epoch = ""
+        for i, offset in enumerate(track.offsets):
+            epoch = epochs.get(i, epoch)
+            held = truth.log(epoch)
+            if held is not None and offset not in held and epoch not in truth.went_back:
+                truth.went_back.add(epoch)
 
 
 def check(track: Track, truth: Truth) -> Verdict:
@@ -773,7 +788,9 @@ def check(track: Track, truth: Truth) -> Verdict:
         held = truth.log(epoch)
         if held is None:
             v.unverifiable += 1
-        elif held.get(offset, seq) != seq:
+        elif offset not in held:
+            v.phantoms += 1
+        elif held[offset] != seq:
             v.substituted += 1
             v.samples.append(
                 f"{name}: {epoch}-{offset} carried s={seq}, the store holds s={held[offset]}"
@@ -1292,6 +1309,7 @@ async def soak(cfg: Config) -> dict[str, Any]:
 
         # First: acknowledged events the store lost tell which epochs it went back on.
         pub = publisher_report(publisher, truths, chaos.windows)
+        mark_phantoms(tracks, truths)
         by_kind = {"sse": Verdict(), "ws": Verdict()}
         for track in sorted(tracks, key=lambda t: (t.kind, t.index)):
             by_kind[track.kind].add(check(track, truths[track.topic]))
@@ -1442,6 +1460,9 @@ def render(run: dict[str, Any]) -> str:
         f"{pub['retried']} retries ({', '.join(f'{k} {n}' for k, n in pub['failures'].items())}"
         f"), {pub['publisher_duplicates']} publisher duplicates, "
         f"{pub['acked_but_not_stored']} acknowledged but not stored",
+        f"store: went back on {sum(len(t['store_went_back_on']) for t in run['truth'].values())}"
+        f" epoch(s); clients got {sum(v['phantoms'] for v in run['clients'].values())} events"
+        " the store lost afterwards",
         f"processes: {proc['restarts']} restarts, {len(proc['crashes'])} crashes, "
         f"{warnings} warning/error log lines; mirrors diverging from Redis: "
         f"{sum(proc['mirror_divergence'].values())}; proxy cuts {run['proxy']['cuts']}",

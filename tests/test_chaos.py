@@ -82,6 +82,18 @@ def test_a_new_epoch_where_the_store_lost_nothing_is_a_needless_reset() -> None:
     assert chaos.check(t, intact).unjustified_resets == 0
 
 
+def test_an_event_the_store_lost_afterwards_marks_its_epoch() -> None:
+    t = track("a", [2, 3])  # 3 was delivered, then lost by a failover
+    t.lost("unknown_epoch", ("a", 3), ("b", 0))
+    t.event("b", 1, 9)
+    store = truth("b", 1)
+    store.seqs = {1: 9}
+    store.older = {"a": {1: 0, 2: 1}}
+    chaos.mark_phantoms([t], {"t": store})
+    v = chaos.check(t, store)
+    assert (v.phantoms, v.unjustified_resets, v.gaps, v.not_at_end) == (1, 0, 0, 0)
+
+
 def test_another_epoch_without_a_reset_is_a_silent_loss() -> None:
     t = track("a", [2])
     t.event("b", 1, 0)
