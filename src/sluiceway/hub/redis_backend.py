@@ -28,6 +28,8 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import socket
+import struct
 import time
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -197,6 +199,18 @@ def cluster_client(url: str, **options: Any) -> RedisCluster:
     )
 
 
+async def _drop_unsent_on_close(connection: Any) -> None:
+    """Run on each new command connection: closing it resets it (``SO_LINGER`` 0), so the
+    kernel drops what it has not delivered instead of sending it on.  A command cut off by a
+    partition, whose caller was answered ``503`` when it timed out, must not reach Redis and
+    run once the link is back (a publish refused, then published after all)."""
+    writer = getattr(connection, "_writer", None)  # redis-py keeps its stream private
+    sock = writer.get_extra_info("socket") if writer is not None else None
+    if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    await connection.on_connect()
+
+
 class RedisBackend:
     """``RedisBackend("redis://127.0.0.1:6379/0", history_size=1000, history_ttl=3600)``;
     ``redis+cluster://10.0.0.1:7000,10.0.0.2:7000`` for a Redis Cluster."""
@@ -228,7 +242,12 @@ class RedisBackend:
         self._redis: aioredis.Redis | RedisCluster = (
             cluster_client(url, socket_timeout=5.0, **self._options)
             if self.cluster
-            else aioredis.from_url(url, socket_timeout=5.0, **self._options)
+            else aioredis.from_url(
+                url,
+                socket_timeout=5.0,
+                redis_connect_func=_drop_unsent_on_close,
+                **self._options,
+            )
         )
         self._channels: SingleChannels | ShardedChannels | None = None
         self._on_publication: Callable[[Publication], None] = lambda p: None
