@@ -411,7 +411,8 @@ async def test_an_upstream_failure_after_the_first_token_is_an_error_event(
     fake.script = Script(tokens=["a", "b", "c"], error_after=2)
     async with client_of(app) as client:
         answer = await client.post("/chat", json=CHAT)
-    events = Parser().feed(answer.content)
+    position, *events = Parser().feed(answer.content)
+    assert position.event == "sluiceway.position"  # where the stream starts, then the run
     assert [e.event for e in events] == ["start", "token", "token", "error"]
     error = payload(events[-1])
     assert error["error"] == "upstream_error" and "Traceback" not in answer.text

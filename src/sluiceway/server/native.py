@@ -92,7 +92,7 @@ def native_subscription(
 
 
 def response_head(
-    settings: Settings, server_headers: Iterable[tuple[bytes, bytes]], opening: bytes = b""
+    settings: Settings, server_headers: Iterable[tuple[bytes, bytes]], opening: bytes
 ) -> bytes:
     """The head of a native stream's response, with the headers the server adds to every
     response, then the ``retry`` field if one is configured and ``opening`` (the
