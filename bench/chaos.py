@@ -1,13 +1,14 @@
 """Chaos soak: many processes on a Redis Cluster, thousands of resuming clients, random faults.
 
 Several ``sluiceway serve --backend redis+cluster://...`` processes share a private Redis
-Cluster (three masters, three replicas; ``tests/redisproc.py``'s ``RedisCluster``).  SSE
-clients (``sluiceway.client.EventSource``) and WebSocket clients (the official
-``centrifuge-python`` SDK, subscribed with ``positioned``/``recoverable``) each follow one of
-a few topics, all through a front-end TCP proxy that spreads connections over the live
-processes (``harness/proxy.py``).  A publisher posts a steady rate to the processes, each
-event's data carrying its topic's sequence number ``{"s": n}``, and retries a publish that
-failed (a 503 during a fault, a process that died under it).
+Cluster (three masters, three replicas; ``tests/redisproc.py``'s ``RedisCluster``, with a 3 s
+``cluster-node-timeout``).  SSE clients (``sluiceway.client.EventSource``) and WebSocket
+clients (the official ``centrifuge-python`` SDK, subscribed with ``positioned`` and
+``recoverable``) each follow one of a few topics (a channel is a topic), through front-end TCP
+proxies that spread connections over the live processes (``harness/proxy.py``); the clients
+run in worker processes of their own (``--client-procs``).  A publisher posts a steady rate to
+the processes, each event's data carrying its topic's sequence number ``{"s": n}``, and
+retries a publish that failed (a 503 during a fault, a process that died under it).
 
 For ``--minutes`` faults come at random intervals, every kind once per round in random order:
 
@@ -20,21 +21,27 @@ For ``--minutes`` faults come at random intervals, every kind once per round in 
                        failover;
 * ``redis_drop``       every Redis connection of one Sluiceway process is killed
                        (``CLIENT KILL``), again and again for a few seconds: Redis
-                       unreachable for that process alone.
+                       unreachable for that process alone;
+* ``master_freeze``    a master frozen until its replica has taken over, then resumed: it
+                       may run writes queued on its sockets before it learns it was demoted,
+                       and the cluster drops them (acknowledged writes can be lost).
 
 Then the faults stop, publishing goes on a few seconds, stops, and every client must reach the
-last event of its topic.  The truth is each topic's history as Redis stores it (read back
-directly; every process's history endpoint is compared with it too).  Each client's sequence
-is checked against it: every event exactly once and in order, or an explicit reset (a
-``sluiceway.reset`` event; ``recovered: false``) where history was truly lost.  A publish whose
-first try landed although it failed appears twice in the history with the same sequence
-number: a publisher duplicate, not a Sluiceway one (the two copies have different ids).
+last event of its topic.  The truth is each topic's history as Redis stores it: read back
+directly at the end, and watched as it grows (four times a second) so that earlier epochs are
+known and any time the store went back on events it had held; every process's history
+endpoint is compared with it too.  Each client's sequence is checked against it: every event
+exactly once and in order, or an explicit reset (a ``sluiceway.reset`` event; ``recovered:
+false``) where history was truly lost.  A publish whose first try landed although it failed
+appears twice in the history with the same sequence number: a publisher duplicate, not a
+Sluiceway one (the two copies have different ids).
 
     uv run python bench/chaos.py --minutes 10
     uv run python bench/chaos.py --minutes 1 --sse-clients 100 --ws-clients 20
 
 The table is printed; everything goes to ``bench/results/chaos-<time>.json``; the servers'
-logs stay in the directory the JSON names.  Exit status 1 when a check failed.
+logs stay in the directory the JSON names, with ``timeline.log``: the faults and the
+processes' warnings, in time.  Exit status 1 when a check failed.
 """
 
 from __future__ import annotations
@@ -87,7 +94,14 @@ from sluiceway.hub.redis_backend import channel_of
 sys.path.insert(0, str(ROOT / "tests"))
 from redisproc import REDIS_SERVER, RedisCluster, RedisProcess
 
-KINDS = ("process_kill", "master_failover", "client_cut", "redis_pause", "redis_drop")
+KINDS = (
+    "process_kill",
+    "master_failover",
+    "client_cut",
+    "redis_pause",
+    "redis_drop",
+    "master_freeze",
+)
 #: This file: the client workers run it with ``--worker``.
 SCRIPT = Path(__file__).resolve()
 PACKAGES = ("sluiceway", "redis", "centrifuge-python", "httpx", "uvloop", "uvicorn")
@@ -894,6 +908,39 @@ class Chaos:
         said = await asyncio.gather(*(w.ask({"cmd": "cut", "share": share}) for w in self.workers))
         await asyncio.sleep(1.0)  # the cuts happen on the next bytes (or within 1 s)
         return {"connections": sum(int(r["cut"]) for r in said), "share": round(share, 2)}
+
+    async def master_freeze(self) -> dict[str, Any]:
+        """A master frozen (SIGSTOP) until its replica has taken over, then resumed: it may
+        run the writes queued on its sockets, as a master, before it hears that it is one no
+        longer; the cluster then drops them (acknowledged writes lost, the case a store that
+        "goes back on events" is about)."""
+        victim = self.random.choice(await asyncio.to_thread(self._masters))
+        topic = next(t for t in self.topics if self.cluster.master_for(channel_of(t)) is victim)
+        assert victim.proc is not None
+        started = time.monotonic()
+        victim.proc.send_signal(signal.SIGSTOP)
+        try:
+            await asyncio.to_thread(self._wait_promoted, victim, topic)
+        finally:
+            frozen = time.monotonic() - started
+            victim.proc.send_signal(signal.SIGCONT)
+        await asyncio.to_thread(wait_replica_synced, victim)
+        await asyncio.to_thread(self.cluster.wait_ok)
+        return {"node": victim.port, "frozen_s": round(frozen, 2)}
+
+    def _wait_promoted(self, victim: RedisProcess, topic: str, timeout: float = 30.0) -> None:
+        """Until a live node serves ``topic``'s slot instead of ``victim``."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            with contextlib.suppress(redis.RedisError, StopIteration):
+                live = next(n for n in self.cluster.alive() if n is not victim)
+                client: Any = live.client()
+                slot = int(client.execute_command("CLUSTER", "KEYSLOT", channel_of(topic)))
+                for start, end, master, *_ in client.execute_command("CLUSTER", "SLOTS"):
+                    if start <= slot <= end and int(master[1]) != victim.port:
+                        return
+            time.sleep(0.1)
+        raise RuntimeError(f"no replica took over from {victim.port}")
 
     async def redis_pause(self) -> dict[str, Any]:
         victim = self.random.choice(await asyncio.to_thread(self._masters))
