@@ -91,7 +91,7 @@ from sluiceway.control import RESET_EVENT, parse_reset
 from sluiceway.hub.redis_backend import channel_of
 
 # The private cluster of the tests, not a copy of it.
-sys.path.insert(0, str(ROOT / "tests"))
+sys.path.append(str(ROOT / "tests"))
 from redisproc import REDIS_SERVER, RedisCluster, RedisProcess
 
 KINDS = (
@@ -824,6 +824,17 @@ def check(track: Track, truth: Truth) -> Verdict:
 # --------------------------------------------------------------------------------------------
 
 
+#: About how long each kind of fault takes (a failover waits for the cluster's detection).
+TAKES_S = {
+    "process_kill": 5.0,
+    "master_failover": 12.0,
+    "client_cut": 1.5,
+    "redis_pause": 2.5,
+    "redis_drop": 3.5,
+    "master_freeze": 12.0,
+}
+
+
 @dataclass
 class Fault:
     kind: str
@@ -859,12 +870,16 @@ class Chaos:
         deck: list[str] = []
         while True:
             await asyncio.sleep(self.random.uniform(*self.cfg.gap_s))
-            if time.monotonic() >= until:
-                return
             if not deck:
                 deck = list(self.cfg.kinds)
                 self.random.shuffle(deck)
-            kind = deck.pop()
+            # Only a fault that ends in time (the soak's length is the one asked for).
+            left = until - time.monotonic()
+            fitting = [k for k in deck if TAKES_S[k] <= left]
+            if not fitting:
+                return
+            kind = fitting[-1]
+            deck.remove(kind)
             started = time.monotonic()
             say(f"[{started - self.t0:6.1f} s] fault: {kind}")
             self.servers.timeline.add("chaos", f"{kind} starts")
