@@ -81,6 +81,15 @@ class Backend(Protocol):
         Raises :class:`ClaimTaken` when ``claim`` is given and a retained event of the topic
         was published with it, :class:`TopicFinished` once the topic is finished."""
 
+    async def publish_many(
+        self,
+        topic: str,
+        events: Sequence[tuple[str | None, str]],
+        bounds: tuple[int, float] | None = None,
+    ) -> list[Publication]:
+        """Append ``events`` (event type, data) at consecutive offsets, atomically, in one
+        round trip (a token stream's pending tokens). Raises :class:`TopicFinished`."""
+
     async def finish(self, topic: str) -> None:
         """Mark ``topic`` finished (publishing is refused from then on) and notify."""
 

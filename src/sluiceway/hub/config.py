@@ -68,10 +68,10 @@ class HubConfig:
     keep_latest_topics: tuple[str, ...] = field(default_factory=tuple)
     #: Per-pattern bounds (the first match wins), e.g. a long history for LLM generations.
     topic_bounds: tuple[TopicBounds, ...] = field(default_factory=tuple)
-    #: Topic patterns kept in this process even with a shared backend (jobs run in the
-    #: process that started them, and are followed there; LLM generations are shared, so
-    #: that any process can replay, resume and cancel them).
-    process_local_topics: tuple[str, ...] = ("sluiceway.job:*",)
+    #: Topic patterns kept in this process even with a shared backend (none by default: runs,
+    #: jobs and LLM generations are shared, so that any process can replay, resume and
+    #: cancel them).
+    process_local_topics: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         positive_ints = ("history_size", "history_bytes", "buffer_events", "buffer_bytes")

@@ -186,6 +186,9 @@ class Mirrors:
         names = [n for n in names if self.holds(n) and self.table.is_shared(n)]
         if not names:
             return
+        # What each mirror held before asking: our own publications may land meanwhile, and
+        # only a store head below what we had *before* asking means the store went back.
+        held = {name: topic.head for name in names if (topic := self.table.get(name))}
         try:
             heads = await self.backend.heads(names)
         except BackendUnavailable:
@@ -198,8 +201,8 @@ class Mirrors:
                 self._drop(name, "the backend lost this topic's history")
             elif found.head > topic.head:
                 self._schedule_refill(name)
-            elif found.head < topic.head:
-                self._diverged(name, topic.epoch, topic.head)
+            elif found.head < held.get(name, 0):
+                self._diverged(name, topic.epoch, held[name])
             if found.finished and not topic.finished and found.epoch == topic.epoch:
                 self._finish(topic, found.head)
 

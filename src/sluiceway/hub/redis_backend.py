@@ -26,6 +26,7 @@ requires.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 import socket
@@ -35,8 +36,11 @@ from collections.abc import Callable, Sequence
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
+import orjson
 import redis.asyncio as aioredis
 from redis.asyncio.cluster import ClusterNode, RedisCluster
+from redis.commands.core import AsyncScript
+from redis.exceptions import NoScriptError
 
 from sluiceway.hub.backend import FINISH_NOTICE, Head, Publication, Snapshot
 from sluiceway.hub.errors import BackendUnavailable, ClaimTaken, TopicFinished
@@ -83,6 +87,32 @@ end
 redis.call(ARGV[8], ARGV[6],
            epoch .. '\\n' .. seq .. '\\n' .. ARGV[7] .. '\\n' .. ARGV[2] .. '\\n' .. ARGV[3])
 return {epoch, seq}
+"""
+
+# Appends ARGV[7..] (event, data pairs) in one call; one notification carries them all, as
+# JSON: [epoch, first offset, unix ms, [event, data, event, data, ...]].
+_PUBLISH_MANY = """
+local epoch = redis.call('HGET', KEYS[1], 'epoch')
+if not epoch then
+  epoch = ARGV[1]
+  redis.call('DEL', KEYS[2], KEYS[3])
+  redis.call('HSET', KEYS[1], 'epoch', epoch, 'seq', 0)
+elseif redis.call('HGET', KEYS[1], 'finished') then
+  return {epoch, -2}
+end
+local count = (#ARGV - 6) / 2
+local last = redis.call('HINCRBY', KEYS[1], 'seq', count)
+local first = last - count + 1
+for i = 0, count - 1 do
+  redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[2], (first + i) .. '-0',
+             'e', ARGV[7 + 2 * i], 'd', ARGV[8 + 2 * i], 't', ARGV[5])
+end
+redis.call('PEXPIRE', KEYS[1], ARGV[3])
+redis.call('PEXPIRE', KEYS[2], ARGV[3])
+local items = {}
+for i = 7, #ARGV do items[#items + 1] = ARGV[i] end
+redis.call(ARGV[6], ARGV[4], cjson.encode({epoch, first, tonumber(ARGV[5]), items}))
+return {epoch, first}
 """
 
 # Marks the topic finished and tells every process (an event type no publisher may use).
@@ -154,6 +184,15 @@ def describe_url(url: str) -> str:
 
 def _text(value: bytes | str) -> str:
     return value.decode() if isinstance(value, bytes) else value
+
+
+def _settle(future: asyncio.Future[Any], result: Any) -> None:
+    if future.done():  # its caller gave up (cancelled)
+        return
+    if isinstance(result, BaseException):
+        future.set_exception(result)
+    else:
+        future.set_result(result)
 
 
 def cluster_node_refusal(url: str) -> str:
@@ -250,6 +289,9 @@ class RedisBackend:
             )
         )
         self._channels: SingleChannels | ShardedChannels | None = None
+        #: Publishes waiting for the next pipeline (see :meth:`_pipelined`).
+        self._queued: list[tuple[AsyncScript, list[str], list[str | int], asyncio.Future[Any]]] = []
+        self._flusher: asyncio.Task[None] | None = None
         self._on_publication: Callable[[Publication], None] = lambda p: None
         self._on_finish: Callable[[str, str, int], None] = lambda t, e, h: None
 
@@ -281,6 +323,7 @@ class RedisBackend:
         self._snapshot_script = self._redis.register_script(_SNAPSHOT)
         self._fork_script = self._redis.register_script(_FORK)
         self._finish_script = self._redis.register_script(_FINISH)
+        self._publish_many_script = self._redis.register_script(_PUBLISH_MANY)
         self.healthy = True
         # No read timeout on pub/sub connections (they may be quiet for hours): pings find a
         # dead one.
@@ -343,7 +386,7 @@ class RedisBackend:
             claim or "",
         ]
         try:
-            epoch, seq = await self._publish_script(keys=_keys(topic), args=args)
+            epoch, seq = await self._pipelined(self._publish_script, _keys(topic), args)
         except REDIS_ERRORS as exc:
             raise self._unavailable(exc) from None
         if seq == -1:
@@ -351,6 +394,46 @@ class RedisBackend:
         if seq == -2:
             raise TopicFinished(f"topic {topic!r} is finished")
         return Publication(topic, _text(epoch), int(seq), event, data, now_ms / 1000)
+
+    async def _pipelined(self, script: AsyncScript, keys: list[str], args: list[str | int]) -> Any:
+        """Run ``script`` in the next pipeline: the publishes of every topic made while one
+        pipeline is on its way go together in the next (one write, one read, a fraction of
+        redis-py's cost per call); a single one goes alone, with no wait."""
+        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self._queued.append((script, keys, args, future))
+        if self._flusher is None or self._flusher.done():
+            self._flusher = asyncio.get_running_loop().create_task(self._flush())
+        return await future
+
+    async def _flush(self) -> None:
+        while self._queued:
+            batch, self._queued = self._queued, []
+            if len(batch) == 1:
+                script, keys, args, future = batch[0]
+                try:
+                    result = await script(keys=keys, args=args)
+                except REDIS_ERRORS as exc:
+                    _settle(future, exc)
+                else:
+                    _settle(future, result)
+                continue
+            try:
+                # Not a transaction: on a cluster the topics live on several nodes.
+                async with self._redis.pipeline(transaction=False) as pipe:
+                    for script, keys, args, _ in batch:
+                        pipe.evalsha(script.sha, len(keys), *keys, *args)
+                    results = await pipe.execute(raise_on_error=False)
+            except REDIS_ERRORS as exc:
+                for *_, future in batch:
+                    _settle(future, exc)
+                continue
+            for (script, keys, args, future), result in zip(batch, results, strict=True):
+                if isinstance(result, NoScriptError):  # a node that has not loaded it yet
+                    try:
+                        result = await script(keys=keys, args=args)  # loads it, in order
+                    except REDIS_ERRORS as exc:
+                        result = exc
+                _settle(future, result)
 
     async def watch(self, topic: str) -> None:
         assert self._channels is not None, "start() first"
@@ -386,6 +469,39 @@ class RedisBackend:
         return Publication(
             topic, epoch, offset, event, _text(values[b"d"]), int(values[b"t"]) / 1000
         )
+
+    async def publish_many(
+        self,
+        topic: str,
+        events: Sequence[tuple[str | None, str]],
+        bounds: tuple[int, float] | None = None,
+    ) -> list[Publication]:
+        assert self._channels is not None, "start() first"
+        now_ms = int(time.time() * 1000)
+        size, ttl_ms = self.history_size, self.ttl_ms
+        if bounds is not None:
+            size, ttl_ms = bounds[0], int(bounds[1] * 1000)
+        args: list[str | int] = [
+            new_epoch(),
+            size,
+            ttl_ms,
+            channel_of(topic),
+            now_ms,
+            self._channels.publish_command,
+        ]
+        for event, data in events:
+            args += (event or "", data)
+        try:
+            epoch, first = await self._pipelined(self._publish_many_script, _keys(topic), args)
+        except REDIS_ERRORS as exc:
+            raise self._unavailable(exc) from None
+        if first == -2:
+            raise TopicFinished(f"topic {topic!r} is finished")
+        epoch = _text(epoch)
+        return [
+            Publication(topic, epoch, first + i, event, data, now_ms / 1000)
+            for i, (event, data) in enumerate(events)
+        ]
 
     async def finish(self, topic: str) -> None:
         assert self._channels is not None, "start() first"
@@ -433,6 +549,8 @@ class RedisBackend:
         }
 
     async def aclose(self) -> None:
+        if self._flusher is not None:  # what was accepted is stored (or fails) first
+            await asyncio.wait({self._flusher}, timeout=5)
         if self._channels is not None:
             await self._channels.aclose()
         with contextlib.suppress(*REDIS_ERRORS):
@@ -442,6 +560,15 @@ class RedisBackend:
         if not channel.startswith(CHANNEL_PREFIX + "{"):
             return
         topic = channel[len(CHANNEL_PREFIX) + 1 : -1]
+        if data.startswith("["):  # a batch (publish_many); an epoch never starts with "["
+            epoch, first, at_ms, items = orjson.loads(data)
+            for i in range(0, len(items), 2):
+                self._on_publication(
+                    Publication(
+                        topic, epoch, first + i // 2, items[i] or None, items[i + 1], at_ms / 1000
+                    )
+                )
+            return
         epoch, seq, at_ms, event, body = data.split("\n", 4)
         if event == FINISH_NOTICE:
             self._on_finish(topic, epoch, int(seq))

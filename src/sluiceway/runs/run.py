@@ -32,6 +32,9 @@ from sluiceway.runs.directory import RunDirectory
 from sluiceway.runs.items import TERMINAL_EVENTS, ItemEncoder, RunError, Stored
 from sluiceway.runs.limits import RunLimits
 
+#: Queued events past which the producer waits for the backend (bounds the queue's memory).
+MAX_PENDING = 1024
+
 logger = logging.getLogger("sluiceway.runs")
 
 __all__ = ["Run", "RunObserver", "RunState", "new_run_id", "run_topic"]
@@ -130,6 +133,9 @@ class Run:
         self.failure: BaseException | None = None
         self.items = 0
         self.bytes = 0
+        #: Encoded events not yet stored (a shared topic): stored by ``_flusher``, in batches.
+        self._pending: list[Stored] = []
+        self._flusher: asyncio.Task[None] | None = None
         #: Resolved when the first item was published or the run ended before one.
         self.opened: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         #: Set once the last event is published.
@@ -251,7 +257,7 @@ class Run:
             if self.observer is not None:
                 self.observer.item(self, item, now)
             if events:
-                await self._publish(events)
+                await self._publish_soon(events)
             if not self.opened.done():
                 self.opened.set_result(None)
             if self._over_limits():
@@ -278,6 +284,7 @@ class Run:
             self.opened.set_result(None)
 
     async def _finish(self) -> None:
+        await self._flushed()
         self.finished_at = time.monotonic()
         await self.directory.ended(self)  # before the last event: a reader then sees both
         await self._publish(self._closing())
@@ -322,12 +329,40 @@ class Run:
         return round(tokens / elapsed, 1) if elapsed > 0 and tokens > 1 else None
 
     async def _publish(self, events: list[Stored]) -> None:
-        for event, data in events:
+        for _event, data in events:
             self.bytes += len(data)
+        try:
+            await self.hub.publish_many(self.topic, events)
+        except HubError:  # shutting down, or a backend gone: the run goes on regardless
+            logger.debug("run %s: could not publish %d event(s)", self.id, len(events))
+
+    async def _publish_soon(self, events: list[Stored]) -> None:
+        """The producer's events: stored at once in-process; with a shared backend, queued
+        for the flusher, so that the producer never waits for a round trip per token and the
+        tokens that arrive meanwhile go in one batch (one round trip)."""
+        if not self.hub.is_shared(self.topic):
+            await self._publish(events)
+            return
+        for _event, data in events:
+            self.bytes += len(data)  # counted now: the limits apply to what was produced
+        self._pending.extend(events)
+        if self._flusher is None or self._flusher.done():
+            self._flusher = asyncio.get_running_loop().create_task(self._flush())
+        if len(self._pending) >= MAX_PENDING:
+            await self._flushed()  # the backend is slower than the producer: wait for it
+
+    async def _flush(self) -> None:
+        while self._pending:
+            batch, self._pending = self._pending, []
             try:
-                await self.hub.publish(self.topic, data, event=event)
-            except HubError:  # shutting down, or a backend gone: the run goes on regardless
-                logger.debug("run %s: could not publish %s", self.id, event or "message")
+                await self.hub.publish_many(self.topic, batch)
+            except HubError:
+                logger.debug("run %s: could not publish %d event(s)", self.id, len(batch))
+
+    async def _flushed(self) -> None:
+        """Until every queued event is stored (before the closing events: order)."""
+        if self._flusher is not None:
+            await asyncio.shield(self._flusher)
 
 
 def _start(run: Run) -> str:

@@ -246,9 +246,6 @@ class Settings(BaseSettings):
             ping_interval=self.ping_interval,
             max_topics=self.max_topics,
             keep_latest_topics=tuple(self.keep_latest_topics),
-            # Every internal topic is shared with a shared backend: jobs are found, followed
-            # and cancelled from any process (their bounds are set by the job manager).
-            process_local_topics=(),
         )
 
     def token_verifier(self) -> TokenVerifier:
