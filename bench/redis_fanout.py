@@ -1,29 +1,44 @@
-"""Fan-out through Redis side by side with the in-process backend.
+"""Fan-out through Redis and a Redis Cluster side by side with the in-process backend.
 
-Three setups, one run, same workload, one markdown table (full results in
+Four setups, one run, same workload, one markdown table (full results in
 ``bench/results/redis_fanout-<time>.json``):
 
-* ``memory``   one ``sluiceway serve`` (in-process backend), all subscribers on it;
-* ``redis-1``  one ``sluiceway serve --backend redis://...``, all subscribers on it;
-* ``redis-2``  two ``sluiceway serve --backend redis://...`` (A and B), half the subscribers
-               on each; events are published through A (``--publish-via alternate``: lane k
-               publishes through A when k is even, B when odd).
+* ``memory``     one ``sluiceway serve`` (in-process backend), all subscribers on it;
+* ``redis-1``    one ``sluiceway serve --backend redis://...``, all subscribers on it;
+* ``redis-2``    two ``sluiceway serve --backend redis://...`` (A and B), half the subscribers
+                 on each; events are published through A (``--publish-via alternate``: lane k
+                 publishes through A when k is even, B when odd);
+* ``cluster-2``  the same two processes with ``--backend redis+cluster://...`` on a private
+                 Redis Cluster (3 masters, ``--cluster-replicas`` replicas each; every node on
+                 the Redis core): live fan-out with ``SPUBLISH``/``SSUBSCRIBE``.
 
 ``redis-1`` against ``memory`` is the cost of Redis (one Lua script per publish, the pub/sub
 notification back, the mirror); ``redis-2`` against ``redis-1`` is the cost of splitting the
-subscribers over two processes on the same CPU budget.
+subscribers over two processes on the same CPU budget; ``cluster-2`` against ``redis-2`` is the
+cost of the cluster (the cluster client, sharded pub/sub, the replicas) on that budget.
 
-Phases (fresh servers each; one private ``redis-server`` for the whole run, FLUSHALL between
-phases):
+Phases (fresh servers each; one private ``redis-server`` for the Redis setups and one private
+cluster for ``cluster-2``, never both at once; FLUSHALL between phases):
 
 * ``throughput``  N subscribers (default 1,000), E events (2,000) published as fast as they are
                   accepted, 8 keep-alive publishers with one POST in flight each (as
                   ``fanout.py``); deliveries/s; Redis ``INFO commandstats`` read before and
-                  after, divided by the events published.
+                  after, divided by the events published (on a cluster: the masters' sum).
 * ``small``       the same with 100 subscribers: Redis commands per publish must not grow with
                   the number of subscribers.
 * ``latency``     N subscribers, 20 events/s for 10 s on an absolute schedule;
-                  publish-to-receive p50/p99/max (and per process for ``redis-2``).
+                  publish-to-receive p50/p99/max (and per process for two processes).
+* ``pubsub``      (clusters only, no servers) M messages (1,000) with classic ``PUBLISH`` and
+                  M with ``SPUBLISH`` to one channel, straight from redis-py through the master
+                  of its slot: the cluster-bus messages each node sends and receives per
+                  message (``CLUSTER INFO``), the contrast to what Sluiceway does.
+
+In every phase through Redis, each node's ``CLUSTER INFO`` (bus messages by type, among them
+``publish`` and ``publishshard``), ``INFO stats`` (``pubsub_channels``,
+``pubsub_shardchannels``) and ``INFO commandstats`` are read before and after the window, and
+the differences divided by the events published: pub/sub messages executed and received per
+publish per node, by the node's place (the topic's master, its replica, the other masters,
+their replicas), and the subscriptions to the topic's channel on each node after the window.
 
 Every delivery is checked for loss, duplicates and per-publisher order (the harness's
 ``check_delivery``, as in ``fanout.py``);
@@ -45,7 +60,6 @@ import asyncio
 import contextlib
 import gc
 import re
-import shutil
 import tempfile
 import time
 from array import array
@@ -54,14 +68,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import redis
 import uvloop
-from harness import DISTURBED_PCT, HOST
+from harness import DISTURBED_PCT
 from harness.cli import add_out_argument, choices, parser
 from harness.cpu import CpuWindow, wait_machine_quiet
-from harness.http import free_port, http_request
+from harness.http import http_request
 from harness.machine import package_versions, pin_self, raise_nofile
-from harness.procs import Proc, pinned, sluiceway_command
+from harness.procs import Proc, sluiceway_command
+from harness.redis_servers import RedisCluster, RedisServer, counter_deltas
 from harness.report import (
     config_of,
     fmt,
@@ -93,13 +107,31 @@ from harness.sse import (
     publish_report,
 )
 
-SETUPS = ("memory", "redis-1", "redis-2")
+from sluiceway.hub.redis_backend import channel_of
+
+SETUPS = ("memory", "redis-1", "redis-2", "cluster-2")
 SETUP_TITLES = {
     "memory": "in-process, 1 proc",
     "redis-1": "Redis, 1 proc",
     "redis-2": "Redis, 2 procs",
+    "cluster-2": "Redis Cluster, 2 procs",
 }
-PHASE_NAMES = ("throughput", "small", "latency")
+#: Setups with two server processes, and those on the cluster.
+TWO_PROCS = ("redis-2", "cluster-2")
+CLUSTER_SETUPS = ("cluster-2",)
+PHASE_NAMES = ("throughput", "small", "latency", "pubsub")
+#: Phases with servers and subscribers (``pubsub`` talks to the cluster alone).
+FANOUT_PHASES = ("throughput", "small", "latency")
+#: Our own readings, left out of the commands per publish.
+OUR_COMMANDS = ("info", "cluster|info")
+#: A Redis node's place for a topic, in the order the table shows them, and its label.
+NODE_KINDS = {
+    "single": "the Redis",
+    "owner": "topic's master",
+    "owner-replica": "its replica",
+    "other-master": "other masters",
+    "other-replica": "their replicas",
+}
 #: Versions the JSON records (those of ``fanout.py``; redis-py and redis-server are added).
 PACKAGES = ("sluiceway", "uvicorn", "starlette", "sse-starlette", "uvloop", "httptools")
 METRIC_RE = re.compile(rb"^(sluiceway_[a-z_]+)(?:\{[^}]*\})? ([0-9.e+-]+)$", re.MULTILINE)
@@ -130,70 +162,6 @@ class PathRecordingSubscriber(Subscriber):
 # --------------------------------------------------------------------------------------------
 # Processes
 # --------------------------------------------------------------------------------------------
-
-
-class RedisServer:
-    """A private redis-server on a free loopback port, no persistence, pinned to one core."""
-
-    def __init__(self, cpu: int, log_dir: Path) -> None:
-        port = free_port()
-        self.dir = Path(tempfile.mkdtemp(prefix="redis-fanout-"))
-        self.log_path = log_dir / f"redis-{port}.log"
-        exe = shutil.which("redis-server")
-        if exe is None:
-            raise RuntimeError("redis-server is not installed")
-        cmd = [
-            *pinned(cpu), exe,
-            "--bind", HOST, "--port", str(port),
-            "--save", "", "--appendonly", "no",
-            "--dir", str(self.dir), "--logfile", str(self.log_path),
-        ]  # fmt: skip
-        # It writes its own log; a plain child (not a session of its own), its CPU alone.
-        self.proc = Proc("redis-server", cmd, None, port=port, session=False, tree=False)
-        self.client: redis.Redis | None = None
-        self.version = ""
-
-    @property
-    def port(self) -> int:
-        return self.proc.port
-
-    @property
-    def cmd(self) -> list[str]:
-        return self.proc.cmd
-
-    @property
-    def url(self) -> str:
-        return f"redis://{HOST}:{self.port}/0"
-
-    def start(self) -> None:
-        self.proc.start()
-        deadline = time.monotonic() + 10
-        while True:
-            try:
-                client = redis.Redis(host=HOST, port=self.port, socket_timeout=5)
-                client.ping()
-                self.client = client
-                self.version = str(client.info("server").get("redis_version", ""))
-                return
-            except redis.ConnectionError:
-                if time.monotonic() > deadline or not self.proc.alive():
-                    raise RuntimeError(f"redis-server did not start on port {self.port}") from None
-                time.sleep(0.05)
-
-    def cpu_seconds(self) -> float:
-        return self.proc.cpu_seconds()
-
-    def commandstats(self) -> dict[str, dict[str, float]]:
-        assert self.client is not None
-        raw = self.client.info("commandstats")
-        return {k.removeprefix("cmdstat_"): v for k, v in raw.items()}
-
-    def stop(self) -> None:
-        if self.client is not None:
-            with contextlib.suppress(Exception):
-                self.client.close()
-        self.proc.stop()
-        shutil.rmtree(self.dir, ignore_errors=True)
 
 
 def sluiceway_proc(cpu: int, log_dir: Path, backend: str | None) -> Proc:
@@ -287,8 +255,11 @@ def command_deltas(
         "calls_total": total,
         "per_publish": per,
         "per_publish_total": round(total / events, 3) if events else None,
-        # The INFO that took the "after" reading is itself counted (once).
-        "per_publish_total_without_our_info": round((total - calls.get("info", 0)) / events, 3)
+        # The readings taken before the window are counted in the "after" one (INFO, and
+        # CLUSTER INFO on a cluster): left out here.
+        "per_publish_total_without_our_info": round(
+            (total - sum(calls.get(c, 0) for c in OUR_COMMANDS)) / events, 3
+        )
         if events
         else None,
         "failed_or_rejected": failed,
@@ -298,11 +269,171 @@ def command_deltas(
     }
 
 
+# --------------------------------------------------------------------------------------------
+# What each Redis node did in a window
+# --------------------------------------------------------------------------------------------
+
+Backend = RedisServer | RedisCluster
+
+
+def backend_nodes(rds: Backend) -> list[RedisServer]:
+    return list(rds.nodes) if isinstance(rds, RedisCluster) else [rds]
+
+
+def flush(rds: Backend) -> None:
+    if isinstance(rds, RedisCluster):
+        rds.flush()
+    else:
+        assert rds.client is not None
+        rds.client.flushall()
+
+
+def snapshot(rds: Backend) -> dict[int, dict[str, Any]]:
+    """Each node's counters, by port: ``INFO commandstats``, ``INFO stats`` and, on a cluster,
+    ``CLUSTER INFO`` (its bus messages by type)."""
+    out: dict[int, dict[str, Any]] = {}
+    for node in backend_nodes(rds):
+        assert node.client is not None
+        entry: dict[str, Any] = {}
+        if isinstance(rds, RedisCluster):
+            entry["cluster"] = rds.info(node)
+        entry["stats"] = node.client.info("stats")
+        entry["commandstats"] = node.commandstats()
+        out[node.port] = entry
+    return out
+
+
+def node_kinds(rds: Backend, channel: str) -> dict[int, str]:
+    """Each node's place for ``channel`` (see NODE_KINDS), by port."""
+    if not isinstance(rds, RedisCluster):
+        return {rds.port: "single"}
+    owner = rds.master_for(channel).port
+    kinds = {}
+    for port, entry in rds.topology().items():
+        if entry["role"] == "master":
+            kinds[port] = "owner" if port == owner else "other-master"
+        else:
+            kinds[port] = "owner-replica" if entry.get("master") == owner else "other-replica"
+    return kinds
+
+
+def merged_commandstats(
+    snap: dict[int, dict[str, Any]], ports: Sequence[int]
+) -> dict[str, dict[str, float]]:
+    """The nodes' ``INFO commandstats`` summed, command by command."""
+    merged: dict[str, dict[str, float]] = {}
+    for port in ports:
+        for cmd, fields in snap[port]["commandstats"].items():
+            into = merged.setdefault(cmd, {})
+            for k, v in fields.items():
+                if isinstance(v, int | float):
+                    into[k] = into.get(k, 0) + v
+    return merged
+
+
+def subscriptions(rds: Backend, node: RedisServer, channel: str) -> int:
+    """Connections subscribed to ``channel`` on ``node`` (``PUBSUB SHARDNUMSUB`` on a cluster,
+    ``PUBSUB NUMSUB`` on one Redis)."""
+    assert node.client is not None
+    sub = "SHARDNUMSUB" if isinstance(rds, RedisCluster) else "NUMSUB"
+    try:
+        answer = node.client.execute_command("PUBSUB", sub, channel)
+    except Exception:  # a node that refuses: -1 in the JSON
+        return -1
+    return int(answer[1]) if len(answer) > 1 else 0
+
+
+def per_node(
+    rds: Backend,
+    channel: str,
+    before: dict[int, dict[str, Any]],
+    after: dict[int, dict[str, Any]],
+    messages: int,
+) -> list[dict[str, Any]]:
+    """What each node did per message in the window, in NODE_KINDS order: pub/sub commands it
+    executed (``PUBLISH``, ``SPUBLISH``; a script's count), cluster-bus messages of those kinds
+    it received and sent, every bus message (gossip included), its commands, and (read after
+    the window) the channels subscribed on it and the subscriptions to ``channel``."""
+    kinds = node_kinds(rds, channel)
+    order = list(NODE_KINDS)
+    rows = []
+    for node in sorted(backend_nodes(rds), key=lambda n: (order.index(kinds[n.port]), n.port)):
+        b, a = before[node.port], after[node.port]
+        cmds = command_deltas(b["commandstats"], a["commandstats"], messages)
+        bus = counter_deltas(b.get("cluster", {}), a.get("cluster", {}))
+
+        def per(n: float) -> float:
+            return round(n / messages, 4) if messages else 0.0
+
+        row: dict[str, Any] = {
+            "port": node.port,
+            "kind": kinds[node.port],
+            "executed": {
+                c: per(cmds["calls"].get(c, 0)) for c in ("publish", "spublish", "evalsha")
+            },
+            "bus_received": {
+                k: per(bus.get(f"cluster_stats_messages_{k}_received", 0))
+                for k in ("publish", "publishshard")
+            },
+            "bus_sent": {
+                k: per(bus.get(f"cluster_stats_messages_{k}_sent", 0))
+                for k in ("publish", "publishshard")
+            },
+            "bus_all_received": per(bus.get("cluster_stats_messages_received", 0)),
+            "bus_deltas": {k: int(v) for k, v in bus.items() if k.startswith("cluster_stats")},
+            "commands_per_publish": cmds["per_publish"],
+            "commands_per_publish_total": cmds["per_publish_total_without_our_info"],
+            "pubsub_channels": a["stats"].get("pubsub_channels"),
+            "pubsub_shardchannels": a["stats"].get("pubsub_shardchannels"),
+        }
+        row["pubsub_received"] = round(sum(row["bus_received"].values()), 4)
+        row["subscriptions_to_topic"] = subscriptions(rds, node, channel)
+        rows.append(row)
+    return rows
+
+
+def masters_of(rds: Backend) -> list[int]:
+    if not isinstance(rds, RedisCluster):
+        return [rds.port]
+    return [port for port, e in rds.topology().items() if e["role"] == "master"]
+
+
+def pubsub_contrast(cluster: RedisCluster, messages: int) -> dict[str, Any]:
+    """Classic ``PUBLISH`` against ``SPUBLISH``: ``messages`` of each to one channel, straight
+    from redis-py through the master of the channel's slot (no Sluiceway, no subscriber), and
+    what every node sent and received on the cluster bus per message."""
+    channel = channel_of(f"pubsub-{time.monotonic_ns()}")
+    entry = cluster.master_for(channel)
+    client = cluster.client(entry)
+    out: dict[str, Any] = {"messages": messages, "channel": channel, "entry_port": entry.port}
+    for command in ("PUBLISH", "SPUBLISH"):
+        before = snapshot(cluster)
+        t0 = time.monotonic()
+        for first in range(0, messages, 100):
+            pipe = client.pipeline(transaction=False)
+            for i in range(first, min(messages, first + 100)):
+                pipe.execute_command(command, channel, str(i))
+            pipe.execute()
+        sent_s = time.monotonic() - t0
+        time.sleep(1.0)  # the bus is asynchronous: let every node read what was sent
+        after = snapshot(cluster)
+        out[command.lower()] = {
+            "sent_s": round(sent_s, 3),
+            "nodes": per_node(cluster, channel, before, after, messages),
+        }
+    return out
+
+
+# --------------------------------------------------------------------------------------------
+# One measured phase
+# --------------------------------------------------------------------------------------------
+
+
 async def run_phase(
     setup: str,
     phase: str,
     args: argparse.Namespace,
-    rds: RedisServer | None,
+    rds: Backend | None,
     log_dir: Path,
 ) -> dict[str, Any]:
     n_subs = args.small_subscribers if phase == "small" else args.subscribers
@@ -310,9 +441,8 @@ async def run_phase(
     events = round(args.latency_rate * args.latency_duration) if rate else args.events
     backend = rds.url if rds is not None else None
     if rds is not None:
-        assert rds.client is not None
-        rds.client.flushall()
-    nproc = 2 if setup == "redis-2" else 1
+        flush(rds)
+    nproc = 2 if setup in TWO_PROCS else 1
     cpus = [args.cpu_a, args.cpu_b][:nproc]
     counts = [n_subs - n_subs // 2, n_subs // 2] if nproc == 2 else [n_subs]
     procs: list[Node] = []
@@ -335,7 +465,7 @@ async def measure(
     setup: str,
     phase: str,
     args: argparse.Namespace,
-    rds: RedisServer | None,
+    rds: Backend | None,
     procs: list[Node],
     events: int,
     rate: float | None,
@@ -387,7 +517,7 @@ async def measure(
     info["machine_before"] = await wait_machine_quiet(cores, args.quiet_wait)
 
     metrics_before = {p.label: await read_metrics(p.srv.port) for p in procs}
-    stats_before = rds.commandstats() if rds is not None else None
+    stats_before = snapshot(rds) if rds is not None else None
     watched: dict[str, Any] = {f"server {p.label}": p.srv for p in procs}
     pinned_to = {f"server {p.label}": args.cpu_a if p.label == "A" else args.cpu_b for p in procs}
     if rds is not None:
@@ -410,7 +540,7 @@ async def measure(
         info["cpu"] = window.stop().by_process(pinned_to, args.loadgen_cpu)
     finally:
         gc.enable()
-    stats_after = rds.commandstats() if rds is not None else None
+    stats_after = snapshot(rds) if rds is not None else None
     await finish_publish(pub, pub_stats, stop)
     await asyncio.sleep(0.3)  # stragglers (duplicates, late blocks) before checking
     metrics_after = {p.label: await read_metrics(p.srv.port) for p in procs}
@@ -475,8 +605,17 @@ async def measure(
         if len(procs) > 1:
             for label, v in samples_by.items():
                 res["latency"][label] = latency_summary(v)
-    if stats_before is not None and stats_after is not None:
-        res["redis_commands"] = command_deltas(stats_before, stats_after, pub_stats.ok)
+    if rds is not None and stats_before is not None and stats_after is not None:
+        # The commands the masters ran (on one Redis, its own); the replicas' are per node.
+        masters = masters_of(rds)
+        res["redis_commands"] = command_deltas(
+            merged_commandstats(stats_before, masters),
+            merged_commandstats(stats_after, masters),
+            pub_stats.ok,
+        )
+        res["redis_nodes"] = per_node(
+            rds, channel_of(topic), stats_before, stats_after, pub_stats.ok
+        )
     res["metrics"] = {
         p.label: {"before": metrics_before[p.label], "after": metrics_after[p.label]} for p in procs
     }
@@ -515,6 +654,8 @@ def summary(phase: str, r: dict[str, Any]) -> str:
         s = f"{r.get('deliveries_per_s')} deliveries/s"
     if rc := r.get("redis_commands"):
         s += f", {rc['per_publish_total']} redis cmds/publish"
+    if nodes := r.get("redis_nodes"):
+        s += f", pub/sub per publish per node: {pubsub_cell(nodes)}"
     s += f", refills {r.get('refills')}, ASGI-path streams {r.get('streams_on_asgi_path')}"
     s += ", ok" if r.get("ok") else f", NOT OK ({r.get('outcome')}, {r.get('check')})"
     cpu = r.get("cpu", {})
@@ -528,11 +669,59 @@ def summary(phase: str, r: dict[str, Any]) -> str:
     return s + f"; cpu {procs}; {cores}"
 
 
+def grouped(nodes: list[dict[str, Any]], value: Any) -> str:
+    """A cell over every node, grouped by its place: ``label value / value; ...``."""
+    parts = []
+    for kind, label in NODE_KINDS.items():
+        values = [value(n) for n in nodes if n["kind"] == kind]
+        if values:
+            parts.append(f"{label} " + " / ".join(values))
+    return "; ".join(parts) or "-"
+
+
+def num(v: float) -> str:
+    """A per-publish figure: 0 when none, else two decimals.
+
+    >>> num(0.0), num(1.0), num(0.00049), num(4.9996)
+    ('0', '1.00', '0.0005', '5.00')
+    """
+    if v == 0:
+        return "0"
+    return f"{v:.2f}" if abs(v) >= 0.01 else f"{v:.4f}"
+
+
+def pubsub_cell(nodes: list[dict[str, Any]]) -> str:
+    """Pub/sub messages per publish, per node: the PUBLISH/SPUBLISH it executed (from a script
+    or a client) and, on a cluster, the publish/publishshard messages it received on the bus."""
+
+    def one(n: dict[str, Any]) -> str:
+        ex = n["executed"]
+        done = ", ".join(f"{c.upper()} {num(ex[c])}" for c in ("publish", "spublish") if ex.get(c))
+        if n["kind"] == "single":
+            return done or "0"
+        got = num(n["pubsub_received"])
+        return f"{got} ({done} run here)" if done else got
+
+    return grouped(nodes, one)
+
+
+def pubsub_summary(r: dict[str, Any]) -> str:
+    out = []
+    for command in ("publish", "spublish"):
+        nodes = r[command]["nodes"]
+        out.append(
+            f"{command.upper()}: received per message "
+            + grouped(nodes, lambda n: num(n["pubsub_received"]))
+            + f", the entry master sent {num(sum(nodes[0]['bus_sent'].values()))}"
+        )
+    return " | ".join(out)
+
+
 async def run_with_retries(
     setup: str,
     phase: str,
     args: argparse.Namespace,
-    rds: RedisServer | None,
+    rds: Backend | None,
     log_dir: Path,
     results: dict[str, Any],
 ) -> dict[str, Any]:
@@ -542,10 +731,9 @@ async def run_with_retries(
     while True:
         attempts += 1
         say(f"  [{setup}] {phase} ...")
-        backend = rds if setup != "memory" else None
         # The collector is off inside the measured window only (see measure).
         res = await timed_phase(
-            run_phase(setup, phase, args, backend, log_dir), args.phase_budget, no_gc=False
+            run_phase(setup, phase, args, rds, log_dir), args.phase_budget, no_gc=False
         )
         res["attempt"] = attempts
         say(f"  [{setup}] {phase}: {summary(phase, res)}")
@@ -582,37 +770,99 @@ def pick_median(runs: list[dict[str, Any]]) -> dict[str, Any]:
     return median
 
 
+def about(rds: Backend | None) -> dict[str, Any] | None:
+    """What the JSON records about a Redis or a cluster (its log's end included)."""
+    if rds is None:
+        return None
+    out: dict[str, Any] = {"version": rds.version, "cmd": rds.cmd, "log_tail": rds.log_tail()}
+    if isinstance(rds, RedisCluster):
+        out["masters"], out["replicas"] = rds.masters, rds.replicas
+        out["url"] = rds.url
+        out["bus_ports"] = {str(k): v for k, v in rds.bus_ports.items()}
+        with contextlib.suppress(Exception):
+            out["topology"] = {str(k): v for k, v in rds.topology().items()}
+    return out
+
+
 async def amain(args: argparse.Namespace) -> dict[str, Any]:
     log_dir = Path(tempfile.mkdtemp(prefix="redis-fanout-logs-"))
     results: dict[str, Any] = {s: {"phases": {}} for s in args.setups}
-    rds: RedisServer | None = None
+    # One Redis for the Redis setups, one cluster for the cluster ones; never both at once (they
+    # share the Redis core).
+    single: RedisServer | None = None
+    cluster: RedisCluster | None = None
+    recorded: dict[str, Any] = {"redis": None, "redis_cluster": None}
     t0 = time.monotonic()
+
+    def stop_single() -> None:
+        nonlocal single
+        if single is not None:
+            single.stop()
+            recorded["redis"] = about(single)
+            single = None
+
+    def stop_cluster() -> None:
+        nonlocal cluster
+        if cluster is not None:
+            with contextlib.suppress(Exception):
+                recorded["redis_cluster"] = about(cluster)
+            cluster.stop()
+            if recorded["redis_cluster"] is not None:
+                recorded["redis_cluster"]["log_tail"] = cluster.log_tail()
+            cluster = None
+
     try:
-        if any(s != "memory" for s in args.setups):
-            rds = RedisServer(args.redis_cpu, log_dir)
-            rds.start()
         for setup in args.setups:
             say(f"== {setup}")
+            rds: Backend | None = None
+            try:
+                if setup in CLUSTER_SETUPS:
+                    stop_single()
+                    if cluster is None:
+                        cluster = RedisCluster(
+                            args.redis_cpu,
+                            log_dir,
+                            masters=args.cluster_masters,
+                            replicas=args.cluster_replicas,
+                        )
+                        t = time.monotonic()
+                        cluster.start()
+                        say(f"  cluster of {len(cluster.nodes)} nodes up in"
+                            f" {time.monotonic() - t:.1f} s")  # fmt: skip
+                    rds = cluster
+                elif setup != "memory":
+                    stop_cluster()
+                    if single is None:
+                        single = RedisServer(args.redis_cpu, log_dir)
+                        single.start()
+                    rds = single
+            except Exception as exc:
+                results[setup]["error"] = f"{type(exc).__name__}: {exc}"
+                say(f"  [{setup}] could not start its Redis: {results[setup]['error']}")
+                stop_cluster()
+                continue
             for phase in args.phases:
+                if phase == "pubsub":
+                    if isinstance(rds, RedisCluster):
+                        say(f"  [{setup}] pubsub ...")
+                        flush(rds)
+                        r = pubsub_contrast(rds, args.pubsub_messages)
+                        results[setup]["phases"][phase] = r
+                        say(f"  [{setup}] pubsub: {pubsub_summary(r)}")
+                    continue
                 runs = args.repeat if phase != "latency" else 1
                 done = [await run_with_retries(setup, phase, args, rds, log_dir, results)]
                 for _ in range(runs - 1):
                     done.append(await run_with_retries(setup, phase, args, rds, log_dir, results))
                 results[setup]["phases"][phase] = pick_median(done)
     finally:
-        redis_log = ""
-        if rds is not None:
-            rds.stop()
-            with contextlib.suppress(OSError):
-                redis_log = rds.log_path.read_text("utf-8", "replace")[-3000:]
+        stop_single()
+        stop_cluster()
     say(f"server logs in {log_dir}")
     return {
         "results": results,
-        "redis": {
-            "version": rds.version if rds else None,
-            "cmd": rds.cmd if rds else None,
-            "log_tail": redis_log,
-        },
+        "redis": recorded["redis"] or {"version": None, "cmd": None, "log_tail": ""},
+        "redis_cluster": recorded["redis_cluster"],
         "log_dir": str(log_dir),
         "total_wall_s": round(time.monotonic() - t0, 1),
     }
@@ -688,6 +938,32 @@ def render_table(run: dict[str, Any], args: argparse.Namespace) -> str:
             return "n/a"
         return ", ".join(f"{k} {v:g}" for k, v in rc["per_publish"].items())
 
+    def nodes_cell(r: dict[str, Any], cell: Any) -> str:
+        nodes = r.get("redis_nodes")
+        return "n/a" if not nodes else cell(nodes)
+
+    def pubsub_rows(t: str, phase: str) -> list[tuple[str, Any]]:
+        return [
+            (
+                f"{t}: pub/sub messages per publish, per node (received; run here)",
+                lambda s: nodes_cell(get(s, phase), pubsub_cell),
+            ),
+            (
+                f"{t}: subscriptions to the topic's channel, per node",
+                lambda s: nodes_cell(
+                    get(s, phase),
+                    lambda ns: grouped(ns, lambda n: str(n.get("subscriptions_to_topic", "?"))),
+                ),
+            ),
+            (
+                f"{t}: Redis commands per publish, per node",
+                lambda s: nodes_cell(
+                    get(s, phase),
+                    lambda ns: grouped(ns, lambda n: num(n["commands_per_publish_total"] or 0)),
+                ),
+            ),
+        ]
+
     def lat(phase: str, key: str, which: str = "all") -> Any:
         return lambda s: fmt(get(s, phase).get("latency", {}).get(which, {}).get(key))
 
@@ -706,6 +982,7 @@ def render_table(run: dict[str, Any], args: argparse.Namespace) -> str:
             (f"{t}: loss / dup / order", lambda s, ph=phase: delivery_status(get(s, ph))),
             (f"{t}: Redis commands per publish", lambda s, ph=phase: cmds_total(get(s, ph))),
             (f"{t}: per command", lambda s, ph=phase: cmds_detail(get(s, ph))),
+            *pubsub_rows(t, phase),
             (
                 f"{t}: evalsha µs in Redis",
                 lambda s, ph=phase: fmt(
@@ -747,6 +1024,7 @@ def render_table(run: dict[str, Any], args: argparse.Namespace) -> str:
             (f"{t}: loss / dup / order", lambda s: delivery_status(get(s, "latency"))),
             (f"{t}: Redis commands per publish", lambda s: cmds_total(get(s, "latency"))),
             (f"{t}: per command", lambda s: cmds_detail(get(s, "latency"))),
+            *pubsub_rows(t, "latency"),
             (f"{t}: refills during window", lambda s: refills(get(s, "latency"))),
             (f"{t}: process CPU % A / B / redis / loadgen", lambda s: cpu(get(s, "latency"))),
             (f"{t}: core busy % (softirq)", lambda s: cores(get(s, "latency"))),
@@ -773,6 +1051,7 @@ def render_table(run: dict[str, Any], args: argparse.Namespace) -> str:
         ("redis-1", "memory", "Redis 1 proc vs in-process"),
         ("redis-2", "memory", "Redis 2 procs vs in-process"),
         ("redis-2", "redis-1", "Redis 2 procs vs Redis 1 proc"),
+        ("cluster-2", "redis-2", "Cluster 2 procs vs Redis 2 procs"),
     ]
     pairs = [p for p in pairs if p[0] in results and p[1] in results]
     if pairs:
@@ -811,9 +1090,46 @@ def render_table(run: dict[str, Any], args: argparse.Namespace) -> str:
         ]
         lines += ["", *md_table(["ratio (one run)", *(p[2] for p in pairs)], ratios)]
 
+    for s in setups:
+        contrast = results[s]["phases"].get("pubsub")
+        if not contrast:
+            continue
+        pub, spub = contrast["publish"]["nodes"], contrast["spublish"]["nodes"]
+
+        def by_kind(nodes: list[dict[str, Any]], kind: str, key: Any) -> str:
+            return " / ".join(num(key(n)) for n in nodes if n["kind"] == kind) or "-"
+
+        def received(n: dict[str, Any]) -> float:
+            return float(n["pubsub_received"])
+
+        def sent(n: dict[str, Any]) -> float:
+            return float(sum(n["bus_sent"].values()))
+
+        crows = [["bus messages sent by the channel's master", by_kind(pub, "owner", sent),
+                  by_kind(spub, "owner", sent)]]  # fmt: skip
+        for kind in ("owner-replica", "other-master", "other-replica"):
+            crows.append(
+                [
+                    f"bus messages received: {NODE_KINDS[kind]}",
+                    by_kind(pub, kind, received),
+                    by_kind(spub, kind, received),
+                ]
+            )
+        lines += [
+            "",
+            f"{SETUP_TITLES[s]}: {contrast['messages']:,} messages to one channel sent straight"
+            " from redis-py to the master of its slot (no Sluiceway, no subscriber), per message:",
+            "",
+            *md_table(["pub/sub on the cluster bus", "PUBLISH", "SPUBLISH"], crows),
+        ]
+
     notes = []
     for s in setups:
+        if "error" in results[s]:
+            notes.append(f"{s}: {results[s]['error']}")
         for phase, r in results[s]["phases"].items():
+            if phase == "pubsub":
+                continue
             other = disturbance(r)
             if other >= DISTURBED_PCT:
                 notes.append(f"{s}/{phase}: up to {other}% of a core went to other work")
@@ -832,7 +1148,18 @@ def render_table(run: dict[str, Any], args: argparse.Namespace) -> str:
         f" {'A only' if args.publish_via == 'a' else 'A and B alternately (by lane)'},"
         f" {args.window} publishers with one POST in flight each. Redis commands per publish:"
         " INFO commandstats after minus before the window, over events published, without the"
-        " INFO that took the reading."
+        " INFO (and CLUSTER INFO) that took the readings; on a cluster the masters' sum."
+        + (
+            f" The cluster: {args.cluster_masters} masters with {args.cluster_replicas}"
+            " replica(s) each, every node on the Redis core (its CPU is the nodes' sum, under"
+            " 'redis'). Pub/sub messages per publish per node: the publish and publishshard"
+            " messages the node received on the cluster bus (CLUSTER INFO), and in parentheses"
+            " the PUBLISH/SPUBLISH it ran itself (from the publish script); on one Redis, the"
+            " PUBLISH it ran. Nodes by place: the topic's master, its replica, the other masters,"
+            " their replicas."
+            if any(s in CLUSTER_SETUPS for s in setups)
+            else ""
+        )
         + (
             " Each process's mirror of the topic was loaded (one subscriber) before the burst"
             " (--warm-mirror)."
@@ -887,6 +1214,19 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         help="run each throughput phase this many times (fresh servers each) and report the"
         " median run, with the spread",
     )
+    p.add_argument("--cluster-masters", type=int, default=3, help="cluster setups")
+    p.add_argument(
+        "--cluster-replicas",
+        type=int,
+        default=1,
+        help="replicas per master (cluster setups; every node runs on --redis-cpu)",
+    )
+    p.add_argument(
+        "--pubsub-messages",
+        type=int,
+        default=1000,
+        help="messages of each kind (PUBLISH, SPUBLISH) in the 'pubsub' phase",
+    )
     p.add_argument("--ready-timeout", type=float, default=30.0)
     p.add_argument("--cpu-a", type=int, default=0, help="core for server A")
     p.add_argument("--cpu-b", type=int, default=0, help="core for server B")
@@ -899,6 +1239,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     args.phases = choices(p, args.phases, PHASE_NAMES, "phase")
     if args.quick:
         args.subscribers, args.small_subscribers, args.events = 100, 10, 200
+        args.pubsub_messages = 200
         args.latency_duration = 2.0
         args.quiet_wait = 1.0
         args.disturbed_retries = 0
@@ -915,7 +1256,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     after = {"redis_cpu": args.redis_cpu}
     machine = fanout_machine_info(servers, args.loadgen_cpu, PACKAGES, after)
     machine["versions"]["redis-py"] = package_versions(["redis"])["redis"]
-    machine["versions"]["redis-server"] = run["redis"]["version"]
+    machine["versions"]["redis-server"] = run["redis"]["version"] or (
+        (run.get("redis_cluster") or {}).get("version")
+    )
     save_results(
         "redis_fanout",
         started,

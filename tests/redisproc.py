@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import shutil
 import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -17,7 +18,17 @@ from pathlib import Path
 import redis
 from serverproc import HOST, free_port
 
-REDIS_SERVER = shutil.which("redis-server")
+# The command line and the cluster's creation are the benchmarks' (bench/harness/), not a copy.
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "bench"))
+from harness.redis_servers import (
+    REDIS_SERVER,
+    cluster_ok,
+    create_cluster,
+    parse_cluster_info,
+    server_args,
+)
+
+__all__ = ["REDIS_SERVER", "RedisCluster", "RedisProcess"]
 
 
 class RedisProcess:
@@ -39,18 +50,7 @@ class RedisProcess:
             else ["--appendonly", "no"]
         )
         self.proc = subprocess.Popen(
-            [
-                REDIS_SERVER,
-                "--bind",
-                HOST,
-                "--port",
-                str(self.port),
-                "--save",
-                "",
-                "--dir",
-                str(self.dir),
-                *persistence,
-            ],
+            [REDIS_SERVER, *server_args(self.port, self.dir, persistence=persistence)],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )
@@ -107,31 +107,16 @@ class RedisCluster:
 
     def _start_node(self, node: RedisProcess) -> None:
         assert REDIS_SERVER is not None
+        args = server_args(
+            node.port,
+            node.dir,
+            cluster_port=self.bus_ports[node.port],
+            node_timeout_ms=self.NODE_TIMEOUT_MS,
+            # A replica may take over however long ago it last heard from its master.
+            extra=("--cluster-replica-validity-factor", "0"),
+        )
         node.proc = subprocess.Popen(
-            [
-                REDIS_SERVER,
-                "--bind",
-                HOST,
-                "--port",
-                str(node.port),
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-                "--dir",
-                str(node.dir),
-                "--cluster-enabled",
-                "yes",
-                "--cluster-config-file",
-                str(node.dir / "nodes.conf"),
-                "--cluster-port",
-                str(self.bus_ports[node.port]),
-                "--cluster-node-timeout",
-                str(self.NODE_TIMEOUT_MS),
-                # A replica may take over however long ago it last heard from its master.
-                "--cluster-replica-validity-factor",
-                "0",
-            ],
+            [REDIS_SERVER, *args],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )
@@ -147,21 +132,7 @@ class RedisCluster:
     def start(self) -> RedisCluster:
         for node in self.nodes:
             self._start_node(node)
-        addresses = [f"{HOST}:{node.port}" for node in self.nodes]
-        subprocess.run(
-            [
-                "redis-cli",
-                "--cluster",
-                "create",
-                *addresses,
-                "--cluster-replicas",
-                str(self.replicas),
-                "--cluster-yes",
-            ],
-            check=True,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
+        create_cluster([node.port for node in self.nodes], self.replicas)
         self.wait_ok()
         self.wait_replicating()
         return self
@@ -182,9 +153,7 @@ class RedisCluster:
         raise RuntimeError("the Redis Cluster's replicas did not start replicating")
 
     def info(self, node: RedisProcess) -> dict[str, str]:
-        raw = node.client().execute_command("CLUSTER", "INFO")
-        text = raw.decode() if isinstance(raw, bytes) else str(raw)
-        return dict(line.split(":", 1) for line in text.splitlines() if ":" in line)
+        return parse_cluster_info(node.client().execute_command("CLUSTER", "INFO"))
 
     def alive(self) -> list[RedisProcess]:
         return [n for n in self.nodes if n.proc is not None and n.proc.poll() is None]
@@ -194,11 +163,7 @@ class RedisCluster:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             try:
-                if all(
-                    (info := self.info(n)).get("cluster_state") == "ok"
-                    and info.get("cluster_slots_ok") == "16384"
-                    for n in self.alive()
-                ):
+                if cluster_ok(self.info(n) for n in self.alive()):
                     return
             except redis.RedisError:
                 pass

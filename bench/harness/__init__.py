@@ -13,6 +13,9 @@ Each benchmark script imports what it needs from here, and from no other script:
 * :mod:`harness.sse`      SSE subscribers, the publisher and the delivery check (fan-out);
 * :mod:`harness.proxy`    a front-end TCP proxy: spreads connections over live backends, cuts
                           them mid-chunk on demand (the chaos soak);
+* :mod:`harness.redis_servers`  private redis-servers: one Redis, or a Redis Cluster
+                          (``redis-cli --cluster create``), pinned, logging; the tests' cluster
+                          (``tests/redisproc.py``) shares its command line and creation;
 * :mod:`harness.runner`   the fan-out runner (servers one at a time, phase by phase) and the
                           parts of its table that ``fanout.py`` and ``ws_fanout.py`` share; a
                           phase under a time budget, the delivery wait (also for the others).

@@ -6,7 +6,18 @@ import doctest
 import importlib
 import sys
 
-MODULES = ("cli", "cpu", "http", "machine", "procs", "proxy", "report", "runner", "sse")
+MODULES = (
+    "cli",
+    "cpu",
+    "http",
+    "machine",
+    "procs",
+    "proxy",
+    "redis_servers",
+    "report",
+    "runner",
+    "sse",
+)
 
 
 def main() -> int:

@@ -22,6 +22,9 @@ from harness.http import CHUNKED_RE, MAX_HEAD, ChunkDecoder, build_request, open
 
 SEQ_RE = re.compile(rb'"s":(\d+)')
 SEQ_T_RE = re.compile(rb'"s":(\d+),"t":(\d+)')
+#: The event a Sluiceway stream opened without an id starts with (its position, as a data
+#: line): not one of the published events, and not malformed either.
+POSITION = b"event: sluiceway.position"
 
 
 class Sink:
@@ -140,7 +143,8 @@ class Subscriber(asyncio.Protocol):
         self.read_ns.append(time.monotonic_ns())
         self.reads.append(data)
         sink.reads += 1
-        n = data.count(b"data:")
+        # A stream's opening position (``sluiceway.position``, with a data line) is no event.
+        n = data.count(b"data:") - data.count(POSITION)
         if self.tail:
             n += (self.tail + data[:4]).count(b"data:")
         self.tail = data[-4:] if len(data) >= 4 else (self.tail + data)[-4:]
@@ -203,7 +207,7 @@ class Subscriber(asyncio.Protocol):
     def _complete(self, complete: bytes) -> None:
         """Account for a run of whole SSE blocks."""
         sink = self.sink
-        self.data_lines += complete.count(b"data:")
+        self.data_lines += complete.count(b"data:") - complete.count(POSITION)
         if sink.mode == "seq":
             self.seqs.extend(map(int, SEQ_RE.findall(complete)))
         else:
