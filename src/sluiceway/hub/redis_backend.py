@@ -278,14 +278,21 @@ class RedisBackend:
             "socket_connect_timeout": 5.0,
             "socket_keepalive": True,
         }
+        # Commands wait (up to 5 s) for one of 128 connections rather than fail: redis-py's
+        # default pool refuses the 101st concurrent command ("Too many connections"), which a
+        # burst of subscribers reaches. A cluster client keeps a pool per node.
         self._redis: aioredis.Redis | RedisCluster = (
-            cluster_client(url, socket_timeout=5.0, **self._options)
+            cluster_client(url, socket_timeout=5.0, max_connections=1024, **self._options)
             if self.cluster
-            else aioredis.from_url(
-                url,
-                socket_timeout=5.0,
-                redis_connect_func=_drop_unsent_on_close,
-                **self._options,
+            else aioredis.Redis(
+                connection_pool=aioredis.BlockingConnectionPool.from_url(
+                    url,
+                    max_connections=128,
+                    timeout=5.0,
+                    socket_timeout=5.0,
+                    redis_connect_func=_drop_unsent_on_close,
+                    **self._options,
+                )
             )
         )
         self._channels: SingleChannels | ShardedChannels | None = None
