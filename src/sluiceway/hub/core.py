@@ -101,6 +101,8 @@ class Hub:
         self._mirrors = Mirrors(self._table, backend) if backend is not None else None
         self._sweeper: asyncio.Task[None] | None = None
         self._closing = False
+        #: (history size, TTL) per shared topic: see :meth:`_history_bounds`.
+        self._bounds: dict[str, tuple[int, float]] = {}
         #: Claims of in-process topics' events (``publish(claim=...)``): claim -> offset.
         self._claims: dict[str, dict[str, int]] = {}
 
@@ -128,6 +130,16 @@ class Hub:
             await self._mirrors.start()
             self._ensure_sweeper()
 
+    def _history_bounds(self, topic: str) -> tuple[int, float]:
+        """The backend's bounds for ``topic``, worked out once per topic (matching the topic
+        bounds' patterns costs more than the rest of a publish)."""
+        found = self._bounds.get(topic)
+        if found is None:
+            if len(self._bounds) >= 10_000:
+                self._bounds.clear()
+            found = self._bounds[topic] = self.config.history_bounds(topic)
+        return found
+
     def is_shared(self, topic: str) -> bool:
         """True when ``topic`` lives in the shared backend (publishing it is a round trip)."""
         return self._mirrors is not None and self._table.is_shared(topic)
@@ -154,6 +166,7 @@ class Hub:
         if bounds in self.config.topic_bounds:
             return
         local = self.config.process_local_topics
+        self._bounds.clear()
         self._table.config = self._streams.config = dataclasses.replace(
             self.config,
             topic_bounds=(bounds, *self.config.topic_bounds),
@@ -180,7 +193,7 @@ class Hub:
         text = to_data(data)  # before anything is created: a value JSON cannot carry fails here
         if self._mirrors is not None and self._table.is_shared(topic):
             assert self.backend is not None
-            bounds = self.config.history_bounds(topic)
+            bounds = self._history_bounds(topic)
             publication = await self.backend.publish(
                 check_topic_name(topic), text, event, bounds, claim
             )
@@ -199,9 +212,7 @@ class Hub:
         self._ensure_sweeper()  # history must expire even on topics nobody follows
         return event_id
 
-    async def publish_many(
-        self, topic: str, events: Sequence[tuple[str | None, Any]]
-    ) -> list[str]:
+    async def publish_many(self, topic: str, events: Sequence[tuple[str | None, Any]]) -> list[str]:
         """Append ``events`` (``(event type or None, data)``) to ``topic`` at consecutive
         offsets; their ids.  With a shared backend, in one round trip — how a token stream
         keeps up with its producer: what arrived while the last batch was being stored goes
@@ -224,7 +235,7 @@ class Hub:
             return []
         if self._mirrors is not None and self._table.is_shared(topic):
             assert self.backend is not None
-            bounds = self.config.history_bounds(topic)
+            bounds = self._history_bounds(topic)
             stored = await self.backend.publish_many(check_topic_name(topic), texts, bounds)
             self.stats.published += len(stored)
             for publication in stored:

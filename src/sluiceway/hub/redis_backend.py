@@ -40,7 +40,7 @@ import orjson
 import redis.asyncio as aioredis
 from redis.asyncio.cluster import ClusterNode, RedisCluster
 from redis.commands.core import AsyncScript
-from redis.exceptions import NoScriptError
+from redis.exceptions import NoScriptError, ResponseError
 
 from sluiceway.hub.backend import FINISH_NOTICE, Head, Publication, Snapshot
 from sluiceway.hub.errors import BackendUnavailable, ClaimTaken, TopicFinished
@@ -184,6 +184,15 @@ def describe_url(url: str) -> str:
 
 def _text(value: bytes | str) -> str:
     return value.decode() if isinstance(value, bytes) else value
+
+
+def _pack(command: Sequence[str | int | bytes]) -> bytes:
+    """A command in RESP (an array of bulk strings)."""
+    parts = [b"*%d\r\n" % len(command)]
+    for arg in command:
+        data = arg if isinstance(arg, bytes) else str(arg).encode()
+        parts.append(b"$%d\r\n%s\r\n" % (len(data), data))
+    return b"".join(parts)
 
 
 def _settle(future: asyncio.Future[Any], result: Any) -> None:
@@ -415,7 +424,7 @@ class RedisBackend:
     async def _flush(self) -> None:
         while self._queued:
             batch, self._queued = self._queued, []
-            if len(batch) == 1:
+            if len(batch) == 1 and isinstance(self._redis, RedisCluster):
                 script, keys, args, future = batch[0]
                 try:
                     result = await script(keys=keys, args=args)
@@ -425,11 +434,14 @@ class RedisBackend:
                     _settle(future, result)
                 continue
             try:
-                # Not a transaction: on a cluster the topics live on several nodes.
-                async with self._redis.pipeline(transaction=False) as pipe:
-                    for script, keys, args, _ in batch:
-                        pipe.evalsha(script.sha, len(keys), *keys, *args)
-                    results = await pipe.execute(raise_on_error=False)
+                if isinstance(self._redis, RedisCluster):
+                    # Not a transaction: the topics live on several nodes.
+                    async with self._redis.pipeline(transaction=False) as pipe:
+                        for script, keys, args, _ in batch:
+                            pipe.evalsha(script.sha, len(keys), *keys, *args)
+                        results = await pipe.execute(raise_on_error=False)
+                else:
+                    results = await self._send_all(batch)
             except REDIS_ERRORS as exc:
                 for *_, future in batch:
                     _settle(future, exc)
@@ -441,6 +453,34 @@ class RedisBackend:
                     except REDIS_ERRORS as exc:
                         result = exc
                 _settle(future, result)
+
+    async def _send_all(
+        self, batch: list[tuple[AsyncScript, list[str], list[str | int], asyncio.Future[Any]]]
+    ) -> list[Any]:
+        """The batch's ``EVALSHA`` commands in one write on one connection, and their replies
+        (an error reply as its exception): redis-py spends ~60 µs packing each command
+        (profiled under ``bench/run_tokens.py``), this a few."""
+        assert isinstance(self._redis, aioredis.Redis)
+        packed = b"".join(
+            _pack(("EVALSHA", script.sha, len(keys), *keys, *args))
+            for script, keys, args, _ in batch
+        )
+        pool = self._redis.connection_pool
+        connection = await pool.get_connection()  # type: ignore[no-untyped-call]
+        try:
+            await connection.send_packed_command(packed, check_health=False)
+            results: list[Any] = []
+            for _ in batch:
+                try:
+                    results.append(await connection.read_response())
+                except ResponseError as exc:  # this command's error, not the connection's
+                    results.append(exc)
+            return results
+        except BaseException:
+            await connection.disconnect()  # replies may be left unread: never reuse it
+            raise
+        finally:
+            await pool.release(connection)
 
     async def watch(self, topic: str) -> None:
         assert self._channels is not None, "start() first"
