@@ -55,8 +55,10 @@ CHANNEL_PREFIX = "sluiceway:live:"
 CONTROL_CHANNEL = "sluiceway:control"
 CLUSTER_SCHEMES = {"redis+cluster": "redis", "rediss+cluster": "rediss"}
 
-# Refusals come back as a negative offset: -1 the claim is taken, -2 the topic is finished.
-_PUBLISH = """
+# Both publish scripts start here: the topic's epoch (a new one, and an empty history, when
+# the topic is unknown), or a refusal when it is finished. Refusals come back as a negative
+# offset: -1 the claim is taken, -2 the topic is finished.
+_OPEN = """
 local epoch = redis.call('HGET', KEYS[1], 'epoch')
 if not epoch then
   epoch = ARGV[1]
@@ -65,6 +67,9 @@ if not epoch then
 elseif redis.call('HGET', KEYS[1], 'finished') then
   return {epoch, -2}
 end
+"""
+
+_PUBLISH = _OPEN + """
 local claim = ARGV[9]
 if claim ~= '' then
   local held = redis.call('ZSCORE', KEYS[3], claim)
@@ -91,15 +96,7 @@ return {epoch, seq}
 
 # Appends ARGV[7..] (event, data pairs) in one call; one notification carries them all, as
 # JSON: [epoch, first offset, unix ms, [event, data, event, data, ...]].
-_PUBLISH_MANY = """
-local epoch = redis.call('HGET', KEYS[1], 'epoch')
-if not epoch then
-  epoch = ARGV[1]
-  redis.call('DEL', KEYS[2], KEYS[3])
-  redis.call('HSET', KEYS[1], 'epoch', epoch, 'seq', 0)
-elseif redis.call('HGET', KEYS[1], 'finished') then
-  return {epoch, -2}
-end
+_PUBLISH_MANY = _OPEN + """
 local count = (#ARGV - 6) / 2
 local last = redis.call('HINCRBY', KEYS[1], 'seq', count)
 local first = last - count + 1
