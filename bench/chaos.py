@@ -505,33 +505,36 @@ class Publisher:
                 log.retried += 1
             first = False
             log.tries += 1
+            target = self._target()
+            said = f"{topic} s={seq} via :{target.rsplit(':', 1)[1]}"
             try:
                 answer = await self.http.post(
-                    f"{self._target()}/topics/{topic}",
+                    f"{target}/topics/{topic}",
                     content=body,
                     headers={"content-type": "application/json"},
                 )
             except httpx.ConnectError:
-                self._failed(log, "refused")  # never reached a process: cannot have landed
+                self._failed(log, "refused", said)  # never reached a process: cannot have landed
                 await asyncio.sleep(0.02)
             except httpx.HTTPError as exc:
-                self._failed(log, type(exc).__name__)
+                self._failed(log, type(exc).__name__, said)
                 log.uncertain += 1
                 await asyncio.sleep(0.05)
             else:
                 if answer.status_code == 200:
                     log.acked[seq] = str(answer.json()["id"])
                     return
-                self._failed(log, f"HTTP {answer.status_code}")
+                self._failed(log, f"HTTP {answer.status_code}", f"{said}: {answer.text[:200]}")
                 log.uncertain += 1
                 await asyncio.sleep(0.1)
             if time.monotonic() > deadline:
                 log.gave_up.append(seq)
                 return
 
-    def _failed(self, log: PublishLog, what: str) -> None:
+    def _failed(self, log: PublishLog, what: str, detail: str) -> None:
         log.failures[what] += 1
         self.failed.append((time.monotonic(), what))
+        self.servers.timeline.add("publisher", f"{what}: {detail}")
 
     async def run(self, stop: asyncio.Event) -> None:
         await asyncio.gather(*(self._lane(t, stop) for t in self.topics))
@@ -1400,6 +1403,8 @@ async def soak(cfg: Config) -> dict[str, Any]:
                 for what, n in pub["failures"].items()
                 if what.startswith("HTTP 5") and what != "HTTP 503"
             ),
+            # A publish with no answer in 10 s: the server hung it (Redis times out in 5 s).
+            "publishes_unanswered_10s": pub["failures"].get("ReadTimeout", 0),
             "unclean_exits": [n for n, e in exits.items() if e["code"] != 0],
             "tracebacks": sum(
                 p["kinds"].get("Traceback (most recent call last):", 0) for p in problems.values()
