@@ -1403,6 +1403,10 @@ async def soak(cfg: Config) -> dict[str, Any]:
                 for what, n in pub["failures"].items()
                 if what.startswith("HTTP 5") and what != "HTTP 503"
             ),
+            # Publishes refused while no fault was under way (nor had just ended).
+            "publish_failures_without_fault": sum(
+                pub["failures_by_fault"].get("no fault", {}).values()
+            ),
             # A publish with no answer in 10 s: the server hung it (Redis times out in 5 s).
             "publishes_unanswered_10s": pub["failures"].get("ReadTimeout", 0),
             "unclean_exits": [n for n, e in exits.items() if e["code"] != 0],
