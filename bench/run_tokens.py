@@ -25,20 +25,16 @@ The issue's bound: a token through Redis costs at most 2x a token in-process.
 from __future__ import annotations
 
 import asyncio
-import shutil
-import subprocess
 import tempfile
 import time
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
-import redis
 import uvloop
-from harness import HOST
 from harness.cli import add_out_argument, parser
-from harness.http import free_port
 from harness.machine import machine_info, pin_self
-from harness.procs import pinned
+from harness.redis_servers import RedisServer
 from harness.report import config_of, md_table, save_results, timestamp
 
 from sluiceway.hub import Hub, HubConfig
@@ -113,29 +109,6 @@ async def measure(
     }
 
 
-def start_redis(cpu: int) -> tuple[subprocess.Popen[bytes], str]:
-    """A private redis-server (no persistence) pinned to ``cpu``; it and its URL."""
-    exe = shutil.which("redis-server")
-    if exe is None:
-        raise SystemExit("redis-server is not installed")
-    port = free_port()
-    command = [
-        *pinned(cpu), exe, "--bind", HOST, "--port", str(port), "--save", "",
-        "--appendonly", "no", "--dir", tempfile.mkdtemp(prefix="run-tokens-"),
-    ]  # fmt: skip
-    proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.monotonic() + 10
-    while True:
-        try:
-            redis.Redis(host=HOST, port=port, socket_timeout=1).ping()
-            return proc, f"redis://{HOST}:{port}/0"
-        except redis.ConnectionError:
-            if time.monotonic() > deadline:
-                proc.kill()
-                raise
-            time.sleep(0.05)
-
-
 def render(doc: dict[str, Any]) -> str:
     rows = [
         [
@@ -163,7 +136,9 @@ def main() -> None:
     started = timestamp()
     t0 = time.perf_counter()
     pin_self(1)  # Redis on core 0, this process (the server under test) on core 1
-    server, url = start_redis(0)
+    server = RedisServer(0, Path(tempfile.mkdtemp(prefix="run-tokens-")))
+    server.start()
+    url = server.url
     rows: list[dict[str, Any]] = []
     workloads = {
         "burst": (1, args.tokens, 0.0),
@@ -183,8 +158,7 @@ def main() -> None:
                 row["vs_memory"] = row["cpu_us_per_token"] / base
                 rows.append(row)
     finally:
-        server.kill()
-        server.wait(10)
+        server.stop()
     save_results(
         "run_tokens",
         started,
