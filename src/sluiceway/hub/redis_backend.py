@@ -69,7 +69,9 @@ elseif redis.call('HGET', KEYS[1], 'finished') then
 end
 """
 
-_PUBLISH = _OPEN + """
+_PUBLISH = (
+    _OPEN
+    + """
 local claim = ARGV[9]
 if claim ~= '' then
   local held = redis.call('ZSCORE', KEYS[3], claim)
@@ -93,10 +95,13 @@ redis.call(ARGV[8], ARGV[6],
            epoch .. '\\n' .. seq .. '\\n' .. ARGV[7] .. '\\n' .. ARGV[2] .. '\\n' .. ARGV[3])
 return {epoch, seq}
 """
+)
 
 # Appends ARGV[7..] (event, data pairs) in one call; one notification carries them all, as
 # JSON: [epoch, first offset, unix ms, [event, data, event, data, ...]].
-_PUBLISH_MANY = _OPEN + """
+_PUBLISH_MANY = (
+    _OPEN
+    + """
 local count = (#ARGV - 6) / 2
 local last = redis.call('HINCRBY', KEYS[1], 'seq', count)
 local first = last - count + 1
@@ -111,6 +116,7 @@ for i = 7, #ARGV do items[#items + 1] = ARGV[i] end
 redis.call(ARGV[6], ARGV[4], cjson.encode({epoch, first, tonumber(ARGV[5]), items}))
 return {epoch, first}
 """
+)
 
 # Marks the topic finished and tells every process (an event type no publisher may use).
 _FINISH = """
