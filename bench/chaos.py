@@ -399,9 +399,12 @@ class StoreWatcher:
     own: the history of every epoch (a topic given a new epoch loses the old log), and every
     time the store went back on events it had held."""
 
-    def __init__(self, cluster: RedisCluster, topics: Sequence[str]) -> None:
+    def __init__(
+        self, cluster: RedisCluster, topics: Sequence[str], timeline: Timeline | None = None
+    ) -> None:
         self.cluster = cluster
         self.topics = list(topics)
+        self.timeline = timeline
         self.logs: dict[str, dict[str, dict[int, int]]] = {t: {} for t in topics}
         self.last: dict[str, tuple[str, int]] = {}
         self.went_back: dict[str, set[str]] = {t: set() for t in topics}
@@ -447,6 +450,8 @@ class StoreWatcher:
                 # epoch's log again.
                 self.went_back[topic].add(epoch)
                 self.seen.append(f"{topic} {epoch}: held up to {last}, now head {head}")
+                if self.timeline is not None:
+                    self.timeline.add("store", f"{topic} went back: {self.seen[-1]}")
                 log.clear()
                 last = 0
         log.update(_entries(client.xrange(log_key(topic), f"({last}-0", "+")))
@@ -464,6 +469,8 @@ class PublishLog:
 
     topic: str
     acked: dict[int, str] = field(default_factory=dict)  # seq -> id the server answered
+    #: seq -> (time.monotonic() of the answer, the process's port): to trace a lost write.
+    answered: dict[int, tuple[float, int]] = field(default_factory=dict)
     tries: int = 0
     failures: Counter[str] = field(default_factory=Counter)
     #: Failed tries that may still have landed (anything but a refused connection).
@@ -486,6 +493,7 @@ class Publisher:
         self.next_seq = dict.fromkeys(topics, 0)
         #: (time.monotonic(), what) of every failed try, to tell which fault caused it.
         self.failed: list[tuple[float, str]] = []
+        self.t0 = time.monotonic()  # set again when publishing starts
         self._turn = 0
         self.http = httpx.AsyncClient(timeout=10.0, limits=httpx.Limits(max_connections=64))
 
@@ -523,6 +531,8 @@ class Publisher:
             else:
                 if answer.status_code == 200:
                     log.acked[seq] = str(answer.json()["id"])
+                    log.answered[seq] = (time.monotonic(), int(target.rsplit(":", 1)[1]))
+                    self.servers.timeline.add("publisher", f"ok: {said} -> {log.acked[seq]}")
                     return
                 self._failed(log, f"HTTP {answer.status_code}", f"{said}: {answer.text[:200]}")
                 log.uncertain += 1
@@ -898,6 +908,10 @@ class Chaos:
             self.done.append(Fault(kind, round(started - self.t0, 1), round(took, 2), detail))
             say(f"[{time.monotonic() - self.t0:6.1f} s]   done in {took:.1f} s: {detail}")
 
+    def _owners(self) -> dict[str, int]:
+        """Which node serves each followed topic now (its port)."""
+        return {t: self.cluster.master_for(channel_of(t)).port for t in self.topics}
+
     def _masters(self) -> list[RedisProcess]:
         """The masters serving the followed topics' slots."""
         found = {self.cluster.master_for(channel_of(t)).port: t for t in self.topics}
@@ -913,13 +927,19 @@ class Chaos:
 
     async def master_failover(self) -> dict[str, Any]:
         victim = self.random.choice(await asyncio.to_thread(self._masters))
+        before = await asyncio.to_thread(self._owners)
         started = time.monotonic()
         await asyncio.to_thread(self.cluster.fail_master, victim)
+        after = await asyncio.to_thread(self._owners)
         failed_over = time.monotonic() - started
         # Back as a replica, in sync, so that a later failover of this shard is possible.
         await asyncio.to_thread(self.cluster.restart, victim)
         await asyncio.to_thread(wait_replica_synced, victim)
-        return {"node": victim.port, "failover_s": round(failed_over, 2)}
+        return {
+            "node": victim.port,
+            "failover_s": round(failed_over, 2),
+            "owners": {t: [before[t], after[t]] for t in before if before[t] != after[t]},
+        }
 
     async def client_cut(self) -> dict[str, Any]:
         share = self.random.uniform(*self.cfg.cut_share)
@@ -935,16 +955,25 @@ class Chaos:
         victim = self.random.choice(await asyncio.to_thread(self._masters))
         topic = next(t for t in self.topics if self.cluster.master_for(channel_of(t)) is victim)
         assert victim.proc is not None
+        before = await asyncio.to_thread(self._owners)
         started = time.monotonic()
         victim.proc.send_signal(signal.SIGSTOP)
+        self.servers.timeline.add("chaos", f"froze {victim.port}")
         try:
             await asyncio.to_thread(self._wait_promoted, victim, topic)
+            self.servers.timeline.add("chaos", f"{topic}'s slot moved off {victim.port}")
         finally:
             frozen = time.monotonic() - started
             victim.proc.send_signal(signal.SIGCONT)
+            self.servers.timeline.add("chaos", f"resumed {victim.port}")
         await asyncio.to_thread(wait_replica_synced, victim)
         await asyncio.to_thread(self.cluster.wait_ok)
-        return {"node": victim.port, "frozen_s": round(frozen, 2)}
+        after = await asyncio.to_thread(self._owners)
+        return {
+            "node": victim.port,
+            "frozen_s": round(frozen, 2),
+            "owners": {t: [before[t], after[t]] for t in before if before[t] != after[t]},
+        }
 
     def _wait_promoted(self, victim: RedisProcess, topic: str, timeout: float = 30.0) -> None:
         """Until a live node serves ``topic``'s slot instead of ``victim``."""
@@ -1252,7 +1281,11 @@ def publisher_report(
             if held is None or held.get(offset) != seq:
                 # The store does not hold what it acknowledged: it went back on that epoch.
                 lost += 1
-                lost_samples.append(f"{topic} s={seq} acked as {event_id}")
+                at, port = log.answered.get(seq, (0.0, 0))
+                lost_samples.append(
+                    f"{topic} s={seq} acked as {event_id} by :{port} at"
+                    f" {at - publisher.t0:.2f} s ({blame(at, windows)})"
+                )
                 truth.went_back.add(epoch)
     return {
         "acked": acked,
@@ -1321,9 +1354,11 @@ async def soak(cfg: Config) -> dict[str, Any]:
         )
         t0 = time.monotonic()
         phases = {"setup_s": t0 - wall0}
-        watcher = StoreWatcher(cluster, topics)  # from the first event the clients follow
+        # From the first event the clients follow.
+        watcher = StoreWatcher(cluster, topics, servers.timeline)
         watcher.start()
         stop_publishing = asyncio.Event()
+        publisher.t0 = t0
         publishing = asyncio.create_task(publisher.run(stop_publishing))
         watching = asyncio.create_task(servers.watch())
         chaos = Chaos(cfg, cluster, servers, workers, topics, t0)
