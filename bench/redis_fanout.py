@@ -35,7 +35,7 @@ cluster for ``cluster-2``, never both at once; FLUSHALL between phases):
 
 In every phase through Redis, each node's ``CLUSTER INFO`` (bus messages by type, among them
 ``publish`` and ``publishshard``), ``INFO stats`` (``pubsub_channels``,
-``pubsub_shardchannels``) and ``INFO commandstats`` are read before and after the window, and
+``pubsubshard_channels``) and ``INFO commandstats`` are read before and after the window, and
 the differences divided by the events published: pub/sub messages executed and received per
 publish per node, by the node's place (the topic's master, its replica, the other masters,
 their replicas), and the subscriptions to the topic's channel on each node after the window.
@@ -384,7 +384,10 @@ def per_node(
             "commands_per_publish": cmds["per_publish"],
             "commands_per_publish_total": cmds["per_publish_total_without_our_info"],
             "pubsub_channels": a["stats"].get("pubsub_channels"),
-            "pubsub_shardchannels": a["stats"].get("pubsub_shardchannels"),
+            # ``pubsubshard_channels`` in Redis 7.0's INFO stats.
+            "pubsub_shardchannels": a["stats"].get(
+                "pubsubshard_channels", a["stats"].get("pubsub_shardchannels")
+            ),
         }
         row["pubsub_received"] = round(sum(row["bus_received"].values()), 4)
         row["subscriptions_to_topic"] = subscriptions(rds, node, channel)
