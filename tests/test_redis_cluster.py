@@ -261,6 +261,19 @@ async def test_a_store_that_lost_acknowledged_writes_gets_a_new_epoch_and_client
 ) -> None:
     """What a failover that lost writes looks like to a process (the promoted replica lacks
     the last events the old master acknowledged), made by hand: the head goes back."""
+    await store_goes_back(shared_redis, noticed_by)
+
+
+async def test_a_store_that_replaced_events_is_noticed_after_a_reconnect(
+    redis_server: RedisProcess,
+) -> None:
+    """The same head, other events at the last offsets (a frozen master's acknowledged
+    writes lost, their offsets given to others): found when the pub/sub connection comes back.
+    (On one Redis: there the test can drop the subscriber's connection reliably.)"""
+    await store_goes_back(redis_server, "the tail after a reconnect")
+
+
+async def store_goes_back(shared_redis: RedisProcess | RedisCluster, noticed_by: str) -> None:
     topic = f"rollback-{noticed_by.replace(' ', '-')}"
     hub = Hub(HubConfig(), RedisBackend(shared_redis.url, history_size=100, history_ttl=60))
     await hub.start()
@@ -283,6 +296,13 @@ async def test_a_store_that_lost_acknowledged_writes_gets_a_new_epoch_and_client
         lost_writes.execute_command("XSETID", log, "3-0")
         if noticed_by == "a rewritten offset":
             await hub.publish(topic, "another 4")  # offset 4 again, other content
+        elif noticed_by == "the tail after a reconnect":
+            # Other events at 4 and 5 (the head is as the mirror has it); then the pub/sub
+            # connections drop, as in a failover, and the mirror looks again.
+            lost_writes.hset(meta, "seq", 5)
+            for offset in (4, 5):
+                lost_writes.xadd(log, {"e": "", "d": f"other {offset}", "t": 0}, id=f"{offset}-0")
+            kill_pubsub_connections(shared_redis)
         # The stream ends (resumably) rather than go on as if nothing happened ...
         async with asyncio.timeout(10):
             async for _ in subscription:
@@ -295,6 +315,38 @@ async def test_a_store_that_lost_acknowledged_writes_gets_a_new_epoch_and_client
         first = Parser().feed(await asyncio.wait_for(again.__anext__(), 5))[0]
         assert first.event == RESET_EVENT
         assert orjson.loads(first.data)["topics"][0]["reason"] == "unknown_epoch"
+    finally:
+        await hub.aclose(0.5)
+
+
+def kill_pubsub_connections(server: RedisProcess | RedisCluster) -> None:
+    nodes = server.alive() if isinstance(server, RedisCluster) else [server]
+    for node in nodes:
+        client = node.client()
+        client.client_kill_filter(_type="pubsub")
+        # Clients with only shard subscriptions (SSUBSCRIBE) are not of type pubsub in Redis 7.
+        for found in client.client_list():
+            if "ssub=0" not in found.get("flags", "") and int(found.get("ssub", 0)) > 0:
+                client.client_kill_filter(_id=found["id"])
+
+
+async def test_publishes_at_once_on_every_backend_all_land_in_order(
+    shared_redis: RedisProcess | RedisCluster,
+) -> None:
+    """Many publishes in flight together (one batch): each answered, offsets contiguous,
+    per topic in the order they were made."""
+    hub = Hub(HubConfig(), RedisBackend(shared_redis.url, history_size=1000, history_ttl=60))
+    await hub.start()
+    topics = [f"at-once-{time.monotonic_ns()}-{n}" for n in range(5)]
+    try:
+        ids = await asyncio.gather(
+            *(hub.publish(topic, str(n)) for n in range(40) for topic in topics)
+        )
+        for index, topic in enumerate(topics):
+            mine = ids[index :: len(topics)]
+            assert [Position.parse(i).offset for i in mine] == list(range(1, 41))
+            page = await hub.history(topic, None, 100)
+            assert [e.data for e in page.events] == [str(n) for n in range(40)]
     finally:
         await hub.aclose(0.5)
 

@@ -35,6 +35,8 @@ logger = logging.getLogger("sluiceway.hub")
 
 #: A mirror nobody here has followed for this long is dropped (and its channel unwatched).
 LONELY_AFTER = 30.0
+#: How many of a mirror's last events are compared with the store's after a reconnect.
+VERIFIED_TAIL = 64
 #: How often mirrors are compared with the backend's heads.
 CONTINUITY_CHECK_INTERVAL = 2.0
 
@@ -150,9 +152,13 @@ class Mirrors:
             topic is not None
             and publication.topic not in self._loading
             and publication.epoch == topic.epoch
-            and publication.offset == topic.head + 1
         ):
-            topic.append(publication.data, publication.event, publication.published_at)
+            if publication.offset == topic.head + 1:
+                topic.append(publication.data, publication.event, publication.published_at)
+            elif topic.base <= publication.offset <= topic.head and (
+                topic.record_at(publication.offset)[1] != publication.data
+            ):  # the store gave our event an offset this mirror holds another event at
+                self._diverged(topic.name, topic.epoch, None)
 
     def _apply(self, topic: Topic[Subscription], publication: Publication) -> None:
         if publication.epoch != topic.epoch:
@@ -168,8 +174,9 @@ class Mirrors:
         # else already here (our own publication, or a refill got it first)
 
     def on_reconnect(self) -> None:
-        """Notifications may have been lost while the channel was down: check every mirror."""
-        self._start(self.catch_up(self.table.names()))
+        """Notifications may have been lost while the channel was down: check every mirror,
+        and the content of its last events (a failover may have replaced some)."""
+        self._start(self.catch_up(self.table.names(), verify=True))
 
     def _start(self, work: Coroutine[Any, Any, None]) -> None:
         """Run ``work`` in the background, kept (cancelled on close) and its failure logged."""
@@ -182,10 +189,15 @@ class Mirrors:
         if not task.cancelled() and (exc := task.exception()) is not None:
             logger.warning("shared topic upkeep failed: %r", exc)
 
-    async def catch_up(self, names: list[str]) -> None:
+    async def catch_up(self, names: list[str], *, verify: bool = False) -> None:
+        """Compare the mirrors with the store's heads: refill, drop or fork as needed; with
+        ``verify`` also compare their last :data:`VERIFIED_TAIL` events' content."""
         names = [n for n in names if self.holds(n) and self.table.is_shared(n)]
         if not names:
             return
+        if verify:
+            for name in names:
+                await self._verify_tail(name)
         # What each mirror held before asking: our own publications may land meanwhile, and
         # only a store head below what we had *before* asking means the store went back.
         held = {name: topic.head for name in names if (topic := self.table.get(name))}
@@ -205,6 +217,28 @@ class Mirrors:
                 self._diverged(name, topic.epoch, held[name])
             if found.finished and not topic.finished and found.epoch == topic.epoch:
                 self._finish(topic, found.head)
+
+    async def _verify_tail(self, name: str) -> None:
+        """After a failover the store may hold other events at offsets this mirror has (the
+        old master acknowledged some that the new one never got, then gave their offsets to
+        others): heads alike, contents not. Compared over the last few events."""
+        topic = self.table.get(name)
+        if topic is None or topic.head < topic.base:
+            return
+        after = max(topic.base, topic.head - VERIFIED_TAIL + 1) - 1
+        try:
+            snapshot = await self.backend.snapshot(name, after, VERIFIED_TAIL)
+        except BackendUnavailable:
+            return
+        if self.table.get(name) is not topic or snapshot.epoch != topic.epoch:
+            return  # dropped meanwhile, or a new history: the heads check handles it
+        for publication in snapshot.events:
+            offset = publication.offset
+            if topic.base <= offset <= topic.head and topic.record_at(offset)[1] != (
+                publication.data
+            ):
+                self._diverged(name, topic.epoch, None)
+                return
 
     def _schedule_refill(self, name: str) -> None:
         if name not in self._refills:

@@ -40,7 +40,7 @@ import orjson
 import redis.asyncio as aioredis
 from redis.asyncio.cluster import ClusterNode, RedisCluster
 from redis.commands.core import AsyncScript
-from redis.exceptions import NoScriptError, ResponseError
+from redis.exceptions import NoScriptError, RedisError, ResponseError
 
 from sluiceway.hub.backend import FINISH_NOTICE, Head, Publication, Snapshot
 from sluiceway.hub.errors import BackendUnavailable, ClaimTaken, TopicFinished
@@ -377,6 +377,9 @@ class RedisBackend:
         self.healthy = healthy
 
     def _unavailable(self, exc: BaseException) -> BackendUnavailable:
+        # Any failure of a command counts: besides its own errors, redis-py raises others when
+        # a connection dies under a command (AttributeError, RuntimeError; seen in the chaos
+        # soak), and a caller must get a 503, never a 500 or an unanswered request.
         self.healthy = False
         return BackendUnavailable(f"Redis at {self.where} is unreachable: {exc}")
 
@@ -406,7 +409,7 @@ class RedisBackend:
         ]
         try:
             epoch, seq = await self._pipelined(self._publish_script, _keys(topic), args)
-        except REDIS_ERRORS as exc:
+        except Exception as exc:  # see _unavailable
             raise self._unavailable(exc) from None
         if seq == -1:
             raise ClaimTaken(f"topic {topic!r} still holds an event claimed as {claim!r}")
@@ -415,9 +418,10 @@ class RedisBackend:
         return Publication(topic, _text(epoch), int(seq), event, data, now_ms / 1000)
 
     async def _pipelined(self, script: AsyncScript, keys: list[str], args: list[str | int]) -> Any:
-        """Run ``script`` in the next pipeline: the publishes of every topic made while one
-        pipeline is on its way go together in the next (one write, one read, a fraction of
-        redis-py's cost per call); a single one goes alone, with no wait."""
+        """Run ``script`` in the next batch: the publishes of every topic made while one batch
+        is on its way go together in the next (one write, one read, a fraction of redis-py's
+        cost per call); a single one goes alone, with no wait. (On a cluster they go one by
+        one, in order.)"""
         future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         self._queued.append((script, keys, args, future))
         if self._flusher is None or self._flusher.done():
@@ -427,34 +431,26 @@ class RedisBackend:
     async def _flush(self) -> None:
         while self._queued:
             batch, self._queued = self._queued, []
-            if len(batch) == 1 and isinstance(self._redis, RedisCluster):
-                script, keys, args, future = batch[0]
-                try:
-                    result = await script(keys=keys, args=args)
-                except REDIS_ERRORS as exc:
-                    _settle(future, exc)
-                else:
-                    _settle(future, result)
-                continue
             try:
                 if isinstance(self._redis, RedisCluster):
-                    # Not a transaction: the topics live on several nodes.
-                    async with self._redis.pipeline(transaction=False) as pipe:
-                        for script, keys, args, _ in batch:
-                            pipe.evalsha(script.sha, len(keys), *keys, *args)
-                        results = await pipe.execute(raise_on_error=False)
-                else:
-                    results = await self._send_all(batch)
-            except REDIS_ERRORS as exc:
+                    # One by one, in order: redis-py's cluster pipeline refuses EVALSHA.
+                    for script, keys, args, future in batch:
+                        try:
+                            _settle(future, await script(keys=keys, args=args))
+                        except REDIS_ERRORS as exc:
+                            _settle(future, exc)
+                    continue
+                results = await self._send_all(batch)
+            except Exception as exc:  # whatever it is (redis-py raises others): answer every caller
                 for *_, future in batch:
-                    _settle(future, exc)
+                    _settle(future, exc if isinstance(exc, REDIS_ERRORS) else RedisError(repr(exc)))
                 continue
             for (script, keys, args, future), result in zip(batch, results, strict=True):
-                if isinstance(result, NoScriptError):  # a node that has not loaded it yet
+                if isinstance(result, NoScriptError):  # not loaded there yet (a restart)
                     try:
                         result = await script(keys=keys, args=args)  # loads it, in order
-                    except REDIS_ERRORS as exc:
-                        result = exc
+                    except Exception as exc:
+                        result = exc if isinstance(exc, REDIS_ERRORS) else RedisError(repr(exc))
                 _settle(future, result)
 
     async def _send_all(
@@ -499,7 +495,7 @@ class RedisBackend:
             epoch, head, entries, finished = await self._snapshot_script(
                 keys=_keys(topic), args=args
             )
-        except REDIS_ERRORS as exc:
+        except Exception as exc:  # see _unavailable
             raise self._unavailable(exc) from None
         epoch = _text(epoch)
         if after is None:
@@ -543,7 +539,7 @@ class RedisBackend:
             args += (event or "", data)
         try:
             epoch, first = await self._pipelined(self._publish_many_script, _keys(topic), args)
-        except REDIS_ERRORS as exc:
+        except Exception as exc:  # see _unavailable
             raise self._unavailable(exc) from None
         if first == -2:
             raise TopicFinished(f"topic {topic!r} is finished")
@@ -564,7 +560,7 @@ class RedisBackend:
         ]
         try:
             await self._finish_script(keys=_keys(topic), args=args)
-        except REDIS_ERRORS as exc:
+        except Exception as exc:  # see _unavailable
             raise self._unavailable(exc) from None
 
     async def fork(self, topic: str, epoch: str, seen_head: int | None) -> bool:
@@ -579,7 +575,7 @@ class RedisBackend:
         ]
         try:
             forked = await self._fork_script(keys=_keys(topic), args=args)
-        except REDIS_ERRORS as exc:
+        except Exception as exc:  # see _unavailable
             raise self._unavailable(exc) from None
         return bool(forked)
 
@@ -590,7 +586,7 @@ class RedisBackend:
                 for topic in topics:
                     pipe.hmget(_keys(topic)[0], "epoch", "seq", "finished")
                 results = await pipe.execute()
-        except REDIS_ERRORS as exc:
+        except Exception as exc:  # see _unavailable
             raise self._unavailable(exc) from None
         self.healthy = True
         return {

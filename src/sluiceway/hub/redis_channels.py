@@ -319,7 +319,8 @@ class ShardedChannels:
         for name, subscriber in list(self._by_node.items()):
             if channel in subscriber.channels:
                 await subscriber.discard(channel)
-                if not subscriber.channels:
+                # Looked up again: a resync may have replaced the connections meanwhile.
+                if not subscriber.channels and self._by_node.get(name) is subscriber:
                     del self._by_node[name]
                     await subscriber.aclose()
 
@@ -339,6 +340,22 @@ class ShardedChannels:
         delay = 0.05
         while not self._closed:
             await self._resync.wait()
+            try:
+                await self._resubscribe_all()
+                delay = 0.05
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # never leave the process deaf: log, pause, try again
+                logger.exception("Redis Cluster pub/sub resync failed; trying again")
+                self._resync.set()
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 1.0)
+
+    async def _resubscribe_all(self) -> None:
+        """One pass: re-read the slots, re-subscribe everything on its owner; raises while
+        the cluster cannot say who owns what (the caller tries again)."""
+        delay = 0.05
+        while not self._closed and self._resync.is_set():
             try:
                 # The client's own initialize() runs once; this re-reads the slots.
                 await self._cluster.nodes_manager.initialize()

@@ -68,15 +68,15 @@ class RedisRunDirectory(RunDirectory):
             while True:
                 try:
                     message = await pubsub.get_message(timeout=5.0)
-                except (RedisError, RedisClusterException, OSError):
+                except Exception:  # redis-py's, or RuntimeError when a resubscribe failed
                     # A new subscription, on whichever node serves the channel now (a
                     # cluster's may have failed over); requests meanwhile are read from the
                     # runs' records by the sweeper.
                     with contextlib.suppress(Exception):
                         await pubsub.aclose()
                     await asyncio.sleep(1.0)
-                    with contextlib.suppress(RedisError, RedisClusterException, OSError):
-                        pubsub = self._redis.pubsub(ignore_subscribe_messages=True)
+                    pubsub = self._redis.pubsub(ignore_subscribe_messages=True)
+                    with contextlib.suppress(Exception):  # else the next round tries again
                         await pubsub.subscribe(CANCEL_CHANNEL)
                     continue
                 if message is not None and message.get("type") == "message":
