@@ -198,6 +198,17 @@ def _pack(command: Sequence[str | int | bytes]) -> bytes:
     return b"".join(parts)
 
 
+_Queued = tuple[AsyncScript, list[str], list[str | int], "asyncio.Future[Any]"]
+
+
+async def _one_by_one(queued: list[_Queued]) -> None:
+    for script, keys, args, future in queued:
+        try:
+            _settle(future, await script(keys=keys, args=args))
+        except Exception as exc:  # see RedisBackend._unavailable
+            _settle(future, exc if isinstance(exc, REDIS_ERRORS) else RedisError(repr(exc)))
+
+
 def _settle(future: asyncio.Future[Any], result: Any) -> None:
     if future.done():  # its caller gave up (cancelled)
         return
@@ -309,7 +320,7 @@ class RedisBackend:
         )
         self._channels: SingleChannels | ShardedChannels | None = None
         #: Publishes waiting for the next pipeline (see :meth:`_pipelined`).
-        self._queued: list[tuple[AsyncScript, list[str], list[str | int], asyncio.Future[Any]]] = []
+        self._queued: list[_Queued] = []
         self._flusher: asyncio.Task[None] | None = None
         self._on_publication: Callable[[Publication], None] = lambda p: None
         self._on_finish: Callable[[str, str, int], None] = lambda t, e, h: None
@@ -433,12 +444,12 @@ class RedisBackend:
             batch, self._queued = self._queued, []
             try:
                 if isinstance(self._redis, RedisCluster):
-                    # One by one, in order: redis-py's cluster pipeline refuses EVALSHA.
-                    for script, keys, args, future in batch:
-                        try:
-                            _settle(future, await script(keys=keys, args=args))
-                        except REDIS_ERRORS as exc:
-                            _settle(future, exc)
+                    # redis-py's cluster pipeline refuses EVALSHA: each topic's publishes one
+                    # by one, in order, and the topics side by side.
+                    by_topic: dict[str, list[_Queued]] = {}
+                    for queued in batch:
+                        by_topic.setdefault(queued[1][0], []).append(queued)
+                    await asyncio.gather(*(_one_by_one(q) for q in by_topic.values()))
                     continue
                 results = await self._send_all(batch)
             except Exception as exc:  # whatever it is (redis-py raises others): answer every caller
@@ -453,9 +464,7 @@ class RedisBackend:
                         result = exc if isinstance(exc, REDIS_ERRORS) else RedisError(repr(exc))
                 _settle(future, result)
 
-    async def _send_all(
-        self, batch: list[tuple[AsyncScript, list[str], list[str | int], asyncio.Future[Any]]]
-    ) -> list[Any]:
+    async def _send_all(self, batch: list[_Queued]) -> list[Any]:
         """The batch's ``EVALSHA`` commands in one write on one connection, and their replies
         (an error reply as its exception): redis-py spends ~60 µs packing each command
         (profiled under ``bench/run_tokens.py``), this a few."""
