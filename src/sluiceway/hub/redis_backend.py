@@ -394,6 +394,12 @@ class RedisBackend:
         self.healthy = False
         return BackendUnavailable(f"Redis at {self.where} is unreachable: {exc}")
 
+    def _bounds(self, bounds: tuple[int, float] | None) -> tuple[int, int]:
+        """(history size, TTL in ms): the topic's, else the backend's."""
+        if bounds is None:
+            return self.history_size, self.ttl_ms
+        return bounds[0], int(bounds[1] * 1000)
+
     async def publish(
         self,
         topic: str,
@@ -404,9 +410,7 @@ class RedisBackend:
     ) -> Publication:
         assert self._channels is not None, "start() first"
         now_ms = int(time.time() * 1000)
-        size, ttl_ms = self.history_size, self.ttl_ms
-        if bounds is not None:
-            size, ttl_ms = bounds[0], int(bounds[1] * 1000)
+        size, ttl_ms = self._bounds(bounds)
         args: list[str | int] = [
             new_epoch(),
             event or "",
@@ -533,9 +537,7 @@ class RedisBackend:
     ) -> list[Publication]:
         assert self._channels is not None, "start() first"
         now_ms = int(time.time() * 1000)
-        size, ttl_ms = self.history_size, self.ttl_ms
-        if bounds is not None:
-            size, ttl_ms = bounds[0], int(bounds[1] * 1000)
+        size, ttl_ms = self._bounds(bounds)
         args: list[str | int] = [
             new_epoch(),
             size,
