@@ -73,11 +73,18 @@ def start(http: httpx.Client, params: dict[str, Any], kind: str = "export") -> d
     return job
 
 
-def follow(server: ServerProcess, job_id: str, last_event_id: str = "") -> list[Event]:
+def follow(
+    server: ServerProcess,
+    job_id: str,
+    last_event_id: str = "",
+    headers: dict[str, str] | None = None,
+) -> list[Event]:
     """Every event from ``last_event_id`` on, until the server says there is no more (204)."""
     url = f"{server.url}/jobs/{job_id}/events"
-    with EventSource(url, last_event_id=last_event_id, retry_delay=0.05, max_attempts=3) as s:
-        return list(s)
+    with EventSource(
+        url, headers=headers, last_event_id=last_event_id, retry_delay=0.05, max_attempts=3
+    ) as source:
+        return list(source)
 
 
 def wire(events: list[Event]) -> list[tuple[str | None, str | None, str | None]]:

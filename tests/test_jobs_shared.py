@@ -13,11 +13,12 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-import orjson
 import pytest
 from redisproc import RedisProcess
 from serverproc import ServerProcess
 from test_exports import demo_database, export_env
+from test_jobs import data, leftovers, wire
+from test_jobs import follow as follow_as
 from tokens import bearer, mint
 
 from sluiceway.client import EventSource
@@ -76,26 +77,8 @@ def start(http: httpx.Client, params: dict[str, Any]) -> str:
 
 
 def follow(server: ServerProcess, job_id: str, last_event_id: str = "") -> list[Event]:
-    """Every event from ``last_event_id`` on, until the server says there is no more (204)."""
-    url = f"{server.url}/jobs/{job_id}/events"
-    with EventSource(
-        url, headers=ANA, last_event_id=last_event_id, retry_delay=0.05, max_attempts=3
-    ) as source:
-        return list(source)
-
-
-def wire(events: list[Event]) -> list[tuple[str | None, str | None, str | None]]:
-    return [(e.id, e.event, e.data) for e in events]
-
-
-def data(event: Event) -> Any:
-    assert event.data is not None
-    return orjson.loads(event.data)
-
-
-def leftovers(files: Path, job_id: str) -> list[str]:
-    exports = files / "exports"
-    return sorted(p.name for p in exports.glob(f"*{job_id}*")) if exports.exists() else []
+    """As ``test_jobs.follow``, as Ana (who owns the jobs here)."""
+    return follow_as(server, job_id, last_event_id, headers=ANA)
 
 
 def test_a_job_is_followed_resumed_and_described_on_another_process(
