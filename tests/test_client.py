@@ -289,6 +289,21 @@ def test_post_without_an_id_is_not_sent_twice(mode: str) -> None:
 
 
 @pytest.mark.parametrize("mode", MODES)
+def test_post_cut_after_only_a_position_is_not_sent_twice(mode: str) -> None:
+    """A position event gives an id to resume a GET from, not leave to send a body again:
+    the endpoint might start a second (billed) generation rather than resume."""
+
+    async def break_after_the_position(connection: Connection) -> None:
+        await connection.send_head()
+        await connection.send(b'id: p-0\nevent: sluiceway.position\ndata: {"position":"p-0"}\n\n')
+        connection.writer.transport.abort()
+
+    with ScriptedServer(break_after_the_position) as server, pytest.raises(StreamInterrupted):
+        take(EventSource(server.url + "/gen", method="POST", json={}, retry_delay=0.01), mode)
+    assert len(server.requests) == 1
+
+
+@pytest.mark.parametrize("mode", MODES)
 def test_reset_events_are_yielded_counted_and_reported(mode: str) -> None:
     reset = (
         b"event: sluiceway.reset\nid: e-9\n"

@@ -94,6 +94,7 @@ class EventSource:
         self._request_args: dict[str, Any] = {"params": params, "json": json, "content": content}
         self._headers = dict(headers or {})
         self._has_body = json is not None or content is not None
+        self._position_only = False  # the last id taken came from a position event
         self._reconnect_on_end = (
             reconnect_on_end if reconnect_on_end is not None else not self._has_body
         )
@@ -153,13 +154,21 @@ class EventSource:
         where the stream starts, and its id is all there is to take from it)."""
         # event.id is the last event id in effect when it was dispatched.
         self._state.last_event_id = event.id or ""
-        if event.event == POSITION_EVENT:
+        # A position alone does not let a request with a body be sent again: the endpoint
+        # may not resume from it (a second generation would start); an event of its does.
+        self._position_only = event.event == POSITION_EVENT
+        if self._position_only:
             return False
         if event.event == RESET_EVENT and (reset := parse_reset(event)) is not None:
             self.resets += 1
             if self._on_reset is not None:
                 self._on_reset(reset)
         return True
+
+    def _may_resend(self) -> bool:
+        """Whether the body may go again: there is an id to resume from, given by the caller
+        or by an event the stream delivered (not by its position event alone)."""
+        return bool(self.last_event_id) and not self._position_only
 
     def _retry(self, info: RetryInfo) -> float:
         if self._on_retry is not None:
@@ -174,7 +183,7 @@ class EventSource:
 
     def _after_status(self, response: httpx.Response) -> float:
         reason = f"HTTP {response.status_code}"
-        if self._has_body and not self.last_event_id and response.status_code not in _NOT_NOW:
+        if self._has_body and not self._may_resend() and response.status_code not in _NOT_NOW:
             raise StreamInterrupted(f"{self.method} {self.url} answered {response.status_code}")
         retry_after = parse_retry_after(response.headers.get("retry-after"))
         return self._retry(self._state.failed(reason, retry_after))
@@ -182,7 +191,7 @@ class EventSource:
     def _after_error(self, exc: httpx.TransportError) -> float:
         if isinstance(exc, _PERMANENT):
             raise exc
-        if self._has_body and not self.last_event_id and not isinstance(exc, _NOT_SENT):
+        if self._has_body and not self._may_resend() and not isinstance(exc, _NOT_SENT):
             raise StreamInterrupted(
                 f"{self.method} {self.url} broke before any event id: {exc!r}"
             ) from exc
