@@ -9,14 +9,14 @@ from __future__ import annotations
 import os
 import socket
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import httpx
 import orjson
 import pytest
 from serverproc import HOST, ServerProcess
+from test_files import wait_until
 
 from sluiceway.transfer.leftovers import LOCK_DIR, claim, held, remove_leftovers
 
@@ -24,15 +24,6 @@ pytestmark = pytest.mark.timeout(60)
 
 TIMEOUT = 1.0  # the stalling server's upload_read_timeout
 BOUNDARY = "XyZzY"
-
-
-def wait_until(predicate: Callable[[], Any], timeout: float, what: str) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if result := predicate():
-            return result
-        time.sleep(0.02)  # polling interval, not an assertion
-    raise AssertionError(f"not within {timeout} s: {what}")
 
 
 def temporaries(directory: Path) -> list[Path]:
