@@ -100,6 +100,8 @@ class HubConfig:
         return found.history_size, found.history_ttl
 
     def is_process_local(self, topic: str) -> bool:
+        if not self.process_local_topics:  # the default: asked on every publish
+            return False
         return any(fnmatch.fnmatchcase(topic, pattern) for pattern in self.process_local_topics)
 
     def overflow_policy(self, topic: str) -> OverflowPolicy:

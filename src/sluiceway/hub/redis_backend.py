@@ -30,6 +30,7 @@ import asyncio
 import contextlib
 import logging
 import socket
+import ssl
 import struct
 import time
 from collections.abc import Callable, Sequence
@@ -40,11 +41,20 @@ import orjson
 import redis.asyncio as aioredis
 from redis.asyncio.cluster import ClusterNode, RedisCluster
 from redis.commands.core import AsyncScript
-from redis.exceptions import NoScriptError, RedisError, ResponseError
+from redis.exceptions import (
+    AskError,
+    ClusterDownError,
+    MovedError,
+    NoScriptError,
+    RedisError,
+    ResponseError,
+    TryAgainError,
+)
 
 from sluiceway.hub.backend import FINISH_NOTICE, Head, Publication, Snapshot
 from sluiceway.hub.errors import BackendUnavailable, ClaimTaken, TopicFinished
 from sluiceway.hub.redis_channels import REDIS_ERRORS, ShardedChannels, SingleChannels
+from sluiceway.hub.redis_wire import Address, CommandConnection, ConnectionLost, pack
 from sluiceway.ids import new_epoch
 
 logger = logging.getLogger("sluiceway.redis")
@@ -54,6 +64,15 @@ CHANNEL_PREFIX = "sluiceway:live:"
 #: Always subscribed on one Redis, so the pub/sub connection exists before any topic is watched.
 CONTROL_CHANNEL = "sluiceway:control"
 CLUSTER_SCHEMES = {"redis+cluster": "redis", "rediss+cluster": "rediss"}
+
+#: Batches of publishes go at most this often (seconds): a publish after a quiet spell goes at
+#: once, and under load what arrives within it shares one round trip (~10 tokens of 200
+#: generations side by side instead of one; ``bench/run_tokens.py``), for at most 1 ms more
+#: latency.  (uvloop's timers count whole milliseconds.)
+PUBLISH_LINGER = 0.001
+
+#: How long a batch may wait for its replies before its connection counts as lost.
+COMMAND_TIMEOUT = 5.0
 
 # Both publish scripts start here: the topic's epoch (a new one, and an empty history, when
 # the topic is unknown), or a refusal when it is finished. Refusals come back as a negative
@@ -189,24 +208,25 @@ def _text(value: bytes | str) -> str:
     return value.decode() if isinstance(value, bytes) else value
 
 
-def _pack(command: Sequence[str | int | bytes]) -> bytes:
-    """A command in RESP (an array of bulk strings)."""
-    parts = [b"*%d\r\n" % len(command)]
-    for arg in command:
-        data = arg if isinstance(arg, bytes) else str(arg).encode()
-        parts.append(b"$%d\r\n%s\r\n" % (len(data), data))
-    return b"".join(parts)
+_Queued = tuple[AsyncScript, list[str], Sequence[str | int | bytes], "asyncio.Future[Any]"]
 
 
-_Queued = tuple[AsyncScript, list[str], list[str | int], "asyncio.Future[Any]"]
+#: Replies that redis-py's own path handles: it loads a missing script, follows a cluster's
+#: redirection and re-reads the slots.
+_REDIRECTED = (NoScriptError, MovedError, AskError, ClusterDownError, TryAgainError)
 
 
-async def _one_by_one(queued: list[_Queued]) -> None:
-    for script, keys, args, future in queued:
-        try:
-            _settle(future, await script(keys=keys, args=args))
-        except Exception as exc:  # see RedisBackend._unavailable
-            _settle(future, exc if isinstance(exc, REDIS_ERRORS) else RedisError(repr(exc)))
+def _source(script: AsyncScript) -> str | bytes:
+    """A script's text (redis-py's type allows a memoryview too)."""
+    return bytes(script.script) if isinstance(script.script, memoryview) else script.script
+
+
+async def _slow(script: AsyncScript, keys: list[str], args: Sequence[str | int | bytes]) -> Any:
+    """``script`` through redis-py; its reply, or the error as a Redis error."""
+    try:
+        return await script(keys=keys, args=args)
+    except Exception as exc:  # see RedisBackend._unavailable
+        return exc if isinstance(exc, REDIS_ERRORS) else RedisError(repr(exc))
 
 
 def _settle(future: asyncio.Future[Any], result: Any) -> None:
@@ -241,23 +261,30 @@ def cluster_seeds(url: str) -> list[tuple[str, int]]:
     return seeds
 
 
-def cluster_client(url: str, **options: Any) -> RedisCluster:
-    """A cluster client from ``redis+cluster://[user:password@]host:port[,host:port…]`` (the
-    nodes are seeds: any one that answers tells the whole topology)."""
+def _cluster_credentials(url: str) -> tuple[str | None, str | None, bool]:
+    """(user, password, TLS) of ``redis+cluster://[user:password@]host:port[,…][?password=]``."""
     parts = urlsplit(url)
     scheme = CLUSTER_SCHEMES.get(parts.scheme, parts.scheme)
-    credentials = parts.netloc.rpartition("@")[0]
-    seeds = [ClusterNode(host, port) for host, port in cluster_seeds(url)]
-    user, _, password = credentials.partition(":")
+    user, _, password = parts.netloc.rpartition("@")[0].partition(":")
     query = parse_qs(parts.query)
     if "password" in query:
         password = query["password"][0]
-    return RedisCluster(
-        startup_nodes=seeds,
-        username=user or None,
-        password=password or None,
-        ssl=scheme == "rediss",
-        **options,
+    return user or None, password or None, scheme == "rediss"
+
+
+def cluster_client(url: str, **options: Any) -> RedisCluster:
+    """A cluster client from ``redis+cluster://[user:password@]host:port[,host:port…]`` (the
+    nodes are seeds: any one that answers tells the whole topology)."""
+    user, password, tls = _cluster_credentials(url)
+    seeds = [ClusterNode(host, port) for host, port in cluster_seeds(url)]
+    return RedisCluster(startup_nodes=seeds, username=user, password=password, ssl=tls, **options)
+
+
+def cluster_address(url: str) -> Address:
+    """The pub/sub connections' credentials and TLS for the nodes of a cluster URL."""
+    user, password, tls = _cluster_credentials(url)
+    return Address(
+        username=user, password=password, tls=ssl.create_default_context() if tls else None
     )
 
 
@@ -319,9 +346,13 @@ class RedisBackend:
             )
         )
         self._channels: SingleChannels | ShardedChannels | None = None
-        #: Publishes waiting for the next pipeline (see :meth:`_pipelined`).
+        #: Publishes waiting for the next pipeline (see :meth:`batched`).
         self._queued: list[_Queued] = []
         self._flusher: asyncio.Task[None] | None = None
+        self._last_batch = 0.0
+        #: Our own connections for the batches (one per cluster node), see :meth:`_send`.
+        self._address = cluster_address(url) if self.cluster else Address.from_url(url)
+        self._commands: dict[tuple[str, int] | None, CommandConnection] = {}
         self._on_publication: Callable[[Publication], None] = lambda p: None
         self._on_finish: Callable[[str, str, int], None] = lambda t, e, h: None
 
@@ -361,10 +392,10 @@ class RedisBackend:
             self._channels = ShardedChannels(
                 self._redis,
                 self.where,
+                address=cluster_address(self.url),
                 deliver=self._deliver,
                 on_reconnect=on_reconnect,
                 set_healthy=self._set_healthy,
-                connect=self._options,
             )
         else:
             self._channels = SingleChannels(
@@ -374,7 +405,6 @@ class RedisBackend:
                 on_reconnect=on_reconnect,
                 set_healthy=self._set_healthy,
                 always=CONTROL_CHANNEL,
-                connect=self._options,
             )
         await self._channels.start()
 
@@ -423,7 +453,7 @@ class RedisBackend:
             claim or "",
         ]
         try:
-            epoch, seq = await self._pipelined(self._publish_script, _keys(topic), args)
+            epoch, seq = await self.batched(self._publish_script, _keys(topic), args)
         except Exception as exc:  # see _unavailable
             raise self._unavailable(exc) from None
         if seq == -1:
@@ -432,10 +462,13 @@ class RedisBackend:
             raise TopicFinished(f"topic {topic!r} is finished")
         return Publication(topic, _text(epoch), int(seq), event, data, now_ms / 1000)
 
-    async def _pipelined(self, script: AsyncScript, keys: list[str], args: list[str | int]) -> Any:
-        """Run ``script`` in the next batch: the publishes of every topic made while one batch
-        is on its way go together in the next (one write, one read, a fraction of redis-py's
-        cost per call); a single one goes alone, with no wait. (On a cluster they go one by
+    async def batched(
+        self, script: AsyncScript, keys: list[str], args: Sequence[str | int | bytes]
+    ) -> Any:
+        """Run ``script`` (registered on :attr:`redis`) in the next batch, and return its
+        reply: the publishes (and run records) of every topic made while one batch is on its
+        way go together in the next (one write, one read, a fraction of redis-py's cost per
+        call); one after a quiet spell goes alone, with no wait. (On a cluster they go one by
         one, in order.)"""
         future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         self._queued.append((script, keys, args, future))
@@ -444,55 +477,76 @@ class RedisBackend:
         return await future
 
     async def _flush(self) -> None:
+        loop = asyncio.get_running_loop()
         while self._queued:
+            wait = self._last_batch + PUBLISH_LINGER - loop.time()
+            if wait > 0:
+                await asyncio.sleep(wait)
+            self._last_batch = loop.time()
             batch, self._queued = self._queued, []
-            try:
-                if isinstance(self._redis, RedisCluster):
-                    # redis-py's cluster pipeline refuses EVALSHA: each topic's publishes one
-                    # by one, in order, and the topics side by side.
-                    by_topic: dict[str, list[_Queued]] = {}
-                    for queued in batch:
-                        by_topic.setdefault(queued[1][0], []).append(queued)
-                    await asyncio.gather(*(_one_by_one(q) for q in by_topic.values()))
-                    continue
-                results = await self._send_all(batch)
-            except Exception as exc:  # whatever it is (redis-py raises others): answer every caller
-                for *_, future in batch:
-                    _settle(future, exc if isinstance(exc, REDIS_ERRORS) else RedisError(repr(exc)))
-                continue
-            for (script, keys, args, future), result in zip(batch, results, strict=True):
-                if isinstance(result, NoScriptError):  # not loaded there yet (a restart)
-                    try:
-                        result = await script(keys=keys, args=args)  # loads it, in order
-                    except Exception as exc:
-                        result = exc if isinstance(exc, REDIS_ERRORS) else RedisError(repr(exc))
-                _settle(future, result)
+            groups: dict[tuple[str, int] | None, list[_Queued]] = {}
+            for queued in batch:
+                groups.setdefault(self._node_of(queued[1][0]), []).append(queued)
+            await asyncio.gather(*(self._send(node, items) for node, items in groups.items()))
 
-    async def _send_all(self, batch: list[_Queued]) -> list[Any]:
-        """The batch's ``EVALSHA`` commands in one write on one connection, and their replies
-        (an error reply as its exception): redis-py spends ~60 µs packing each command
-        (profiled under ``bench/run_tokens.py``), this a few."""
-        assert isinstance(self._redis, aioredis.Redis)
-        packed = b"".join(
-            _pack(("EVALSHA", script.sha, len(keys), *keys, *args))
-            for script, keys, args, _ in batch
-        )
-        pool = self._redis.connection_pool
-        connection = await pool.get_connection()  # type: ignore[no-untyped-call]
+    def _node_of(self, key: str) -> tuple[str, int] | None:
+        """The cluster node that owns ``key``'s slot (None: the one Redis, or a slot that no
+        node serves right now, which redis-py's slow path then finds)."""
+        if not isinstance(self._redis, RedisCluster):
+            return None
+        with contextlib.suppress(*REDIS_ERRORS):
+            node = self._redis.get_node_from_key(key)
+            if node is not None:
+                return node.host, int(node.port)
+        return None
+
+    async def _send(self, node: tuple[str, int] | None, batch: list[_Queued]) -> None:
+        """The batch's ``EVALSHA`` commands in one write on our own connection to ``node``,
+        and each caller answered with its reply: redis-py spends tens of µs per command
+        (profiled under ``bench/run_tokens.py``), this a few.  A script not loaded there yet
+        (a restart) and a cluster's redirections take redis-py's path, in order."""
+        if node is None and isinstance(self._redis, RedisCluster):
+            for script, keys, args, future in batch:
+                _settle(future, await _slow(script, keys, args))
+            return
+        connection = None
         try:
-            await connection.send_packed_command(packed, check_health=False)
-            results: list[Any] = []
-            for _ in batch:
-                try:
-                    results.append(await connection.read_response())
-                except ResponseError as exc:  # this command's error, not the connection's
-                    results.append(exc)
-            return results
-        except BaseException:
-            await connection.disconnect()  # replies may be left unread: never reuse it
-            raise
-        finally:
-            await pool.release(connection)
+            connection = await self._command_connection(node)
+            # Each script loaded before its first use on this connection (a new one may be to
+            # a restarted Redis): NOSCRIPT replies would take the slow path, one by one.
+            load = {s.sha: s for s, *_ in batch if s.sha not in connection.scripts}
+            connection.scripts.update(load)
+            futures = connection.send(
+                b"".join(pack("SCRIPT", "LOAD", _source(s)) for s in load.values())
+                + b"".join(
+                    pack("EVALSHA", script.sha, len(keys), *keys, *args)
+                    for script, keys, args, _ in batch
+                ),
+                len(load) + len(batch),
+            )[len(load) :]
+            async with asyncio.timeout(COMMAND_TIMEOUT):
+                with contextlib.suppress(ResponseError):  # that command's, not the connection's
+                    await futures[-1]  # replies come in order: the last one comes last
+        except (TimeoutError, OSError, ConnectionLost) as exc:
+            if connection is not None:
+                connection.close()  # replies may be left unread: never reuse it
+            for *_, future in batch:
+                _settle(future, ConnectionError(f"{type(exc).__name__}: {exc}"))
+            return
+        for (script, keys, args, future), reply in zip(batch, futures, strict=True):
+            result = reply.exception() or reply.result()
+            if isinstance(result, _REDIRECTED):
+                result = await _slow(script, keys, args)
+            _settle(future, result)
+
+    async def _command_connection(self, node: tuple[str, int] | None) -> CommandConnection:
+        """Our connection to ``node`` (the one Redis for None), opened again once lost; only
+        the flusher sends on them, so batches go one at a time and in order."""
+        connection = self._commands.get(node)
+        if connection is None or connection.closed:
+            address = self._address if node is None else self._address.node(*node)
+            connection = self._commands[node] = await CommandConnection.open(address)
+        return connection
 
     async def watch(self, topic: str) -> None:
         assert self._channels is not None, "start() first"
@@ -505,8 +559,8 @@ class RedisBackend:
     async def snapshot(self, topic: str, after: int | None, limit: int) -> Snapshot:
         args: list[str | int] = [new_epoch(), -1 if after is None else after, limit, self.ttl_ms]
         try:
-            epoch, head, entries, finished = await self._snapshot_script(
-                keys=_keys(topic), args=args
+            epoch, head, entries, finished = await self.batched(
+                self._snapshot_script, _keys(topic), args
             )
         except Exception as exc:  # see _unavailable
             raise self._unavailable(exc) from None
@@ -549,7 +603,7 @@ class RedisBackend:
         for event, data in events:
             args += (event or "", data)
         try:
-            epoch, first = await self._pipelined(self._publish_many_script, _keys(topic), args)
+            epoch, first = await self.batched(self._publish_many_script, _keys(topic), args)
         except Exception as exc:  # see _unavailable
             raise self._unavailable(exc) from None
         if first == -2:
@@ -570,7 +624,7 @@ class RedisBackend:
             FINISH_NOTICE,
         ]
         try:
-            await self._finish_script(keys=_keys(topic), args=args)
+            await self.batched(self._finish_script, _keys(topic), args)
         except Exception as exc:  # see _unavailable
             raise self._unavailable(exc) from None
 
@@ -585,7 +639,7 @@ class RedisBackend:
             self.ttl_ms,
         ]
         try:
-            forked = await self._fork_script(keys=_keys(topic), args=args)
+            forked = await self.batched(self._fork_script, _keys(topic), args)
         except Exception as exc:  # see _unavailable
             raise self._unavailable(exc) from None
         return bool(forked)
@@ -610,6 +664,8 @@ class RedisBackend:
             await asyncio.wait({self._flusher}, timeout=5)
         if self._channels is not None:
             await self._channels.aclose()
+        for connection in self._commands.values():
+            connection.close()
         with contextlib.suppress(*REDIS_ERRORS):
             await self._redis.aclose()
 

@@ -23,13 +23,11 @@ import contextlib
 import logging
 import time
 from collections.abc import Callable
-from typing import Any
 
-import redis.asyncio as aioredis
 from redis.asyncio.cluster import RedisCluster
-from redis.asyncio.retry import Retry
-from redis.backoff import NoBackoff
 from redis.exceptions import RedisClusterException, RedisError
+
+from sluiceway.hub.redis_wire import Address, ConnectionLost, PubSubConnection
 
 logger = logging.getLogger("sluiceway.redis")
 
@@ -45,10 +43,6 @@ DEAF_AFTER = 3.0
 Deliver = Callable[[str, str], None]
 
 
-def _text(value: bytes | str) -> str:
-    return value.decode() if isinstance(value, bytes) else value
-
-
 class _Subscriber:
     """One pub/sub connection and the channels it should hold; re-made when lost.
 
@@ -57,7 +51,7 @@ class _Subscriber:
 
     def __init__(
         self,
-        client: aioredis.Redis,
+        address: Address,
         *,
         sharded: bool,
         deliver: Deliver,
@@ -65,15 +59,14 @@ class _Subscriber:
         on_ready: Callable[[_Subscriber], None],
         always: tuple[str, ...] = (),
     ) -> None:
-        self.client = client
+        self.address = address
         self.sharded = sharded
         self.channels: set[str] = set(always)
         self._deliver = deliver
         self._on_lost = on_lost
         self._on_ready = on_ready
-        self._pubsub: Any = None
+        self._connection: PubSubConnection | None = None
         self._task: asyncio.Task[None] | None = None
-        self._stopped = False
         self.ready = asyncio.Event()
 
     def start(self) -> None:
@@ -81,79 +74,63 @@ class _Subscriber:
 
     async def add(self, channel: str) -> None:
         self.channels.add(channel)
-        if self._pubsub is not None:
-            with contextlib.suppress(*REDIS_ERRORS):  # a lost connection re-subscribes all
-                await self._subscribe(self._pubsub, channel)
+        if self._connection is not None:
+            with contextlib.suppress(ConnectionLost):  # a lost connection re-subscribes all
+                await self._connection.subscribe([channel], sharded=self.sharded)
 
     async def discard(self, channel: str) -> None:
         self.channels.discard(channel)
-        if self._pubsub is not None:
-            with contextlib.suppress(*REDIS_ERRORS):
-                if self.sharded:
-                    await self._pubsub.sunsubscribe(channel)
-                else:
-                    await self._pubsub.unsubscribe(channel)
+        if self._connection is not None:
+            with contextlib.suppress(ConnectionLost):
+                self._connection.unsubscribe(channel, sharded=self.sharded)
 
-    async def _subscribe(self, pubsub: Any, channel: str) -> None:
-        if self.sharded:
-            await pubsub.ssubscribe(channel)
-        else:
-            await pubsub.subscribe(channel)
+    def _moved(self, channel: str) -> bool:
+        # An unsubscribe not asked for (the channel is still held): the node no longer
+        # serves the channel's slot.
+        return channel in self.channels
 
     async def _run(self) -> None:
-        pubsub = self.client.pubsub()
+        connection = None
         try:
+            connection = await PubSubConnection.open(self.address, self._deliver, self._moved)
             # Set first: a channel added while these subscribe is subscribed by add() itself.
-            self._pubsub = pubsub
-            for channel in list(self.channels):
-                await self._subscribe(pubsub, channel)
+            self._connection = connection
+            async with asyncio.timeout(DEAF_AFTER + 2):
+                await connection.subscribe(sorted(self.channels), sharded=self.sharded)
             self.ready.set()
             self._on_ready(self)
-            await self._read(pubsub)
+            self._on_lost(self, await self._watch(connection))
         except asyncio.CancelledError:
             raise
-        except REDIS_ERRORS as exc:
+        except (OSError, ConnectionLost) as exc:  # TimeoutError is an OSError
             self._on_lost(self, f"{type(exc).__name__}: {exc}")
         except Exception as exc:  # a bug in delivery must not leave the process deaf
             logger.exception("Redis pub/sub listener failed")
             self._on_lost(self, repr(exc))
         finally:
-            self._pubsub = None
-            with contextlib.suppress(Exception):
-                await pubsub.aclose()  # type: ignore[no-untyped-call]  # redis-py lacks the hint
+            self._connection = None
+            if connection is not None:
+                connection.close()
 
-    async def _read(self, pubsub: Any) -> None:
-        heard = time.monotonic()
-        pinged = heard
-        # Checked as well as cancelled: redis-py's read can swallow a cancellation that lands
-        # as its own read timeout fires.
-        while not self._stopped:
-            message = await pubsub.get_message(timeout=PING_EVERY)
+    async def _watch(self, connection: PubSubConnection) -> str:
+        """Ping while the connection lives; why it was lost (gone, or deaf)."""
+        pinged = 0.0
+        while True:
+            with contextlib.suppress(TimeoutError):
+                return await asyncio.wait_for(asyncio.shield(connection.lost), PING_EVERY)
             now = time.monotonic()
-            if message is None:
-                if now - heard >= DEAF_AFTER:
-                    raise ConnectionError(f"no answer to pings for {now - heard:.1f} s")
-                if now - pinged >= PING_EVERY:
-                    pinged = now
-                    await pubsub.ping()
-                continue
-            heard = now
-            kind = message["type"]
-            if kind in ("message", "smessage"):
-                self._deliver(_text(message["channel"]), _text(message["data"]))
-            elif kind == "sunsubscribe" and _text(message["channel"]) in self.channels:
-                # Not asked for: the node no longer serves this channel's slot.
-                raise ConnectionError(f"moved: {_text(message['channel'])}")
+            if now - connection.heard >= DEAF_AFTER:
+                return f"no answer to pings for {now - connection.heard:.1f} s"
+            if now - max(connection.heard, pinged) >= PING_EVERY:
+                pinged = now
+                with contextlib.suppress(ConnectionLost):
+                    connection.ping()
 
     async def aclose(self) -> None:
-        self._stopped = True
-        for _ in range(30):  # cancelled again while a swallowed cancellation lets it run on
-            if self._task is None or self._task.done():
-                break
+        if self._task is not None and not self._task.done():
             self._task.cancel()
-            await asyncio.wait({self._task}, timeout=0.1)
-        with contextlib.suppress(Exception):
-            await self.client.aclose()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
 
 
 class SingleChannels:
@@ -170,15 +147,13 @@ class SingleChannels:
         on_reconnect: Callable[[], None],
         set_healthy: Callable[[bool], None],
         always: str,
-        connect: dict[str, Any],
     ) -> None:
-        self._url = url
+        self._address = Address.from_url(url)
         self._where = where
         self._deliver = deliver
         self._on_reconnect = on_reconnect
         self._set_healthy = set_healthy
         self._always = always
-        self._connect = connect
         self._subscriber: _Subscriber | None = None
         self._lost = False
         self._closed = False
@@ -186,9 +161,8 @@ class SingleChannels:
         self._delay = 0.05
 
     def _new(self, channels: set[str]) -> _Subscriber:
-        client = aioredis.from_url(self._url, **self._connect)
         subscriber = _Subscriber(
-            client,
+            self._address,
             sharded=False,
             deliver=self._deliver,
             on_lost=self._lost_one,
@@ -224,8 +198,6 @@ class SingleChannels:
         await asyncio.sleep(self._delay)
         self._delay = min(self._delay * 2, 2.0)
         channels = old.channels
-        with contextlib.suppress(Exception):
-            await old.client.aclose()
         if not self._closed:
             self._subscriber = self._new(channels)
 
@@ -258,17 +230,18 @@ class ShardedChannels:
         cluster: RedisCluster,
         where: str,
         *,
+        address: Address,
         deliver: Deliver,
         on_reconnect: Callable[[], None],
         set_healthy: Callable[[bool], None],
-        connect: dict[str, Any],
     ) -> None:
+        """``address`` gives the nodes' credentials and TLS."""
         self._cluster = cluster
+        self._address = address
         self._where = where
         self._deliver = deliver
         self._on_reconnect = on_reconnect
         self._set_healthy = set_healthy
-        self._connect = connect
         self._channels: set[str] = set()
         self._by_node: dict[str, _Subscriber] = {}
         self._resync = asyncio.Event()
@@ -289,13 +262,8 @@ class ShardedChannels:
         subscriber = self._by_node.get(name)
         if subscriber is None:
             host, port = name.rsplit(":", 1)
-            # No retries inside redis-py: a lost node must surface at once, so that the
-            # channel moves to the master that replaces it.
-            client = aioredis.Redis(
-                host=host, port=int(port), retry=Retry(NoBackoff(), 0), **self._connect
-            )
             subscriber = _Subscriber(
-                client,
+                self._address.node(host, int(port)),
                 sharded=True,
                 deliver=self._deliver,
                 on_lost=self._lost_one,

@@ -452,7 +452,11 @@ def _directory_of(hub: Hub, limits: RunLimits) -> RunDirectory:
         return RunDirectory()
     from sluiceway.runs.redis_directory import RedisRunDirectory
 
-    return RedisRunDirectory(redis, keep_for=limits.max_duration + limits.retention + 60)
+    return RedisRunDirectory(
+        redis,
+        keep_for=limits.max_duration + limits.retention + 60,
+        batched=getattr(hub.backend, "batched", None),
+    )
 
 
 def close_unstarted(producer: AsyncIterator[Any]) -> None:

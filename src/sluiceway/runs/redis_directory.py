@@ -15,14 +15,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
 import orjson
 from redis.asyncio import Redis
 from redis.asyncio.cluster import RedisCluster
+from redis.commands.core import AsyncScript
 from redis.exceptions import RedisClusterException, RedisError
-from redis.typing import EncodableT
 
 from sluiceway.runs.directory import DirectoryUnavailable, RemoteRun, RunDirectory
 
@@ -47,15 +47,34 @@ CANCEL_CHANNEL = "sluiceway:run-cancel"
 WATCHED_TTL = 5
 
 
+#: A run's record written and its expiry set in one step: KEYS[1] the hash, ARGV[1] the
+#: expiry in ms, then field, value, ...
+_RECORD = """
+redis.call('HSET', KEYS[1], unpack(ARGV, 2))
+redis.call('PEXPIRE', KEYS[1], ARGV[1])
+return 1
+"""
+
+#: Runs a registered script in the backend's next batch (:meth:`RedisBackend.batched`).
+Batched = Callable[[AsyncScript, list[str], Sequence[str | int | bytes]], Awaitable[Any]]
+
+
 class RedisRunDirectory(RunDirectory):
     """The directory shared by every process on one Redis (hashes that expire with the runs'
-    retention, and one pub/sub channel for cancel requests)."""
+    retention, and one pub/sub channel for cancel requests).
+
+    ``batched`` (the hub backend's) sends each record with the publishes in flight: a run's
+    start and end cost a share of one round trip, not a redis-py transaction each."""
 
     shared = True
 
-    def __init__(self, redis: Redis | RedisCluster, *, keep_for: float) -> None:
+    def __init__(
+        self, redis: Redis | RedisCluster, *, keep_for: float, batched: Batched | None = None
+    ) -> None:
         self._redis = redis
         self._keep_ms = int(keep_for * 1000)
+        self._record = redis.register_script(_RECORD)
+        self._batched = batched
         self._listener: asyncio.Task[None] | None = None
 
     async def start(self, on_cancel: Callable[[str], object]) -> None:
@@ -93,7 +112,7 @@ class RedisRunDirectory(RunDirectory):
                 await self._listener
 
     async def register(self, run: Run) -> None:
-        fields: dict[EncodableT, EncodableT] = {
+        fields: dict[str, str | bytes] = {
             "topic": run.topic,
             "created": repr(run.created),
             "state": run.state.value,
@@ -105,19 +124,22 @@ class RedisRunDirectory(RunDirectory):
         await self._write(run.id, fields)
 
     async def ended(self, run: Run) -> None:
-        fields: dict[EncodableT, EncodableT] = {
+        fields: dict[str, str | bytes] = {
             "state": run.state.value,
             "finish_reason": run.finish_reason or "",
         }
         await self._write(run.id, fields)
 
-    async def _write(self, run_id: str, fields: dict[EncodableT, EncodableT]) -> None:
-        key = PREFIX + run_id
+    async def _write(self, run_id: str, fields: dict[str, str | bytes]) -> None:
+        keys = [PREFIX + run_id]
+        args: list[str | int | bytes] = [self._keep_ms]
+        for field, value in fields.items():
+            args += (field, value)
         try:
-            async with self._redis.pipeline(transaction=True) as pipe:
-                pipe.hset(key, mapping=fields)
-                pipe.pexpire(key, self._keep_ms)
-                await pipe.execute()
+            if self._batched is not None:
+                await self._batched(self._record, keys, args)
+            else:
+                await self._record(keys=keys, args=args)
         except (RedisError, RedisClusterException, OSError):
             logger.warning("could not record run %s in Redis", run_id)
 
