@@ -8,6 +8,9 @@ Servers (each on a free loopback port, one at a time):
 * ``sluiceway``       ``sluiceway serve``; Centrifugo's bidirectional client protocol, JSON
                       format, on ``/connection/websocket`` (connect, subscribe to ``bench``;
                       the publisher sends ``publish`` commands on its own connection).
+* ``sluiceway-protobuf`` the same server and protocol in its Protobuf format (the
+                      ``centrifuge-protobuf`` subprotocol, binary frames, length-prefixed
+                      messages); the published data is the same JSON text, as bytes.
 * ``python-socketio`` ``peers/ws_peers.py:socketio_app`` under uvicorn: Engine.IO 4 /
                       Socket.IO 5 over a WebSocket; clients join the room ``bench``; the
                       publisher emits ``pub`` events with an ack id, the server re-emits each
@@ -91,7 +94,7 @@ from harness.sse import (
     open_connections,
 )
 
-SERVER_NAMES = ("sluiceway", "python-socketio", "websockets")
+SERVER_NAMES = ("sluiceway", "sluiceway-protobuf", "python-socketio", "websockets")
 #: Versions the JSON records.
 PACKAGES = (
     "sluiceway",
@@ -120,7 +123,7 @@ PUB_ID0 = 10
 
 
 def server_command(name: str, port: int, cpu: int) -> list[str]:
-    if name == "sluiceway":
+    if name.startswith("sluiceway"):
         return sluiceway_command(cpu, port)
     if name == "python-socketio":
         return uvicorn_command(
@@ -196,18 +199,16 @@ def frame_at(buf: bytes, pos: int) -> tuple[int, int, int] | None:
     return buf[pos], start, end
 
 
-def upgrade_request(path: str, port: int) -> bytes:
-    return build_request(
-        "GET",
-        path,
-        port,
-        headers={
-            "Upgrade": "websocket",
-            "Connection": "Upgrade",
-            "Sec-WebSocket-Key": "dGhlIHNhbXBsZSBub25jZQ==",
-            "Sec-WebSocket-Version": "13",
-        },
-    )
+def upgrade_request(path: str, port: int, subprotocol: str = "") -> bytes:
+    headers = {
+        "Upgrade": "websocket",
+        "Connection": "Upgrade",
+        "Sec-WebSocket-Key": "dGhlIHNhbXBsZSBub25jZQ==",
+        "Sec-WebSocket-Version": "13",
+    }
+    if subprotocol:
+        headers["Sec-WebSocket-Protocol"] = subprotocol
+    return build_request("GET", path, port, headers=headers)
 
 
 # --------------------------------------------------------------------------------------------
@@ -228,6 +229,8 @@ class Dialect:
     #: byte strings whose presence in a read means "walk the frames now": control frames and
     #: this protocol's application ping
     triggers: tuple[bytes, ...] = (b"\x88", b"\x89")
+    #: the WebSocket subprotocol asked for in the upgrade (none: the server's default)
+    subprotocol = ""
 
     def on_open(self, conn: WsConn) -> None:
         """Called once the upgrade is answered."""
@@ -302,6 +305,115 @@ class CentrifugoDialect(Dialect):
         )
 
 
+def _delimited(message: bytes) -> bytes:
+    """A Protobuf message prefixed with its length (a varint)."""
+    head = bytearray()
+    n = len(message)
+    while n > 0x7F:
+        head.append((n & 0x7F) | 0x80)
+        n >>= 7
+    head.append(n)
+    return bytes(head) + message
+
+
+class CentrifugoProtobufDialect(Dialect):
+    """Centrifugo's client protocol, Protobuf: length-prefixed messages in binary frames; the
+    server's ping is an empty message. The publication data is the JSON dialect's JSON text,
+    so the event marks and the replay's regular expressions find it inside the messages."""
+
+    name = "sluiceway-protobuf"
+    sub_path = pub_path = "/connection/websocket"
+    subprotocol = "centrifuge-protobuf"
+    # A push reply to the channel "bench": the push (field 4) whose channel (field 2) it is.
+    msg_mark = b"\x12\x05" + CHANNEL.encode() + b"\x22"
+    triggers = (b"\x88", b"\x89", b"\x82\x01\x00")  # an empty message alone: a ping
+
+    def __init__(self) -> None:
+        from sluiceway.centrifugo.wire import client_pb2
+
+        self.pb = client_pb2
+        self.CONNECT = self._command(id=1, connect=client_pb2.ConnectRequest())
+        self.SUBSCRIBE = self._command(id=2, subscribe=client_pb2.SubscribeRequest(channel=CHANNEL))
+        self.PONG = client_frame(b"\x00", 0x2)
+
+    def _command(self, **fields: Any) -> bytes:
+        message = self.pb.Command(**fields).SerializeToString()
+        return client_frame(_delimited(message), 0x2)
+
+    def on_open(self, conn: WsConn) -> None:
+        conn.write(self.CONNECT)
+
+    def _replies(self, payload: bytes) -> list[Any] | None:
+        replies, pos = [], 0
+        try:
+            while pos < len(payload):
+                n, shift = 0, 0
+                while True:
+                    b = payload[pos]
+                    pos += 1
+                    n |= (b & 0x7F) << shift
+                    shift += 7
+                    if not b & 0x80:
+                        break
+                replies.append(self.pb.Reply.FromString(payload[pos : pos + n]))
+                pos += n
+        except (IndexError, ValueError):
+            return None
+        return replies
+
+    def ping_reply(self, payload: bytes) -> bytes | None:
+        """Walks the length prefixes only (no parsing): binary data makes the lazy path look
+        at most reads (0x88/0x89 are common bytes in varints), so this must stay cheap."""
+        pos, end = 0, len(payload)
+        while pos < end:
+            n, shift = 0, 0
+            while pos < end:
+                b = payload[pos]
+                pos += 1
+                n |= (b & 0x7F) << shift
+                shift += 7
+                if not b & 0x80:
+                    break
+            if n == 0:
+                return self.PONG
+            pos += n
+        return None
+
+    def on_text(self, conn: WsConn, payload: bytes) -> None:
+        replies = self._replies(payload)
+        if replies is None:
+            conn.fail(f"bad frame {payload[:200]!r}")
+            return
+        for reply in replies:
+            rid = reply.id
+            if reply.ByteSize() == 0:
+                conn.write(self.PONG)
+            elif reply.HasField("push"):
+                conn.unexpected_data += 1
+            elif reply.HasField("error"):
+                if rid >= PUB_ID0 and conn.role == "pub":
+                    conn.on_ack(rid - PUB_ID0, f"error {reply.error.code}")
+                else:
+                    conn.fail(f"reply {reply}")
+                return
+            elif rid == 1 and reply.HasField("connect"):
+                if conn.role == "pub":
+                    conn.set_ready()
+                else:
+                    conn.write(self.SUBSCRIBE)
+            elif rid == 2 and reply.HasField("subscribe"):
+                conn.set_ready()
+            elif rid >= PUB_ID0 and reply.HasField("publish"):
+                conn.on_ack(rid - PUB_ID0, None)
+            else:
+                conn.unexpected_other += 1
+
+    def publish_frame(self, seq: int, t_ns: int) -> bytes:
+        data = b'{"s":%d,"t":%d}' % (seq, t_ns)
+        request = self.pb.PublishRequest(channel=CHANNEL, data=data)
+        return self._command(id=PUB_ID0 + seq, publish=request)
+
+
 class SocketIODialect(Dialect):
     """Engine.IO 4 / Socket.IO 5 over a WebSocket: one packet per frame."""
 
@@ -371,6 +483,7 @@ class WebsocketsDialect(Dialect):
 
 DIALECTS: dict[str, Dialect] = {
     "sluiceway": CentrifugoDialect(),
+    "sluiceway-protobuf": CentrifugoProtobufDialect(),
     "python-socketio": SocketIODialect(),
     "websockets": WebsocketsDialect(),
 }
@@ -387,6 +500,7 @@ class WsConn(asyncio.Protocol):
 
     __slots__ = (
         "buf",
+        "bytes_in",
         "closing",
         "count",
         "data_lines",
@@ -445,6 +559,7 @@ class WsConn(asyncio.Protocol):
         self.pings_answered = 0
         self.unexpected_data = 0
         self.unexpected_other = 0
+        self.bytes_in = 0  # bytes read from the socket (frames, upgrade included)
         self.on_ack_cb: Callable[[int, str | None], None] | None = None
         self.on_lost_cb: Callable[[], None] | None = None
         self.done = False
@@ -503,6 +618,7 @@ class WsConn(asyncio.Protocol):
     # -- receiving -----------------------------------------------------------------------
 
     def data_received(self, data: bytes) -> None:
+        self.bytes_in += len(data)
         if not self.open:
             head = self.head + data
             end = head.find(b"\r\n\r\n")
@@ -556,7 +672,7 @@ class WsConn(asyncio.Protocol):
                 b0, start, end = f
                 pos = end
                 op = b0 & 0x0F
-                if op == 0x1:
+                if op in (0x1, 0x2):
                     if reply := dialect.ping_reply(buf[start:end]):
                         self.write(reply)
                         self.pings_answered += 1
@@ -582,7 +698,7 @@ class WsConn(asyncio.Protocol):
                 pos = end
                 self.frames += 1
                 op = b0 & 0x0F
-                if op == 0x1:
+                if op in (0x1, 0x2):
                     dialect.on_text(self, buf[start:end])
                 elif op >= 0x8:
                     self._control(op, buf[start:end])
@@ -621,7 +737,7 @@ class WsConn(asyncio.Protocol):
             while (f := frame_at(stream, pos)) is not None:
                 b0, start, end = f
                 pos = end
-                if b0 & 0x0F in (0x0, 0x1):  # text, or a continuation of one
+                if b0 & 0x0F in (0x0, 0x1, 0x2):  # text, binary, or a continuation
                     payloads.append(stream[start:end])
                     self.frames += 1
         except ValueError as exc:
@@ -659,7 +775,8 @@ async def open_conns(
     """Open `count` connections and take each through its setup (subscribed / joined), at most
     `concurrency` in flight. Returns (ready ones, errors, seconds until the last was ready).
     On expiry of `limit_s` every connection made is closed."""
-    request = upgrade_request(dialect.pub_path if role == "pub" else dialect.sub_path, port)
+    path = dialect.pub_path if role == "pub" else dialect.sub_path
+    request = upgrade_request(path, port, dialect.subprotocol)
 
     def describe(exc: Exception) -> str:
         return str(exc) if isinstance(exc, ConnectionError) else repr(exc)
@@ -852,7 +969,16 @@ async def phase_throughput(srv: Proc, args: argparse.Namespace) -> dict[str, Any
         # One publisher connection: every subscriber must see the events in order. Frames
         # are counted while the streams are parsed.
         res = throughput_result(
-            sink, subs, stats, info, args, 1, more=lambda: {"frames_received": frame_count(subs)}
+            sink,
+            subs,
+            stats,
+            info,
+            args,
+            1,
+            more=lambda: {
+                "frames_received": frame_count(subs),
+                "bytes_received": sum(s.bytes_in for s in subs),
+            },
         )
         return {**res, **conn_notes(subs), "error_samples": error_samples(subs)}
     finally:
@@ -906,7 +1032,10 @@ def render_table(results: dict[str, Any], args: argparse.Namespace) -> str:
         ("status", delivery_status),
     ]
     cpu = ("server CPU s, process CPU server / loadgen", cpu_cell)
-    frames = [("frames received per event", per_event_frames)]
+    frames = [
+        ("frames received per event", per_event_frames),
+        ("bytes received per event and subscriber", per_event_bytes),
+    ]
     rows = fanout_rows(results, args, cpu, idle_title, idle, per_event=frames)
     lines = md_table(["metric", *names], rows, right=True)
 
@@ -971,6 +1100,14 @@ def per_event_frames(r: dict[str, Any]) -> str:
     if not frames or not subs or not events:
         return "-"
     return f"{frames / (subs * events):.2f}"
+
+
+def per_event_bytes(r: dict[str, Any]) -> str:
+    """Bytes on the wire (WebSocket frames, upgrade and setup included) per delivery."""
+    received, subs, events = r.get("bytes_received"), r.get("subscribers"), r.get("events")
+    if not received or not subs or not events:
+        return "-"
+    return f"{received / (subs * events):.1f}"
 
 
 def machine_info(args: argparse.Namespace) -> dict[str, Any]:

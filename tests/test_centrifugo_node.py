@@ -40,8 +40,18 @@ def server() -> Iterator[ServerProcess]:
     server.stop()
 
 
-def _command(node: str, server: ServerProcess, scenario: str, channel: str) -> list[str]:
-    return [node, str(SCRIPT), server.url, scenario, channel, str(COUNT)]
+@pytest.fixture(params=["json", "protobuf"])
+def encoding(request: pytest.FixtureRequest) -> str:
+    """Each test in both of the SDK's encodings (its default build, and its Protobuf build
+    over the ``centrifuge-protobuf`` subprotocol)."""
+    value: str = request.param
+    return value
+
+
+def _command(
+    node: str, server: ServerProcess, scenario: str, channel: str, encoding: str
+) -> list[str]:
+    return [node, str(SCRIPT), server.url, scenario, channel, str(COUNT), encoding]
 
 
 def _parse(scenario: str, returncode: int, stdout: str, stderr: str) -> dict[str, Any]:
@@ -53,9 +63,11 @@ def _parse(scenario: str, returncode: int, stdout: str, stderr: str) -> dict[str
     return result
 
 
-def run_scenario(node: str, server: ServerProcess, scenario: str, channel: str) -> dict[str, Any]:
+def run_scenario(
+    node: str, server: ServerProcess, scenario: str, channel: str, encoding: str
+) -> dict[str, Any]:
     result = subprocess.run(
-        _command(node, server, scenario, channel),
+        _command(node, server, scenario, channel, encoding),
         cwd=NODE_DIR,
         capture_output=True,
         text=True,
@@ -80,14 +92,14 @@ def offset_of(event_id: str) -> int:
 
 
 async def test_roundtrip_between_sdk_http_and_sse(
-    node: str, server: ServerProcess, topic: str
+    node: str, server: ServerProcess, topic: str, encoding: str
 ) -> None:
     """The SDK's publish reaches the SDK's subscription and an SSE subscriber; publications made
     over HTTP reach the SDK, in order, with the offsets of the hub's ids."""
     channel = f"chat:{topic}"
     async with client_for(server) as http, open_stream(http, f"/topics/{channel}") as sse:
         proc = await asyncio.create_subprocess_exec(
-            *_command(node, server, "roundtrip", channel),
+            *_command(node, server, "roundtrip", channel, encoding),
             cwd=NODE_DIR,
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.PIPE,
@@ -112,8 +124,10 @@ async def test_roundtrip_between_sdk_http_and_sse(
     assert [offset_of(event_id) for event_id in result["ids"]] == list(range(2, COUNT + 2))
 
 
-def test_publish_outside_allowed_channels_is_denied(node: str, server: ServerProcess) -> None:
-    result = run_scenario(node, server, "denied", "news:not-allowed")
+def test_publish_outside_allowed_channels_is_denied(
+    node: str, server: ServerProcess, encoding: str
+) -> None:
+    result = run_scenario(node, server, "denied", "news:not-allowed", encoding)
     assert result == {
         "scenario": "denied",
         "published": False,
@@ -122,11 +136,13 @@ def test_publish_outside_allowed_channels_is_denied(node: str, server: ServerPro
     assert server_history(server, "news:not-allowed") == []
 
 
-def test_recovery_after_a_lost_connection(node: str, server: ServerProcess, topic: str) -> None:
+def test_recovery_after_a_lost_connection(
+    node: str, server: ServerProcess, topic: str, encoding: str
+) -> None:
     """The socket dies; what was published meanwhile arrives on resubscribe, flagged recovered,
     with no loss and no duplicate. ``since`` a known position recovers from there; ``since`` a
     position in another epoch says plainly that it did not recover and replays nothing."""
-    result = run_scenario(node, server, "recover", f"feed.{topic}")
+    result = run_scenario(node, server, "recover", f"feed.{topic}", encoding)
 
     assert result["disconnect"]["code"] == 1  # connectingCodes.transportClosed
     first, again = result["subscribed"]
@@ -151,8 +167,8 @@ def test_recovery_after_a_lost_connection(node: str, server: ServerProcess, topi
     assert result["bogusReceived"] == []
 
 
-def test_history_and_presence(node: str, server: ServerProcess, topic: str) -> None:
-    result = run_scenario(node, server, "history", f"feed.{topic}")
+def test_history_and_presence(node: str, server: ServerProcess, topic: str, encoding: str) -> None:
+    result = run_scenario(node, server, "history", f"feed.{topic}", encoding)
 
     epoch = result["ids"][0].rpartition("-")[0]
     everything = list(range(1, COUNT + 1))

@@ -1,8 +1,10 @@
 // The official centrifuge-js client (npm "centrifuge") against `sluiceway serve`.
 //
-//   node centrifuge_scenarios.mjs <base-url> <scenario> <channel> [count]
+//   node centrifuge_scenarios.mjs <base-url> <scenario> <channel> [count] [json|protobuf]
 //
-// Connects anonymously to <base-url>/connection/websocket (Centrifugo's JSON protocol), runs one
+// Connects anonymously to <base-url>/connection/websocket (Centrifugo's JSON protocol, or with
+// "protobuf" the SDK's Protobuf build, which sends and receives data as bytes: this script
+// encodes and decodes them as UTF-8 JSON, so that both encodings print the same), runs one
 // scenario, prints ONE line of JSON on stdout and exits 0; on failure the error goes to stderr
 // and the exit status is 1. Publications made over HTTP go through `POST <base>/topics/<channel>`
 // with {"data": {"seq": i}}. Run by tests/test_centrifugo_node.py, which asserts on the output.
@@ -17,10 +19,15 @@
 //   history    <count> publications over HTTP, then sub.history() in several forms, presence and
 //              presence stats (with a second client subscribed too).
 
-import { Centrifuge } from 'centrifuge';
 import WebSocket from 'ws';
 
-const [base, scenario, channel, countArg] = process.argv.slice(2);
+const [base, scenario, channel, countArg, encoding = 'json'] = process.argv.slice(2);
+const protobuf = encoding === 'protobuf';
+const { Centrifuge } = await import(protobuf ? 'centrifuge/build/protobuf' : 'centrifuge');
+/** Data as the SDK takes it: JSON values, or their UTF-8 JSON bytes in Protobuf. */
+const encode = (value) => (protobuf ? new TextEncoder().encode(JSON.stringify(value)) : value);
+/** Data as the SDK gives it, back to a JSON value. */
+const decode = (data) => (protobuf ? JSON.parse(new TextDecoder().decode(data)) : data);
 const count = Number(countArg ?? 5);
 const wsUrl = base.replace(/^http/, 'ws') + '/connection/websocket';
 const TIMEOUT_MS = 10_000;
@@ -65,7 +72,7 @@ function collect(sub) {
   const offsets = [];
   const waiters = [];
   sub.on('publication', (ctx) => {
-    received.push(ctx.data);
+    received.push(decode(ctx.data));
     offsets.push(ctx.offset ?? null);
     for (const w of waiters.filter((w) => received.length >= w.n)) w.resolve();
   });
@@ -107,7 +114,7 @@ async function roundtrip() {
   const subscribed = once(sub, 'subscribed');
   sub.subscribe();
   const ctx = await subscribed;
-  await sub.publish({ seq: 0, from: 'js' });
+  await sub.publish(encode({ seq: 0, from: 'js' }));
   await got.waitFor(1); // our own publication, back over the subscription
   const ids = [];
   for (let seq = 1; seq <= count; seq++) ids.push((await httpPublish({ seq, from: 'http' })).id);
@@ -120,7 +127,7 @@ async function denied() {
   const client = newClient();
   await connected(client);
   try {
-    await client.publish(channel, { seq: 0 });
+    await client.publish(channel, encode({ seq: 0 }));
     return { published: true };
   } catch (err) {
     return { published: false, error: { code: err.code, message: err.message } };
@@ -206,7 +213,7 @@ async function history() {
   await otherSubscribed;
 
   const brief = (h) => ({
-    data: h.publications.map((p) => p.data),
+    data: h.publications.map((p) => decode(p.data)),
     offsets: h.publications.map((p) => p.offset),
     offset: h.offset,
     epoch: h.epoch,

@@ -1,4 +1,5 @@
-"""WebSockets that speak Centrifugo's bidirectional client protocol (JSON), over the hub.
+"""WebSockets that speak Centrifugo's bidirectional client protocol (JSON or Protobuf), over the
+hub.
 
 Maintained client SDKs (JavaScript, Python, Swift, Kotlin, Dart, Go) connect unchanged; their
 channels are the hub's topics, with the same history, epoch and offsets as SSE.

@@ -25,6 +25,7 @@ from functools import partial
 from typing import TYPE_CHECKING, Any, Protocol
 
 from sluiceway.centrifugo import codes
+from sluiceway.centrifugo.codec import JSON, Codec
 from sluiceway.centrifugo.codes import Disconnect
 from sluiceway.centrifugo.options import Client
 from sluiceway.centrifugo.protocol import (
@@ -68,12 +69,14 @@ DIRECT_WRITER = "sluiceway.direct_text_writer"
 
 
 class DirectWriter(Protocol):
-    """Writes whole text frames to the socket without a task switch (``sluiceway serve``
-    offers one, see :mod:`sluiceway.server.native_ws`); without it, frames go through ASGI."""
+    """Writes whole frames to the socket without a task switch (``sluiceway serve`` offers
+    one, see :mod:`sluiceway.server.native_ws`); without it, frames go through ASGI."""
 
     def writable(self) -> bool: ...
 
     def write_text(self, payload: bytes) -> None: ...
+
+    def write_binary(self, payload: bytes) -> None: ...
 
     async def wait_writable(self) -> bool:
         """Wait until the socket takes more; False when it never will (closing)."""
@@ -121,6 +124,7 @@ class Connection:
         "_send",
         "_wakeup",
         "_writer",
+        "codec",
         "disconnect",
         "done",
         "endpoint",
@@ -137,6 +141,7 @@ class Connection:
         send: Send,
         headers: list[tuple[bytes, bytes]],
         direct: DirectWriter | None = None,
+        codec: Codec = JSON,
     ) -> None:
         self.endpoint = endpoint
         self._direct = direct
@@ -146,8 +151,9 @@ class Connection:
         loop = asyncio.get_running_loop()
         self._loop = loop
         self.protocol = CentrifugoProtocol(
-            endpoint.options, loop.time(), headers=headers, stats=endpoint.stats
+            endpoint.options, loop.time(), headers=headers, stats=endpoint.stats, codec=codec
         )
+        self.codec = codec
         self.subscriptions: dict[str, Subscription] = {}  # followed, in the protocol's channels
         #: Subscribed in the hub by the running command, not followed yet (made when needed).
         self._opening: dict[str, Subscription] | None = None
@@ -273,7 +279,10 @@ class Connection:
             return []
         topic = subscription.log
         publication_for = self.endpoint.publication_for
-        return [publication_for(topic, offset) for offset in range(taken[0] + 1, taken[1] + 1)]
+        codec = self.codec
+        return [
+            publication_for(topic, offset, codec) for offset in range(taken[0] + 1, taken[1] + 1)
+        ]
 
     async def _follow(self, request: Follow) -> None:
         channel = request.channel
@@ -320,7 +329,7 @@ class Connection:
             topic.head,
             topic.base,
             offsets,
-            partial(self.endpoint.publication_for, topic),
+            partial(self.endpoint.publication_for, topic, codec=self.codec),
         )
 
     def _sync(self) -> None:
@@ -377,7 +386,7 @@ class Connection:
             frame = self._collect()
             if frame is None:
                 return
-            direct.write_text(frame)
+            self._write_frame(direct, frame)
             if not self._more:
                 return  # everything pending fitted in that frame
         if self._writer is None:  # (closing may have started one meanwhile)
@@ -448,10 +457,13 @@ class Connection:
                 frame = self._collect()
                 if frame is not None:
                     if direct is not None:
-                        direct.write_text(frame)
+                        self._write_frame(direct, frame)
                         continue
                     self._blocked()
-                    await self._send({"type": "websocket.send", "text": frame.decode()})
+                    if self.codec.binary:
+                        await self._send({"type": "websocket.send", "bytes": frame})
+                    else:
+                        await self._send({"type": "websocket.send", "text": frame.decode()})
                     self._unblocked()
                     continue
                 if self.disconnect is not None:
@@ -468,6 +480,12 @@ class Connection:
         if not self._close_started:
             self._close_started = True
             await self._send_close(within=None)
+
+    def _write_frame(self, direct: DirectWriter, frame: bytes) -> None:
+        if self.codec.binary:
+            direct.write_binary(frame)
+        else:
+            direct.write_text(frame)
 
     async def _send_close(self, *, within: float | None) -> None:
         disconnect = self.disconnect or codes.SHUTDOWN
@@ -498,20 +516,21 @@ class Connection:
             self._more = budget <= 0
         if not parts:
             return None
-        return parts[0] if len(parts) == 1 else b"\n".join(parts)
+        return parts[0] if len(parts) == 1 else self.codec.separator.join(parts)
 
     def _read(
         self, channel: str, subscription: Subscription, parts: list[bytes], budget: int
     ) -> int:
         topic = subscription.log
         push_for = self.endpoint.push_for
+        codec = self.codec
         delivered = 0
         while budget > 0:
             taken = subscription.take(BATCH)
             if taken is None:
                 break
             for offset in range(taken[0] + 1, taken[1] + 1):
-                push = push_for(topic, channel, offset)
+                push = push_for(topic, channel, offset, codec)
                 parts.append(push)
                 budget -= len(push)
             delivered += taken[1] - taken[0]

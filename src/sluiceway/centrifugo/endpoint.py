@@ -10,7 +10,8 @@ from typing import Any
 import orjson
 
 from sluiceway.asgi.shutdown import register
-from sluiceway.centrifugo import codes, frames
+from sluiceway.centrifugo import codes
+from sluiceway.centrifugo.codec import JSON, PROTOBUF_SUBPROTOCOL, Codec, for_subprotocols
 from sluiceway.centrifugo.connection import DIRECT_WRITER, Connection, Receive, Send
 from sluiceway.centrifugo.options import CentrifugoOptions
 from sluiceway.centrifugo.presence import MemoryPresence, Presence
@@ -48,7 +49,7 @@ class CentrifugoEndpoint:
         self.presence: Presence = presence or MemoryPresence()
         self.stats = EndpointStats()
         self.connections: set[Connection] = set()
-        self._pushes: dict[tuple[str, str, int], bytes] = {}
+        self._pushes: dict[tuple[str, str, int, str], bytes] = {}
         self._sweeper: asyncio.Task[None] | None = None
         self._closing = False
         self._all_gone: asyncio.Event | None = None
@@ -69,13 +70,19 @@ class CentrifugoEndpoint:
         if self._closing:
             await send({"type": "websocket.close", "code": 1013})  # try again later
             return
-        await send({"type": "websocket.accept"})
+        codec = for_subprotocols(scope.get("subprotocols") or [])
+        accept: dict[str, Any] = {"type": "websocket.accept"}
+        if codec.binary:
+            accept["subprotocol"] = PROTOBUF_SUBPROTOCOL
+        await send(accept)
         direct = scope.get("extensions", {}).get(DIRECT_WRITER)
         headers = scope["headers"]
         if not self._hooks_read_headers:
             # Nothing will read them again: an idle connection need not keep them (~1 KiB).
             scope["headers"] = []
-        connection = Connection(self, send, headers if self._hooks_read_headers else [], direct)
+        connection = Connection(
+            self, send, headers if self._hooks_read_headers else [], direct, codec
+        )
         self.connections.add(connection)
         self.stats.connections_opened += 1
         self._ensure_sweeper()
@@ -90,17 +97,20 @@ class CentrifugoEndpoint:
 
     # -- encoding once -----------------------------------------------------------------------
 
-    def publication_for(self, topic: RetainedTopic, offset: int) -> bytes:
+    def publication_for(self, topic: RetainedTopic, offset: int, codec: Codec = JSON) -> bytes:
         """The Publication object of a retained event."""
         event, data, _ = topic.record_at(offset)
-        return frames.publication(offset, frames.json_data(data), event)
+        return codec.publication(offset, data, event)
 
-    def push_for(self, topic: RetainedTopic, channel: str, offset: int) -> bytes:
-        """The publication push of a retained event, shared by every connection."""
-        key = (topic.epoch, channel, offset)
+    def push_for(
+        self, topic: RetainedTopic, channel: str, offset: int, codec: Codec = JSON
+    ) -> bytes:
+        """The publication push of a retained event, shared by every connection (of one
+        format)."""
+        key = (topic.epoch, channel, offset, codec.name)
         push = self._pushes.get(key)
         if push is None:
-            push = frames.publication_push(channel, self.publication_for(topic, offset))
+            push = codec.publication_push(channel, self.publication_for(topic, offset, codec))
             pushes = self._pushes
             if len(pushes) >= PUSH_CACHE_SIZE:
                 del pushes[next(iter(pushes))]

@@ -41,8 +41,10 @@ from sluiceway import __version__
 from sluiceway.auth import AuthError, Grants, TokenError
 from sluiceway.auth.resources import is_internal_topic
 from sluiceway.centrifugo import codes, frames
+from sluiceway.centrifugo.codec import JSON, Codec
 from sluiceway.centrifugo.codes import Disconnect, ReplyError
 from sluiceway.centrifugo.options import CentrifugoOptions, Client
+from sluiceway.centrifugo.protobuf_frames import RawData
 from sluiceway.centrifugo.stats import EndpointStats
 from sluiceway.ids import Position
 
@@ -194,6 +196,7 @@ class CentrifugoProtocol:
         "_tokens_at",
         "channels",
         "client",
+        "codec",
         "connected",
         "disconnect",
         "expires_at",
@@ -211,8 +214,11 @@ class CentrifugoProtocol:
         *,
         headers: list[tuple[bytes, bytes]] | None = None,
         stats: EndpointStats | None = None,
+        codec: Codec = JSON,
     ) -> None:
         self.options = options
+        #: The format of this connection's frames (JSON text, or Protobuf binary).
+        self.codec = codec
         self.stats = stats if stats is not None else EndpointStats()
         self.client = Client(
             id=str(uuid.uuid4()),
@@ -249,17 +255,37 @@ class CentrifugoProtocol:
     # -- input ---------------------------------------------------------------------------------
 
     def receive_text(self, frame: str, now: float) -> None:
-        """A text frame from the client (one or more commands)."""
+        """A text frame from the client (one or more commands, in JSON)."""
         if self.disconnect is not None:
             return  # closing: what the client still sends is moot
         if len(frame) > self.options.max_frame_bytes:
             self.close(codes.MESSAGE_TOO_LARGE)
+            return
+        if self.codec.binary:
+            self.close(codes.BAD_REQUEST)  # Protobuf comes in binary frames only
             return
         try:
             commands = frames.parse_frame(frame)
         except Disconnect as disconnect:
             self.close(disconnect)
             return
+        self._received(commands, now)
+
+    def receive_bytes(self, frame: bytes, now: float) -> None:
+        """A binary frame: Protobuf commands, or the JSON format's text in UTF-8."""
+        if self.disconnect is not None:
+            return
+        if len(frame) > self.options.max_frame_bytes:
+            self.close(codes.MESSAGE_TOO_LARGE)
+            return
+        try:
+            commands = self.codec.parse_frame(frame)
+        except Disconnect as disconnect:
+            self.close(disconnect)
+            return
+        self._received(commands, now)
+
+    def _received(self, commands: list[frames.Command], now: float) -> None:
         if not commands:
             return
         self._now = now
@@ -268,17 +294,6 @@ class CentrifugoProtocol:
         else:
             self._commands.extend(commands)
         self._run()
-
-    def receive_bytes(self, frame: bytes, now: float) -> None:
-        """A binary frame: the JSON protocol's text, in UTF-8."""
-        if self.disconnect is not None:
-            return
-        try:
-            text = frame.decode()
-        except UnicodeDecodeError:
-            self.close(codes.BAD_REQUEST)
-            return
-        self.receive_text(text, now)
 
     def next_request(self) -> Request[Any] | None:
         """What the protocol waits for (the same request until it is answered); None when
@@ -319,7 +334,7 @@ class CentrifugoProtocol:
             self.close(codes.SUB_EXPIRED)
         elif now >= self.next_ping:
             self.next_ping = now + options.ping_interval
-            self._out.append(frames.PING)
+            self._out.append(self.codec.ping)
             if self.pong_deadline is None:
                 self.pong_deadline = now + options.pong_timeout
 
@@ -341,7 +356,7 @@ class CentrifugoProtocol:
             return
         self._forget(channel)
         body = {"code": codes.UNSUBSCRIBE_SERVER, "reason": "finished"}
-        self._out.append(frames.push(channel, "unsubscribe", body))
+        self._out.append(self.codec.push(channel, "unsubscribe", body))
 
     # -- output --------------------------------------------------------------------------------
 
@@ -402,7 +417,7 @@ class CentrifugoProtocol:
             if self._refused_in_row > self.options.command_burst:
                 self.close(codes.TOO_MANY_REQUESTS)
             else:
-                self._out.append(frames.error_reply(command.id, codes.too_many_requests()))
+                self._out.append(self.codec.error_reply(command.id, codes.too_many_requests()))
             return
         self._refused_in_row = 0
         self._command = command
@@ -431,12 +446,12 @@ class CentrifugoProtocol:
         command = self._command
         assert command is not None
         if isinstance(error, ReplyError):
-            self._out.append(frames.error_reply(command.id, error))
+            self._out.append(self.codec.error_reply(command.id, error))
         elif isinstance(error, Disconnect):
             self.close(error)
         else:
             logger.error("centrifugo %s command failed", command.method, exc_info=error)
-            self._out.append(frames.error_reply(command.id, codes.internal()))
+            self._out.append(self.codec.error_reply(command.id, codes.internal()))
 
     def _take_token(self) -> bool:
         now = self._now
@@ -452,7 +467,7 @@ class CentrifugoProtocol:
         return True
 
     def _reply(self, command: frames.Command, result: dict[str, Any] | None = None) -> None:
-        self._out.append(frames.reply(command.id, command.method, result))
+        self._out.append(self.codec.reply(command.id, command.method, result))
 
     # -- commands ------------------------------------------------------------------------------
 
@@ -490,7 +505,7 @@ class CentrifugoProtocol:
             raise codes.limit_exceeded()
         data = None
         if options.hooks.on_connect is not None:
-            data = yield from _ask(ConnectHook(client, params.get("data")))
+            data = yield from _ask(ConnectHook(client, _hook_data(params.get("data"))))
         subs_param = params.get("subs")
         positions: dict[str, Any] = subs_param if isinstance(subs_param, dict) else {}
         subs: dict[str, Any] = {}
@@ -589,7 +604,7 @@ class CentrifugoProtocol:
             recovered = (offset == 0 and opened.base == 1) if not epoch else not opened.lost
             result.update(was_recovering=True, recovered=recovered)
             if opened.publications:
-                result["publications"] = [orjson.Fragment(p) for p in opened.publications]
+                result["publications"] = [self.codec.encoded(p) for p in opened.publications]
         result["offset"] = opened.offset
         return result
 
@@ -616,7 +631,7 @@ class CentrifugoProtocol:
             # needs a grant on it, "name#users" one of its users or a grant naming it.
             raise codes.permission_denied()
         if self.options.hooks.on_subscribe is not None:
-            yield from _ask(SubscribeHook(self.client, channel, params.get("data")))
+            yield from _ask(SubscribeHook(self.client, channel, _hook_data(params.get("data"))))
         return expires, info
 
     def _channel(self, params: dict[str, Any]) -> str:
@@ -663,15 +678,10 @@ class CentrifugoProtocol:
             raise codes.bad_request("data is required")
         if not self.options.may_publish(self.client, channel):
             raise codes.permission_denied()
-        data = params["data"]
+        data = _hook_data(params["data"])
         if self.options.hooks.on_publish is not None:
             data = yield from _ask(PublishHook(self.client, channel, data))
-        try:
-            # Always JSON, strings included, so that subscribers get back exactly what was sent.
-            text = orjson.dumps(data).decode()
-        except orjson.JSONEncodeError:  # nested deeper than JSON may be written back
-            raise codes.bad_request("data cannot be published as JSON") from None
-        yield from _ask(Publish(channel, text))
+        yield from _ask(Publish(channel, _stored_text(data)))
         self._reply(command)
 
     def _presence(self, command: frames.Command) -> Steps:
@@ -702,7 +712,7 @@ class CentrifugoProtocol:
         page: History = yield from _ask(
             GetHistory(channel, None if reverse else after, fetch=limit != 0)
         )
-        publications: list[orjson.Fragment] = []
+        publications: list[Any] = []
         if limit != 0:
             offsets = page.offsets
             if reverse:
@@ -714,7 +724,7 @@ class CentrifugoProtocol:
             if limit > 0:
                 offsets = offsets[:limit]
             publications = [
-                orjson.Fragment(page.publication(offset))
+                self.codec.encoded(page.publication(offset))
                 for offset in offsets
                 if offset >= page.base  # trimmed meanwhile
             ]
@@ -741,7 +751,7 @@ class CentrifugoProtocol:
             if channel in self.channels and not self.options.may_subscribe(client, channel):
                 yield from self._drop(channel)
                 body = {"code": codes.UNSUBSCRIBE_SERVER, "reason": "permission revoked"}
-                self._out.append(frames.push(channel, "unsubscribe", body))
+                self._out.append(self.codec.push(channel, "unsubscribe", body))
 
     def _sub_refresh(self, command: frames.Command) -> None:
         channel = self._subscribed(command.params)
@@ -759,6 +769,23 @@ class CentrifugoProtocol:
 
 
 _NO_INFO: Any = object()  # a subscription token without "info"
+
+
+def _hook_data(value: Any) -> Any:
+    """A command's ``data`` as hooks see it: a JSON value (JSON format) or bytes (Protobuf)."""
+    return value.data if isinstance(value, RawData) else value
+
+
+def _stored_text(data: Any) -> str:
+    """Publication data as the hub stores it: Protobuf bytes as their UTF-8 text, anything
+    else as JSON, strings included (so that JSON subscribers get back exactly what was sent)."""
+    if isinstance(data, bytes):
+        return RawData(data).text()
+    try:
+        return orjson.dumps(data).decode()
+    except orjson.JSONEncodeError:  # nested deeper than JSON may be written back
+        raise codes.bad_request("data cannot be published as JSON") from None
+
 
 #: The handler of each command, by the protocol's method name.
 HANDLERS: dict[str, Handler] = {

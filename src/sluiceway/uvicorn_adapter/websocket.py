@@ -23,15 +23,18 @@ from sluiceway.uvicorn_adapter.internals import (
     ws_transport,
 )
 
+TEXT = 0x81  # FIN + opcode 1
+BINARY = 0x82  # FIN + opcode 2
 
-def text_frame_header(length: int) -> bytes:
-    """The header of an unmasked, final text frame of ``length`` bytes (RFC 6455, 5.2):
-    server frames are not masked, so it depends only on the length."""
+
+def frame_header(length: int, first: int = TEXT) -> bytes:
+    """The header of an unmasked, final frame of ``length`` bytes (RFC 6455, 5.2): server
+    frames are not masked, so it depends only on the length and the opcode."""
     if length < 126:
-        return struct.pack("!BB", 0x81, length)
+        return struct.pack("!BB", first, length)
     if length < 65536:
-        return struct.pack("!BBH", 0x81, 126, length)
-    return struct.pack("!BBQ", 0x81, 127, length)
+        return struct.pack("!BBH", first, 126, length)
+    return struct.pack("!BBQ", first, 127, length)
 
 
 class DirectTextWriter:
@@ -53,7 +56,10 @@ class DirectTextWriter:
         )
 
     def write_text(self, payload: bytes) -> None:
-        self.transport.write(text_frame_header(len(payload)) + payload)
+        self.transport.write(frame_header(len(payload)) + payload)
+
+    def write_binary(self, payload: bytes) -> None:
+        self.transport.write(frame_header(len(payload), BINARY) + payload)
 
     async def wait_writable(self) -> bool:
         if ws_closing(self.protocol):

@@ -1,0 +1,97 @@
+"""The two formats of Centrifugo's client protocol, as one interface: JSON in text frames (the
+default) and Protobuf in binary frames (the ``centrifuge-protobuf`` WebSocket subprotocol, which
+the official SDKs ask for when told to use Protobuf).
+
+The protocol (:mod:`sluiceway.centrifugo.protocol`) builds every reply, push and publication
+through the connection's :class:`Codec`, so both formats have the same semantics and limits.
+
+>>> JSON.reply(1, "publish")
+b'{"id":1,"publish":{}}'
+>>> PROTOBUF.reply(1, "publish")
+b'\\x04\\x08\\x01B\\x00'
+>>> for_subprotocols(["centrifuge-protobuf"]).name
+'protobuf'
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+
+from sluiceway.centrifugo import codes, frames, protobuf_frames
+from sluiceway.centrifugo.frames import Command
+
+#: The WebSocket subprotocol of the Protobuf format.
+PROTOBUF_SUBPROTOCOL = "centrifuge-protobuf"
+
+
+@dataclass(frozen=True, slots=True)
+class Codec:
+    """How one format reads commands and writes replies, pushes and publications."""
+
+    name: str
+    #: Binary WebSocket frames (else text).
+    binary: bool
+    #: The server's ping.
+    ping: bytes
+    #: What joins several messages in one frame.
+    separator: bytes
+    parse_frame: Callable[[bytes], list[Command]]
+    reply: Callable[[int, str, dict[str, Any] | None], bytes]
+    error_reply: Callable[[int, codes.ReplyError], bytes]
+    push: Callable[[str, str, dict[str, Any]], bytes]
+    #: A Publication of stored text ``(offset, data, event type)``.
+    publication: Callable[[int, str, str | None], bytes]
+    #: The push of an encoded Publication to a channel.
+    publication_push: Callable[[str, bytes], bytes]
+    #: An encoded Publication as a value inside a reply (history, recovery).
+    encoded: Callable[[bytes], Any]
+
+
+def _json_publication(offset: int, data: str, event: str | None) -> bytes:
+    return frames.publication(offset, frames.json_data(data), event)
+
+
+def _json_frame(frame: bytes) -> list[Command]:
+    try:
+        text = frame.decode()
+    except UnicodeDecodeError:
+        raise codes.BAD_REQUEST from None
+    return frames.parse_frame(text)
+
+
+JSON = Codec(
+    name="json",
+    binary=False,
+    ping=frames.PING,
+    separator=b"\n",
+    parse_frame=_json_frame,
+    reply=frames.reply,
+    error_reply=frames.error_reply,
+    push=frames.push,
+    publication=_json_publication,
+    publication_push=frames.publication_push,
+    encoded=orjson.Fragment,
+)
+
+PROTOBUF = Codec(
+    name="protobuf",
+    binary=True,
+    ping=protobuf_frames.PING,
+    separator=b"",
+    parse_frame=protobuf_frames.parse_frame,
+    reply=protobuf_frames.reply,
+    error_reply=protobuf_frames.error_reply,
+    push=protobuf_frames.push,
+    publication=protobuf_frames.publication,
+    publication_push=protobuf_frames.publication_push,
+    encoded=protobuf_frames.Encoded,
+)
+
+
+def for_subprotocols(offered: list[str]) -> Codec:
+    """The format a WebSocket handshake asks for (its ``Sec-WebSocket-Protocol`` list)."""
+    return PROTOBUF if PROTOBUF_SUBPROTOCOL in offered else JSON
