@@ -24,12 +24,15 @@ from collections.abc import Awaitable, Callable
 from functools import partial
 from typing import TYPE_CHECKING, Any, Protocol
 
-from sluiceway.centrifugo import codes
+import orjson
+
+from sluiceway.centrifugo import codes, join_leave
 from sluiceway.centrifugo.codec import JSON, Codec
 from sluiceway.centrifugo.codes import Disconnect
 from sluiceway.centrifugo.options import Client
 from sluiceway.centrifugo.protocol import (
     CentrifugoProtocol,
+    ClientInfo,
     ConnectHook,
     Follow,
     GetHistory,
@@ -128,6 +131,7 @@ class Connection:
         "disconnect",
         "done",
         "endpoint",
+        "hearing",
         "hub",
         "options",
         "paused",
@@ -155,6 +159,8 @@ class Connection:
         )
         self.codec = codec
         self.subscriptions: dict[str, Subscription] = {}  # followed, in the protocol's channels
+        #: The channels whose joins and leaves this client hears (made when first needed).
+        self.hearing: dict[str, Subscription] | None = None
         #: Subscribed in the hub by the running command, not followed yet (made when needed).
         self._opening: dict[str, Subscription] | None = None
         self.disconnect: Disconnect | None = None  # the protocol's, once acted on
@@ -223,7 +229,7 @@ class Connection:
             case Follow():
                 return await self._follow(request)
             case Unsubscribe():
-                return await self._unsubscribe(request.channel)
+                return await self._unsubscribe(request.channel, request.info)
             case Publish():
                 try:
                     await self.hub.publish(request.channel, request.data)
@@ -299,16 +305,61 @@ class Connection:
         if self._blocked_since is not None:
             subscription.blocked(self._blocked_since)
         subscription.attach(self)
+        if request.join_leave:  # before our own join: the client hears it too
+            await self._hear_join_leave(channel)
         try:
             await self.endpoint.presence.add(channel, self.protocol.client.id, request.info)
         except Exception:  # presence is advisory, and the sweeper renews it
             logger.warning("could not record presence in %r", channel, exc_info=True)
+        await self._announce(channel, join_leave.JOIN, request.info)
 
-    async def _unsubscribe(self, channel: str) -> None:
+    async def _unsubscribe(self, channel: str, info: ClientInfo) -> None:
         subscription = self.subscriptions.pop(channel, None)
+        self._stop_hearing(channel)
         if subscription is not None:
             subscription.release()
             await self.endpoint.presence.remove(channel, self.protocol.client.id)
+            await self._announce(channel, join_leave.LEAVE, info)
+
+    # -- joins and leaves (see sluiceway.centrifugo.join_leave) ------------------------------
+
+    async def _hear_join_leave(self, channel: str) -> None:
+        """Follow the channel's joins and leaves from now on."""
+        try:
+            heard = await self.hub.subscribe([join_leave.topic_of(channel)])
+        except Exception:  # the channel itself is followed: only its joins are missing
+            logger.warning("cannot follow the joins and leaves of %r", channel, exc_info=True)
+            return
+        if self.hearing is None:
+            self.hearing = {}
+        self._stop_hearing(channel)
+        self.hearing[channel] = heard
+        heard.attach(self)
+
+    def _stop_hearing(self, channel: str) -> None:
+        if self.hearing is not None and (heard := self.hearing.pop(channel, None)):
+            heard.release()
+
+    async def _announce(self, channel: str, kind: str, info: ClientInfo) -> None:
+        if not self.options.announces_join_leave(channel):
+            return
+        try:
+            await self.hub.publish(join_leave.topic_of(channel), info, event=kind)
+        except Exception:  # announcements are advisory; presence still says who is there
+            logger.warning("could not announce a %s in %r", kind, channel, exc_info=True)
+
+    def _read_join_leave(self, parts: list[bytes]) -> None:
+        assert self.hearing is not None
+        push = self.codec.push
+        for channel, heard in list(self.hearing.items()):
+            topic = heard.log
+            while (taken := heard.take(BATCH)) is not None:
+                for offset in range(taken[0] + 1, taken[1] + 1):
+                    kind, data, _ = topic.record_at(offset)
+                    if kind in (join_leave.JOIN, join_leave.LEAVE):
+                        parts.append(push(channel, kind, {"info": orjson.loads(data)}))
+            if heard.close_reason is not None:  # best effort: overflow or resync end them
+                self._stop_hearing(channel)
 
     async def _history(self, request: GetHistory) -> History:
         subscription = self.subscriptions.get(request.channel)
@@ -429,6 +480,10 @@ class Connection:
     def _release_all(self) -> None:
         for subscription in self.subscriptions.values():
             subscription.release()
+        if self.hearing is not None:
+            for heard in self.hearing.values():
+                heard.release()
+            self.hearing = None
 
     def _blocked(self) -> None:
         now = self._loop.time()
@@ -506,6 +561,8 @@ class Connection:
         if self.disconnect is None:
             budget = self.options.max_send_frame_bytes - sum(map(len, parts))
             finished = False
+            if self.hearing:
+                self._read_join_leave(parts)
             for channel, subscription in list(self.subscriptions.items()):
                 budget = self._read(channel, subscription, parts, budget)
                 if subscription.close_reason is not None:
@@ -574,6 +631,8 @@ class Connection:
         for channel in channels:
             with contextlib.suppress(Exception):
                 await self.endpoint.presence.remove(channel, client.id)
+            if protocol.connected:
+                await self._announce(channel, join_leave.LEAVE, protocol.presence_info(channel))
         hook = self.options.hooks.on_disconnect
         disconnect = protocol.disconnect
         if hook is not None and protocol.connected and disconnect is not None:

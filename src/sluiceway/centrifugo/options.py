@@ -88,6 +88,10 @@ class CentrifugoOptions:
     max_send_frame_bytes: int = 262_144
     #: How long presence entries live without being renewed (shared presence).
     presence_ttl: float = 60.0
+    #: Channels (fnmatch patterns) whose joins and leaves are announced, through the hub, to
+    #: the subscribers that ask for them (``join_leave`` on subscribe); each subscribe and
+    #: unsubscribe there is one more hub publish.
+    join_leave_channels: list[str] = field(default_factory=lambda: ["*"])
     hooks: Hooks = field(default_factory=Hooks)
     #: Subscribe to ordinary channels without a grant.
     anonymous_subscribe: bool = True
@@ -111,6 +115,9 @@ class CentrifugoOptions:
     def may_subscribe(self, client: Client, channel: str) -> bool:
         """Without a subscription token: the rules of every path."""
         return may_read_topic(client.grants, channel)
+
+    def announces_join_leave(self, channel: str) -> bool:
+        return any(fnmatchcase(channel, pattern) for pattern in self.join_leave_channels)
 
     def may_publish(self, client: Client, channel: str) -> bool:
         return (

@@ -119,18 +119,22 @@ class Subscribed:
 
 @dataclass(frozen=True, slots=True)
 class Follow(Request[None]):
-    """Start sending the channel's publications (the reply is queued already) and record the
-    client's presence in it (``info``)."""
+    """Start sending the channel's publications (the reply is queued already), record the
+    client's presence in it (``info``) and announce its join; with ``join_leave``, send the
+    channel's joins and leaves too."""
 
     channel: str
     info: ClientInfo
+    join_leave: bool = False
 
 
 @dataclass(frozen=True, slots=True)
 class Unsubscribe(Request[None]):
-    """Release the channel's subscription and the client's presence in it."""
+    """Release the channel's subscription and the client's presence in it (``info``, as its
+    leave announces it)."""
 
     channel: str
+    info: ClientInfo
 
 
 @dataclass(frozen=True, slots=True)
@@ -582,7 +586,8 @@ class CentrifugoProtocol:
             if self._granted is None:
                 self._granted = set()
             self._granted.add(channel)
-        yield from self._follow(channel, deadline)
+        join_leave = params.get("join_leave") is True
+        yield from self._follow(channel, deadline, join_leave)
 
     def _open(
         self, channel: str, params: dict[str, Any]
@@ -608,9 +613,9 @@ class CentrifugoProtocol:
         result["offset"] = opened.offset
         return result
 
-    def _follow(self, channel: str, deadline: float) -> Steps:
+    def _follow(self, channel: str, deadline: float, join_leave: bool = False) -> Steps:
         self.channels[channel] = deadline
-        yield from _ask(Follow(channel, self.presence_info(channel)))
+        yield from _ask(Follow(channel, self.presence_info(channel), join_leave))
 
     def _authorize(
         self, channel: str, params: dict[str, Any]
@@ -661,9 +666,11 @@ class CentrifugoProtocol:
         self._reply(command)
 
     def _drop(self, channel: str) -> Steps:
-        if self.channels.pop(channel, None) is not None:
+        if channel in self.channels:
+            info = self.presence_info(channel)  # chan_info included: before forgetting it
+            del self.channels[channel]
             self._forget(channel)
-            yield from _ask(Unsubscribe(channel))
+            yield from _ask(Unsubscribe(channel, info))
 
     def _forget(self, channel: str) -> None:
         if self._infos is not None:

@@ -136,6 +136,9 @@ class Settings(BaseSettings):
     ws_connect_timeout: float = Field(10.0, gt=0)
     #: Seconds a presence entry outlives its process (shared presence, Redis).
     ws_presence_ttl: float = Field(60.0, ge=1)
+    #: Channel patterns (fnmatch) whose joins and leaves are announced to the subscribers that
+    #: ask (``join_leave`` on subscribe): one hub publish per subscribe and unsubscribe there.
+    ws_join_leave_channels: list[str] = Field(default_factory=lambda: ["*"])
     #: Largest frame a WebSocket client may send.
     ws_max_frame_bytes: int = Field(65_536, ge=1024)
     ws_max_channels: int = Field(128, ge=1)
@@ -292,6 +295,7 @@ class Settings(BaseSettings):
             pong_timeout=self.ws_pong_timeout,
             connect_timeout=self.ws_connect_timeout,
             presence_ttl=self.ws_presence_ttl,
+            join_leave_channels=list(self.ws_join_leave_channels),
             max_frame_bytes=self.ws_max_frame_bytes,
             max_channels=self.ws_max_channels,
             command_rate=self.ws_command_rate,
