@@ -36,6 +36,13 @@ class Disconnect(Exception):
         return self.code < 3500 or self.code >= 5000 or 4000 <= self.code < 4500
 
 
+def hook_timeout() -> ReplyError:
+    """An application hook (an RPC handler...) did not answer in time: try again."""
+    return ReplyError(
+        100, "internal server error: the application did not answer in time", temporary=True
+    )
+
+
 def internal() -> ReplyError:
     return ReplyError(100, "internal server error", temporary=True)
 

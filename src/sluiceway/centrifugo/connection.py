@@ -41,6 +41,7 @@ from sluiceway.centrifugo.protocol import (
     Publish,
     PublishHook,
     Request,
+    RpcHook,
     Subscribe,
     Subscribed,
     SubscribeHook,
@@ -243,14 +244,28 @@ class Connection:
                 return await self._history(request)
             case ConnectHook():
                 assert hooks.on_connect is not None
-                return await hooks.on_connect(request.client, request.data)
+                return await self._hook(hooks.on_connect(request.client, request.data))
             case SubscribeHook():
                 assert hooks.on_subscribe is not None
-                return await hooks.on_subscribe(request.client, request.channel, request.data)
+                call = hooks.on_subscribe(request.client, request.channel, request.data)
+                return await self._hook(call)
             case PublishHook():
                 assert hooks.on_publish is not None
-                return await hooks.on_publish(request.client, request.channel, request.data)
+                call = hooks.on_publish(request.client, request.channel, request.data)
+                return await self._hook(call)
+            case RpcHook():
+                assert hooks.on_rpc is not None
+                return await self._hook(hooks.on_rpc(request.client, request.method, request.data))
         raise TypeError(f"unknown request {request!r}")
+
+    async def _hook(self, call: Awaitable[Any]) -> Any:
+        """An application hook's result, within ``hook_timeout``."""
+        try:
+            async with asyncio.timeout(self.options.hook_timeout):
+                return await call
+        except TimeoutError:
+            logger.warning("a hook took longer than %.1f s", self.options.hook_timeout)
+            raise codes.hook_timeout() from None
 
     async def _subscribe(self, request: Subscribe) -> Subscribed:
         channel = request.channel

@@ -15,6 +15,7 @@ from sluiceway.centrifugo.codec import JSON, PROTOBUF_SUBPROTOCOL, Codec, for_su
 from sluiceway.centrifugo.connection import DIRECT_WRITER, Connection, Receive, Send
 from sluiceway.centrifugo.options import CentrifugoOptions
 from sluiceway.centrifugo.presence import MemoryPresence, Presence
+from sluiceway.centrifugo.proxy import HttpProxy
 from sluiceway.centrifugo.stats import EndpointStats
 from sluiceway.hub import Hub, RetainedTopic
 
@@ -43,8 +44,12 @@ class CentrifugoEndpoint:
         hub: Hub,
         options: CentrifugoOptions | None = None,
         presence: Presence | None = None,
+        *,
+        proxy: HttpProxy | None = None,
     ) -> None:
+        """``proxy``: the HTTP hooks in ``options`` (closed with the endpoint)."""
         self.hub = hub
+        self._proxy = proxy
         self.options = options or CentrifugoOptions()
         self.presence: Presence = presence or MemoryPresence()
         self.stats = EndpointStats()
@@ -58,6 +63,7 @@ class CentrifugoEndpoint:
             hooks.on_connect is not None
             or hooks.on_subscribe is not None
             or hooks.on_publish is not None
+            or hooks.on_rpc is not None
             or hooks.on_disconnect is not None
         )
 
@@ -163,6 +169,8 @@ class CentrifugoEndpoint:
             self._sweeper.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._sweeper
+        if self._proxy is not None:
+            await self._proxy.aclose()
 
 
 async def _upgrade_required(send: Send) -> None:

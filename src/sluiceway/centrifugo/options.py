@@ -39,6 +39,10 @@ OnSubscribe = Callable[[Client, str, Any], Awaitable[None]]
 #: ``on_publish(client, channel, data)`` returns the data to publish (validated, rewritten);
 #: raise ReplyError to refuse.
 OnPublish = Callable[[Client, str, Any], Awaitable[Any]]
+#: ``on_rpc(client, method, data)`` returns the result's data (a JSON value, or bytes for a
+#: Protobuf client); raise ReplyError (``codes.method_not_found()`` for an unknown method) or
+#: Disconnect to refuse.
+OnRpc = Callable[[Client, str, Any], Awaitable[Any]]
 #: ``on_disconnect(client, code, reason)``.
 OnDisconnect = Callable[[Client, int, str], Awaitable[None]]
 
@@ -48,6 +52,8 @@ class Hooks:
     on_connect: OnConnect | None = None
     on_subscribe: OnSubscribe | None = None
     on_publish: OnPublish | None = None
+    #: Without it, ``rpc`` is answered 104 (method not found).
+    on_rpc: OnRpc | None = None
     on_disconnect: OnDisconnect | None = None
 
 
@@ -93,6 +99,9 @@ class CentrifugoOptions:
     #: unsubscribe there is one more hub publish.
     join_leave_channels: list[str] = field(default_factory=lambda: ["*"])
     hooks: Hooks = field(default_factory=Hooks)
+    #: Seconds a hook (on_connect, on_subscribe, on_publish, on_rpc) may take; past it the
+    #: command is answered 100 (internal error, temporary) and the hook is cancelled.
+    hook_timeout: float = 10.0
     #: Subscribe to ordinary channels without a grant.
     anonymous_subscribe: bool = True
     #: The hub's URL: relative URL patterns in grants resolve against it.

@@ -94,6 +94,15 @@ class PublishHook(Request[Any]):
 
 
 @dataclass(frozen=True, slots=True)
+class RpcHook(Request[Any]):
+    """Call ``hooks.on_rpc(client, method, data)``; resolve with the result's data."""
+
+    client: Client
+    method: str
+    data: Any
+
+
+@dataclass(frozen=True, slots=True)
 class Subscribe(Request["Subscribed"]):
     """Subscribe to ``channel`` in the hub, after ``cursor`` (an event id) when there is one;
     with ``rewind``, from the oldest event history holds; with ``replay``, take what is
@@ -741,6 +750,16 @@ class CentrifugoProtocol:
     def _ping(self, command: frames.Command) -> None:
         self._reply(command)
 
+    def _rpc(self, command: frames.Command) -> Steps:
+        if self.options.hooks.on_rpc is None:
+            raise codes.method_not_found()
+        method = command.params.get("method", "")
+        if not isinstance(method, str):
+            raise codes.bad_request("method must be a string")
+        data = _hook_data(command.params.get("data"))
+        result = yield from _ask(RpcHook(self.client, method, data))
+        self._reply(command, None if result is None else {"data": result})
+
     def _refresh(self, command: frames.Command) -> Steps:
         claims = self._verify(command.params.get("token") or "")
         client = self.client
@@ -804,6 +823,7 @@ HANDLERS: dict[str, Handler] = {
     "presence_stats": CentrifugoProtocol._presence_stats,
     "history": CentrifugoProtocol._history,
     "ping": CentrifugoProtocol._ping,
+    "rpc": CentrifugoProtocol._rpc,
     "refresh": CentrifugoProtocol._refresh,
     "sub_refresh": CentrifugoProtocol._sub_refresh,
 }

@@ -14,6 +14,7 @@ from starlette.middleware.cors import CORSMiddleware
 from starlette.routing import BaseRoute, Route, WebSocketRoute
 
 from sluiceway.centrifugo import CentrifugoEndpoint, MemoryPresence, Presence, RedisPresence
+from sluiceway.centrifugo.proxy import HttpProxy
 from sluiceway.gateway.manager import Generations
 from sluiceway.gateway.stats import GenerationMetrics
 from sluiceway.hub import Hub, HubError
@@ -193,13 +194,22 @@ def make_centrifugo_endpoint(settings: Settings, hub: Hub) -> CentrifugoEndpoint
     if not settings.ws_enabled:
         return None
     options = settings.centrifugo_options()
+    proxy = None
+    if settings.ws_rpc_proxy_url or settings.ws_publish_proxy_url:
+        proxy = HttpProxy(
+            rpc_url=str(settings.ws_rpc_proxy_url) if settings.ws_rpc_proxy_url else None,
+            publish_url=(
+                str(settings.ws_publish_proxy_url) if settings.ws_publish_proxy_url else None
+            ),
+        )
+        options.hooks = proxy.hooks(options.hooks)
     presence: Presence = MemoryPresence()
     if hub.backend is not None:
         from sluiceway.hub.redis_backend import RedisBackend
 
         assert isinstance(hub.backend, RedisBackend)
         presence = RedisPresence(hub.backend.redis, ttl=options.presence_ttl)
-    return CentrifugoEndpoint(hub, options, presence)
+    return CentrifugoEndpoint(hub, options, presence, proxy=proxy)
 
 
 def websocket_routes(endpoint: CentrifugoEndpoint) -> list[BaseRoute]:

@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import urlsplit
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import AnyHttpUrl, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from sluiceway.auth import TokenVerifier
@@ -136,6 +136,14 @@ class Settings(BaseSettings):
     ws_connect_timeout: float = Field(10.0, gt=0)
     #: Seconds a presence entry outlives its process (shared presence, Redis).
     ws_presence_ttl: float = Field(60.0, ge=1)
+    #: The application's URL for clients' ``rpc`` commands (Centrifugo's RPC proxy format,
+    #: see sluiceway.centrifugo.proxy); without it ``rpc`` answers 104.
+    ws_rpc_proxy_url: AnyHttpUrl | None = None
+    #: The application's URL that validates or rewrites what clients publish (it then
+    #: decides where they may publish, as Centrifugo's publish proxy does).
+    ws_publish_proxy_url: AnyHttpUrl | None = None
+    #: Seconds a hook (the proxy's answer) may take; past it the command is answered 100.
+    ws_hook_timeout: float = Field(10.0, gt=0)
     #: Channel patterns (fnmatch) whose joins and leaves are announced to the subscribers that
     #: ask (``join_leave`` on subscribe): one hub publish per subscribe and unsubscribe there.
     ws_join_leave_channels: list[str] = Field(default_factory=lambda: ["*"])
@@ -296,6 +304,7 @@ class Settings(BaseSettings):
             connect_timeout=self.ws_connect_timeout,
             presence_ttl=self.ws_presence_ttl,
             join_leave_channels=list(self.ws_join_leave_channels),
+            hook_timeout=self.ws_hook_timeout,
             max_frame_bytes=self.ws_max_frame_bytes,
             max_channels=self.ws_max_channels,
             command_rate=self.ws_command_rate,
