@@ -261,7 +261,7 @@ def test_channel_names_are_the_hubs_topic_names() -> None:
 
 
 def test_every_method_with_a_reply_has_a_handler() -> None:
-    assert set(HANDLERS) == set(frames.METHODS) - {"send", "rpc"}
+    assert set(HANDLERS) == set(frames.METHODS) - {"send"}
     assert all(callable(handler) for handler in HANDLERS.values())
 
 

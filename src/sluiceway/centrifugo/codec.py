@@ -49,10 +49,27 @@ class Codec:
     publication_push: Callable[[str, bytes], bytes]
     #: An encoded Publication as a value inside a reply (history, recovery).
     encoded: Callable[[bytes], Any]
+    #: Stored text as the bytes a client with deltas rebuilds (what deltas are made between).
+    delta_data: Callable[[str], bytes]
+    #: A Publication of a subscription with deltas ``(offset, payload, event type, delta)``:
+    #: the :attr:`delta_data`, or a fossil delta of it against the previous publication's.
+    delta_publication: Callable[[int, bytes, str | None, bool], bytes]
 
 
 def _json_publication(offset: int, data: str, event: str | None) -> bytes:
     return frames.publication(offset, frames.json_data(data), event)
+
+
+def _json_delta_publication(offset: int, payload: bytes, event: str | None, delta: bool) -> bytes:
+    # With deltas Centrifugo's JSON format carries every publication's data as a JSON string
+    # (the JSON text, or the delta): the SDKs rebuild the text, then parse it.
+    return frames.publication(offset, orjson.dumps(payload.decode()), event, delta=delta)
+
+
+def _protobuf_delta_publication(
+    offset: int, payload: bytes, event: str | None, delta: bool
+) -> bytes:
+    return protobuf_frames.delta_publication(offset, payload, event, delta=delta)
 
 
 def _json_frame(frame: bytes) -> list[Command]:
@@ -75,6 +92,8 @@ JSON = Codec(
     publication=_json_publication,
     publication_push=frames.publication_push,
     encoded=orjson.Fragment,
+    delta_data=frames.json_data,
+    delta_publication=_json_delta_publication,
 )
 
 PROTOBUF = Codec(
@@ -89,6 +108,8 @@ PROTOBUF = Codec(
     publication=protobuf_frames.publication,
     publication_push=protobuf_frames.publication_push,
     encoded=protobuf_frames.Encoded,
+    delta_data=str.encode,
+    delta_publication=_protobuf_delta_publication,
 )
 
 

@@ -129,6 +129,7 @@ class Connection:
         "_wakeup",
         "_writer",
         "codec",
+        "deltas",
         "disconnect",
         "done",
         "endpoint",
@@ -160,6 +161,9 @@ class Connection:
         )
         self.codec = codec
         self.subscriptions: dict[str, Subscription] = {}  # followed, in the protocol's channels
+        #: Channels sent as fossil deltas: whether the previous offset was sent (made when
+        #: first needed).
+        self.deltas: dict[str, bool] | None = None
         #: The channels whose joins and leaves this client hears (made when first needed).
         self.hearing: dict[str, Subscription] | None = None
         #: Subscribed in the hub by the running command, not followed yet (made when needed).
@@ -289,12 +293,12 @@ class Connection:
             subscription.rewind()
         topic = subscription.log
         base = topic.base
-        publications = self._replay(subscription) if request.replay else []
+        publications = self._replay(subscription, request.delta) if request.replay else []
         return Subscribed(
             topic.epoch, subscription.offset, base, lost or subscription.lost, publications
         )
 
-    def _replay(self, subscription: Subscription) -> list[bytes]:
+    def _replay(self, subscription: Subscription, delta: bool) -> list[bytes]:
         taken = subscription.take(REPLAY_ALL)
         if taken is None:
             return []
@@ -302,7 +306,8 @@ class Connection:
         publication_for = self.endpoint.publication_for
         codec = self.codec
         return [
-            publication_for(topic, offset, codec) for offset in range(taken[0] + 1, taken[1] + 1)
+            publication_for(topic, offset, codec, delta)
+            for offset in range(taken[0] + 1, taken[1] + 1)
         ]
 
     async def _follow(self, request: Follow) -> None:
@@ -317,6 +322,10 @@ class Connection:
         if previous is not None:
             previous.release()
         self.subscriptions[channel] = subscription
+        if request.delta:
+            if self.deltas is None:
+                self.deltas = {}
+            self.deltas[channel] = False  # the first push goes whole
         if self._blocked_since is not None:
             subscription.blocked(self._blocked_since)
         subscription.attach(self)
@@ -331,6 +340,8 @@ class Connection:
     async def _unsubscribe(self, channel: str, info: ClientInfo) -> None:
         subscription = self.subscriptions.pop(channel, None)
         self._stop_hearing(channel)
+        if self.deltas is not None:
+            self.deltas.pop(channel, None)
         if subscription is not None:
             subscription.release()
             await self.endpoint.presence.remove(channel, self.protocol.client.id)
@@ -596,13 +607,24 @@ class Connection:
         topic = subscription.log
         push_for = self.endpoint.push_for
         codec = self.codec
+        deltas = self.deltas
+        with_deltas = deltas is not None and channel in deltas
         delivered = 0
         while budget > 0:
             taken = subscription.take(BATCH)
             if taken is None:
                 break
             for offset in range(taken[0] + 1, taken[1] + 1):
-                push = push_for(topic, channel, offset, codec)
+                if with_deltas:
+                    assert deltas is not None
+                    # The subscription reads its log in order: after its first push, each
+                    # one follows the offset sent before it.
+                    push = self.endpoint.delta_push_for(
+                        topic, channel, offset, codec, deltas[channel]
+                    )
+                    deltas[channel] = True
+                else:
+                    push = push_for(topic, channel, offset, codec)
                 parts.append(push)
                 budget -= len(push)
             delivered += taken[1] - taken[0]

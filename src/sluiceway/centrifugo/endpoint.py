@@ -10,7 +10,7 @@ from typing import Any
 import orjson
 
 from sluiceway.asgi.shutdown import register
-from sluiceway.centrifugo import codes
+from sluiceway.centrifugo import codes, fossil
 from sluiceway.centrifugo.codec import JSON, PROTOBUF_SUBPROTOCOL, Codec, for_subprotocols
 from sluiceway.centrifugo.connection import DIRECT_WRITER, Connection, Receive, Send
 from sluiceway.centrifugo.options import CentrifugoOptions
@@ -55,6 +55,7 @@ class CentrifugoEndpoint:
         self.stats = EndpointStats()
         self.connections: set[Connection] = set()
         self._pushes: dict[tuple[str, str, int, str], bytes] = {}
+        self._delta_pushes: dict[tuple[str, str, int, str, bool], bytes] = {}
         self._sweeper: asyncio.Task[None] | None = None
         self._closing = False
         self._all_gone: asyncio.Event | None = None
@@ -103,10 +104,43 @@ class CentrifugoEndpoint:
 
     # -- encoding once -----------------------------------------------------------------------
 
-    def publication_for(self, topic: RetainedTopic, offset: int, codec: Codec = JSON) -> bytes:
-        """The Publication object of a retained event."""
+    def publication_for(
+        self, topic: RetainedTopic, offset: int, codec: Codec = JSON, delta: bool = False
+    ) -> bytes:
+        """The Publication object of a retained event (whole, encoded for a subscription
+        with deltas when ``delta``)."""
         event, data, _ = topic.record_at(offset)
+        if delta:
+            return codec.delta_publication(offset, codec.delta_data(data), event, False)
         return codec.publication(offset, data, event)
+
+    def delta_push_for(
+        self, topic: RetainedTopic, channel: str, offset: int, codec: Codec, delta: bool
+    ) -> bytes:
+        """The push of a retained event to a subscription with deltas: with ``delta`` (it was
+        sent the previous offset) the difference from that one, unless it is no smaller;
+        else the whole data, encoded as such subscriptions need it."""
+        key = (topic.epoch, channel, offset, codec.name, delta)
+        push = self._delta_pushes.get(key)
+        if push is None:
+            event, data, _ = topic.record_at(offset)
+            payload = codec.delta_data(data)
+            made = False
+            if delta and offset - 1 >= topic.base:
+                difference = fossil.create(
+                    codec.delta_data(topic.record_at(offset - 1)[1]), payload
+                )
+                # JSON carries a delta as a string: it must be UTF-8 (a literal run may cut a
+                # character in two; such a publication goes whole).
+                if len(difference) < len(payload) and (codec.binary or _is_text(difference)):
+                    payload, made = difference, True
+            publication = codec.delta_publication(offset, payload, event, made)
+            push = codec.publication_push(channel, publication)
+            pushes = self._delta_pushes
+            if len(pushes) >= PUSH_CACHE_SIZE:
+                del pushes[next(iter(pushes))]
+            pushes[key] = push
+        return push
 
     def push_for(
         self, topic: RetainedTopic, channel: str, offset: int, codec: Codec = JSON
@@ -171,6 +205,14 @@ class CentrifugoEndpoint:
                 await self._sweeper
         if self._proxy is not None:
             await self._proxy.aclose()
+
+
+def _is_text(data: bytes) -> bool:
+    try:
+        data.decode()
+    except UnicodeDecodeError:
+        return False
+    return True
 
 
 async def _upgrade_required(send: Send) -> None:

@@ -87,10 +87,12 @@ def json_data(data: str) -> bytes:
     return raw
 
 
-def publication(offset: int, data: bytes, event: str | None) -> bytes:
-    """A Publication object; the event type, when there is one, as the tag ``event``."""
+def publication(offset: int, data: bytes, event: str | None, *, delta: bool = False) -> bytes:
+    """A Publication object; the event type, when there is one, as the tag ``event``; with
+    ``delta``, ``data`` is a fossil delta against the previous publication's."""
     tags = b',"tags":' + orjson.dumps({"event": event}) if event else b""
-    return b'{"data":%b,"offset":%d%b}' % (data, offset, tags)
+    flag = b',"delta":true' if delta else b""
+    return b'{"data":%b,"offset":%d%b%b}' % (data, offset, tags, flag)
 
 
 def publication_push(channel: str, publication_json: bytes) -> bytes:

@@ -98,6 +98,10 @@ class CentrifugoOptions:
     #: the subscribers that ask for them (``join_leave`` on subscribe); each subscribe and
     #: unsubscribe there is one more hub publish.
     join_leave_channels: list[str] = field(default_factory=lambda: ["*"])
+    #: Channels (fnmatch patterns) whose subscribers may ask for fossil deltas (``delta:
+    #: "fossil"`` on subscribe): each publication is then sent as its difference from the
+    #: previous one. A delta is made once per publication and format, only when asked for.
+    delta_channels: list[str] = field(default_factory=lambda: ["*"])
     hooks: Hooks = field(default_factory=Hooks)
     #: Seconds a hook (on_connect, on_subscribe, on_publish, on_rpc) may take; past it the
     #: command is answered 100 (internal error, temporary) and the hook is cancelled.
@@ -124,6 +128,9 @@ class CentrifugoOptions:
     def may_subscribe(self, client: Client, channel: str) -> bool:
         """Without a subscription token: the rules of every path."""
         return may_read_topic(client.grants, channel)
+
+    def allows_delta(self, channel: str) -> bool:
+        return any(fnmatchcase(channel, pattern) for pattern in self.delta_channels)
 
     def announces_join_leave(self, channel: str) -> bool:
         return any(fnmatchcase(channel, pattern) for pattern in self.join_leave_channels)

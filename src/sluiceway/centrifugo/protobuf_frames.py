@@ -202,7 +202,13 @@ def push(channel: str, kind: str, body: dict[str, Any]) -> bytes:
 
 def publication(offset: int, data: str, event: str | None) -> bytes:
     """A Publication message (not length-prefixed); the event type as the tag ``event``."""
-    message = pb.Publication(data=data.encode(), offset=offset)
+    return delta_publication(offset, data.encode(), event, delta=False)
+
+
+def delta_publication(offset: int, payload: bytes, event: str | None, *, delta: bool) -> bytes:
+    """A Publication of a subscription with deltas: ``payload`` is the data, or with ``delta``
+    a fossil delta against the previous publication's."""
+    message = pb.Publication(data=payload, offset=offset, delta=delta)
     if event:
         message.tags["event"] = event
     return message.SerializeToString()

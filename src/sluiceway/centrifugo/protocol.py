@@ -113,6 +113,8 @@ class Subscribe(Request["Subscribed"]):
     cursor: str | None
     rewind: bool
     replay: bool
+    #: The subscription gets fossil deltas (the replay encoded as such a subscription's).
+    delta: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -135,6 +137,9 @@ class Follow(Request[None]):
     channel: str
     info: ClientInfo
     join_leave: bool = False
+    #: Send each publication as a fossil delta against the previous one sent (the first, and
+    #: any after a gap, whole).
+    delta: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -547,7 +552,7 @@ class CentrifugoProtocol:
             result["subs"] = subs
         self._reply(command, result)
         for channel in channels:
-            yield from self._follow(channel, math.inf)
+            yield from self._follow(channel, math.inf, delta=subs[channel].get("delta", False))
 
     def _verify(self, token: Any) -> dict[str, Any]:
         if not isinstance(token, str):
@@ -596,7 +601,7 @@ class CentrifugoProtocol:
                 self._granted = set()
             self._granted.add(channel)
         join_leave = params.get("join_leave") is True
-        yield from self._follow(channel, deadline, join_leave)
+        yield from self._follow(channel, deadline, join_leave, result.get("delta", False))
 
     def _open(
         self, channel: str, params: dict[str, Any]
@@ -610,8 +615,11 @@ class CentrifugoProtocol:
             raise codes.bad_request("epoch must be a string and offset a non-negative integer")
         cursor = str(Position(epoch, offset)) if recover and epoch else None
         rewind = recover and not epoch and offset == 0
-        opened: Subscribed = yield from _ask(Subscribe(channel, cursor, rewind, recover))
+        delta = self._delta(channel, params.get("delta"))
+        opened: Subscribed = yield from _ask(Subscribe(channel, cursor, rewind, recover, delta))
         result: dict[str, Any] = {"recoverable": True, "positioned": True, "epoch": opened.epoch}
+        if delta:
+            result["delta"] = True
         if recover:
             # "since offset 0" (no epoch): whatever history holds, whole only if nothing was
             # trimmed.
@@ -622,9 +630,20 @@ class CentrifugoProtocol:
         result["offset"] = opened.offset
         return result
 
-    def _follow(self, channel: str, deadline: float, join_leave: bool = False) -> Steps:
+    def _delta(self, channel: str, asked: Any) -> bool:
+        """Whether the subscription gets deltas: it asked for ``fossil`` (the one type there
+        is) on a channel that allows them."""
+        if asked is None or asked == "":
+            return False
+        if asked != "fossil":
+            raise codes.bad_request("the only delta type is fossil")
+        return self.options.allows_delta(channel)
+
+    def _follow(
+        self, channel: str, deadline: float, join_leave: bool = False, delta: bool = False
+    ) -> Steps:
         self.channels[channel] = deadline
-        yield from _ask(Follow(channel, self.presence_info(channel), join_leave))
+        yield from _ask(Follow(channel, self.presence_info(channel), join_leave, delta))
 
     def _authorize(
         self, channel: str, params: dict[str, Any]

@@ -147,6 +147,8 @@ class Settings(BaseSettings):
     #: Channel patterns (fnmatch) whose joins and leaves are announced to the subscribers that
     #: ask (``join_leave`` on subscribe): one hub publish per subscribe and unsubscribe there.
     ws_join_leave_channels: list[str] = Field(default_factory=lambda: ["*"])
+    #: Channel patterns (fnmatch) whose WebSocket subscribers may ask for fossil deltas.
+    ws_delta_channels: list[str] = Field(default_factory=lambda: ["*"])
     #: Largest frame a WebSocket client may send.
     ws_max_frame_bytes: int = Field(65_536, ge=1024)
     ws_max_channels: int = Field(128, ge=1)
@@ -304,6 +306,7 @@ class Settings(BaseSettings):
             connect_timeout=self.ws_connect_timeout,
             presence_ttl=self.ws_presence_ttl,
             join_leave_channels=list(self.ws_join_leave_channels),
+            delta_channels=list(self.ws_delta_channels),
             hook_timeout=self.ws_hook_timeout,
             max_frame_bytes=self.ws_max_frame_bytes,
             max_channels=self.ws_max_channels,
