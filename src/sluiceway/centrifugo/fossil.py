@@ -87,28 +87,15 @@ def _best_match(
 ) -> tuple[int, int, int] | None:
     """The first position at or after ``base`` where a copy pays: (origin offset, length,
     literal bytes before it); None when none does before the target's end."""
-    n_origin, n_target = len(origin), len(target)
-    for i in range(n_target - base - NHASH + 1):
+    for i in range(len(target) - base - NHASH + 1):
         starts = blocks.get(target[base + i : base + i + NHASH])
         if not starts:
             continue
         best: tuple[int, int, int] | None = None
         for start in starts[:_CANDIDATES]:
             # Grow the match forward (past the block) and backward (into the literal run).
-            forward = NHASH
-            while (
-                start + forward < n_origin
-                and base + i + forward < n_target
-                and origin[start + forward] == target[base + i + forward]
-            ):
-                forward += 1
-            back = 0
-            while (
-                back < start
-                and back < i
-                and origin[start - back - 1] == target[base + i - back - 1]
-            ):
-                back += 1
+            forward = NHASH + _common_forward(origin, start + NHASH, target, base + i + NHASH)
+            back = _common_backward(origin, start, target, base + i, min(start, i))
             count = forward + back
             offset, literal = start - back, i - back
             cost = _digits(literal) + _digits(count) + _digits(offset) + 3
@@ -117,6 +104,38 @@ def _best_match(
         if best is not None:
             return best
     return None
+
+
+def _common_forward(a: bytes, i: int, b: bytes, j: int) -> int:
+    """How many bytes ``a[i:]`` and ``b[j:]`` have in common at their start: slices compared
+    in doubling then halving steps (C's memcmp), not byte by byte in Python."""
+    limit = min(len(a) - i, len(b) - j)
+    step, found = 16, 0
+    while found < limit:
+        size = min(step, limit - found)
+        if a[i + found : i + found + size] == b[j + found : j + found + size]:
+            found += size
+            step *= 2
+        elif size == 1:
+            break
+        else:
+            step = max(1, size // 2)
+    return found
+
+
+def _common_backward(a: bytes, i: int, b: bytes, j: int, limit: int) -> int:
+    """How many bytes before ``a[i]`` and before ``b[j]`` are the same (at most ``limit``)."""
+    step, found = 16, 0
+    while found < limit:
+        size = min(step, limit - found)
+        if a[i - found - size : i - found] == b[j - found - size : j - found]:
+            found += size
+            step *= 2
+        elif size == 1:
+            break
+        else:
+            step = max(1, size // 2)
+    return found
 
 
 class DeltaError(ValueError):
