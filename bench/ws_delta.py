@@ -35,20 +35,11 @@ from harness.report import config_of, md_table, save_results, timestamp
 from websockets.asyncio.client import connect
 
 from sluiceway.centrifugo import fossil
+from sluiceway.centrifugo.protobuf_frames import delimited, split
 from sluiceway.centrifugo.wire import client_pb2 as pb
 
 MODES = ("json", "json-delta", "protobuf", "protobuf-delta")
 CHANNEL = "dashboard"
-
-
-def _delimited(message: bytes) -> bytes:
-    """A Protobuf message prefixed with its length (a varint)."""
-    head, n = bytearray(), len(message)
-    while n > 0x7F:
-        head.append((n & 0x7F) | 0x80)
-        n >>= 7
-    head.append(n)
-    return bytes(head) + message
 
 
 def state(n: int) -> dict[str, Any]:
@@ -100,7 +91,7 @@ class Subscriber:
         getattr(message, method).SetInParent()
         for key, value in params.items():
             setattr(getattr(message, method), key, value)
-        return _delimited(message.SerializeToString())
+        return delimited(message.SerializeToString())
 
     def _publications(self, data: bytes) -> list[tuple[bytes, bool]]:
         if not self.protobuf:
@@ -112,18 +103,9 @@ class Subscriber:
                     payload = raw.encode() if self.delta else json.dumps(raw).encode()
                     found.append((payload, pub.get("delta", False)))
             return found
-        found, position = [], 0
-        while position < len(data):
-            length, shift = 0, 0
-            while True:
-                byte = data[position]
-                position += 1
-                length |= (byte & 0x7F) << shift
-                shift += 7
-                if not byte & 0x80:
-                    break
-            reply = pb.Reply.FromString(data[position : position + length])
-            position += length
+        found = []
+        for message in split(data):
+            reply = pb.Reply.FromString(message)
             if reply.push.HasField("pub"):
                 found.append((reply.push.pub.data, reply.push.pub.delta))
         return found

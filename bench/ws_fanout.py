@@ -305,17 +305,6 @@ class CentrifugoDialect(Dialect):
         )
 
 
-def _delimited(message: bytes) -> bytes:
-    """A Protobuf message prefixed with its length (a varint)."""
-    head = bytearray()
-    n = len(message)
-    while n > 0x7F:
-        head.append((n & 0x7F) | 0x80)
-        n >>= 7
-    head.append(n)
-    return bytes(head) + message
-
-
 class CentrifugoProtobufDialect(Dialect):
     """Centrifugo's client protocol, Protobuf: length-prefixed messages in binary frames; the
     server's ping is an empty message. The publication data is the JSON dialect's JSON text,
@@ -329,37 +318,28 @@ class CentrifugoProtobufDialect(Dialect):
     triggers = (b"\x88", b"\x89", b"\x82\x01\x00")  # an empty message alone: a ping
 
     def __init__(self) -> None:
+        from sluiceway.centrifugo.protobuf_frames import delimited, split
         from sluiceway.centrifugo.wire import client_pb2
 
         self.pb = client_pb2
+        self.split = split
+        self.delimited = delimited
         self.CONNECT = self._command(id=1, connect=client_pb2.ConnectRequest())
         self.SUBSCRIBE = self._command(id=2, subscribe=client_pb2.SubscribeRequest(channel=CHANNEL))
         self.PONG = client_frame(b"\x00", 0x2)
 
     def _command(self, **fields: Any) -> bytes:
         message = self.pb.Command(**fields).SerializeToString()
-        return client_frame(_delimited(message), 0x2)
+        return client_frame(self.delimited(message), 0x2)
 
     def on_open(self, conn: WsConn) -> None:
         conn.write(self.CONNECT)
 
     def _replies(self, payload: bytes) -> list[Any] | None:
-        replies, pos = [], 0
         try:
-            while pos < len(payload):
-                n, shift = 0, 0
-                while True:
-                    b = payload[pos]
-                    pos += 1
-                    n |= (b & 0x7F) << shift
-                    shift += 7
-                    if not b & 0x80:
-                        break
-                replies.append(self.pb.Reply.FromString(payload[pos : pos + n]))
-                pos += n
-        except (IndexError, ValueError):
+            return [self.pb.Reply.FromString(message) for message in self.split(payload)]
+        except Exception:  # bad lengths (a Disconnect) or a message that does not decode
             return None
-        return replies
 
     def ping_reply(self, payload: bytes) -> bytes | None:
         """Walks the length prefixes only (no parsing): binary data makes the lazy path look

@@ -19,7 +19,7 @@ from sluiceway.centrifugo.wire import client_pb2 as pb
 
 
 def delimited(*messages: bytes) -> bytes:
-    return b"".join(protobuf_frames._delimited(m) for m in messages)
+    return b"".join(protobuf_frames.delimited(m) for m in messages)
 
 
 def command(**fields: object) -> bytes:
@@ -28,19 +28,7 @@ def command(**fields: object) -> bytes:
 
 def replies(frame: bytes) -> list[pb.Reply]:
     """The Reply messages of a frame the server wrote."""
-    out, position = [], 0
-    while position < len(frame):
-        length, shift = 0, 0
-        while True:
-            byte = frame[position]
-            position += 1
-            length |= (byte & 0x7F) << shift
-            shift += 7
-            if not byte & 0x80:
-                break
-        out.append(pb.Reply.FromString(frame[position : position + length]))
-        position += length
-    return out
+    return [pb.Reply.FromString(message) for message in protobuf_frames.split(frame)]
 
 
 @given(st.binary(max_size=300))

@@ -62,15 +62,19 @@ def _varint(value: int) -> bytes:
     return bytes(out)
 
 
-def _delimited(message: bytes) -> bytes:
+def delimited(message: bytes) -> bytes:
+    """``message`` prefixed with its length, as frames hold it."""
     return _varint(len(message)) + message
 
 
-def parse_frame(frame: bytes) -> list[Command]:
-    """The commands of one binary frame.  Raises :class:`codes.Disconnect` (3501) for a frame
-    that is not length-prefixed ``Command`` messages."""
-    commands: list[Command] = []
-    view = memoryview(frame)
+def split(frame: bytes) -> list[bytes]:
+    """The length-prefixed messages of a frame.  Raises :class:`codes.Disconnect` (3501) when
+    the lengths do not add up to the frame.
+
+    >>> split(b"\\x02\\x08\\x01\\x00")
+    [b'\\x08\\x01', b'']
+    """
+    messages: list[bytes] = []
     position, end = 0, len(frame)
     while position < end:
         length, shift = 0, 0
@@ -85,11 +89,20 @@ def parse_frame(frame: bytes) -> list[Command]:
                 break
         if position + length > end:
             raise codes.BAD_REQUEST
+        messages.append(frame[position : position + length])
+        position += length
+    return messages
+
+
+def parse_frame(frame: bytes) -> list[Command]:
+    """The commands of one binary frame.  Raises :class:`codes.Disconnect` (3501) for a frame
+    that is not length-prefixed ``Command`` messages."""
+    commands: list[Command] = []
+    for raw in split(frame):
         try:
-            message = pb.Command.FromString(bytes(view[position : position + length]))
+            message = pb.Command.FromString(raw)
         except DecodeError:
             raise codes.BAD_REQUEST from None
-        position += length
         commands.append(_command(message))
     return commands
 
@@ -180,7 +193,7 @@ def reply(command_id: int, method: str, result: dict[str, Any] | None = None) ->
     body.SetInParent()
     if result:
         _fill(body, result)
-    return _delimited(message.SerializeToString())
+    return delimited(message.SerializeToString())
 
 
 def error_reply(command_id: int, error: codes.ReplyError) -> bytes:
@@ -188,7 +201,7 @@ def error_reply(command_id: int, error: codes.ReplyError) -> bytes:
         id=command_id,
         error=pb.Error(code=error.code, message=error.message, temporary=error.temporary),
     )
-    return _delimited(message.SerializeToString())
+    return delimited(message.SerializeToString())
 
 
 def push(channel: str, kind: str, body: dict[str, Any]) -> bytes:
@@ -197,7 +210,7 @@ def push(channel: str, kind: str, body: dict[str, Any]) -> bytes:
     target = getattr(message.push, kind)
     target.SetInParent()
     _fill(target, body)
-    return _delimited(message.SerializeToString())
+    return delimited(message.SerializeToString())
 
 
 def publication(offset: int, data: str, event: str | None) -> bytes:
@@ -218,4 +231,4 @@ def publication_push(channel: str, publication_message: bytes) -> bytes:
     message = pb.Reply()
     message.push.channel = channel
     message.push.pub.MergeFromString(publication_message)
-    return _delimited(message.SerializeToString())
+    return delimited(message.SerializeToString())
