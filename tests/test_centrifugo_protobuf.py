@@ -1,6 +1,7 @@
 """The Protobuf format end to end: the official Python SDK with ``use_protobuf=True``, unchanged,
 against a real server (both directions, JSON and SSE subscribers of the same channel, recovery
-through a proxy that cuts connections, failed recovery, history and presence), and bad binary
+through a proxy that cuts connections, history and presence; failed recovery is
+``test_centrifugo_sdk``'s, in both formats), and bad binary
 input from a frame-level client: each refused with the protocol's code, the server unharmed."""
 
 from __future__ import annotations
@@ -15,7 +16,6 @@ from typing import Any
 import httpx
 import pytest
 from centrifuge.exceptions import ReplyError as SDKReplyError
-from conftest import StartServer
 from google.protobuf.json_format import ParseDict
 from serverproc import ServerProcess
 from sse_servers import ChaosProxy
@@ -129,29 +129,6 @@ async def test_recovery_through_a_proxy_that_cuts_connections(server: ServerProc
     assert cuts >= 5 and connections.connected >= 5
     recoveries = [ctx for ctx in seen.subscribed if ctx.was_recovering]
     assert recoveries and all(ctx.recovered for ctx in recoveries)
-
-
-async def test_recovery_that_fails_says_so(start_server: StartServer) -> None:
-    server = start_server(env={"SLUICEWAY_HISTORY_SIZE": "5"})
-    channel = f"gone.{time.time_ns()}"
-    seen = Recorder()
-    async with (
-        sdk_client(ws_url(server.url), use_protobuf=True) as client,
-        httpx.AsyncClient(base_url=server.url) as http,
-    ):
-        subscription = client.new_subscription(channel, seen)
-        await client.connect()
-        await subscription.subscribe()
-        await post(http, channel, "before")
-        await seen.until(lambda: len(seen.data) == 1)
-        await client.disconnect()
-        for n in range(10):  # more than history holds
-            await post(http, channel, n)
-        await client.connect()
-        await seen.until(lambda: len(seen.subscribed) == 2)
-        resubscribed = seen.subscribed[1]
-        assert resubscribed.was_recovering is True and resubscribed.recovered is False
-        assert seen.data == [b"before"]  # HTTP publishes a string as its text
 
 
 # -- bad input, frame by frame ---------------------------------------------------------------

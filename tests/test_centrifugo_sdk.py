@@ -184,12 +184,15 @@ async def test_a_thousand_publications_through_random_disconnects(server: Server
     assert recoveries and all(ctx.recovered for ctx in recoveries)
 
 
-async def test_recovery_that_fails_says_so(start_server: StartServer) -> None:
+@pytest.mark.parametrize("use_protobuf", [False, True], ids=["json", "protobuf"])
+async def test_recovery_that_fails_says_so(start_server: StartServer, use_protobuf: bool) -> None:
     server = start_server(env={"SLUICEWAY_HISTORY_SIZE": "5"})
     channel = f"gone.{time.time_ns()}"
     seen = Recorder()
+    # In Protobuf, data is the published text's bytes (HTTP publishes a string as its text).
+    before, after = (b"before", b"after") if use_protobuf else ("before", "after")
     async with (
-        sdk_client(ws_url(server.url)) as client,
+        sdk_client(ws_url(server.url), use_protobuf=use_protobuf) as client,
         httpx.AsyncClient(base_url=server.url) as http,
     ):
         subscription = client.new_subscription(channel, seen)
@@ -204,10 +207,10 @@ async def test_recovery_that_fails_says_so(start_server: StartServer) -> None:
         await seen.until(lambda: len(seen.subscribed) == 2)
         resubscribed = seen.subscribed[1]
         assert resubscribed.was_recovering is True and resubscribed.recovered is False
-        assert seen.data == ["before"]  # no partial replay pretending to be whole
+        assert seen.data == [before]  # no partial replay pretending to be whole
         await post(http, channel, "after")
         await seen.until(lambda: len(seen.data) == 2)
-    assert seen.data == ["before", "after"]
+    assert seen.data == [before, after]
 
 
 async def test_tokens_are_fetched_and_refreshed(server: ServerProcess) -> None:
