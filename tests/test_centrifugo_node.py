@@ -183,3 +183,17 @@ def test_history_and_presence(node: str, server: ServerProcess, topic: str, enco
     assert result["presenceClients"] == result["clientIds"]
     assert len(set(result["clientIds"])) == 2
     assert result["presenceStats"] == {"numClients": 2, "numUsers": 1}
+
+
+def test_deltas_joins_and_leaves(
+    node: str, server: ServerProcess, topic: str, encoding: str
+) -> None:
+    """The SDK asks for fossil deltas and joins/leaves: it rebuilds every state exactly, most
+    from deltas, and hears its own join, the other client's join and its leave."""
+    result = run_scenario(node, server, "realtime", f"dash.{topic}", encoding)
+    assert result["received"] == list(range(1, COUNT + 1))
+    assert result["lastReadings"] == result["expectedReadings"]
+    assert result["numDelta"] >= COUNT - 1  # every publication after the first
+    assert result["compression"] > 0.5  # the SDK's own count of bytes saved
+    assert (result["joins"], result["leaves"], result["otherLeft"]) == (2, 1, True)
+    assert result["rpcError"] == {"code": 104}  # this server has no RPC handler

@@ -18,6 +18,9 @@
 //              the first <count>, and a third with `since` a position in an unknown epoch.
 //   history    <count> publications over HTTP, then sub.history() in several forms, presence and
 //              presence stats (with a second client subscribed too).
+//   realtime   subscribe with joinLeave and fossil deltas; a second client subscribes and leaves;
+//              <count> big states published over HTTP (each a small change); an rpc the server
+//              has no handler for: prints what arrived, the joins/leaves and delta stats.
 
 import WebSocket from 'ws';
 
@@ -245,7 +248,64 @@ async function history() {
   return result;
 }
 
-const scenarios = { roundtrip, denied, recover, history };
+async function realtime() {
+  // Deltas and joins/leaves on one subscription; another client comes and goes; the states
+  // published over HTTP are big and change a little each time.
+  const client = newClient();
+  await connected(client);
+  const sub = client.newSubscription(channel, { joinLeave: true, delta: 'fossil' });
+  const got = collect(sub);
+  const joins = [];
+  const leaves = [];
+  sub.on('join', (ctx) => joins.push(ctx.info.client));
+  sub.on('leave', (ctx) => leaves.push(ctx.info.client));
+  const subscribed = once(sub, 'subscribed');
+  sub.subscribe();
+  await subscribed;
+
+  const other = newClient();
+  await connected(other);
+  const otherSub = other.newSubscription(channel);
+  const otherSubscribed = once(otherSub, 'subscribed');
+  otherSub.subscribe();
+  await otherSubscribed;
+  const otherId = other._client; // cleared on disconnect
+  other.disconnect();
+
+  const readings = Array.from({ length: 60 }, (_, i) => ({ sensor: i, value: i * 1.5 }));
+  for (let seq = 1; seq <= count; seq++) {
+    readings[seq % readings.length].value = seq;
+    await httpPublish({ seq, readings });
+  }
+  await got.waitFor(count);
+  await withTimeout(
+    (async () => {
+      while (leaves.length < 1) await new Promise((resolve) => setTimeout(resolve, 20));
+    })(),
+    'a leave',
+  );
+  let rpcError = null;
+  try {
+    await client.rpc('nothing.here', encode({}));
+  } catch (err) {
+    rpcError = { code: err.code };
+  }
+  const stats = sub.deltaStats();
+  client.disconnect();
+  return {
+    received: got.received.map((data) => data.seq),
+    lastReadings: got.received.at(-1).readings,
+    expectedReadings: readings,
+    joins: joins.length,
+    leaves: leaves.length,
+    otherLeft: leaves.includes(otherId),
+    numDelta: stats.numDeltaPayloads,
+    compression: stats.compressionRatio,
+    rpcError,
+  };
+}
+
+const scenarios = { roundtrip, denied, recover, history, realtime };
 
 try {
   if (!scenarios[scenario]) throw new Error(`unknown scenario ${scenario}`);
