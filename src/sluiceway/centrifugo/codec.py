@@ -15,7 +15,7 @@ b'\\x04\\x08\\x01B\\x00'
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -43,33 +43,35 @@ class Codec:
     reply: Callable[[int, str, dict[str, Any] | None], bytes]
     error_reply: Callable[[int, codes.ReplyError], bytes]
     push: Callable[[str, str, dict[str, Any]], bytes]
-    #: A Publication of stored text ``(offset, data, event type)``.
-    publication: Callable[[int, str, str | None], bytes]
+    #: A Publication of stored text ``(offset, data, event type, tags)``.
+    publication: Callable[[int, str, str | None, Mapping[str, str]], bytes]
     #: The push of an encoded Publication to a channel.
     publication_push: Callable[[str, bytes], bytes]
     #: An encoded Publication as a value inside a reply (history, recovery).
     encoded: Callable[[bytes], Any]
     #: Stored text as the bytes a client with deltas rebuilds (what deltas are made between).
     delta_data: Callable[[str], bytes]
-    #: A Publication of a subscription with deltas ``(offset, payload, event type, delta)``:
-    #: the :attr:`delta_data`, or a fossil delta of it against the previous publication's.
-    delta_publication: Callable[[int, bytes, str | None, bool], bytes]
+    #: A Publication of a subscription with deltas ``(offset, payload, event type, tags,
+    #: delta)``: the :attr:`delta_data`, or a fossil delta of it against the previous one's.
+    delta_publication: Callable[[int, bytes, str | None, Mapping[str, str], bool], bytes]
 
 
-def _json_publication(offset: int, data: str, event: str | None) -> bytes:
-    return frames.publication(offset, frames.json_data(data), event)
+def _json_publication(offset: int, data: str, event: str | None, tags: Mapping[str, str]) -> bytes:
+    return frames.publication(offset, frames.json_data(data), event, tags)
 
 
-def _json_delta_publication(offset: int, payload: bytes, event: str | None, delta: bool) -> bytes:
+def _json_delta_publication(
+    offset: int, payload: bytes, event: str | None, tags: Mapping[str, str], delta: bool
+) -> bytes:
     # With deltas Centrifugo's JSON format carries every publication's data as a JSON string
     # (the JSON text, or the delta): the SDKs rebuild the text, then parse it.
-    return frames.publication(offset, orjson.dumps(payload.decode()), event, delta=delta)
+    return frames.publication(offset, orjson.dumps(payload.decode()), event, tags, delta=delta)
 
 
 def _protobuf_delta_publication(
-    offset: int, payload: bytes, event: str | None, delta: bool
+    offset: int, payload: bytes, event: str | None, tags: Mapping[str, str], delta: bool
 ) -> bytes:
-    return protobuf_frames.delta_publication(offset, payload, event, delta=delta)
+    return protobuf_frames.delta_publication(offset, payload, event, tags, delta=delta)
 
 
 def _json_frame(frame: bytes) -> list[Command]:

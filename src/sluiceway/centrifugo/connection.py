@@ -29,6 +29,7 @@ import orjson
 from sluiceway.centrifugo import codes, join_leave
 from sluiceway.centrifugo.codec import JSON, Codec
 from sluiceway.centrifugo.codes import Disconnect
+from sluiceway.centrifugo.filters import Filter
 from sluiceway.centrifugo.options import Client
 from sluiceway.centrifugo.protocol import (
     CentrifugoProtocol,
@@ -133,6 +134,7 @@ class Connection:
         "disconnect",
         "done",
         "endpoint",
+        "filters",
         "hearing",
         "hub",
         "options",
@@ -164,6 +166,8 @@ class Connection:
         #: Channels sent as fossil deltas: whether the previous offset was sent (made when
         #: first needed).
         self.deltas: dict[str, bool] | None = None
+        #: Channels with a tags filter (made when first needed).
+        self.filters: dict[str, Filter] | None = None
         #: The channels whose joins and leaves this client hears (made when first needed).
         self.hearing: dict[str, Subscription] | None = None
         #: Subscribed in the hub by the running command, not followed yet (made when needed).
@@ -293,21 +297,26 @@ class Connection:
             subscription.rewind()
         topic = subscription.log
         base = topic.base
-        publications = self._replay(subscription, request.delta) if request.replay else []
+        publications = (
+            self._replay(subscription, request.delta, request.tags_filter) if request.replay else []
+        )
         return Subscribed(
             topic.epoch, subscription.offset, base, lost or subscription.lost, publications
         )
 
-    def _replay(self, subscription: Subscription, delta: bool) -> list[bytes]:
+    def _replay(
+        self, subscription: Subscription, delta: bool, tags_filter: Filter | None
+    ) -> list[bytes]:
         taken = subscription.take(REPLAY_ALL)
         if taken is None:
             return []
         topic = subscription.log
-        publication_for = self.endpoint.publication_for
+        endpoint = self.endpoint
         codec = self.codec
         return [
-            publication_for(topic, offset, codec, delta)
+            endpoint.publication_for(topic, offset, codec, delta)
             for offset in range(taken[0] + 1, taken[1] + 1)
+            if tags_filter is None or endpoint.matches(topic, offset, tags_filter)
         ]
 
     async def _follow(self, request: Follow) -> None:
@@ -326,6 +335,10 @@ class Connection:
             if self.deltas is None:
                 self.deltas = {}
             self.deltas[channel] = False  # the first push goes whole
+        if request.tags_filter is not None:
+            if self.filters is None:
+                self.filters = {}
+            self.filters[channel] = request.tags_filter
         if self._blocked_since is not None:
             subscription.blocked(self._blocked_since)
         subscription.attach(self)
@@ -342,6 +355,8 @@ class Connection:
         self._stop_hearing(channel)
         if self.deltas is not None:
             self.deltas.pop(channel, None)
+        if self.filters is not None:
+            self.filters.pop(channel, None)
         if subscription is not None:
             subscription.release()
             await self.endpoint.presence.remove(channel, self.protocol.client.id)
@@ -609,12 +624,16 @@ class Connection:
         codec = self.codec
         deltas = self.deltas
         with_deltas = deltas is not None and channel in deltas
+        tags_filter = self.filters.get(channel) if self.filters is not None else None
+        matches = self.endpoint.matches
         delivered = 0
         while budget > 0:
             taken = subscription.take(BATCH)
             if taken is None:
                 break
             for offset in range(taken[0] + 1, taken[1] + 1):
+                if tags_filter is not None and not matches(topic, offset, tags_filter):
+                    continue
                 if with_deltas:
                     assert deltas is not None
                     # The subscription reads its log in order: after its first push, each

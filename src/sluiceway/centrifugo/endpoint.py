@@ -13,6 +13,7 @@ from sluiceway.asgi.shutdown import register
 from sluiceway.centrifugo import codes, fossil
 from sluiceway.centrifugo.codec import JSON, PROTOBUF_SUBPROTOCOL, Codec, for_subprotocols
 from sluiceway.centrifugo.connection import DIRECT_WRITER, Connection, Receive, Send
+from sluiceway.centrifugo.filters import Filter
 from sluiceway.centrifugo.options import CentrifugoOptions
 from sluiceway.centrifugo.presence import MemoryPresence, Presence
 from sluiceway.centrifugo.proxy import HttpProxy
@@ -56,6 +57,7 @@ class CentrifugoEndpoint:
         self.connections: set[Connection] = set()
         self._pushes: dict[tuple[str, str, int, str], bytes] = {}
         self._delta_pushes: dict[tuple[str, str, int, str, bool], bytes] = {}
+        self._matches: dict[tuple[str, str, int, bytes], bool] = {}
         self._sweeper: asyncio.Task[None] | None = None
         self._closing = False
         self._all_gone: asyncio.Event | None = None
@@ -110,9 +112,24 @@ class CentrifugoEndpoint:
         """The Publication object of a retained event (whole, encoded for a subscription
         with deltas when ``delta``)."""
         event, data, _ = topic.record_at(offset)
+        tags = topic.tags_at(offset)
         if delta:
-            return codec.delta_publication(offset, codec.delta_data(data), event, False)
-        return codec.publication(offset, data, event)
+            return codec.delta_publication(offset, codec.delta_data(data), event, tags, False)
+        return codec.publication(offset, data, event, tags)
+
+    def matches(self, topic: RetainedTopic, offset: int, tags_filter: Filter) -> bool:
+        """Whether a retained event's tags match ``tags_filter``: evaluated once per event and
+        distinct filter, however many subscribers share the filter."""
+        key = (topic.epoch, topic.name, offset, tags_filter.key)
+        found = self._matches.get(key)
+        if found is None:
+            found = tags_filter.matches(topic.tags_at(offset))
+            self.stats.filter_evaluations += 1
+            matched = self._matches
+            if len(matched) >= PUSH_CACHE_SIZE:
+                del matched[next(iter(matched))]
+            matched[key] = found
+        return found
 
     def delta_push_for(
         self, topic: RetainedTopic, channel: str, offset: int, codec: Codec, delta: bool
@@ -134,7 +151,9 @@ class CentrifugoEndpoint:
                 # character in two; such a publication goes whole).
                 if len(difference) < len(payload) and (codec.binary or _is_text(difference)):
                     payload, made = difference, True
-            publication = codec.delta_publication(offset, payload, event, made)
+            publication = codec.delta_publication(
+                offset, payload, event, topic.tags_at(offset), made
+            )
             push = codec.publication_push(channel, publication)
             pushes = self._delta_pushes
             if len(pushes) >= PUSH_CACHE_SIZE:

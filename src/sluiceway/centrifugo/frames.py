@@ -12,6 +12,7 @@ number 123 — publish JSON to avoid the ambiguity).
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -35,6 +36,7 @@ METHODS = (
     "sub_refresh",
 )
 PING = b"{}"
+_NO_TAGS: Mapping[str, str] = {}
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,12 +89,21 @@ def json_data(data: str) -> bytes:
     return raw
 
 
-def publication(offset: int, data: bytes, event: str | None, *, delta: bool = False) -> bytes:
-    """A Publication object; the event type, when there is one, as the tag ``event``; with
-    ``delta``, ``data`` is a fossil delta against the previous publication's."""
-    tags = b',"tags":' + orjson.dumps({"event": event}) if event else b""
+def publication(
+    offset: int,
+    data: bytes,
+    event: str | None,
+    tags: Mapping[str, str] = _NO_TAGS,
+    *,
+    delta: bool = False,
+) -> bytes:
+    """A Publication object: its tags, and the event type, when there is one, as the tag
+    ``event``; with ``delta``, ``data`` is a fossil delta against the previous publication's."""
+    if event:
+        tags = {**tags, "event": event}
+    tags_json = b',"tags":' + orjson.dumps(tags) if tags else b""
     flag = b',"delta":true' if delta else b""
-    return b'{"data":%b,"offset":%d%b%b}' % (data, offset, tags, flag)
+    return b'{"data":%b,"offset":%d%b%b}' % (data, offset, tags_json, flag)
 
 
 def publication_push(channel: str, publication_json: bytes) -> bytes:

@@ -15,6 +15,7 @@ arrive as :class:`RawData`, and publication data goes out as the published text'
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -28,6 +29,7 @@ from sluiceway.centrifugo.wire import client_pb2 as pb
 
 #: A ping (and the pong): an empty message.
 PING = b"\x00"
+_NO_TAGS: Mapping[str, str] = {}
 #: Deeper than any message of the protocol nests (a filter's nodes): refused, not recursed.
 MAX_DEPTH = 32
 
@@ -213,15 +215,27 @@ def push(channel: str, kind: str, body: dict[str, Any]) -> bytes:
     return delimited(message.SerializeToString())
 
 
-def publication(offset: int, data: str, event: str | None) -> bytes:
-    """A Publication message (not length-prefixed); the event type as the tag ``event``."""
-    return delta_publication(offset, data.encode(), event, delta=False)
+def publication(
+    offset: int, data: str, event: str | None, tags: Mapping[str, str] = _NO_TAGS
+) -> bytes:
+    """A Publication message (not length-prefixed): its tags, and the event type as the tag
+    ``event``."""
+    return delta_publication(offset, data.encode(), event, tags, delta=False)
 
 
-def delta_publication(offset: int, payload: bytes, event: str | None, *, delta: bool) -> bytes:
+def delta_publication(
+    offset: int,
+    payload: bytes,
+    event: str | None,
+    tags: Mapping[str, str] = _NO_TAGS,
+    *,
+    delta: bool,
+) -> bytes:
     """A Publication of a subscription with deltas: ``payload`` is the data, or with ``delta``
     a fossil delta against the previous publication's."""
     message = pb.Publication(data=payload, offset=offset, delta=delta)
+    if tags:
+        message.tags.update(tags)
     if event:
         message.tags["event"] = event
     return message.SerializeToString()

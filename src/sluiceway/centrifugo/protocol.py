@@ -40,9 +40,10 @@ import orjson
 from sluiceway import __version__
 from sluiceway.auth import AuthError, Grants, TokenError
 from sluiceway.auth.resources import is_internal_topic
-from sluiceway.centrifugo import codes, frames
+from sluiceway.centrifugo import codes, filters, frames
 from sluiceway.centrifugo.codec import JSON, Codec
 from sluiceway.centrifugo.codes import Disconnect, ReplyError
+from sluiceway.centrifugo.filters import Filter
 from sluiceway.centrifugo.options import CentrifugoOptions, Client
 from sluiceway.centrifugo.protobuf_frames import RawData
 from sluiceway.centrifugo.stats import EndpointStats
@@ -115,6 +116,8 @@ class Subscribe(Request["Subscribed"]):
     replay: bool
     #: The subscription gets fossil deltas (the replay encoded as such a subscription's).
     delta: bool = False
+    #: Only the publications whose tags match (the replay too).
+    tags_filter: Filter | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -140,6 +143,8 @@ class Follow(Request[None]):
     #: Send each publication as a fossil delta against the previous one sent (the first, and
     #: any after a gap, whole).
     delta: bool = False
+    #: Send only the publications whose tags match.
+    tags_filter: Filter | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -601,7 +606,10 @@ class CentrifugoProtocol:
                 self._granted = set()
             self._granted.add(channel)
         join_leave = params.get("join_leave") is True
-        yield from self._follow(channel, deadline, join_leave, result.get("delta", False))
+        tags_filter = self._tags_filter(params)
+        yield from self._follow(
+            channel, deadline, join_leave, result.get("delta", False), tags_filter
+        )
 
     def _open(
         self, channel: str, params: dict[str, Any]
@@ -616,7 +624,10 @@ class CentrifugoProtocol:
         cursor = str(Position(epoch, offset)) if recover and epoch else None
         rewind = recover and not epoch and offset == 0
         delta = self._delta(channel, params.get("delta"))
-        opened: Subscribed = yield from _ask(Subscribe(channel, cursor, rewind, recover, delta))
+        tags_filter = self._tags_filter(params)
+        opened: Subscribed = yield from _ask(
+            Subscribe(channel, cursor, rewind, recover, delta, tags_filter)
+        )
         result: dict[str, Any] = {"recoverable": True, "positioned": True, "epoch": opened.epoch}
         if delta:
             result["delta"] = True
@@ -640,10 +651,27 @@ class CentrifugoProtocol:
         return self.options.allows_delta(channel)
 
     def _follow(
-        self, channel: str, deadline: float, join_leave: bool = False, delta: bool = False
+        self,
+        channel: str,
+        deadline: float,
+        join_leave: bool = False,
+        delta: bool = False,
+        tags_filter: Filter | None = None,
     ) -> Steps:
         self.channels[channel] = deadline
-        yield from _ask(Follow(channel, self.presence_info(channel), join_leave, delta))
+        info = self.presence_info(channel)
+        yield from _ask(Follow(channel, info, join_leave, delta, tags_filter))
+
+    @staticmethod
+    def _tags_filter(params: dict[str, Any]) -> Filter | None:
+        """The subscription's tags filter (``tf``), parsed; 107 for a bad one, or one asked
+        for with deltas (a subscriber missing publications cannot rebuild the next)."""
+        node = params.get("tf")
+        if not node:
+            return None
+        if params.get("delta"):
+            raise codes.bad_request("a tags filter and deltas cannot go together")
+        return filters.parse(node)
 
     def _authorize(
         self, channel: str, params: dict[str, Any]

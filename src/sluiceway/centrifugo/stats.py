@@ -11,6 +11,7 @@ class EndpointStats:
     connections_opened: int = 0
     connects: int = 0
     delivered: int = 0  # publications handed to connections' writers
+    filter_evaluations: int = 0  # tags filters evaluated (once per publication and filter)
     commands: dict[str, int] = field(default_factory=dict)
     disconnects: Counter[int] = field(default_factory=Counter)
 

@@ -13,6 +13,7 @@ from sluiceway.hub.core import (
     RESET_EVENT,
     HistoryPage,
     Hub,
+    check_tags,
     check_topic_name,
     to_data,
 )
@@ -55,6 +56,7 @@ __all__ = [
     "TopicBounds",
     "TopicFinished",
     "TopicNotReady",
+    "check_tags",
     "check_topic_name",
     "to_data",
 ]

@@ -8,8 +8,8 @@ resume and the native stream path stay local and identical.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Protocol
 
 
@@ -24,6 +24,8 @@ class Publication:
     data: str
     #: Unix time when it was published.
     published_at: float
+    #: What it was published with (string to string); empty without.
+    tags: Mapping[str, str] = field(default_factory=dict)
 
 
 #: The event type of the notification that a topic was finished (reserved: no publisher's).
@@ -75,9 +77,11 @@ class Backend(Protocol):
         event: str | None,
         bounds: tuple[int, float] | None = None,
         claim: str | None = None,
+        tags: Mapping[str, str] | None = None,
     ) -> Publication:
-        """Append atomically: assign the position, store, trim to ``bounds`` (history size,
-        history TTL in seconds; the backend's own when None), and notify, in one step.
+        """Append atomically: assign the position, store (with ``tags``), trim to ``bounds``
+        (history size, history TTL in seconds; the backend's own when None), and notify, in
+        one step.
         Raises :class:`ClaimTaken` when ``claim`` is given and a retained event of the topic
         was published with it, :class:`TopicFinished` once the topic is finished."""
 

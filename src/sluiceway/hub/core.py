@@ -8,7 +8,7 @@ import dataclasses
 import logging
 import re
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -41,6 +41,39 @@ logger = logging.getLogger("sluiceway.hub")
 #: (``$`` and ``#`` / ``,`` carry meaning for WebSocket clients: private and user-limited
 #: channels, see :mod:`sluiceway.centrifugo`.)
 TOPIC_NAME = re.compile(r"[A-Za-z0-9_.:@~+=$#!,-]{1,200}")
+
+
+#: Bounds of a publication's tags: how many, and the length of a name and of a value.
+MAX_TAGS = 32
+MAX_TAG_NAME = 64
+MAX_TAG_VALUE = 256
+
+
+def check_tags(tags: Mapping[str, str] | None) -> dict[str, str] | None:
+    """``tags`` as a plain dict (None when there are none); raises :class:`ValueError` unless
+    they are at most :data:`MAX_TAGS` strings named by non-empty strings, within the bounds.
+
+    >>> check_tags({"ticker": "AAPL"})
+    {'ticker': 'AAPL'}
+    >>> check_tags({"n": 1})
+    Traceback (most recent call last):
+    ...
+    ValueError: tags are strings by name: 'n' is not a string
+    """
+    if not tags:
+        return None
+    if not isinstance(tags, Mapping):
+        raise ValueError("tags are an object of strings")
+    if len(tags) > MAX_TAGS:
+        raise ValueError(f"at most {MAX_TAGS} tags")
+    for name, value in tags.items():
+        if not isinstance(name, str) or not 0 < len(name) <= MAX_TAG_NAME:
+            raise ValueError(f"tag names are 1-{MAX_TAG_NAME} characters")
+        if not isinstance(value, str):
+            raise ValueError(f"tags are strings by name: {name!r} is not a string")
+        if len(value) > MAX_TAG_VALUE:
+            raise ValueError(f"tag values are at most {MAX_TAG_VALUE} characters")
+    return dict(tags)
 
 
 def check_topic_name(name: str) -> str:
@@ -176,7 +209,13 @@ class Hub:
     # -- publishing --------------------------------------------------------------------------
 
     async def publish(
-        self, topic: str, data: Any, *, event: str | None = None, claim: str | None = None
+        self,
+        topic: str,
+        data: Any,
+        *,
+        event: str | None = None,
+        claim: str | None = None,
+        tags: Mapping[str, str] | None = None,
     ) -> str:
         """Append an event to ``topic`` and return its id. Never waits for subscribers.
 
@@ -184,18 +223,26 @@ class Hub:
         shared backend the backend assigns the id (raises :class:`BackendUnavailable`).
         ``claim``: a name no other event the topic still holds may have been published with
         (raises :class:`ClaimTaken`; across processes, atomically, with a shared backend), as
-        Mercure's publisher ids need.
+        Mercure's publisher ids need.  ``tags``: strings by name that WebSocket subscribers
+        see with the publication and filter on (see :func:`check_tags`); SSE does not carry
+        them.
+
+        >>> import asyncio
+        >>> hub = Hub()
+        >>> asyncio.run(hub.publish("prices", {"p": 187.2}, tags={"ticker": "AAPL"}))[-2:]
+        '-1'
         """
         if self._closing:
             raise HubClosed("the hub is shutting down")
         if event is not None and event.startswith(RESERVED_EVENT_PREFIX):
             raise ValueError(f"event types starting with {RESERVED_EVENT_PREFIX!r} are reserved")
         text = to_data(data)  # before anything is created: a value JSON cannot carry fails here
+        tags = check_tags(tags)
         if self._mirrors is not None and self._table.is_shared(topic):
             assert self.backend is not None
             bounds = self._history_bounds(topic)
             publication = await self.backend.publish(
-                check_topic_name(topic), text, event, bounds, claim
+                check_topic_name(topic), text, event, bounds, claim, tags
             )
             self.stats.published += 1
             self._mirrors.apply_own(publication)
@@ -205,7 +252,7 @@ class Hub:
             raise TopicFinished(f"topic {topic!r} is finished")
         if claim is not None:
             self._claim(found, claim)
-        event_id = found.append(text, event)
+        event_id = found.append(text, event, tags=tags)
         if claim is not None:
             self._claims.setdefault(topic, {})[claim] = found.head
         self.stats.published += 1

@@ -101,7 +101,12 @@ class Mirrors:
             base = snapshot.events[0].offset if snapshot.events else snapshot.head + 1
             topic = self.table.new(name, epoch=snapshot.epoch, base=base)
             for publication in snapshot.events:
-                topic.append(publication.data, publication.event, publication.published_at)
+                topic.append(
+                    publication.data,
+                    publication.event,
+                    publication.published_at,
+                    publication.tags,
+                )
             self.table.add(topic)
             for publication in self._buffered[name]:
                 self._apply(topic, publication)
@@ -154,7 +159,12 @@ class Mirrors:
             and publication.epoch == topic.epoch
         ):
             if publication.offset == topic.head + 1:
-                topic.append(publication.data, publication.event, publication.published_at)
+                topic.append(
+                    publication.data,
+                    publication.event,
+                    publication.published_at,
+                    publication.tags,
+                )
             elif topic.base <= publication.offset <= topic.head and (
                 topic.record_at(publication.offset)[1] != publication.data
             ):  # the store gave our event an offset this mirror holds another event at
@@ -164,7 +174,12 @@ class Mirrors:
         if publication.epoch != topic.epoch:
             self._drop(topic.name, "the backend's history of this topic was replaced")
         elif publication.offset == topic.head + 1:
-            topic.append(publication.data, publication.event, publication.published_at)
+            topic.append(
+                publication.data,
+                publication.event,
+                publication.published_at,
+                publication.tags,
+            )
         elif publication.offset > topic.head + 1:
             self._schedule_refill(topic.name)
         elif publication.offset >= topic.base and (
@@ -269,7 +284,12 @@ class Mirrors:
                 return
             for publication in snapshot.events:
                 if publication.offset == topic.head + 1:
-                    topic.append(publication.data, publication.event, publication.published_at)
+                    topic.append(
+                        publication.data,
+                        publication.event,
+                        publication.published_at,
+                        publication.tags,
+                    )
             if len(snapshot.events) < limit:
                 finish_at = self._finish_at.get(name)
                 if finish_at is not None and topic.head >= finish_at:

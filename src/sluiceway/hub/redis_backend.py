@@ -33,7 +33,7 @@ import socket
 import ssl
 import struct
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
@@ -100,8 +100,14 @@ if claim ~= '' then
   end
 end
 local seq = redis.call('HINCRBY', KEYS[1], 'seq', 1)
-redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[4], seq .. '-0',
-           'e', ARGV[2], 'd', ARGV[3], 't', ARGV[7])
+local tags = ARGV[10]
+if tags == '' then
+  redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[4], seq .. '-0',
+             'e', ARGV[2], 'd', ARGV[3], 't', ARGV[7])
+else
+  redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[4], seq .. '-0',
+             'e', ARGV[2], 'd', ARGV[3], 't', ARGV[7], 'g', tags)
+end
 redis.call('PEXPIRE', KEYS[1], ARGV[5])
 redis.call('PEXPIRE', KEYS[2], ARGV[5])
 if claim ~= '' then
@@ -110,8 +116,13 @@ if claim ~= '' then
   redis.call('ZREMRANGEBYSCORE', KEYS[3], '-inf', '(' .. string.match(first[1], '^%d+'))
   redis.call('PEXPIRE', KEYS[3], ARGV[5])
 end
-redis.call(ARGV[8], ARGV[6],
-           epoch .. '\\n' .. seq .. '\\n' .. ARGV[7] .. '\\n' .. ARGV[2] .. '\\n' .. ARGV[3])
+if tags == '' then
+  redis.call(ARGV[8], ARGV[6],
+             epoch .. '\\n' .. seq .. '\\n' .. ARGV[7] .. '\\n' .. ARGV[2] .. '\\n' .. ARGV[3])
+else  -- a JSON object (an epoch never starts with "{"): [epoch, offset, ms, event, data, tags]
+  redis.call(ARGV[8], ARGV[6], cjson.encode({t = {epoch, seq, tonumber(ARGV[7]), ARGV[2],
+                                                  ARGV[3], tags}}))
+end
 return {epoch, seq}
 """
 )
@@ -437,10 +448,12 @@ class RedisBackend:
         event: str | None,
         bounds: tuple[int, float] | None = None,
         claim: str | None = None,
+        tags: Mapping[str, str] | None = None,
     ) -> Publication:
         assert self._channels is not None, "start() first"
         now_ms = int(time.time() * 1000)
         size, ttl_ms = self._bounds(bounds)
+        tags_json = orjson.dumps(tags).decode() if tags else ""
         args: list[str | int] = [
             new_epoch(),
             event or "",
@@ -451,6 +464,7 @@ class RedisBackend:
             now_ms,
             self._channels.publish_command,
             claim or "",
+            tags_json,
         ]
         try:
             epoch, seq = await self.batched(self._publish_script, _keys(topic), args)
@@ -460,7 +474,9 @@ class RedisBackend:
             raise ClaimTaken(f"topic {topic!r} still holds an event claimed as {claim!r}")
         if seq == -2:
             raise TopicFinished(f"topic {topic!r} is finished")
-        return Publication(topic, _text(epoch), int(seq), event, data, now_ms / 1000)
+        return Publication(
+            topic, _text(epoch), int(seq), event, data, now_ms / 1000, dict(tags or {})
+        )
 
     async def batched(
         self, script: AsyncScript, keys: list[str], args: Sequence[str | int | bytes]
@@ -579,8 +595,9 @@ class RedisBackend:
         )
         event = _text(values[b"e"]) or None
         offset = int(_text(entry_id).split("-", 1)[0])
+        tags = orjson.loads(values[b"g"]) if b"g" in values else {}
         return Publication(
-            topic, epoch, offset, event, _text(values[b"d"]), int(values[b"t"]) / 1000
+            topic, epoch, offset, event, _text(values[b"d"]), int(values[b"t"]) / 1000, tags
         )
 
     async def publish_many(
@@ -673,6 +690,14 @@ class RedisBackend:
         if not channel.startswith(CHANNEL_PREFIX + "{"):
             return
         topic = channel[len(CHANNEL_PREFIX) + 1 : -1]
+        if data.startswith("{"):  # one tagged publication (see _PUBLISH)
+            epoch, seq, at_ms, event, body, tags = orjson.loads(data)["t"]
+            self._on_publication(
+                Publication(
+                    topic, epoch, int(seq), event or None, body, at_ms / 1000, orjson.loads(tags)
+                )
+            )
+            return
         if data.startswith("["):  # a batch (publish_many); an epoch never starts with "["
             epoch, first, at_ms, items = orjson.loads(data)
             for i in range(0, len(items), 2):

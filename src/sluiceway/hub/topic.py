@@ -10,13 +10,15 @@ from __future__ import annotations
 
 import time
 from bisect import bisect_left, bisect_right
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Generic, Protocol, TypeVar
 
 from sluiceway.hub.config import HubConfig
 from sluiceway.ids import Position, new_epoch
 from sluiceway.sse import encode_event
+
+_NO_TAGS: Mapping[str, str] = {}
 
 
 class Follower(Protocol):
@@ -47,6 +49,10 @@ class RetainedTopic(Protocol):
         """``(event, data, published_at)`` of a retained event."""
         ...
 
+    def tags_at(self, offset: int) -> Mapping[str, str]:
+        """The tags a retained event was published with (empty without)."""
+        ...
+
 
 @dataclass(frozen=True, slots=True)
 class StoredEvent:
@@ -71,6 +77,7 @@ class Topic(Generic[F]):
         "_cum",
         "_frames",
         "_records",
+        "_tags",
         "_times",
         "base",
         "config",
@@ -103,6 +110,8 @@ class Topic(Generic[F]):
         self.head = base - 1  # offset of the newest event; base - 1 while empty
         self.base = base  # offset of the oldest retained event
         self._frames: list[bytes] = []
+        #: Tags of the retained events that have some, by offset (most have none).
+        self._tags: dict[int, Mapping[str, str]] = {}
         self._cum: list[int] = []  # bytes published before each retained event
         self._times: list[float] = []  # monotonic publish time of each retained event
         self._records: list[tuple[str | None, str, float]] = []  # (event, data, unix time)
@@ -118,13 +127,23 @@ class Topic(Generic[F]):
 
     # -- writing -----------------------------------------------------------------------------
 
-    def append(self, data: str, event: str | None, published_at: float | None = None) -> str:
+    def append(
+        self,
+        data: str,
+        event: str | None,
+        published_at: float | None = None,
+        tags: Mapping[str, str] | None = None,
+    ) -> str:
         """Store one event, wake the waiting subscribers, and return its id.
 
         ``published_at`` (unix time) is for events published elsewhere (a shared backend):
-        their age, not the time they arrived here, counts for the history TTL.
+        their age, not the time they arrived here, counts for the history TTL.  ``tags``
+        (string to string) travel with it to the subscribers that read them (WebSocket
+        publications, their filters).
         """
         offset = self.head + 1
+        if tags:
+            self._tags[offset] = tags
         event_id = f"{self.epoch}-{offset}"
         frame = encode_event(data, event=event)[:-1] + b"id: " + event_id.encode() + b"\n\n"
         self._frames.append(frame)
@@ -164,6 +183,9 @@ class Topic(Generic[F]):
     def _drop_oldest(self, count: int) -> None:
         del self._frames[:count], self._cum[:count]
         del self._times[:count], self._records[:count]
+        if self._tags:
+            for offset in range(self.base, self.base + count):
+                self._tags.pop(offset, None)
         self.base += count
 
     # -- reading -----------------------------------------------------------------------------
@@ -201,6 +223,9 @@ class Topic(Generic[F]):
     def record_at(self, offset: int) -> tuple[str | None, str, float]:
         """``(event, data, published_at)`` of a retained event."""
         return self._records[offset - self.base]
+
+    def tags_at(self, offset: int) -> Mapping[str, str]:
+        return self._tags.get(offset, _NO_TAGS)
 
     def lag(self, offset: int) -> tuple[int, int]:
         """(events, bytes) published after ``offset``; ``offset`` must be retained or head."""

@@ -16,6 +16,7 @@ from sluiceway.hub import (
     Hub,
     HubError,
     InvalidEventId,
+    check_tags,
     check_topic_name,
 )
 from sluiceway.server.access import (
@@ -59,7 +60,7 @@ async def read_body(request: Request, limit: int) -> bytes:
     return bytes(body)
 
 
-def _parse_publication(body: bytes) -> tuple[Any, str | None]:
+def _parse_publication(body: bytes) -> tuple[Any, str | None, dict[str, str] | None]:
     try:
         payload = orjson.loads(body)
     except orjson.JSONDecodeError as exc:
@@ -68,7 +69,7 @@ def _parse_publication(body: bytes) -> tuple[Any, str | None]:
         raise APIError(422, "invalid_body", 'expected a JSON object like {"data": ...}')
     if "data" not in payload:
         raise APIError(422, "missing_data", 'the body has no "data" field')
-    unknown = set(payload) - {"data", "event"}
+    unknown = set(payload) - {"data", "event", "tags"}
     if unknown:
         raise APIError(422, "unknown_field", f"unknown field(s): {', '.join(sorted(unknown))}")
     event = payload.get("event")
@@ -80,15 +81,20 @@ def _parse_publication(body: bytes) -> tuple[Any, str | None]:
         if event.startswith(RESERVED_EVENT_PREFIX):
             reserved = f"event types starting with {RESERVED_EVENT_PREFIX!r} are reserved"
             raise APIError(422, "invalid_event", reserved)
-    return payload["data"], event
+    try:
+        tags = check_tags(payload.get("tags"))
+    except ValueError as exc:
+        raise APIError(422, "invalid_tags", str(exc)) from None
+    return payload["data"], event, tags
 
 
 async def publish(request: Request) -> Response:
     topic = _topic(request)
     require_topic_publish(request, topic)
-    data, event = _parse_publication(await read_body(request, _settings(request).max_body_bytes))
+    body = await read_body(request, _settings(request).max_body_bytes)
+    data, event, tags = _parse_publication(body)
     try:
-        event_id = await _hub(request).publish(topic, data, event=event)
+        event_id = await _hub(request).publish(topic, data, event=event, tags=tags)
     except HubError:
         raise  # answered from the table of the hub's errors
     except (SSEProtocolError, ValueError) as exc:  # a lone surrogate; JSON nested too deep
