@@ -197,3 +197,9 @@ def test_deltas_joins_and_leaves(
     assert result["compression"] > 0.5  # the SDK's own count of bytes saved
     assert (result["joins"], result["leaves"], result["otherLeft"]) == (2, 1, True)
     assert result["rpcError"] == {"code": 104}  # this server has no RPC handler
+
+
+def test_a_tags_filter(node: str, server: ServerProcess, topic: str, encoding: str) -> None:
+    result = run_scenario(node, server, "filtered", f"prices.{topic}", encoding)
+    assert result["received"] == list(range(1, COUNT + 1, 2))
+    assert all(tags == {"ticker": "AAPL"} for tags in result["tags"])

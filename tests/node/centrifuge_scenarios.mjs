@@ -18,6 +18,8 @@
 //              the first <count>, and a third with `since` a position in an unknown epoch.
 //   history    <count> publications over HTTP, then sub.history() in several forms, presence and
 //              presence stats (with a second client subscribed too).
+//   filtered   subscribe with a tags filter (ticker == AAPL); <count> publications over HTTP,
+//              tagged AAPL and MSFT in turn: prints what arrived and its tags.
 //   realtime   subscribe with joinLeave and fossil deltas; a second client subscribes and leaves;
 //              <count> big states published over HTTP (each a small change); an rpc the server
 //              has no handler for: prints what arrived, the joins/leaves and delta stats.
@@ -58,11 +60,11 @@ function once(emitter, event) {
   return withTimeout(new Promise((resolve) => emitter.once(event, resolve)), event);
 }
 
-async function httpPublish(data) {
+async function httpPublish(data, tags = undefined) {
   const response = await fetch(`${base}/topics/${encodeURIComponent(channel)}`, {
     method: 'POST',
     headers: { 'content-type': 'application/json' },
-    body: JSON.stringify({ data }),
+    body: JSON.stringify(tags ? { data, tags } : { data }),
   });
   const body = await response.text();
   if (!response.ok) throw new Error(`POST /topics/${channel}: ${response.status} ${body}`);
@@ -305,7 +307,30 @@ async function realtime() {
   };
 }
 
-const scenarios = { roundtrip, denied, recover, history, realtime };
+async function filtered() {
+  // A tags filter: only AAPL, among <count> publications of two tickers.
+  const client = newClient();
+  await connected(client);
+  const sub = client.newSubscription(channel, {
+    tagsFilter: { key: 'ticker', cmp: 'eq', val: 'AAPL' },
+  });
+  const got = collect(sub);
+  const tags = [];
+  sub.on('publication', (ctx) => tags.push(ctx.tags));
+  const subscribed = once(sub, 'subscribed');
+  sub.subscribe();
+  await subscribed;
+  for (let seq = 1; seq <= count; seq++) {
+    await httpPublish({ seq }, { ticker: seq % 2 ? 'AAPL' : 'MSFT' });
+  }
+  const wanted = Math.ceil(count / 2);
+  await got.waitFor(wanted);
+  await new Promise((resolve) => setTimeout(resolve, 200)); // room for what must not come
+  client.disconnect();
+  return { received: got.received.map((data) => data.seq), tags };
+}
+
+const scenarios = { roundtrip, denied, recover, history, realtime, filtered };
 
 try {
   if (!scenarios[scenario]) throw new Error(`unknown scenario ${scenario}`);
