@@ -66,7 +66,7 @@ CONTROL_CHANNEL = "sluiceway:control"
 CLUSTER_SCHEMES = {"redis+cluster": "redis", "rediss+cluster": "rediss"}
 
 #: Batches of publishes go at most this often (seconds): a publish after a quiet spell goes at
-#: once, and under load what arrives within it shares one round trip (~10 tokens of 200
+#: once, and under load what arrives within it shares one round trip (~40 calls of 200
 #: generations side by side instead of one; ``bench/run_tokens.py``), for at most 1 ms more
 #: latency.  (uvloop's timers count whole milliseconds.)
 PUBLISH_LINGER = 0.001
@@ -484,8 +484,8 @@ class RedisBackend:
         """Run ``script`` (registered on :attr:`redis`) in the next batch, and return its
         reply: the publishes (and run records) of every topic made while one batch is on its
         way go together in the next (one write, one read, a fraction of redis-py's cost per
-        call); one after a quiet spell goes alone, with no wait. (On a cluster they go one by
-        one, in order.)"""
+        call); one after a quiet spell goes alone, with no wait. (On a cluster, each master's
+        share in one write to it.)"""
         future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         self._queued.append((script, keys, args, future))
         if self._flusher is None or self._flusher.done():
