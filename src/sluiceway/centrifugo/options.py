@@ -52,9 +52,10 @@ class Hooks:
     on_connect: OnConnect | None = None
     on_subscribe: OnSubscribe | None = None
     on_publish: OnPublish | None = None
-    #: Without it, ``rpc`` is answered 104 (method not found).
-    on_rpc: OnRpc | None = None
     on_disconnect: OnDisconnect | None = None
+    #: Without it, ``rpc`` is answered 104 (method not found).  (Last: the fields before it
+    #: keep their places for applications that pass them in order.)
+    on_rpc: OnRpc | None = None
 
 
 @dataclass(slots=True)
