@@ -9,6 +9,7 @@ import asyncio
 import json
 import random
 import time
+from collections.abc import Iterator
 from typing import Any
 
 import httpx
@@ -73,14 +74,20 @@ def rebuilt(data: Any) -> Any:
     return json.loads(data) if isinstance(data, bytes) else data
 
 
+@pytest.fixture(scope="module")
+def server() -> Iterator[ServerProcess]:
+    process = ServerProcess(env={"SLUICEWAY_HISTORY_SIZE": "1000"}).start()
+    yield process
+    process.stop()
+
+
 @pytest.mark.parametrize("use_protobuf", [False, True], ids=["json", "protobuf"])
 async def test_the_sdk_rebuilds_every_publication_through_cuts(
-    start_server: StartServer, use_protobuf: bool
+    server: ServerProcess, use_protobuf: bool
 ) -> None:
     """Each connection is cut after 4-12 KB, mid-frame too: the SDK reconnects, recovers
     (whole publications) and goes on with deltas. (A small state, paced, so that what a
     client misses while it reconnects fits in the next connection's budget.)"""
-    server = start_server(env={"SLUICEWAY_HISTORY_SIZE": "1000"})
     channel = f"dash.{time.time_ns()}"
     seen = Recorder()
     total = 200

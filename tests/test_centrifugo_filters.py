@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
+from collections.abc import Iterator
 from typing import Any
 
 import httpx
@@ -18,6 +19,7 @@ from conftest import MakeHub, StartServer
 from hypothesis import given
 from hypothesis import strategies as st
 from redisproc import RedisCluster, RedisProcess
+from serverproc import ServerProcess
 from sse_servers import UvicornThread
 from starlette.applications import Starlette
 from starlette.routing import WebSocketRoute
@@ -134,11 +136,15 @@ async def publish(http: httpx.AsyncClient, channel: str, n: int, ticker: str) ->
     assert response.status_code == 200, response.text
 
 
+@pytest.fixture(scope="module")
+def server() -> Iterator[ServerProcess]:
+    process = ServerProcess(env={"SLUICEWAY_HISTORY_SIZE": "100"}).start()
+    yield process
+    process.stop()
+
+
 @pytest.mark.parametrize("use_protobuf", [False, True], ids=["json", "protobuf"])
-async def test_the_sdk_gets_only_what_matches(
-    start_server: StartServer, use_protobuf: bool
-) -> None:
-    server = start_server(env={"SLUICEWAY_HISTORY_SIZE": "100"})
+async def test_the_sdk_gets_only_what_matches(server: ServerProcess, use_protobuf: bool) -> None:
     channel = f"prices.{time.time_ns()}"
     seen = Recorder()
     wanted = Filter.all(Filter.eq("ticker", "AAPL"), Filter.gte("n", "2"))

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Iterator
 from typing import Any
 
 import jwt
@@ -14,6 +15,7 @@ import pytest
 from centrifuge import JoinContext, LeaveContext
 from conftest import StartServer
 from redisproc import RedisCluster, RedisProcess
+from serverproc import ServerProcess
 from test_centrifugo_sdk import Recorder, sdk_client
 from wsclient import ws_url
 
@@ -112,11 +114,21 @@ def expected(ann_events: list[tuple[str, str, str]], bob: str) -> None:
     assert rest[0][2] == bob  # the client id presence shows
 
 
+@pytest.fixture(scope="module")
+def server() -> Iterator[ServerProcess]:
+    """Joins and leaves announced on ``room.*`` only."""
+    process = ServerProcess(
+        env={
+            "SLUICEWAY_TOKEN_HMAC_SECRET": SECRET,
+            "SLUICEWAY_WS_JOIN_LEAVE_CHANNELS": '["room.*"]',
+        }
+    ).start()
+    yield process
+    process.stop()
+
+
 @pytest.mark.parametrize("use_protobuf", [False, True], ids=["json", "protobuf"])
-async def test_joins_and_leaves_on_one_process(
-    start_server: StartServer, use_protobuf: bool
-) -> None:
-    server = start_server(env={"SLUICEWAY_TOKEN_HMAC_SECRET": SECRET})
+async def test_joins_and_leaves_on_one_process(server: ServerProcess, use_protobuf: bool) -> None:
     url = ws_url(server.url)
     heard, (bob,) = await watch(
         url, url, f"room.{time.time_ns()}", use_protobuf=use_protobuf, join_leave=True
@@ -125,14 +137,8 @@ async def test_joins_and_leaves_on_one_process(
 
 
 async def test_nothing_is_heard_without_asking_or_outside_the_channels(
-    start_server: StartServer,
+    server: ServerProcess,
 ) -> None:
-    server = start_server(
-        env={
-            "SLUICEWAY_TOKEN_HMAC_SECRET": SECRET,
-            "SLUICEWAY_WS_JOIN_LEAVE_CHANNELS": '["room.*"]',
-        }
-    )
     url = ws_url(server.url)
     quiet, _ = await watch(url, url, f"room.{time.time_ns()}", join_leave=False, expect=0)
     assert quiet.events == []

@@ -19,7 +19,7 @@ import pytest
 from centrifuge import ClientEventHandler, DisconnectedContext
 from centrifuge.exceptions import ReplyError as SDKReplyError
 from conftest import StartServer
-from serverproc import free_port
+from serverproc import ServerProcess, free_port
 from sse_servers import UvicornThread
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -178,23 +178,29 @@ def backend() -> Iterator[tuple[Backend, UvicornThread]]:
         yield application, server
 
 
-def serve_with(start_server: StartServer, backend_url: str) -> Any:
-    return start_server(
-        env={
-            "SLUICEWAY_TOKEN_HMAC_SECRET": SECRET,
-            "SLUICEWAY_WS_RPC_PROXY_URL": f"{backend_url}/rpc",
-            "SLUICEWAY_WS_PUBLISH_PROXY_URL": f"{backend_url}/publish",
-            "SLUICEWAY_WS_HOOK_TIMEOUT": "0.5",
-        }
-    )
+def proxied_env(backend_url: str) -> dict[str, str]:
+    return {
+        "SLUICEWAY_TOKEN_HMAC_SECRET": SECRET,
+        "SLUICEWAY_WS_RPC_PROXY_URL": f"{backend_url}/rpc",
+        "SLUICEWAY_WS_PUBLISH_PROXY_URL": f"{backend_url}/publish",
+        "SLUICEWAY_WS_HOOK_TIMEOUT": "0.5",
+    }
+
+
+@pytest.fixture(scope="module")
+def proxied(backend: tuple[Backend, UvicornThread]) -> Iterator[ServerProcess]:
+    """``sluiceway serve`` asking the backend (one for the module's tests)."""
+    server = ServerProcess(env=proxied_env(backend[1].url)).start()
+    yield server
+    server.stop()
 
 
 @pytest.mark.parametrize("use_protobuf", [False, True], ids=["json", "protobuf"])
 async def test_rpc_over_http_to_the_application(
-    start_server: StartServer, backend: tuple[Backend, UvicornThread], use_protobuf: bool
+    proxied: ServerProcess, backend: tuple[Backend, UvicornThread], use_protobuf: bool
 ) -> None:
-    application, backend_server = backend
-    server = serve_with(start_server, backend_server.url)
+    application, _ = backend
+    server = proxied
     async with sdk_client(
         ws_url(server.url), token=token("ann"), use_protobuf=use_protobuf
     ) as client:
@@ -218,10 +224,9 @@ async def test_rpc_over_http_to_the_application(
 
 
 async def test_a_proxy_disconnect_and_a_backend_that_is_down(
-    start_server: StartServer, backend: tuple[Backend, UvicornThread]
+    start_server: StartServer, proxied: ServerProcess
 ) -> None:
-    _, backend_server = backend
-    server = serve_with(start_server, backend_server.url)
+    server = proxied
     events = Disconnections()
     async with sdk_client(ws_url(server.url), token=token("ann"), events=events) as client:
         await client.connect()
@@ -231,7 +236,7 @@ async def test_a_proxy_disconnect_and_a_backend_that_is_down(
             while 4502 not in events.codes:
                 events.changed.clear()
                 await events.changed.wait()
-    nobody = serve_with(start_server, f"http://127.0.0.1:{free_port()}")
+    nobody = start_server(env=proxied_env(f"http://127.0.0.1:{free_port()}"))
     async with sdk_client(ws_url(nobody.url), token=token("ann")) as client:
         await client.connect()
         with pytest.raises(SDKReplyError) as refused:
@@ -240,10 +245,9 @@ async def test_a_proxy_disconnect_and_a_backend_that_is_down(
 
 
 async def test_the_application_validates_and_rewrites_publications(
-    start_server: StartServer, backend: tuple[Backend, UvicornThread]
+    proxied: ServerProcess,
 ) -> None:
-    _, backend_server = backend
-    server = serve_with(start_server, backend_server.url)
+    server = proxied
     channel = f"room.{time.time_ns()}"
     seen = Recorder()
     async with (
