@@ -56,6 +56,16 @@ class Disconnections(ClientEventHandler):
         self.changed.set()
 
 
+async def kicked(client: Any, events: Disconnections, code: int) -> None:
+    """The RPC ``kick`` closes the connection with ``code``."""
+    with pytest.raises(Exception):  # noqa: B017 - the SDK fails the call as it disconnects
+        await client.rpc("kick", {})
+    async with asyncio.timeout(5):
+        while code not in events.codes:
+            events.changed.clear()
+            await events.changed.wait()
+
+
 # -- in-process: the application's own handler --------------------------------------------
 
 
@@ -105,12 +115,7 @@ async def test_a_handler_may_disconnect_the_client(app_server: UvicornThread) ->
     events = Disconnections()
     async with sdk_client(ws_url(app_server.url), events=events) as client:
         await client.connect()
-        with pytest.raises(Exception):  # noqa: B017 - the SDK fails the call as it disconnects
-            await client.rpc("kick", {})
-        async with asyncio.timeout(5):
-            while 4501 not in events.codes:
-                events.changed.clear()
-                await events.changed.wait()
+        await kicked(client, events, 4501)
 
 
 async def test_without_a_handler_rpc_is_method_not_found() -> None:
@@ -230,12 +235,7 @@ async def test_a_proxy_disconnect_and_a_backend_that_is_down(
     events = Disconnections()
     async with sdk_client(ws_url(server.url), token=token("ann"), events=events) as client:
         await client.connect()
-        with pytest.raises(Exception):  # noqa: B017 - the SDK fails the call as it disconnects
-            await client.rpc("kick", {})
-        async with asyncio.timeout(5):
-            while 4502 not in events.codes:
-                events.changed.clear()
-                await events.changed.wait()
+        await kicked(client, events, 4502)
     nobody = start_server(env=proxied_env(f"http://127.0.0.1:{free_port()}"))
     async with sdk_client(ws_url(nobody.url), token=token("ann")) as client:
         await client.connect()
