@@ -591,7 +591,8 @@ class CentrifugoProtocol:
         if len(self.channels) >= self.options.max_channels:
             raise codes.limit_exceeded()
         expires, info = yield from self._authorize(channel, params)
-        result = yield from self._open(channel, params)
+        tags_filter = self._tags_filter(params)
+        result = yield from self._open(channel, params, tags_filter)
         deadline = math.inf
         if expires is not None:
             deadline = self._now + expires
@@ -606,16 +607,15 @@ class CentrifugoProtocol:
                 self._granted = set()
             self._granted.add(channel)
         join_leave = params.get("join_leave") is True
-        tags_filter = self._tags_filter(params)
         yield from self._follow(
             channel, deadline, join_leave, result.get("delta", False), tags_filter
         )
 
     def _open(
-        self, channel: str, params: dict[str, Any]
+        self, channel: str, params: dict[str, Any], tags_filter: Filter | None = None
     ) -> Generator[Request[Any], Any, dict[str, Any]]:
         """Subscribe in the hub; the subscribe result (with the missed publications when
-        recovering)."""
+        recovering, those ``tags_filter`` lets through)."""
         recover = params.get("recover") is True
         epoch = params.get("epoch") or ""
         offset = params.get("offset") or 0
@@ -624,7 +624,6 @@ class CentrifugoProtocol:
         cursor = str(Position(epoch, offset)) if recover and epoch else None
         rewind = recover and not epoch and offset == 0
         delta = self._delta(channel, params.get("delta"))
-        tags_filter = self._tags_filter(params)
         opened: Subscribed = yield from _ask(
             Subscribe(channel, cursor, rewind, recover, delta, tags_filter)
         )
