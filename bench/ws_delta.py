@@ -34,7 +34,7 @@ from harness.procs import Proc, sluiceway_command
 from harness.report import config_of, md_table, save_results, timestamp
 from websockets.asyncio.client import connect
 
-from sluiceway.centrifugo import fossil
+from sluiceway import fossil
 from sluiceway.centrifugo.protobuf_frames import delimited, split
 from sluiceway.centrifugo.wire import client_pb2 as pb
 

@@ -24,7 +24,7 @@ from sse_servers import ChaosProxy
 from test_centrifugo_sdk import Recorder, sdk_client
 from wsclient import raw_client, ws_url
 
-from sluiceway.centrifugo import fossil
+from sluiceway import fossil
 
 
 @given(st.binary(max_size=400), st.binary(max_size=400))
@@ -148,7 +148,7 @@ async def test_a_reset_sends_the_next_publication_whole(start_server: StartServe
 
 
 async def test_deltas_are_small_and_only_where_asked(start_server: StartServer) -> None:
-    server: ServerProcess = start_server(env={"SLUICEWAY_WS_DELTA_CHANNELS": '["dash.*"]'})
+    server: ServerProcess = start_server(env={"SLUICEWAY_DELTA_TOPICS": '["dash.*"]'})
     async with raw_client(server.url) as client, httpx.AsyncClient(base_url=server.url) as http:
         await client.connect()
         refused = await client.request("subscribe", {"channel": "dash.a", "delta": "xdelta"})

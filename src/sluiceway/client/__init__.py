@@ -9,6 +9,7 @@ See :class:`EventSource` for reconnection, resume, errors and the async form.
 
 from sluiceway.client.errors import (
     ContentTypeError,
+    DeltaMismatch,
     HTTPStatusError,
     ReconnectExhausted,
     SSEClientError,
@@ -21,6 +22,7 @@ from sluiceway.sse import Event
 
 __all__ = [
     "ContentTypeError",
+    "DeltaMismatch",
     "Event",
     "EventSource",
     "HTTPStatusError",

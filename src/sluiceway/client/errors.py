@@ -62,3 +62,10 @@ class StreamInterrupted(SSEClientError):
     Sending it again would start the work again (a second LLM generation, billed twice), so the
     client raises instead; ``__cause__`` is the network error.
     """
+
+
+class DeltaMismatch(SSEClientError):
+    """An event's delta (``delta: fossil``) could not be applied: no previous event on this
+    connection, another format, or a checksum that does not match. The client never raises it
+    to the caller: it reconnects from the last good event instead (see
+    :class:`~sluiceway.client.EventSource`)."""

@@ -15,15 +15,20 @@ from typing import Any, Self
 
 import httpx
 
+from sluiceway import fossil
 from sluiceway.client.errors import (
     ContentTypeError,
+    DeltaMismatch,
     HTTPStatusError,
     ReconnectExhausted,
     StreamInterrupted,
 )
 from sluiceway.client.policy import ReconnectState, RetryInfo, Verdict, classify, parse_retry_after
-from sluiceway.control import POSITION_EVENT, RESET_EVENT, Reset, parse_reset
+from sluiceway.control import POSITION_EVENT, RESET_EVENT, Reset, is_control, parse_reset
 from sluiceway.sse import Event
+
+#: The delta format this client applies (``delta: fossil``).
+FOSSIL = "fossil"
 
 #: How much of an error response's body is kept for the exception.
 ERROR_BODY_LIMIT = 64 * 1024
@@ -63,6 +68,12 @@ class EventSource:
     counted in :attr:`resets` and passed, parsed, to ``on_reset``. A hub position event
     (``sluiceway.position``, the first of a stream opened without an id) is not yielded: its id
     becomes :attr:`last_event_id`, so that a reconnect before any event resumes from there.
+
+    With ``delta=True`` it asks a Sluiceway stream for deltas (``?delta=fossil``): an event
+    that follows the one before comes as the difference from it, a few bytes for a small change
+    to a large state. They are applied here: every event yielded has its whole data. A delta
+    that does not apply (which a correct server never sends) drops the connection and resumes
+    from the last good event, whose successor then comes whole.
     """
 
     def __init__(
@@ -75,6 +86,7 @@ class EventSource:
         json: Any = None,
         content: bytes | None = None,
         last_event_id: str = "",
+        delta: bool = False,
         retry_delay: float = 3.0,
         max_backoff: float = 30.0,
         max_attempts: int | None = None,
@@ -91,6 +103,8 @@ class EventSource:
             raise ValueError("max_attempts must be at least 1")
         self.url = url
         self.method = method.upper()
+        if delta:
+            params = {**(params or {}), "delta": FOSSIL}
         self._request_args: dict[str, Any] = {"params": params, "json": json, "content": content}
         self._headers = dict(headers or {})
         self._has_body = json is not None or content is not None
@@ -114,6 +128,8 @@ class EventSource:
         self._on_reset = on_reset
         #: Reset events seen so far.
         self.resets = 0
+        #: The data of the last event of this connection: what its next delta applies to.
+        self._delta_base: str | None = None
         self._async_iterator: AsyncGenerator[Event, None] | None = None
         self._sync_iterator: Generator[Event, None, None] | None = None
 
@@ -146,24 +162,42 @@ class EventSource:
 
     def _opened(self, response: httpx.Response) -> None:
         self._state.opened()
+        self._delta_base = None  # a new connection's first event comes whole
         if self._on_open is not None:
             self._on_open(response)
 
-    def _delivered(self, event: Event) -> bool:
-        """Take ``event`` in; whether it is yielded (a position event is not: it only says
-        where the stream starts, and its id is all there is to take from it)."""
+    def _delivered(self, event: Event) -> Event | None:
+        """Take ``event`` in: what is yielded (``event`` with its delta applied), or None for
+        a position event (it only says where the stream starts: its id is all there is to
+        take from it). Raises :class:`DeltaMismatch` for a delta that does not apply."""
+        if event.delta is not None:
+            event = self._applied(event)
+        elif not is_control(event):
+            self._delta_base = event.data
         # event.id is the last event id in effect when it was dispatched.
         self._state.last_event_id = event.id or ""
         # A position alone does not let a request with a body be sent again: the endpoint
         # may not resume from it (a second generation would start); an event of its does.
         self._position_only = event.event == POSITION_EVENT
         if self._position_only:
-            return False
+            return None
         if event.event == RESET_EVENT and (reset := parse_reset(event)) is not None:
             self.resets += 1
             if self._on_reset is not None:
                 self._on_reset(reset)
-        return True
+        return event
+
+    def _applied(self, event: Event) -> Event:
+        """``event`` with its data rebuilt from its delta and the previous event's data."""
+        base = self._delta_base
+        if event.delta != FOSSIL or base is None or event.data is None:
+            raise DeltaMismatch(f"cannot apply a {event.delta!r} delta to event {event.id!r}")
+        try:
+            data = fossil.apply(base.encode(), event.data.encode()).decode()
+        except (fossil.DeltaError, UnicodeDecodeError) as exc:
+            raise DeltaMismatch(f"the delta of event {event.id!r} does not apply: {exc}") from exc
+        self._delta_base = data
+        return Event(data=data, event=event.event, id=event.id)
 
     def _may_resend(self) -> bool:
         """Whether the body may go again: there is an id to resume from, given by the caller
@@ -199,6 +233,9 @@ class EventSource:
             return self._retry(self._state.failed(f"{type(exc).__name__}: {exc}".rstrip(": ")))
         except ReconnectExhausted as gave_up:
             raise gave_up from exc
+
+    def _after_delta_mismatch(self, exc: DeltaMismatch) -> float:
+        return self._retry(self._state.failed(str(exc)))
 
     def _refusal(self, verdict: Verdict, response: httpx.Response, body: bytes) -> Exception:
         text = body.decode("utf-8", "replace")
@@ -254,12 +291,14 @@ class EventSource:
                             parser = self._state.new_parser()
                             async for chunk in response.aiter_bytes():
                                 for event in parser.feed(chunk):
-                                    if self._delivered(event):
-                                        yield event
+                                    if (delivered := self._delivered(event)) is not None:
+                                        yield delivered
                                 self._state.absorb(parser)
                             delay = self._after_end()
                 except httpx.TransportError as exc:
                     delay = self._after_error(exc)
+                except DeltaMismatch as exc:
+                    delay = self._after_delta_mismatch(exc)
                 if delay is None:
                     return
                 await asyncio.sleep(delay)
@@ -312,12 +351,14 @@ class EventSource:
                             parser = self._state.new_parser()
                             for chunk in response.iter_bytes():
                                 for event in parser.feed(chunk):
-                                    if self._delivered(event):
-                                        yield event
+                                    if (delivered := self._delivered(event)) is not None:
+                                        yield delivered
                                 self._state.absorb(parser)
                             delay = self._after_end()
                 except httpx.TransportError as exc:
                     delay = self._after_error(exc)
+                except DeltaMismatch as exc:
+                    delay = self._after_delta_mismatch(exc)
                 if delay is None:
                     return
                 time.sleep(delay)

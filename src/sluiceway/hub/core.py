@@ -31,7 +31,7 @@ from sluiceway.hub.stats import HubStats
 from sluiceway.hub.streams import Streams
 from sluiceway.hub.subscription import CloseReason, Subscription, end_when_complete
 from sluiceway.hub.table import TopicTable
-from sluiceway.hub.topic import RetainedTopic, StoredEvent, Topic
+from sluiceway.hub.topic import FOSSIL, RetainedTopic, StoredEvent, Topic
 from sluiceway.ids import InvalidEventId, Position, parse_cursor
 from sluiceway.sse import encode_event
 
@@ -74,6 +74,25 @@ def check_tags(tags: Mapping[str, str] | None) -> dict[str, str] | None:
         if len(value) > MAX_TAG_VALUE:
             raise ValueError(f"tag values are at most {MAX_TAG_VALUE} characters")
     return dict(tags)
+
+
+def check_delta(delta: str, topics: int = 1) -> str:
+    """``delta`` if a stream of ``topics`` topics may be sent deltas of that format; raises
+    :class:`ValueError` otherwise (the one format is ``"fossil"``; one topic, since a delta
+    applies to the event the client got before, of the same topic).
+
+    >>> check_delta("fossil")
+    'fossil'
+    >>> check_delta("fossil", topics=2)
+    Traceback (most recent call last):
+    ...
+    ValueError: deltas are sent on streams of one topic
+    """
+    if delta != FOSSIL:
+        raise ValueError(f"unknown delta format {delta[:40]!r}: the one format is {FOSSIL!r}")
+    if topics != 1:
+        raise ValueError("deltas are sent on streams of one topic")
+    return delta
 
 
 def check_topic_name(name: str) -> str:
@@ -321,10 +340,22 @@ class Hub:
     # -- subscribing -------------------------------------------------------------------------
 
     async def subscribe(
-        self, topics: Iterable[str], last_event_id: str | None = None, *, from_start: bool = False
+        self,
+        topics: Iterable[str],
+        last_event_id: str | None = None,
+        *,
+        from_start: bool = False,
+        delta: str | None = None,
     ) -> Subscription:
         """Follow ``topics`` after ``last_event_id`` (an id this hub gave out), or live; with
         ``from_start`` (and no id), from the oldest event each topic still holds.
+
+        ``delta="fossil"`` (one topic only): each event that follows the one sent before goes
+        as a Fossil delta from that one's data, with a ``delta: fossil`` line, when that is
+        smaller (a dashboard republishing a large state with small changes); the first event,
+        and the first after a gap, go whole. The client applies them
+        (:class:`sluiceway.client.EventSource`, ``sluiceway.js``); a plain ``EventSource``
+        cannot. A delta is made once per event, for every stream that asked.
 
         Raises :class:`InvalidEventId` for an id that is not one of ours, :class:`HubClosed`
         while shutting down, :class:`BackendUnavailable` when a shared topic cannot be loaded.
@@ -338,7 +369,9 @@ class Hub:
                     positions = parse_cursor(last_event_id, len(names))
                     requested = dict(zip(names, positions, strict=True))
                 await self._mirrors.ensure(shared, requested)
-        return self.subscribe_nowait(topics, last_event_id, caught_up=True, from_start=from_start)
+        return self.subscribe_nowait(
+            topics, last_event_id, caught_up=True, from_start=from_start, delta=delta
+        )
 
     def subscribe_nowait(
         self,
@@ -347,6 +380,7 @@ class Hub:
         *,
         caught_up: bool = False,
         from_start: bool = False,
+        delta: str | None = None,
     ) -> Subscription:
         """:meth:`subscribe` without awaiting: the in-process history answers at once, which
         lets a connection attach from a protocol callback, with no task of its own."""
@@ -355,6 +389,8 @@ class Hub:
         names = sorted({check_topic_name(name) for name in topics})
         if not names:
             raise InvalidTopic("subscribe to at least one topic")
+        if delta is not None:
+            check_delta(delta, len(names))
         mirrors = self._mirrors
         if mirrors is not None:
             for name in names:
@@ -378,7 +414,11 @@ class Hub:
                 else:
                     lost.append(self._reset_detail(topic, position))
         subscription = Subscription(
-            self._streams, followed, offsets, position_due=requested is None
+            self._streams,
+            followed,
+            offsets,
+            position_due=requested is None,
+            deltas=delta is not None,
         )
         for topic in followed:
             topic.subscribers.add(subscription)

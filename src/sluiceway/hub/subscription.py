@@ -113,6 +113,7 @@ class Subscription:
 
     __slots__ = (
         "_blocked_since",
+        "_delta_after",
         "_future",
         "_pending",
         "_ping_due",
@@ -121,6 +122,7 @@ class Subscription:
         "_stats",
         "_task",
         "close_reason",
+        "deltas",
         "last_write",
         "lost",
         "offsets",
@@ -137,6 +139,7 @@ class Subscription:
         offsets: list[int],
         *,
         position_due: bool = False,
+        deltas: bool = False,
     ) -> None:
         self._registry = registry
         self._stats = registry.stats  # counted on every delivery: one lookup less
@@ -157,6 +160,11 @@ class Subscription:
         self._blocked_since: float | None = None  # loop time since when it cannot write
         self._task: asyncio.Task[object] | None = None  # a task writer: cancelled on abort
         self.sink: Sink | None = None  # a callback-driven writer (set by attach)
+        #: Events that follow the one sent before go as delta frames (one topic only).
+        self.deltas = deltas
+        # The offset of the last event this stream sent (None: none yet): only the next one
+        # may go as a delta, since the client holds that one's data.
+        self._delta_after: int | None = None
 
     @property
     def closed(self) -> bool:
@@ -223,6 +231,8 @@ class Subscription:
             if not self._overflow(0):
                 return None
             offset = self.offsets[0]
+        if self.deltas:
+            return self._next_deltas(topic, offset)
         if offset + 1 == topic.head:  # the common live case: one new event, sent as stored
             self.offsets[0] = topic.head
             self._stats.delivered += 1
@@ -230,6 +240,23 @@ class Subscription:
         frames, self.offsets[0] = topic.frames_after(offset, self._registry.config.max_chunk_bytes)
         self._stats.delivered += len(frames)
         return b"".join(frames)
+
+    def _next_deltas(self, topic: Topic[Subscription], offset: int) -> bytes:
+        """As :meth:`_next_single`, each event that follows the one sent before as its delta
+        frame (the same ``bytes`` for every such stream); the others whole."""
+        budget = self._registry.config.max_chunk_bytes
+        frames: list[bytes] = []
+        after = self._delta_after
+        start = offset
+        while offset < topic.head and (budget > 0 or not frames):
+            offset += 1
+            frame = topic.delta_frame_at(offset) if after == offset - 1 else topic.frame_at(offset)
+            frames.append(frame)
+            budget -= len(frame)
+            after = offset
+        self.offsets[0] = self._delta_after = offset
+        self._stats.delivered += offset - start
+        return frames[0] if len(frames) == 1 else b"".join(frames)
 
     def _next_multi(self) -> bytes | None:
         parts: list[bytes] = []

@@ -4,6 +4,11 @@ Each published event is encoded once into an SSE frame whose ``id:`` line comes 
 (``event: ...\\ndata: ...\\nid: <epoch>-<offset>\\n\\n``). Single-topic subscribers send that
 frame as it is; multi-topic subscribers send the frame without its id line plus their own cursor.
 Subscribers keep only an offset into this log, so fan-out copies nothing.
+
+A stream that asked for deltas (``?delta=fossil``) is sent, for an event that follows the one
+it was sent before, the event's *delta frame*: the same frame with a ``delta: fossil`` line and
+the Fossil delta from the previous event's data in place of the data. It is made once, when a
+first such stream needs it, and kept beside the frame for every other one.
 """
 
 from __future__ import annotations
@@ -14,11 +19,15 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Generic, Protocol, TypeVar
 
+from sluiceway import fossil
 from sluiceway.hub.config import HubConfig
 from sluiceway.ids import Position, new_epoch
-from sluiceway.sse import encode_event
+from sluiceway.sse import LINE_END, encode_event
 
 _NO_TAGS: Mapping[str, str] = {}
+
+#: The one delta format (``delta: fossil``), the name Centrifugo's protocol gives it.
+FOSSIL = "fossil"
 
 
 class Follower(Protocol):
@@ -75,6 +84,7 @@ class Topic(Generic[F]):
 
     __slots__ = (
         "_cum",
+        "_delta_frames",
         "_frames",
         "_records",
         "_tags",
@@ -112,6 +122,8 @@ class Topic(Generic[F]):
         self._frames: list[bytes] = []
         #: Tags of the retained events that have some, by offset (most have none).
         self._tags: dict[int, Mapping[str, str]] = {}
+        #: Delta frames made so far, by offset (see the module doc).
+        self._delta_frames: dict[int, bytes] = {}
         self._cum: list[int] = []  # bytes published before each retained event
         self._times: list[float] = []  # monotonic publish time of each retained event
         self._records: list[tuple[str | None, str, float]] = []  # (event, data, unix time)
@@ -183,9 +195,10 @@ class Topic(Generic[F]):
     def _drop_oldest(self, count: int) -> None:
         del self._frames[:count], self._cum[:count]
         del self._times[:count], self._records[:count]
-        if self._tags:
-            for offset in range(self.base, self.base + count):
-                self._tags.pop(offset, None)
+        for sparse in (self._tags, self._delta_frames):
+            if sparse:
+                for offset in range(self.base, self.base + count):
+                    sparse.pop(offset, None)
         self.base += count
 
     # -- reading -----------------------------------------------------------------------------
@@ -219,6 +232,33 @@ class Topic(Generic[F]):
 
     def frame_at(self, offset: int) -> bytes:
         return self._frames[offset - self.base]
+
+    def delta_frame_at(self, offset: int) -> bytes:
+        """The frame of a retained event for a stream with deltas that was sent the event
+        before it: with the Fossil delta from that event's data, or the whole frame when the
+        previous event is gone or a delta would be no smaller (see the module doc)."""
+        frame = self._delta_frames.get(offset)
+        if frame is None:
+            frame = self._make_delta_frame(offset)
+            self._delta_frames[offset] = frame
+        return frame
+
+    def _make_delta_frame(self, offset: int) -> bytes:
+        whole = self._frames[offset - self.base]
+        if offset - 1 < self.base:
+            return whole
+        event, data, _ = self._records[offset - self.base]
+        # The texts the client holds: its parser turns every line end into LF.
+        origin = LINE_END.sub("\n", self._records[offset - 1 - self.base][1]).encode()
+        target = LINE_END.sub("\n", data).encode()
+        try:
+            # SSE carries text: a literal run that cuts a character in two goes whole.
+            delta = fossil.create(origin, target).decode()
+        except UnicodeDecodeError:
+            return whole
+        id_line = f"id: {self.epoch}-{offset}\n\n".encode()
+        frame = encode_event(delta, event=event, delta=FOSSIL)[:-1] + id_line
+        return frame if len(frame) < len(whole) else whole
 
     def record_at(self, offset: int) -> tuple[str | None, str, float]:
         """``(event, data, published_at)`` of a retained event."""

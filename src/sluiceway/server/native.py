@@ -86,7 +86,7 @@ def native_subscription(
         wanted = read_stream_request(settings, path_topics, query, headers)
         if grants.read_deadline is not None or not admission.may_read_topics(grants, wanted.topics):
             return None  # refused, or ends with its token: the ASGI route serves it
-        return hub.subscribe_nowait(wanted.topics, wanted.last_event_id)
+        return hub.subscribe_nowait(wanted.topics, wanted.last_event_id, delta=wanted.delta)
     except (AuthError, APIError, HubError, InvalidEventId, ValueError):
         return None  # the ASGI route answers with the proper error
 

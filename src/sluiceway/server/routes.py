@@ -108,7 +108,9 @@ async def _stream(request: Request, path_topics: list[str]) -> Response:
         _settings(request), path_topics, request.query_params, request.headers
     )
     grants = require_topics_read(request, wanted.topics)
-    subscription = await hub.subscribe(wanted.topics, last_event_id=wanted.last_event_id)
+    subscription = await hub.subscribe(
+        wanted.topics, last_event_id=wanted.last_event_id, delta=wanted.delta
+    )
     return EventStreamResponse(
         subscription, retry=_settings(request).retry_ms, ends_at=grants.read_deadline
     )

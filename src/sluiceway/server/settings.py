@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+from fnmatch import fnmatchcase
+
 from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import urlsplit
@@ -69,6 +71,10 @@ class Settings(BaseSettings):
     max_topics: int = Field(100_000, ge=1)
     #: Topic patterns (fnmatch) whose slow subscribers skip to the latest event.
     keep_latest_topics: list[str] = Field(default_factory=list)
+    #: Topic patterns (fnmatch) whose subscribers may ask for fossil deltas: SSE streams with
+    #: ``?delta=fossil``, WebSocket subscriptions with ``delta: "fossil"``. Elsewhere they
+    #: are sent whole events.
+    delta_topics: list[str] = Field(default_factory=lambda: ["*"])
     #: Most topics one stream (``GET /events``) may follow.
     max_topics_per_stream: int = Field(64, ge=1)
     #: How long shutdown waits for streams to flush before closing them.
@@ -147,8 +153,6 @@ class Settings(BaseSettings):
     #: Channel patterns (fnmatch) whose joins and leaves are announced to the subscribers that
     #: ask (``join_leave`` on subscribe): one hub publish per subscribe and unsubscribe there.
     ws_join_leave_channels: list[str] = Field(default_factory=lambda: ["*"])
-    #: Channel patterns (fnmatch) whose WebSocket subscribers may ask for fossil deltas.
-    ws_delta_channels: list[str] = Field(default_factory=lambda: ["*"])
     #: Largest frame a WebSocket client may send.
     ws_max_frame_bytes: int = Field(65_536, ge=1024)
     ws_max_channels: int = Field(128, ge=1)
@@ -261,6 +265,10 @@ class Settings(BaseSettings):
             keep_latest_topics=tuple(self.keep_latest_topics),
         )
 
+    def allows_delta(self, topic: str) -> bool:
+        """Whether subscribers of ``topic`` may be sent deltas (``delta_topics``)."""
+        return any(fnmatchcase(topic, pattern) for pattern in self.delta_topics)
+
     def token_verifier(self) -> TokenVerifier:
         secret = self.token_hmac_secret.get_secret_value() if self.token_hmac_secret else None
         hub_url = self.mercure_hub_url
@@ -306,7 +314,7 @@ class Settings(BaseSettings):
             connect_timeout=self.ws_connect_timeout,
             presence_ttl=self.ws_presence_ttl,
             join_leave_channels=list(self.ws_join_leave_channels),
-            delta_channels=list(self.ws_delta_channels),
+            delta_channels=list(self.delta_topics),
             hook_timeout=self.ws_hook_timeout,
             max_frame_bytes=self.ws_max_frame_bytes,
             max_channels=self.ws_max_channels,

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 from starlette.datastructures import QueryParams
 
+from sluiceway.hub import check_delta
 from sluiceway.server.errors import APIError
 from sluiceway.server.settings import Settings
 
@@ -17,6 +18,8 @@ TOPIC_PREFIX = "/topics/"
 class StreamRequest:
     topics: list[str]
     last_event_id: str | None
+    #: The delta format asked for (``?delta=fossil``), where the topic allows it.
+    delta: str | None = None
 
 
 def stream_topics_from_path(path: str) -> list[str] | None:
@@ -33,9 +36,12 @@ def read_stream_request(
     query: QueryParams,
     headers: Mapping[str, str],
 ) -> StreamRequest:
-    """Topics to follow and where to resume; raises :class:`APIError` for a bad request.
+    """Topics to follow, where to resume, and whether with deltas; raises :class:`APIError`
+    for a bad request.
 
-    ``path_topics`` is empty for ``/events``, whose topics come from ``?topic=``.
+    ``path_topics`` is empty for ``/events``, whose topics come from ``?topic=``. A stream
+    asks for deltas with ``?delta=fossil`` (one topic); on a topic outside ``delta_topics`` it
+    is sent whole events, which its client reads all the same.
     """
     topics = path_topics or query.getlist("topic")
     if not topics:
@@ -48,4 +54,12 @@ def read_stream_request(
         )
     # The header wins: EventSource sends it on reconnect, while the URL keeps the first value.
     last_event_id = headers.get("last-event-id") or query.get("last_event_id") or None
-    return StreamRequest(topics, last_event_id)
+    delta = query.get("delta")
+    if delta is not None:
+        try:
+            check_delta(delta, len(set(topics)))
+        except ValueError as exc:
+            raise APIError(400, "invalid_delta", str(exc)) from None
+        if not settings.allows_delta(topics[0]):
+            delta = None
+    return StreamRequest(topics, last_event_id, delta)

@@ -15,6 +15,9 @@ export interface ServerSentEvent {
   data: string;
   /** The last event id in effect when it was dispatched (ids persist across events). */
   lastEventId: string;
+  /** Sluiceway's `delta:` field, when the event had one: `data` is then a delta in that format
+   * ("fossil") from the previous event's data. EventStream applies it. */
+  delta?: string;
 }
 
 export interface SSEParserOptions {
@@ -40,6 +43,17 @@ export declare class SSEParser {
   /** The spec's "last event ID string": updated at each blank line, even without data. */
   readonly lastEventId: string;
 }
+
+/** A Fossil delta that does not apply to its origin, or a damaged one. */
+export declare class DeltaError extends Error {
+  constructor(message: string);
+}
+
+/**
+ * `origin` with a Fossil delta applied (the format Sluiceway's `?delta=fossil` streams and
+ * Centrifugo's SDKs use); throws DeltaError when it does not apply.
+ */
+export declare function applyFossilDelta(origin: Uint8Array, delta: Uint8Array): Uint8Array;
 
 /** Parse a whole stream of byte chunks (split anywhere, even inside a UTF-8 character). */
 export declare function parseBytes(
@@ -89,6 +103,12 @@ export interface StreamOptions {
   headers?: HeadersOption;
   /** Resume from here on the first request (sent as `Last-Event-ID`). */
   lastEventId?: string;
+  /** Ask a Sluiceway stream for Fossil deltas (adds `delta=fossil` to the URL): an event that
+   * follows the one before comes as its difference from it, a few bytes for a small change to
+   * a large state. They are applied here: every event dispatched has its whole data. A delta
+   * that does not apply is an "error" (a DeltaError), and the stream resumes from the last good
+   * event, whose successor then comes whole. */
+  delta?: boolean;
   /** Base reconnect delay in ms (default 1000); a server `retry:` replaces it. After a failed
    * attempt (an error, or an end without any event) the base is at least 250 ms, so that
    * `retry: 0` cannot make a failing server spin the client; after a clean end that delivered

@@ -6,7 +6,9 @@
 //                with Last-Event-ID, backoff with jitter, `retry:`, an idle timeout, the
 //                hub's reset event surfaced as "reset" and its position event taken in as
 //                `lastEventId`. Server events named like the stream's own ("open", "close",
-//                "reconnecting", "reset") arrive as "server:<name>".
+//                "reconnecting", "reset") arrive as "server:<name>". With `delta: true`,
+//                Fossil deltas (`?delta=fossil`) applied, so every event has its whole data.
+//   applyFossilDelta  the Fossil delta decoder those deltas need.
 //   Generation   an LLM generation of /v1/generations: tokens, Stop that really cancels, and
 //                resumption after a page reload from what sessionStorage kept.
 //
@@ -47,6 +49,7 @@ export class SSEParser {
   #data = "";
   #hasData = false;
   #type = "";
+  #delta = ""; // Sluiceway's `delta:` field (the format of a delta in `data`)
   #pending = ""; // the current line, not yet ended
   #atStart = true; // nothing seen yet: a U+FEFF now is the BOM
   #afterCR = false; // the previous chunk ended in CR: an LF now completes a CRLF
@@ -128,6 +131,7 @@ export class SSEParser {
     this.#data = "";
     this.#hasData = false;
     this.#type = "";
+    this.#delta = "";
     this.#idBuffer = this.#lastEventId;
     this.#atStart = true;
     this.#afterCR = false;
@@ -175,6 +179,9 @@ export class SSEParser {
       case "retry":
         if (/^[0-9]+$/.test(value)) this.#onRetry?.(Number.parseInt(value, 10));
         break;
+      case "delta": // Sluiceway's: `data` is a delta in this format (EventSource ignores it)
+        this.#delta = value;
+        break;
       default: // unknown fields are ignored
     }
     return null;
@@ -183,12 +190,16 @@ export class SSEParser {
   #dispatch() {
     this.#lastEventId = this.#idBuffer; // committed even when nothing is dispatched
     const type = this.#type || "message";
+    const delta = this.#delta;
     this.#type = "";
+    this.#delta = "";
     if (!this.#hasData) return null;
     const data = this.#data; // its lines joined with "\n": no trailing one to strip
     this.#data = "";
     this.#hasData = false;
-    return { type, data, lastEventId: this.#lastEventId };
+    const event = { type, data, lastEventId: this.#lastEventId };
+    if (delta) event.delta = delta;
+    return event;
   }
 }
 
@@ -211,6 +222,106 @@ export function parseBytes(chunks, options) {
   events.push(...parser.feed(decoder.decode()));
   parser.end();
   return events;
+}
+
+// ------------------------------------------------------------------------------ fossil deltas
+
+/** A delta that does not apply to its origin (another origin, or a damaged delta). */
+export class DeltaError extends Error {
+  /** @param {string} message */
+  constructor(message) {
+    super(message);
+    this.name = "DeltaError";
+  }
+}
+
+/** The largest data a delta may rebuild (far above what Sluiceway accepts in one event). */
+const MAX_DELTA_TARGET = 64 * 1024 * 1024;
+const FOSSIL_DIGITS = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZ_abcdefghijklmnopqrstuvwxyz~";
+const FOSSIL_VALUE = new Int8Array(128).fill(-1);
+for (let i = 0; i < FOSSIL_DIGITS.length; i++) FOSSIL_VALUE[FOSSIL_DIGITS.charCodeAt(i)] = i;
+
+/**
+ * `origin` with a Fossil delta applied (the format of Fossil SCM, which Centrifugo's SDKs use):
+ * the target's size, then `<n>@<offset>,` (copy n bytes of the origin) and `<n>:<bytes>`
+ * (insert n bytes) commands, then the target's checksum, numbers in base 64. Throws
+ * DeltaError when the delta does not apply (a wrong origin fails the checksum).
+ * @param {Uint8Array} origin @param {Uint8Array} delta @returns {Uint8Array}
+ */
+export function applyFossilDelta(origin, delta) {
+  let position = 0;
+  const number = () => {
+    const start = position;
+    let value = 0;
+    while (position < delta.length) {
+      const byte = delta[position];
+      const digit = byte < 128 ? FOSSIL_VALUE[byte] : -1;
+      if (digit < 0) break;
+      value = value * 64 + digit;
+      position += 1;
+    }
+    if (position === start) throw new DeltaError(`a number was expected at ${start}`);
+    return value;
+  };
+  const size = number();
+  if (delta[position++] !== 10) throw new DeltaError("a line end was expected after the size");
+  // The size is the server's word: bounded, so that a damaged one cannot allocate gigabytes.
+  if (size > MAX_DELTA_TARGET) throw new DeltaError(`a target of ${size} bytes`);
+  const out = new Uint8Array(size);
+  let length = 0;
+  const put = (bytes) => {
+    if (length + bytes.length > out.length) throw new DeltaError("longer than it announced");
+    out.set(bytes, length);
+    length += bytes.length;
+  };
+  while (position < delta.length) {
+    const count = number();
+    const op = delta[position++];
+    if (op === 64) { // "@": copy from the origin
+      const offset = number();
+      if (delta[position++] !== 44) throw new DeltaError(`"," was expected at ${position - 1}`);
+      if (offset + count > origin.length) throw new DeltaError("a copy beyond the origin");
+      put(origin.subarray(offset, offset + count));
+    } else if (op === 58) { // ":": insert literal bytes
+      if (position + count > delta.length) throw new DeltaError("an insert beyond the delta");
+      put(delta.subarray(position, position + count));
+      position += count;
+    } else if (op === 59) { // ";": the checksum ends it
+      if (length !== size || count !== fossilChecksum(out.subarray(0, length))) {
+        throw new DeltaError("the size or the checksum does not match");
+      }
+      return out.subarray(0, length);
+    } else {
+      throw new DeltaError(`unknown command at ${position - 1}`);
+    }
+  }
+  throw new DeltaError("no checksum at the end");
+}
+
+/** The sum of big-endian 32-bit words (the last zero-padded), mod 2^32. */
+function fossilChecksum(bytes) {
+  let sum = 0;
+  const whole = bytes.length - (bytes.length % 4);
+  for (let i = 0; i < whole; i += 4) {
+    sum = (sum + ((bytes[i] << 24) | (bytes[i + 1] << 16) | (bytes[i + 2] << 8) | bytes[i + 3])) >>> 0;
+  }
+  let last = 0;
+  for (let i = whole, shift = 24; i < bytes.length; i++, shift -= 8) last |= bytes[i] << shift;
+  return (sum + last) >>> 0;
+}
+
+const utf8 = new TextEncoder();
+const strictUTF8 = new TextDecoder("utf-8", { fatal: true, ignoreBOM: true });
+
+/** The data an event with `delta: fossil` stands for, from the previous event's data. */
+function undelta(base, event) {
+  if (event.delta !== "fossil") throw new DeltaError(`unknown delta format ${JSON.stringify(event.delta)}`);
+  if (base === null) throw new DeltaError("a delta with no event before it on this connection");
+  try {
+    return strictUTF8.decode(applyFossilDelta(utf8.encode(base), utf8.encode(event.data)));
+  } catch (error) {
+    throw error instanceof DeltaError ? error : new DeltaError(`not UTF-8 once applied: ${error}`);
+  }
 }
 
 /** UTF-8 with U+FFFD for bad bytes. ignoreBOM keeps the BOM in the text: the parser strips
@@ -288,6 +399,8 @@ const MIN_FAILURE_BASE = 250;
 /** Event names of the stream's own lifecycle: a server event so named is dispatched as
  * "server:<name>", so that it cannot pass for the client's own (a published `close` event
  * must not look like the end of the stream). "error" is not renamed, as in EventSource. */
+/** Event names that start so are the hub's control events (reset, position), not data. */
+const CONTROL_PREFIX = "sluiceway.";
 const OWN_EVENTS = new Set(["open", "close", "reconnecting", "reset"]);
 
 /** `headers` of the options: an object, or a function (sync or async) returning one, called
@@ -441,6 +554,7 @@ export class EventStream extends EventTarget {
       const target = options.resumeUrl;
       url = typeof target === "function" ? target(this.lastEventId) : target;
     }
+    if (options.delta) url += `${url.includes("?") ? "&" : "?"}delta=fossil`;
     const headers = new Headers(await resolveHeaders(options.headers));
     if (!headers.has("accept")) headers.set("accept", "text/event-stream");
     // Some proxies and caches hold on to GET responses otherwise.
@@ -522,8 +636,13 @@ export class EventStream extends EventTarget {
       });
       const decoder = newDecoder();
       const reader = response.body.getReader();
+      let deltaBase = null; // the data of this connection's last event: what a delta applies to
       const deliver = (events) => {
         for (const event of events) {
+          // A delta that does not apply throws before lastEventId moves: the reconnect
+          // resumes from the last good event, and the server sends the next one whole.
+          if (event.delta !== undefined) event.data = undelta(deltaBase, event);
+          if (!event.type.startsWith(CONTROL_PREFIX)) deltaBase = event.data;
           this.lastEventId = event.lastEventId;
           if (event.type === POSITION_EVENT) continue; // its id is all it carries
           delivered = true;
