@@ -150,6 +150,22 @@ def test_encode_control_only_blocks() -> None:
     assert encode(Event(comment="c", id="5")) == b": c\nid: 5\n\n"
 
 
+def test_the_delta_field_round_trips_and_belongs_to_its_event() -> None:
+    """Sluiceway's one field beyond the standard: kept by the parser, for its event only."""
+    raw = encode(Event(data="14\nJ@0,1;", id="2", delta="fossil")) + encode_event("b", id="3")
+    assert raw.startswith(b"id: 2\ndelta: fossil\ndata: 14\ndata: J@0,1;\n\n")
+    events, _ = parse(raw)
+    assert [(e.data, e.delta) for e in events] == [("14\nJ@0,1;", "fossil"), ("b", None)]
+    # A block without data dispatches nothing: its delta does not leak into the next event.
+    assert [e.delta for e in parse(b"delta: fossil\n\ndata: c\n\n")[0]] == [None]
+
+
+@pytest.mark.parametrize("bad", ["a\nb", "a\rb"])
+def test_encode_refuses_a_delta_with_line_breaks(bad: str) -> None:
+    with pytest.raises(SSEProtocolError):
+        encode_event("x", delta=bad)
+
+
 def test_encode_refuses_empty_event() -> None:
     with pytest.raises(SSEProtocolError, match="empty event"):
         encode(Event())

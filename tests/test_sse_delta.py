@@ -12,12 +12,15 @@ import random
 import threading
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
+from browserproc import CHROMIUM, launch_chromium
 from conftest import MakeHub, StartServer
 from fastapi import FastAPI, Request
+from playwright.async_api import async_playwright
 from serverproc import ServerProcess
 from sse_servers import ChaosProxy, Connection, ScriptedServer, UvicornThread
 
@@ -281,6 +284,56 @@ def test_a_reset_sends_the_next_event_whole(start_server: StartServer) -> None:
     got = asyncio.run(scenario())
     assert got[0].event == "sluiceway.reset"
     assert [json.loads(event.data or "") for event in got[1:]] == [dashboard(n) for n in (8, 9, 10)]
+
+
+SLUICEWAY_JS = Path(__file__).parent.parent / "src" / "sluiceway" / "web" / "sluiceway.js"
+
+#: In the page: an EventStream with deltas whose events land in window.received.
+FOLLOW_JS = """([path]) => {
+  window.received = [];
+  window.errors = [];
+  const stream = new window.sluiceway.EventStream(path, { delta: true, retry: 50, maxRetry: 200 });
+  stream.addEventListener("message", (e) => window.received.push(e.data));
+  stream.addEventListener("error", (e) => window.errors.push(String(e.error)));
+  stream.addEventListener("open", () => { window.opened = true; });
+}"""
+
+
+async def test_sluiceway_js_in_chromium_rebuilds_every_event_through_cuts(
+    server: ServerProcess,
+) -> None:
+    """``sluiceway.js`` in Chromium, through connections cut mid-event: every state it
+    dispatches equals the published text, and no delta failed to apply."""
+    if not CHROMIUM.exists():
+        pytest.skip(f"{CHROMIUM} is missing: sluiceway.js with deltas is NOT tested in a browser")
+    topic = f"dash.js{time.time_ns()}"
+    total = 120
+    with ChaosProxy(server.port, seed=11, min_bytes=3000, max_bytes=9000) as proxy:
+        async with async_playwright() as playwright, httpx.AsyncClient(base_url=server.url) as http:
+            browser = await launch_chromium(playwright)
+            try:
+                page = await browser.new_page()
+                await page.goto(f"{proxy.url}/healthz")  # the proxy's origin: no CORS
+                module = SLUICEWAY_JS.read_text() + "\nwindow.sluiceway = { EventStream };"
+                await page.add_script_tag(content=module, type="module")
+                await page.wait_for_function("window.sluiceway !== undefined")
+                await page.evaluate(FOLLOW_JS, [f"/topics/{topic}"])
+                await page.wait_for_function("window.opened === true", timeout=10_000)
+                for n in range(total):
+                    await http.post(f"/topics/{topic}", json={"data": dashboard(n, 30)})
+                    await asyncio.sleep(0.005)
+                await page.wait_for_function(
+                    "n => window.received.length >= n", arg=total, timeout=60_000
+                )
+                received = await page.evaluate("window.received")
+                errors = await page.evaluate("window.errors")
+            finally:
+                await browser.close()
+        cuts = proxy.cuts
+    history = await asyncio.to_thread(published, server, topic)
+    assert received == history
+    assert not [error for error in errors if "Delta" in error], errors
+    assert cuts >= 3
 
 
 def read_raw(url: str, publish: Any, count: int) -> tuple[Rebuilder, int]:

@@ -9,8 +9,8 @@ from typing import Any
 
 import orjson
 
-from sluiceway.asgi.shutdown import register
 from sluiceway import fossil
+from sluiceway.asgi.shutdown import register
 from sluiceway.centrifugo import codes
 from sluiceway.centrifugo.codec import JSON, PROTOBUF_SUBPROTOCOL, Codec, for_subprotocols
 from sluiceway.centrifugo.connection import DIRECT_WRITER, Connection, Receive, Send

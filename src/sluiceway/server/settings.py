@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 from fnmatch import fnmatchcase
-
 from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import urlsplit

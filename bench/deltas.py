@@ -1,17 +1,19 @@
-"""Delta compression over WebSocket: a dashboard that republishes a ~4 KiB JSON state with small
-changes, to subscribers with and without fossil deltas, in both formats of Centrifugo's protocol.
+"""Delta compression: a dashboard that republishes a ~4 KiB JSON state with small changes, to
+subscribers with and without Fossil deltas, over SSE (``?delta=fossil``) and over WebSocket in
+both formats of Centrifugo's protocol.
 
-One ``sluiceway serve`` (pinned to core 0) per mode; ``--subscribers`` WebSocket clients (the
-``websockets`` library, this process on core 1) subscribe to one channel, then ``--events``
-states are published over HTTP, ``--interval`` s apart (a dashboard's rate, not a flood). Per
-mode: bytes the subscribers received per event (WebSocket frames' payloads), the server's CPU
-seconds over the window (user + system), and a check that every subscriber got every event
-(a delta subscriber's last state is rebuilt and compared with the last published one).
+One ``sluiceway serve`` (pinned to core 0) per mode; ``--subscribers`` clients (this process on
+core 1: httpx streams for SSE, the ``websockets`` library for WebSocket) follow one topic, then
+``--events`` states are published over HTTP, ``--interval`` s apart (a dashboard's rate, not a
+flood). Per mode: bytes the subscribers received per event (the SSE body, or the WebSocket
+frames' payloads), the server's CPU seconds over the window (user + system), and a check that
+every subscriber got every event (a delta subscriber's last state is rebuilt and compared with
+the last published one).
 
-Modes: ``json``, ``json-delta``, ``protobuf``, ``protobuf-delta``.
+Modes: ``sse``, ``sse-delta``, ``json``, ``json-delta``, ``protobuf``, ``protobuf-delta``.
 
-    uv run python bench/ws_delta.py
-    uv run python bench/ws_delta.py --subscribers 500 --events 300
+    uv run python bench/deltas.py
+    uv run python bench/deltas.py --subscribers 500 --events 300 --modes sse,sse-delta
 """
 
 from __future__ import annotations
@@ -37,8 +39,9 @@ from websockets.asyncio.client import connect
 from sluiceway import fossil
 from sluiceway.centrifugo.protobuf_frames import delimited, split
 from sluiceway.centrifugo.wire import client_pb2 as pb
+from sluiceway.sse import Parser
 
-MODES = ("json", "json-delta", "protobuf", "protobuf-delta")
+MODES = ("sse", "sse-delta", "json", "json-delta", "protobuf", "protobuf-delta")
 CHANNEL = "dashboard"
 
 
@@ -114,6 +117,35 @@ class Subscriber:
         self.last = fossil.apply(self.last, payload) if is_delta else payload
 
 
+class SSESubscriber:
+    """One SSE stream: counts body bytes, keeps the last rebuilt state."""
+
+    def __init__(self, http: httpx.AsyncClient, delta: bool) -> None:
+        self.http, self.delta = http, delta
+        self.bytes = 0
+        self.events = 0
+        self.last: bytes = b""
+        self.ready = asyncio.Event()
+
+    async def run(self, port: int, expected: int, done: asyncio.Event) -> None:
+        url = f"http://{HOST}:{port}/topics/{CHANNEL}" + ("?delta=fossil" if self.delta else "")
+        parser = Parser()
+        async with self.http.stream("GET", url) as response:
+            response.raise_for_status()
+            async for chunk in response.aiter_bytes():
+                self.bytes += len(chunk)
+                for event in parser.feed(chunk):
+                    if event.event == "sluiceway.position":
+                        self.ready.set()  # subscribed: its position came first
+                        continue
+                    data = (event.data or "").encode()
+                    self.last = fossil.apply(self.last, data) if event.delta else data
+                    self.events += 1
+                if self.events >= expected:
+                    break
+        done.set()
+
+
 async def measure(mode: str, args: Any, log_dir: Path) -> dict[str, Any]:
     port = free_port()
     server = Proc(mode, sluiceway_command(0, port), log_dir / f"{mode}.log", port=port)
@@ -121,7 +153,11 @@ async def measure(mode: str, args: Any, log_dir: Path) -> dict[str, Any]:
     try:
         await server.wait_ready(30)
         protobuf, delta = mode.startswith("protobuf"), mode.endswith("delta")
-        subscribers = [Subscriber(protobuf, delta) for _ in range(args.subscribers)]
+        streams = httpx.AsyncClient(limits=httpx.Limits(max_connections=None), timeout=60)
+        subscribers: list[Subscriber | SSESubscriber] = [
+            SSESubscriber(streams, delta) if mode.startswith("sse") else Subscriber(protobuf, delta)
+            for _ in range(args.subscribers)
+        ]
         dones = [asyncio.Event() for _ in subscribers]
         tasks = [
             asyncio.create_task(s.run(port, args.events, d))
@@ -137,6 +173,7 @@ async def measure(mode: str, args: Any, log_dir: Path) -> dict[str, Any]:
         await asyncio.wait_for(asyncio.gather(*(d.wait() for d in dones)), 60)
         cpu, wall = server.cpu_seconds() - cpu0, time.perf_counter() - t0
         await asyncio.gather(*tasks)
+        await streams.aclose()
     finally:
         server.stop()
     last = json.dumps(state(args.events - 1), separators=(",", ":")).encode()
@@ -183,14 +220,14 @@ def main() -> None:
     started = timestamp()
     t0 = time.perf_counter()
     pin_self(1)
-    log_dir = Path(tempfile.mkdtemp(prefix="ws-delta-"))
+    log_dir = Path(tempfile.mkdtemp(prefix="deltas-"))
     rows = [uvloop.run(measure(mode, args, log_dir)) for mode in args.modes.split(",")]
     save_results(
-        "ws_delta",
+        "deltas",
         started,
         None,
         config_of(args),
-        machine_info(["websockets", "uvloop"]),
+        machine_info(["websockets", "uvloop", "httpx"]),
         {"rows": rows, "total_wall_s": round(time.perf_counter() - t0, 1)},
         render,
         args.out,
