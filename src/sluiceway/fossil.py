@@ -16,7 +16,9 @@ checksum, numbers in base 64 (``0-9A-Z_a-z~``)::
 The encoder follows Fossil's (``delta_encoder_algorithm.wiki``): the origin's aligned 16-byte
 blocks are indexed, the target is scanned for them, and each match is grown both ways and used
 when it is cheaper than inserting its bytes.  No library on PyPI is maintained for it (the one
-C extension dates from 2017); the decoder is here for the tests and for ``sluiceway.client``.
+C extension dates from 2017). The hub makes the deltas of SSE streams with it
+(:mod:`sluiceway.hub.topic`), the WebSocket face those of Centrifugo's protocol, and
+``sluiceway.client`` applies them with :func:`apply`.
 """
 
 from __future__ import annotations
@@ -107,28 +109,27 @@ def _best_match(
 
 
 def _common_forward(a: bytes, i: int, b: bytes, j: int) -> int:
-    """How many bytes ``a[i:]`` and ``b[j:]`` have in common at their start: slices compared
-    in doubling then halving steps (C's memcmp), not byte by byte in Python."""
-    limit = min(len(a) - i, len(b) - j)
-    step, found = 16, 0
-    while found < limit:
-        size = min(step, limit - found)
-        if a[i + found : i + found + size] == b[j + found : j + found + size]:
-            found += size
-            step *= 2
-        elif size == 1:
-            break
-        else:
-            step = max(1, size // 2)
-    return found
+    """How many bytes ``a[i:]`` and ``b[j:]`` have in common at their start."""
+    return _common_run(a, i, b, j, min(len(a) - i, len(b) - j), 1)
 
 
 def _common_backward(a: bytes, i: int, b: bytes, j: int, limit: int) -> int:
     """How many bytes before ``a[i]`` and before ``b[j]`` are the same (at most ``limit``)."""
+    return _common_run(a, i, b, j, limit, -1)
+
+
+def _common_run(a: bytes, i: int, b: bytes, j: int, limit: int, direction: int) -> int:
+    """The length of the run of equal bytes from ``a[i]`` and ``b[j]`` going ``direction``
+    (1: forward, from them; -1: backward, before them), at most ``limit``: slices compared in
+    doubling then halving steps (C's memcmp), not byte by byte in Python."""
     step, found = 16, 0
     while found < limit:
         size = min(step, limit - found)
-        if a[i - found - size : i - found] == b[j - found - size : j - found]:
+        if direction > 0:
+            same = a[i + found : i + found + size] == b[j + found : j + found + size]
+        else:
+            same = a[i - found - size : i - found] == b[j - found - size : j - found]
+        if same:
             found += size
             step *= 2
         elif size == 1:
