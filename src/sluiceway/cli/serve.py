@@ -34,6 +34,11 @@ from sluiceway.server.settings import Settings
     multiple=True,
     help="A Host name to answer besides loopback ones (repeat; '.example.com', '*').",
 )
+@click.option(
+    "--forwarded-allow-ips",
+    help="Proxies whose X-Forwarded-For is believed: addresses or networks, comma-separated,"
+    " or '*' (default: 127.0.0.1,::1). Setting it says a proxy fronts this server.",
+)
 @click.option("--ping-interval", type=float, help="Keep-alive after N idle seconds (default 15).")
 @click.option("--retry-ms", type=int, help="retry: sent at the start of every stream.")
 @click.option("--history-size", type=int, help="Events kept per topic (default 1000).")
@@ -51,6 +56,11 @@ def serve(**options: Any) -> None:
     Every option can also be set as SLUICEWAY_<OPTION> in the environment.
     """
     overrides = {name: value for name, value in options.items() if value not in (None, ())}
+    if "forwarded_allow_ips" in overrides:  # uvicorn's form: "10.0.0.1, 10.0.0.0/8"
+        text = overrides["forwarded_allow_ips"]
+        overrides["forwarded_allow_ips"] = [
+            part.strip() for part in text.split(",") if part.strip()
+        ]
     try:
         settings = Settings(**overrides)
     except ValidationError as exc:

@@ -74,6 +74,8 @@ LEGACY_QUERY = "authorization"
 TOKEN_PARAMETERS = (ACCESS_TOKEN_QUERY, LEGACY_QUERY)
 
 _SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+#: Headers a proxy adds to say whom it forwards for.
+_FORWARDING_HEADERS = frozenset({b"x-forwarded-for", b"forwarded", b"x-real-ip"})
 
 
 class Refusal(Exception):
@@ -109,6 +111,9 @@ class RequestFacts:
     authorization: str | None = None
     api_key: str | None = None
     cookie: str | None = None
+    #: It came through a proxy: it says whom the proxy forwards for (``X-Forwarded-For``,
+    #: ``Forwarded``, ``X-Real-IP``).
+    forwarded: bool = False
     query_string: bytes = b""
     _query: list[tuple[str, str]] | None = field(default=None, repr=False)
     _cookies: dict[str, str] | None = field(default=None, repr=False)
@@ -137,6 +142,8 @@ class RequestFacts:
             elif name == b"cookie":
                 text = value.decode("latin-1")
                 facts.cookie = text if facts.cookie is None else f"{facts.cookie}; {text}"
+            elif name in _FORWARDING_HEADERS:
+                facts.forwarded = True
         return facts
 
     @property
@@ -186,6 +193,9 @@ class AdmissionPolicy:
     token_cookie: str = ACCESS_TOKEN_COOKIE
     anonymous_subscribe: bool = True
     anonymous_publish: bool = False
+    #: ``anonymous_publish`` for requests that came through a proxy (:attr:`RequestFacts.
+    #: forwarded`): a proxy may forward anyone's.
+    anonymous_publish_via_proxy: bool = False
     loopback_only: bool = True
     allowed_hosts: Sequence[str] = ()
     cors_origins: Sequence[str] = ()
@@ -202,6 +212,10 @@ class Admission:
         # Immutable: one object serves every request of its kind.
         self._anonymous = Grants.anonymous(
             subscribe=policy.anonymous_subscribe, publish=policy.anonymous_publish
+        )
+        self._anonymous_forwarded = Grants.anonymous(
+            subscribe=policy.anonymous_subscribe,
+            publish=policy.anonymous_publish and policy.anonymous_publish_via_proxy,
         )
         self._everything = Grants.full()
         self._hosts = _HostRule(policy.allowed_hosts, loopback_only=policy.loopback_only)
@@ -293,11 +307,12 @@ class Admission:
         ``api_keys``: the request comes from an LLM SDK, which always sends an API key: one
         that is not a JWT (or any, while no token key is configured) counts as no token.
         """
+        anonymous = self._anonymous_forwarded if facts.forwarded else self._anonymous
         if not (facts.authorization or facts.cookie or facts.query_string or facts.api_key):
-            return self._anonymous  # nothing could carry a token: the common case, fast
+            return anonymous  # nothing could carry a token: the common case, fast
         token, from_cookie = self.credentials(facts, api_keys=api_keys)
         if token is None:
-            return self._anonymous
+            return anonymous
         if from_cookie and facts.method not in _SAFE_METHODS and not facts.from_a_page:
             # A cookie rides along with any request a browser makes: a write it authorizes
             # must say which page it comes from (the draft; CSRF).
@@ -308,14 +323,14 @@ class Admission:
             return self._everything
         verifier = self.policy.verifier
         if api_keys and (token.count(".") != 2 or not verifier.configured):
-            return self._anonymous  # an API key for the upstream's SDK, not a token of ours
+            return anonymous  # an API key for the upstream's SDK, not a token of ours
         return authenticate(
             token,
             verifier,
             hub_url=self.policy.hub_url,
             legacy_claims=True,  # the mercure.publish / mercure.subscribe claims
             anonymous_subscribe=self.policy.anonymous_subscribe,
-            anonymous_publish=self.policy.anonymous_publish,
+            anonymous_publish=anonymous.anonymous_publish,
         )
 
     # -- 3. what it touches ----------------------------------------------------------------

@@ -27,18 +27,18 @@ NOBODY_PUBLISHES = (
 )
 EXPOSED_WARNING = """
 !!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!
-!!  sluiceway is listening on {host}:{port} with anonymous publishing ON.
+!!  sluiceway is reachable from elsewhere ({exposure}) with anonymous publishing ON.
 !!  Anyone who can reach this address can publish to every topic.
-!!  Unset SLUICEWAY_ANONYMOUS_PUBLISH and use a publish key or tokens, or bind to 127.0.0.1.
+!!  Unset SLUICEWAY_ANONYMOUS_PUBLISH and use a publish key or tokens.
 !!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!
 """
 EXPOSED_READS_WARNING = """
 !!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!
-!!  sluiceway is listening on {host}:{port} with anonymous reading ON.
+!!  sluiceway is reachable from elsewhere ({exposure}) with anonymous reading ON.
 !!  Anyone who can reach this address can read, without a token: every topic and its
 !!  history, the files under {files_dir}, the tables {tables} as exports{proxy},
 !!  and the server's metrics.
-!!  Set SLUICEWAY_ANONYMOUS_SUBSCRIBE=false and use tokens, or bind to 127.0.0.1.
+!!  Set SLUICEWAY_ANONYMOUS_SUBSCRIBE=false and use tokens.
 !!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!
 """
 
@@ -59,17 +59,17 @@ class RedactTokens(logging.Filter):
 
 
 def warn_if_exposed(settings: Settings) -> None:
-    """Say loudly what anyone can do when the server is reachable from elsewhere."""
+    """Say loudly what anyone can do when the server is reachable from elsewhere (bound
+    beyond loopback, or behind a proxy: :attr:`Settings.exposure`)."""
     if settings.exposed_without_key:
-        logger.warning(EXPOSED_WARNING.format(host=settings.host, port=settings.port))
+        logger.warning(EXPOSED_WARNING.format(exposure=settings.exposure))
     elif settings.nobody_may_publish:
         logger.warning(NOBODY_PUBLISHES)
     if settings.exposed_reads:
         proxy = f", and /proxy to {', '.join(settings.proxy_allow)}" if settings.proxy_allow else ""
         logger.warning(
             EXPOSED_READS_WARNING.format(
-                host=settings.host,
-                port=settings.port,
+                exposure=settings.exposure,
                 files_dir=settings.files_dir.resolve(),
                 tables=", ".join(settings.export_tables) or "(none)",
                 proxy=proxy,
@@ -121,6 +121,7 @@ def serve(settings: Settings) -> None:
         end_streams=end_streams,
         take_aborted=take_aborted,
         write_timeout=hub.config.write_timeout,
+        forwarded_allow_ips=settings.trusted_proxies,
     )
     # Request targets are logged by uvicorn (and by the native path, already redacted).
     filter_server_logs(RedactTokens())

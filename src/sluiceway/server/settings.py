@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 from fnmatch import fnmatchcase
 from pathlib import Path
 from typing import Any, Literal
@@ -16,11 +17,14 @@ from sluiceway.auth.grants import ACCESS_TOKEN_COOKIE
 from sluiceway.centrifugo import CentrifugoOptions
 from sluiceway.gateway.limits import GenerationLimits
 from sluiceway.hub import HubConfig
-from sluiceway.server.admission import AdmissionPolicy
+from sluiceway.server.admission import AdmissionPolicy, split_host
 from sluiceway.server.admission import is_loopback_name as is_loopback
 from sluiceway.transfer.proxy import ProxyRefused, Target
 
 MiB = 1024 * 1024
+
+#: The proxies believed when ``forwarded_allow_ips`` is unset (uvicorn's default too).
+LOOPBACK_PROXIES = ("127.0.0.1", "::1")
 
 
 #: ``llm_max_concurrent`` when unset, by provider (see there).
@@ -44,13 +48,20 @@ class Settings(BaseSettings):
     #: publishing is on too). Off: each read needs a ``subscribe`` grant.
     anonymous_subscribe: bool = True
     #: Write without a token: publish, start generations and jobs, upload, publish to Mercure.
-    #: Unset: only while bound to loopback with no publish key (development stays key-free).
+    #: Unset: only while the server is not reachable from elsewhere (:attr:`exposure`) and has
+    #: no publish key, and only for clients that did not come through a proxy (development
+    #: stays key-free; what a proxy forwards may come from anywhere).
     anonymous_publish: bool | None = None
     #: Host names answered besides loopback ones while bound to loopback (and the only ones,
     #: with loopback names, when set on another address): ``example.com``, ``example.com:8443``,
     #: ``.example.com`` (and its subdomains), or ``*``. Other ``Host`` values get 421, which
     #: stops DNS rebinding from making a hostile page same-origin with this server.
     allowed_hosts: list[str] = Field(default_factory=list)
+    #: Peers whose ``X-Forwarded-For``/``X-Forwarded-Proto`` are believed (addresses, networks
+    #: such as ``10.0.0.0/8``, or ``*``): the proxy in front. Their requests are logged (and
+    #: seen by the app) with the forwarded client's address. Unset: loopback (``127.0.0.1``,
+    #: ``::1``). Set: a proxy fronts this server, which is then reachable from elsewhere.
+    forwarded_allow_ips: list[str] | None = None
     #: ``/metrics`` and the counts of ``/healthz`` for anyone. Unset: while reading needs no
     #: token. Otherwise they need a ``subscribe`` grant on ``/metrics`` (``/healthz`` still
     #: answers its status to anyone, for load balancers).
@@ -198,6 +209,20 @@ class Settings(BaseSettings):
             raise ValueError("cors_allow_credentials needs explicit origins, not '*'")
         return value
 
+    @field_validator("forwarded_allow_ips")
+    @classmethod
+    def _proxy_addresses(cls, value: list[str] | None) -> list[str] | None:
+        for entry in value or ():
+            if entry != "*":
+                try:
+                    ipaddress.ip_network(entry)  # as uvicorn reads it: host bits zero
+                except ValueError:
+                    raise ValueError(
+                        f"forwarded_allow_ips {entry[:100]!r}: expected an IP address, a network"
+                        " such as 10.0.0.0/8, or '*'"
+                    ) from None
+        return value
+
     @field_validator("proxy_allow")
     @classmethod
     def _proxy_prefixes(cls, value: list[str]) -> list[str]:
@@ -293,6 +318,7 @@ class Settings(BaseSettings):
             token_cookie=self.token_cookie,
             anonymous_subscribe=self.anonymous_subscribe,
             anonymous_publish=self.anonymous_publish_allowed,
+            anonymous_publish_via_proxy=self.anonymous_publish_via_proxy,
             loopback_only=is_loopback(self.host),
             allowed_hosts=tuple(self.allowed_hosts),
             cors_origins=tuple(self.cors_allow_origins),
@@ -328,20 +354,50 @@ class Settings(BaseSettings):
         return self.mercure_public_url or f"http://{self.host}:{self.port}/.well-known/mercure"
 
     @property
+    def trusted_proxies(self) -> list[str]:
+        """The peers whose forwarded client addresses are believed."""
+        if self.forwarded_allow_ips is None:
+            return list(LOOPBACK_PROXIES)
+        return list(self.forwarded_allow_ips)
+
+    @property
+    def exposure(self) -> str | None:
+        """Why clients elsewhere can reach this server, or None while only this machine can:
+        bound beyond loopback; answering host names other than loopback ones
+        (``allowed_hosts``: whoever resolves them reaches it, through a proxy or not); or
+        told that a proxy fronts it (``forwarded_allow_ips`` set). A server bound to
+        127.0.0.1 behind nginx is as reachable as the proxy is."""
+        if not is_loopback(self.host):
+            return f"listening on {self.host}:{self.port}"
+        names = [host for host in self.allowed_hosts if not is_loopback(split_host(host)[0])]
+        if names:
+            return f"answering {', '.join(names)} (allowed_hosts)"
+        if self.forwarded_allow_ips:
+            return f"behind a proxy at {', '.join(self.forwarded_allow_ips)} (forwarded_allow_ips)"
+        return None
+
+    @property
     def anonymous_publish_allowed(self) -> bool:
         if self.anonymous_publish is not None:
             return self.anonymous_publish
-        return self.publish_key is None and is_loopback(self.host)
+        return self.publish_key is None and self.exposure is None
+
+    @property
+    def anonymous_publish_via_proxy(self) -> bool:
+        """Anonymous publishing for a request that came through a proxy (it says whom it
+        forwards for): only when asked for (``anonymous_publish=true``). A local proxy that
+        does not pass ``Host`` on leaves no other trace of the world behind it."""
+        return self.anonymous_publish is True
 
     @property
     def exposed_without_key(self) -> bool:
-        """Bound beyond loopback with anyone allowed to publish."""
-        return self.anonymous_publish is True and not is_loopback(self.host)
+        """Reachable from elsewhere with anyone allowed to publish."""
+        return self.anonymous_publish is True and self.exposure is not None
 
     @property
     def exposed_reads(self) -> bool:
-        """Bound beyond loopback with anyone allowed to read."""
-        return self.anonymous_subscribe and not is_loopback(self.host)
+        """Reachable from elsewhere with anyone allowed to read."""
+        return self.anonymous_subscribe and self.exposure is not None
 
     @property
     def nobody_may_publish(self) -> bool:

@@ -16,6 +16,9 @@ runs the native paths against the oldest and the newest uvicorn in that range.
   Centrifugo endpoint: :mod:`sluiceway.server.native_ws`).
 * :mod:`.server` — ``StreamingServer``, the ``uvicorn.Server`` of ``sluiceway serve`` (ends the
   streams before uvicorn waits for connections, drops stuck connections), and its ``Config``.
+* :mod:`.forwarded` — the client a trusted proxy forwards for (uvicorn's
+  ``ProxyHeadersMiddleware``), applied to the scope of the two paths above, which bypass the
+  app and its middleware.
 * :mod:`.exit_hook` — for your own uvicorn app: run a coroutine when uvicorn starts to shut
   down (:func:`sluiceway.asgi.end_streams_on_uvicorn_exit`).
 * :mod:`.internals` — the list of uvicorn internals used, and why.

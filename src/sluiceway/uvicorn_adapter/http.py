@@ -9,6 +9,7 @@ import asyncio
 from collections.abc import Iterable
 from typing import Any, Protocol
 
+from sluiceway.uvicorn_adapter.forwarded import ForwardedClients
 from sluiceway.uvicorn_adapter.internals import (
     HAS_START_ASGI_TASK,
     HttpToolsProtocol,
@@ -77,6 +78,8 @@ class StreamingHttpProtocol(HttpToolsProtocol):
     """
 
     native: NativePath
+    #: The proxies believed (bound by ``streaming_server``); None: the peer is the client.
+    forwarded: ForwardedClients | None = None
     sink: NativeSink | None = None
 
     # internals 1: the hook where uvicorn hands a parsed request to the app.
@@ -100,6 +103,10 @@ class StreamingHttpProtocol(HttpToolsProtocol):
         mark_response_started(cycle)
         logger = access_logger(self)
         if logger is not None:
+            # The app's middleware would have named the client a trusted proxy forwards
+            # for; the log is the only reader of the client here, so only then.
+            if self.forwarded is not None:
+                self.forwarded.apply(scope)
             log_access(logger, scope, 200, self.native.redact)
         self.sink = sink
         sink.start()

@@ -9,11 +9,12 @@ import asyncio
 import logging
 import socket
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 import uvicorn
 
+from sluiceway.uvicorn_adapter.forwarded import ForwardedClients
 from sluiceway.uvicorn_adapter.internals import (
     connection_transports,
     forget_signals,
@@ -100,10 +101,13 @@ def streaming_server(
     end_streams: Callable[[], Awaitable[None]],
     take_aborted: Callable[[], set[tuple[str, int]]],
     write_timeout: float,
+    forwarded_allow_ips: Sequence[str],
 ) -> StreamingServer:
     """The server of ``sluiceway serve`` for ``app``, with the ``http`` protocol class (None:
     uvicorn's own) and the ``ws`` one; ``.run(sockets=...)`` runs it in the foreground until
-    SIGINT/SIGTERM."""
+    SIGINT/SIGTERM. ``forwarded_allow_ips``: the proxies whose ``X-Forwarded-*`` headers are
+    believed, by the application and by the paths that bypass it alike."""
+    forwarded = ForwardedClients(forwarded_allow_ips)
     config = uvicorn.Config(
         app,
         host=host,
@@ -111,8 +115,12 @@ def streaming_server(
         log_level=log_level,
         backlog=backlog,
         lifespan="on",
-        http=http if http is not None else "auto",
-        ws=ws,
+        http=_believing(http, forwarded) if http is not None else "auto",
+        ws=_believing(ws, forwarded),
+        # uvicorn's ProxyHeadersMiddleware around the app, with the same proxies as the
+        # native paths (which apply it themselves: they bypass the app).
+        proxy_headers=True,
+        forwarded_allow_ips=forwarded.trusted,
         # Frames over this are refused by uvicorn (1009) before they are buffered whole.
         ws_max_size=ws_max_size,
         # permessage-deflate would compress each frame again for every connection (a fan-out
@@ -128,6 +136,14 @@ def streaming_server(
     return StreamingServer(
         config, end_streams=end_streams, take_aborted=take_aborted, write_timeout=write_timeout
     )
+
+
+def _believing(protocol: type[asyncio.Protocol], forwarded: ForwardedClients) -> type[Any]:
+    """``protocol`` bound to ``forwarded`` if it serves requests outside the app (it has a
+    ``forwarded`` attribute: the native HTTP and WebSocket protocols), else itself."""
+    if not hasattr(protocol, "forwarded"):
+        return protocol
+    return type(protocol.__name__, (protocol,), {"forwarded": forwarded})
 
 
 def filter_server_logs(log_filter: logging.Filter) -> None:

@@ -13,6 +13,7 @@ from typing import Any
 
 from websockets.http11 import Request
 
+from sluiceway.uvicorn_adapter.forwarded import ForwardedClients
 from sluiceway.uvicorn_adapter.internals import (
     WebSocketsSansIOProtocol,
     accepted_scope,
@@ -149,6 +150,8 @@ class DirectWebSocketProtocol(WebSocketsSansIOProtocol):
 
     writer_key: str = "direct_text_writer"
     route: Callable[[Any], Any | None] | None = None
+    #: The proxies believed (bound by ``streaming_server``); None: the peer is the client.
+    forwarded: ForwardedClients | None = None
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -173,6 +176,10 @@ class DirectWebSocketProtocol(WebSocketsSansIOProtocol):
         super().handle_connect(event)
         scope = accepted_scope(self)
         if scope is not None:  # the handshake was accepted; the app's task has not run yet
+            if self.forwarded is not None:
+                # What the app's middleware does, for the endpoint called without it: the
+                # client (access log, endpoint) is the one a trusted proxy forwards for.
+                self.forwarded.apply(scope)
             scope["extensions"][self.writer_key] = DirectTextWriter(self)
             app = self.route(scope) if self.route is not None else None
             if app is not None:
