@@ -133,10 +133,18 @@ export interface StreamOptions {
    * something is followed elsewhere. A function gets the current last event id. Retries before
    * the first successful open repeat the original request (only a GET is retried then). */
   resumeUrl?: string | ((lastEventId: string) => string);
-  /** The fetch to use (tests). */
+  /** The fetch to use (tests). A stream given one does not share. */
   fetch?: typeof fetch;
   /** Jitter source in [0, 1) (tests; default Math.random). */
   random?: () => number;
+  /** false: this stream keeps a connection of its own instead of sharing one per URL with the
+   * other tabs of the origin (see EventStream). Tabs that share a URL share the leader tab's
+   * request, headers included: opt out where tabs follow one URL with different credentials. */
+  share?: boolean;
+  /** Ms of silence from the leader tab after which a follower takes the connection over (a
+   * frozen or hung tab; default 30000, above Sluiceway's 15 s keep-alive, so that a leader in a
+   * throttled background tab is not mistaken for a dead one). */
+  leaderTimeout?: number;
 }
 
 /** Every event this module dispatches: a plain Event whose fields are own properties. */
@@ -147,9 +155,12 @@ export declare class StreamEvent extends Event {
 
 export interface OpenEvent extends Event {
   readonly type: "open";
-  response: Response;
+  /** null in a tab that follows another tab's connection. */
+  response: Response | null;
   /** True for every open after the first. */
   reconnected: boolean;
+  /** True in a tab that follows another tab's connection. */
+  shared?: boolean;
 }
 
 /**
@@ -236,6 +247,13 @@ export interface StreamCloseEvent extends Event {
  * (at least `Retry-After` later on 429/503); any other status, or a 2xx of another content
  * type, is fatal. A response that ends is reconnected, like EventSource.
  *
+ * The GET streams of one URL share one connection across the tabs of the origin (over
+ * HTTP/1.1 a browser opens at most 6 per origin, for all tabs together): the tab holding a
+ * Web Lock named after the URL connects and passes every event on over a BroadcastChannel;
+ * each stream keeps its own `lastEventId`, and when the leader tab closes, reloads or goes
+ * silent for `leaderTimeout`, another takes over from its own position — no event lost or
+ * repeated. See `sharing`; opt out with `share: false`.
+ *
  * Starts connecting in a microtask: attach listeners right after `new`.
  */
 export declare class EventStream extends EventTarget {
@@ -247,9 +265,14 @@ export declare class EventStream extends EventTarget {
   readonly readyState: "connecting" | "open" | "closed";
   /** Successful re-opens after the first. */
   readonly reconnects: number;
-  /** The latest response (null before the first). */
+  /** The latest response (null before the first, and in a tab that follows another's). */
   readonly response: Response | null;
-  /** Abort the request, no more reconnects; dispatches "close" with reason "closed". */
+  /** "leader": this tab holds the connection the tabs of the origin share for this URL;
+   * "follower": another tab does, and passes its events on; null: this stream does not share
+   * (share: false, a POST, a lastEventId or resumeUrl of its own, no Web Locks). */
+  readonly sharing: "leader" | "follower" | null;
+  /** Abort the request, no more reconnects; dispatches "close" with reason "closed". A leader
+   * tab's close hands the connection to the next tab. */
   close(): void;
 
   /** Server events named "open", "close", "reconnecting" or "reset" arrive under these. */

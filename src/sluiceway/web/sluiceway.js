@@ -8,6 +8,8 @@
 //                `lastEventId`. Server events named like the stream's own ("open", "close",
 //                "reconnecting", "reset") arrive as "server:<name>". With `delta: true`,
 //                Fossil deltas (`?delta=fossil`) applied, so every event has its whole data.
+//                Tabs of one origin share one connection per stream (a leader tab, elected
+//                with Web Locks, holds it; the others get its events over BroadcastChannel).
 //   applyFossilDelta  the Fossil delta decoder those deltas need.
 //   Generation   an LLM generation of /v1/generations: tokens, Stop that really cancels, and
 //                resumption after a page reload from what sessionStorage kept.
@@ -424,6 +426,16 @@ async function resolveHeaders(headers) {
  * `Last-Event-ID` so that a Sluiceway stream resumes exactly where it was. A request that is
  * not a GET is never repeated before it opened (it may have started something, e.g. a paid
  * generation): a failure then is fatal.
+ *
+ * Tabs share: over HTTP/1.1 a browser opens at most 6 connections per origin, for all its tabs
+ * together, and a 7th tab's stream waits forever. So the GET streams of one URL, in every tab
+ * of the origin, use one connection: the tab that holds a Web Lock named after the URL (the
+ * leader) connects, and passes each event, with its id, to the others over a BroadcastChannel.
+ * Each stream keeps its own `lastEventId`; when the leader closes, or goes silent for
+ * `leaderTimeout` (a frozen tab), the next tab takes the lock and connects from its own
+ * `lastEventId`: no event is lost or repeated (ids already dispatched are skipped). `share:
+ * false` opts out; POST streams, streams given a `lastEventId` or `resumeUrl`, and pages
+ * without Web Locks keep a connection of their own.
  */
 export class EventStream extends EventTarget {
   /** @type {string} */ url;
@@ -439,6 +451,7 @@ export class EventStream extends EventTarget {
   #controller = null;
   #wake = null; // ends the current backoff wait early (close())
   #closed = false;
+  #share = null; // the tab sharing of this stream (a TabShare), when it shares
 
   /** @param {string} url @param {import("./sluiceway.js").StreamOptions} [options] */
   constructor(url, options = {}) {
@@ -452,8 +465,44 @@ export class EventStream extends EventTarget {
     this.#fetch = (...args) => fetchFn(...args);
     // A microtask, so that listeners attached right after `new` see every event.
     queueMicrotask(() => {
-      this.#run().catch((error) => this.#fail(error, 0, null));
+      if (this.#closed) return;
+      if (this.#shareable()) {
+        this.#share = new TabShare(this, shareKey(this.url), this.#options, {
+          lead: () => this.#run(),
+          stop: () => this.#controller?.abort(),
+          dispatch: (event) => this.#take(event),
+          emit: (type, fields) => this.#emit(type, fields),
+          state: (state) => {
+            this.#state = state;
+          },
+          end: (reason, error, status, body) =>
+            error ? this.#fail(error, status, body) : this.#finish(reason),
+        });
+      } else {
+        this.#run().catch((error) => this.#fail(error, 0, null));
+      }
     });
+  }
+
+  /** Whether this stream may share a connection with the other tabs (see the class doc). */
+  #shareable() {
+    const o = this.#options;
+    return (
+      o.share !== false &&
+      this.#firstMethod() === "GET" &&
+      o.body === undefined &&
+      o.resumeUrl == null &&
+      !o.lastEventId &&
+      o.fetch === undefined &&
+      typeof BroadcastChannel === "function" &&
+      typeof globalThis.navigator?.locks?.request === "function"
+    );
+  }
+
+  /** "leader" (this tab holds the shared connection), "follower" (another tab does), or null
+   * (the stream does not share: it has a connection of its own). */
+  get sharing() {
+    return this.#share?.role ?? null;
   }
 
   /** "connecting" (also while waiting to reconnect), "open" or "closed". */
@@ -469,7 +518,8 @@ export class EventStream extends EventTarget {
     return this.#response;
   }
 
-  /** Abort the request and stop for good: no more reconnects; dispatches "close" ("closed"). */
+  /** Abort the request and stop for good: no more reconnects; dispatches "close" ("closed").
+   * A leader tab's close hands the connection to the next tab. */
   close() {
     this.#finish("closed");
   }
@@ -484,11 +534,13 @@ export class EventStream extends EventTarget {
     this.#state = "closed";
     this.#controller?.abort();
     this.#wake?.();
+    this.#share?.closed(reason);
     this.#emit("close", { reason });
   }
 
   #fail(error, status, body) {
     if (this.#closed) return;
+    this.#share?.failed(error, status, body);
     this.#emit("error", { error, status, body, fatal: true });
     this.#finish("fatal");
   }
@@ -496,9 +548,10 @@ export class EventStream extends EventTarget {
   async #run() {
     const options = this.#options;
     const maxAttempts = options.maxAttempts ?? Infinity;
-    while (!this.#closed) {
+    const leading = () => !this.#closed && (this.#share === null || this.#share.role === "leader");
+    while (leading()) {
       const outcome = await this.#connect();
-      if (this.#closed) return;
+      if (!leading()) return;
       if (outcome.kind === "done") return this.#finish("done");
       if (outcome.kind === "fatal") return this.#fail(outcome.error, outcome.status, outcome.body);
       // Before the first open, a request that is not a GET is never repeated: it may have
@@ -527,8 +580,9 @@ export class EventStream extends EventTarget {
       if (outcome.retryAfter != null) delay = Math.max(delay, Math.min(outcome.retryAfter, MAX_RETRY_AFTER));
       delay = Math.min(delay, MAX_TIMEOUT); // a longer setTimeout would fire at once
       this.#state = "connecting";
+      this.#share?.status("connecting", { attempt: this.#failures, delay });
       this.#emit("reconnecting", { attempt: this.#failures, delay, error: outcome.error ?? null });
-      if (this.#closed) return;
+      if (!leading()) return;
       await new Promise((resolve) => {
         const timer = setTimeout(resolve, delay);
         this.#wake = () => {
@@ -624,8 +678,10 @@ export class EventStream extends EventTarget {
         return { kind: "fatal", error, status, body };
       }
       this.#opens += 1;
+      const wasOpen = this.#state === "open"; // a follower taking over was open already
       this.#state = "open";
-      this.#emit("open", { response, reconnected: this.#opens > 1 });
+      this.#share?.status("open", {});
+      if (!wasOpen) this.#emit("open", { response, reconnected: this.#opens > 1 });
       if (this.#closed || !response.body) return { kind: "end", delivered };
 
       const parser = new SSEParser({
@@ -639,22 +695,26 @@ export class EventStream extends EventTarget {
       let deltaBase = null; // the data of this connection's last event: what a delta applies to
       const deliver = (events) => {
         for (const event of events) {
+          if (this.#share !== null && this.#share.role !== "leader") return; // deposed
           // A delta that does not apply throws before lastEventId moves: the reconnect
           // resumes from the last good event, and the server sends the next one whole.
           if (event.delta !== undefined) event.data = undelta(deltaBase, event);
           if (!event.type.startsWith(CONTROL_PREFIX)) deltaBase = event.data;
-          this.lastEventId = event.lastEventId;
-          if (event.type === POSITION_EVENT) continue; // its id is all it carries
-          delivered = true;
-          this.#dispatchServerEvent(event);
+          const { type, data, lastEventId } = event;
+          if (this.#take({ type, data, lastEventId })) delivered = true;
+          this.#share?.send({ type, data, lastEventId });
           if (this.#closed) return;
         }
-        this.lastEventId = parser.lastEventId; // an id-only block counts too
+        if (this.lastEventId !== parser.lastEventId) {
+          this.lastEventId = parser.lastEventId; // an id-only block counts too
+          this.#share?.send({ type: "", data: "", lastEventId: this.lastEventId });
+        }
       };
       for (;;) {
         const { done, value } = await reader.read();
         if (done) break;
         arm();
+        this.#share?.alive();
         deliver(parser.feed(decoder.decode(value, { stream: true })));
         if (this.#closed) return { kind: "closed" };
       }
@@ -672,6 +732,17 @@ export class EventStream extends EventTarget {
     }
   }
 
+  /** Take one event in (from this tab's connection or from the leader tab's): its id becomes
+   * `lastEventId`, and it is dispatched unless it is only a position (or an id-only block,
+   * type ""). Whether it was dispatched. */
+  #take(event) {
+    this.lastEventId = event.lastEventId;
+    if (event.type === POSITION_EVENT || event.type === "") return false; // its id is all it carries
+    this.#share?.remember(event.lastEventId);
+    this.#dispatchServerEvent(event);
+    return true;
+  }
+
   #dispatchServerEvent({ type, data, lastEventId }) {
     if (type === RESET_EVENT) {
       let detail = null;
@@ -685,6 +756,220 @@ export class EventStream extends EventTarget {
       // A server event named like one of ours must not pass for it: "server:close", ...
       this.#emit(OWN_EVENTS.has(type) ? `server:${type}` : type, { data, lastEventId });
     }
+  }
+}
+
+// ---------------------------------------------------------------------------- tab sharing
+
+/** The Web Lock and BroadcastChannel name of the streams of `url`, in every tab of the origin. */
+function shareKey(url) {
+  return `sluiceway.stream ${new URL(url, globalThis.location?.href).href}`;
+}
+
+/** How many ids a stream remembers having dispatched, to skip them when a new leader (or the
+ * leader it was, deposed while frozen) sends them again. */
+const RECENT_IDS = 256;
+
+/**
+ * One EventStream's part in the sharing of its URL between tabs: as a follower it waits in the
+ * Web Lock's queue and takes the leader's events from the BroadcastChannel; holding the lock,
+ * it leads: `hooks.lead()` runs the stream's own connection, whose events go to the channel.
+ *
+ * Messages: {kind: "hello"} (a follower asks who leads), {kind: "leader", term, lastEventId,
+ * state} (the answer, and what a new leader says first), {kind: "event", term, event},
+ * {kind: "status", term, state, fields}, {kind: "alive", term}, {kind: "end", term, reason,
+ * error, status, body} (the stream ended for good: every tab's ends). A term is a random id
+ * each leadership starts with: what a deposed leader still sends is ignored.
+ */
+class TabShare {
+  role = "follower";
+  #stream;
+  #key;
+  #hooks;
+  #channel;
+  #term = null; // the current leader's
+  #ownTerm = null; // ours, while we lead
+  #joined = false;
+  #heard = 0; // performance.now() of the leader's last message
+  #leaderTimeout;
+  #queued = null; // aborts our waiting (not stealing) lock request
+  #release = null; // ends our leadership (resolves the held lock's promise)
+  #stealing = false;
+  #recent = new Set();
+  #timers = [];
+  #lastAlive = 0;
+
+  constructor(stream, key, options, hooks) {
+    this.#stream = stream;
+    this.#key = key;
+    this.#hooks = hooks;
+    this.#leaderTimeout = options.leaderTimeout ?? 30000;
+    this.#channel = new BroadcastChannel(key);
+    this.#channel.onmessage = (message) => this.#receive(message.data);
+    this.#heard = performance.now();
+    this.#post({ kind: "hello" });
+    this.#queue(false);
+    const every = Math.max(100, Math.min(1000, this.#leaderTimeout / 4));
+    this.#timers.push(setInterval(() => this.#watch(), every));
+  }
+
+  /** The lock, waited for in turn or (`steal`) taken from a leader that went silent. */
+  #queue(steal) {
+    const controller = new AbortController();
+    if (!steal) this.#queued = controller;
+    const options = steal ? { steal: true } : { signal: controller.signal };
+    navigator.locks
+      .request(this.#key, options, () => this.#lead())
+      .catch(() => {
+        // Our waiting request was aborted (we steal instead, or we closed), or our lock was
+        // stolen: a frozen leader that wakes up follows the new one.
+        if (this.role === "leader") this.#demote();
+      });
+  }
+
+  async #lead() {
+    if (this.#stream.readyState === "closed") return;
+    this.#queued?.abort(); // granted: a queued request of ours must not wait on
+    this.#queued = null;
+    this.#stealing = false;
+    this.role = "leader";
+    this.#ownTerm = this.#term = crypto.randomUUID();
+    this.#joined = true;
+    const held = new Promise((resolve) => {
+      this.#release = resolve;
+    });
+    this.#post({ kind: "leader", term: this.#ownTerm, lastEventId: this.#stream.lastEventId, state: this.#stream.readyState });
+    const beat = setInterval(() => this.#post({ kind: "alive", term: this.#ownTerm }), Math.max(100, this.#leaderTimeout / 10));
+    this.#hooks
+      .lead()
+      .catch((error) => this.#hooks.end("fatal", error, 0, null))
+      .finally(() => {
+        if (this.role === "leader") this.#release?.();
+      });
+    await held; // the lock is ours until the stream closes or we are deposed
+    clearInterval(beat);
+  }
+
+  #demote() {
+    this.role = "follower";
+    this.#ownTerm = null;
+    this.#release?.(); // the lock is gone already: let its callback end
+    this.#hooks.stop(); // our connection ends; its loop sees we no longer lead
+    this.#hooks.state("open");
+    this.#heard = performance.now();
+    this.#queue(false);
+  }
+
+  #watch() {
+    if (this.role !== "follower" || this.#stealing) return;
+    if (performance.now() - this.#heard < this.#leaderTimeout) return;
+    // The leader holds the lock but says nothing (a frozen tab): take it over, after a random
+    // wait, so that of several followers one steals and the others hear the new leader first.
+    this.#stealing = true;
+    setTimeout(() => {
+      if (this.role !== "follower" || this.#stream.readyState === "closed") return;
+      if (performance.now() - this.#heard < this.#leaderTimeout) {
+        this.#stealing = false;
+        return;
+      }
+      this.#queued?.abort();
+      this.#queued = null;
+      this.#queue(true);
+    }, Math.random() * 500);
+  }
+
+  #receive(message) {
+    if (this.#stream.readyState === "closed") return;
+    if (message.kind === "hello") {
+      if (this.role === "leader") {
+        this.#post({ kind: "leader", term: this.#ownTerm, lastEventId: this.#stream.lastEventId, state: this.#stream.readyState });
+      }
+      return;
+    }
+    if (message.kind === "leader") {
+      // Another tab leads while we think we do: it took the lock from us while this tab was
+      // frozen. Follow it now, before its events (what we already have is skipped by id).
+      if (this.role === "leader") this.#demote();
+      this.#term = message.term;
+      this.#heard = performance.now();
+      this.#stealing = false;
+      if (!this.#joined) {
+        // Our stream starts where the leader's is: everything after comes to us too.
+        this.#joined = true;
+        this.#stream.lastEventId = message.lastEventId;
+        this.#status(message.state, {});
+      }
+      return;
+    }
+    if (this.role !== "follower" || message.term !== this.#term || !this.#joined) return;
+    this.#heard = performance.now();
+    if (message.kind === "event") {
+      const { lastEventId } = message.event;
+      if (lastEventId && this.#recent.has(lastEventId)) return; // we have it already
+      this.#hooks.dispatch(message.event);
+    } else if (message.kind === "status") {
+      this.#status(message.state, message.fields);
+    } else if (message.kind === "end") {
+      this.#hooks.end(message.reason, message.error, message.status, message.body);
+    }
+  }
+
+  #status(state, fields) {
+    const before = this.#stream.readyState;
+    this.#hooks.state(state);
+    if (state === "open" && before !== "open") this.#hooks.emit("open", { response: null, reconnected: false, shared: true });
+    if (state === "connecting") this.#hooks.emit("reconnecting", { ...fields, error: null, shared: true });
+  }
+
+  #post(message) {
+    try {
+      this.#channel.postMessage(message);
+    } catch {
+      // a value that cannot be cloned (an unusual error object): the others miss only that
+    }
+  }
+
+  /** The leader took an event in: to the other tabs. */
+  send(event) {
+    if (this.role !== "leader") return;
+    this.#lastAlive = performance.now();
+    this.#post({ kind: "event", term: this.#ownTerm, event });
+  }
+
+  /** The leader's connection read bytes (a keep-alive too): it is not frozen. */
+  alive() {
+    const now = performance.now();
+    if (this.role !== "leader" || now - this.#lastAlive < 250) return;
+    this.#lastAlive = now;
+    this.#post({ kind: "alive", term: this.#ownTerm });
+  }
+
+  status(state, fields) {
+    if (this.role === "leader") this.#post({ kind: "status", term: this.#ownTerm, state, fields });
+  }
+
+  remember(id) {
+    if (!id) return;
+    this.#recent.add(id);
+    if (this.#recent.size > RECENT_IDS) this.#recent.delete(this.#recent.values().next().value);
+  }
+
+  /** The stream failed for good (fatal): the other tabs' streams fail with it. */
+  failed(error, status, body) {
+    if (this.role === "leader") this.#post({ kind: "end", term: this.#ownTerm, reason: "fatal", error, status, body });
+  }
+
+  /** The stream closed: "closed" (this tab closed it) hands the connection on; "done" or
+   * "gave_up" ends every tab's. */
+  closed(reason) {
+    if (this.role === "leader" && reason !== "closed" && reason !== "fatal") {
+      this.#post({ kind: "end", term: this.#ownTerm, reason, error: null, status: 0, body: null });
+    }
+    this.#timers.forEach(clearInterval);
+    this.#queued?.abort();
+    this.#release?.();
+    this.role = this.role === "leader" ? "follower" : this.role;
+    this.#channel.close();
   }
 }
 
@@ -967,6 +1252,7 @@ export class Generation extends EventTarget {
       maxRetry: o.maxRetry,
       idleTimeout: o.idleTimeout,
       maxAttempts: o.maxAttempts,
+      share: false, // a generation is this tab's own: its Stop, its cursor in sessionStorage
       ...extra,
     });
     this.#stream = stream;
