@@ -11,6 +11,7 @@ from starlette.routing import Route
 
 from sluiceway.asgi import EventStreamResponse
 from sluiceway.auth import AuthError
+from sluiceway.auth.resources import is_internal_topic
 from sluiceway.control import RESERVED_EVENT_PREFIX
 from sluiceway.hub import (
     Hub,
@@ -160,9 +161,13 @@ async def healthz(request: Request) -> Response:
         status, code = "backend_unavailable", 503
     body: dict[str, Any] = {"status": status}
     if not hub.closing and _may_see_status(request):
+        names = hub.topic_names()
+        internal = sum(1 for name in names if is_internal_topic(name))
         body |= {
             "open_streams": hub.open_streams,
-            "topics": len(hub.topic_names()),
+            # The topics people publish to; the server's own (a generation's, a job's) apart.
+            "topics": len(names) - internal,
+            "internal_topics": internal,
             "backend": "redis" if hub.backend is not None else "memory",
         }
     return JSONResponse(body, status_code=code)

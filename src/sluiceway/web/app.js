@@ -1,67 +1,25 @@
 // Sluiceway web UI: chat, topics, jobs and status, on top of /static/sluiceway.js.
-// No build step and no dependencies; served by `sluiceway serve` at /.
-import { EventStream, Generation } from "/static/sluiceway.js";
+// No build step and no dependencies; served by `sluiceway serve` at /. Nothing from the
+// server or the model reaches the DOM as HTML: elements are built, text is text.
+import { authHeaders, onAuthChange, refusal, setupSignIn, signedIn } from "./auth.js";
+import { renderMarkdown } from "./markdown.js";
+import { EventStream, Generation } from "./sluiceway.js";
+import { refreshStatus, setupStatus } from "./status.js";
+import { $, api, clock, describeError, el, fmt, nearBottom, parseJSON, store } from "./util.js";
 
 // ---------------------------------------------------------------- helpers
-const $ = (id) => document.getElementById(id);
-const el = (tag, attrs = {}, ...children) => {
-  const node = document.createElement(tag);
-  for (const [key, value] of Object.entries(attrs)) {
-    if (value === undefined || value === null) continue;
-    if (key === "class") node.className = value;
-    else if (key.startsWith("data-")) node.setAttribute(key, value);
-    else node[key] = value;
-  }
-  node.append(...children);
-  return node;
-};
-const decimal = new Intl.NumberFormat("en-US", { maximumFractionDigits: 1 });
-const integer = new Intl.NumberFormat("en-US", { maximumFractionDigits: 0 });
-const fmt = (n) => (!Number.isFinite(n) ? "—" : (Math.abs(n) >= 100 ? integer : decimal).format(n));
-const clock = (date = new Date()) => date.toLocaleTimeString("en-GB", { hour12: false });
-const parseJSON = (text) => {
-  try { return JSON.parse(text); } catch { return null; }
-};
-const store = {
-  get: (key, fallback) => {
-    try { return JSON.parse(sessionStorage.getItem(key)) ?? fallback; } catch { return fallback; }
-  },
-  set: (key, value) => {
-    try { sessionStorage.setItem(key, JSON.stringify(value)); } catch { /* full or disabled */ }
-  },
-  remove: (key) => {
-    try { sessionStorage.removeItem(key); } catch { /* disabled */ }
-  },
-};
-
-/** fetch with a JSON body and a JSON answer: {ok, status, data}; never throws. */
-async function api(method, url, body) {
-  try {
-    const headers = { accept: "application/json" };
-    if (body !== undefined) headers["content-type"] = "application/json";
-    const response = await fetch(url, { method, headers, body: body && JSON.stringify(body) });
-    const text = await response.text();
-    const data = text ? parseJSON(text) ?? { error: `http_${response.status}`, detail: text } : null;
-    return { ok: response.ok, status: response.status, data };
-  } catch (error) {
-    return { ok: false, status: 0, data: { error: "network_error", detail: String(error?.message ?? error) } };
-  }
-}
-
-/** "code: what was wrong" from the server's {error, detail} (or a job's {error, message}). */
-function describeError(data, status) {
-  if (!data) return `HTTP ${status}`;
-  const detail = typeof data.detail === "string" || !data.detail ? data.detail : JSON.stringify(data.detail);
-  return [data.error ?? `HTTP ${status}`, data.message ?? detail].filter(Boolean).join(": ");
-}
+/** Options of every stream: the token of the moment as a header (a function: each request,
+ * reconnects included, reads it). A signed-in tab keeps its streams to itself (no sharing of
+ * one connection with other tabs, which may hold another token or none). */
+const streamOptions = (options = {}) => ({ ...options, headers: authHeaders, ...(signedIn() ? { share: false } : {}) });
+/** The sentence for a refusal (401/403), else "code: detail" as the server said it. */
+const explain = (what, status, body) => refusal(what, status, body) ?? [describeError(body, status)];
 
 /** An event the server sent (EventStream also dispatches "error" for a failed connection). */
 const isServerEvent = (ev) => typeof ev.data === "string" && "lastEventId" in ev;
 /** The name the server gave an event: EventStream dispatches a server event named like one
  * of its own ("open", "close", "reconnecting", "reset") as "server:<name>". */
 const serverName = (type) => (/^server:(open|close|reconnecting|reset)$/.test(type) ? type.slice(7) : type);
-/** Whether a scrolled list shows its end (new lines then keep it there). */
-const nearBottom = (list) => list.scrollHeight - list.scrollTop - list.clientHeight < 48;
 
 // ---------------------------------------------------------------- tabs and hash routing
 const VIEWS = ["chat", "topics", "jobs", "status"];
@@ -94,19 +52,29 @@ window.addEventListener("hashchange", () => selectView(location.hash.slice(1)));
 
 // ---------------------------------------------------------------- chat
 const CHAT_KEY = "sluiceway.ui.chat"; // the conversation; the generation itself: sluiceway.js
-const GENERATION_OPTIONS = { maxAttempts: 10 }; // then "error" (a reload tries again)
+// Then "error" (a reload tries again). The token of the moment goes with every request.
+const GENERATION_OPTIONS = { maxAttempts: 10, headers: authHeaders };
 const chat = {
   log: $("chat-log"), input: $("chat-input"), send: $("chat-send"), stop: $("chat-stop"),
   state: $("chat-state"), resumed: $("chat-resumed"), ttft: $("chat-ttft"), rate: $("chat-rate"),
-  error: $("chat-error"), notice: $("chat-notice"),
-  messages: store.get(CHAT_KEY, []), // [{role, content, note?}]
+  model: $("chat-model"), error: $("chat-error"), notice: $("chat-notice"),
+  messages: store.get(CHAT_KEY, []), // [{role, content, note?, model?}]
   generation: null,
 };
 
+/** The answer's text: the model's markdown, rendered as elements (never as HTML). */
+function renderAnswer(node, text) {
+  node.replaceChildren(renderMarkdown(text));
+}
+
 function renderMessage(message) {
-  const item = el("li", { class: `message ${message.role}` },
-    el("span", { class: "who" }, message.role === "user" ? "You" : "Assistant"),
-    el("div", { class: "text" }, message.content));
+  const assistant = message.role === "assistant";
+  const text = el("div", { class: assistant ? "text markdown" : "text" });
+  if (assistant) renderAnswer(text, message.content ?? "");
+  else text.textContent = message.content;
+  const who = el("span", { class: "who" }, assistant ? "Assistant" : "You");
+  if (assistant && message.model) who.append(" · ", el("span", { class: "model" }, message.model));
+  const item = el("li", { class: `message ${message.role}` }, who, text);
   if (message.note) item.append(el("div", { class: "meta" }, message.note));
   const stick = nearBottom(chat.log);
   chat.log.append(item);
@@ -117,6 +85,13 @@ function renderMessage(message) {
 function renderConversation() {
   chat.log.replaceChildren();
   chat.messages.forEach(renderMessage);
+  const model = chat.messages.findLast?.((m) => m.model)?.model;
+  showModel(model);
+}
+
+function showModel(model) {
+  chat.model.textContent = model ? `Model: ${model}` : "Model —";
+  chat.model.title = model ? "The model that answers, as the server said at the start of the answer" : "";
 }
 
 function setChatState(state) {
@@ -129,29 +104,36 @@ function setChatState(state) {
   chat.send.disabled = state === "streaming";
 }
 
-function showError(text) {
-  chat.error.textContent = `Error: ${text}`;
+function showError(...nodes) {
+  chat.error.replaceChildren(...nodes);
   chat.error.hidden = false;
 }
 
 /** Follow a generation (new, or resumed after a reload) into a fresh assistant bubble. */
-function followGeneration(generation, { sentAt = null, resumed = false } = {}) {
+function followGeneration(generation, { sentAt = null, resumed = false, prompt = null } = {}) {
   chat.generation = generation;
-  const bubble = renderMessage({ role: "assistant", content: generation.text ?? "" });
+  const bubble = renderMessage({ role: "assistant", content: generation.text ?? "", model: generation.model });
   const text = bubble.querySelector(".text");
+  const who = bubble.querySelector(".who");
   bubble.classList.add("streaming");
   chat.error.hidden = true;
   chat.resumed.hidden = !resumed;
   chat.ttft.textContent = "TTFT —";
   chat.rate.textContent = "— tokens/s";
+  if (generation.model) showModel(generation.model);
   setChatState("streaming");
 
   let firstAt = null; // live figures, measured here; the server's replace them at "done"
   let tokens = 0;
+  generation.addEventListener("start", ({ model, provider }) => {
+    if (!model || who.querySelector(".model")) return;
+    who.append(" · ", el("span", { class: "model", title: provider ? `provider: ${provider}` : undefined }, model));
+    showModel(model);
+  });
   // The server could not resume the answer exactly: sluiceway.js dropped its text and replays
   // it from the start; show it anew (the tokens come again).
   generation.addEventListener("reset", () => {
-    text.textContent = generation.text;
+    renderAnswer(text, generation.text);
     firstAt = null;
     tokens = 0;
     sentAt = null; // a TTFT measured now would not be the answer's
@@ -166,7 +148,7 @@ function followGeneration(generation, { sentAt = null, resumed = false } = {}) {
     tokens += 1;
     if (chat.notice.textContent) chat.notice.textContent = "";
     const stick = nearBottom(chat.log);
-    text.textContent = generation.text; // the whole text: never a repeated or lost delta
+    renderAnswer(text, generation.text); // the whole text: never a repeated or lost delta
     if (stick) chat.log.scrollTop = chat.log.scrollHeight;
     const seconds = (now - firstAt) / 1000;
     if (seconds > 0.05) chat.rate.textContent = `${fmt(tokens / seconds)} tokens/s`;
@@ -177,9 +159,9 @@ function followGeneration(generation, { sentAt = null, resumed = false } = {}) {
     chat.generation = null;
     chat.notice.textContent = "";
     bubble.classList.remove("streaming");
-    text.textContent = generation.text;
+    renderAnswer(text, generation.text);
     if (note) bubble.append(el("div", { class: "meta" }, note));
-    chat.messages.push({ role: "assistant", content: generation.text ?? "", note });
+    chat.messages.push({ role: "assistant", content: generation.text ?? "", note, model: generation.model ?? undefined });
     store.set(CHAT_KEY, chat.messages);
     setChatState(state);
     const focused = document.activeElement;
@@ -193,11 +175,35 @@ function followGeneration(generation, { sentAt = null, resumed = false } = {}) {
     finish("done", `TTFT ${fmt(s.ttft_ms)} ms · ${fmt(s.tokens_per_s)} tokens/s · `
       + `${fmt(s.output_tokens)} tokens${reason}`);
   });
-  generation.addEventListener("cancelled", () => finish("cancelled", "stopped"));
-  generation.addEventListener("error", ({ error, message }) => {
+  // Stop pressed here: the user's own choice, not an error; by someone else: said so.
+  generation.addEventListener("cancelled", ({ summary }) =>
+    finish("cancelled", summary ? "cancelled (not from this page)" : "stopped by you"));
+  generation.addEventListener("error", ({ error, message, status, body }) => {
+    if ((status === 401 || status === 403) && generation.id === null && prompt !== null) {
+      // Refused before it started: the question is given back, to send again once signed in.
+      chat.generation = null;
+      const asked = bubble.previousElementSibling;
+      if (asked?.classList.contains("user")) asked.remove();
+      bubble.remove();
+      const last = chat.messages[chat.messages.length - 1];
+      if (last?.role === "user" && last.content === prompt) chat.messages.pop();
+      store.set(CHAT_KEY, chat.messages);
+      if (!chat.input.value) chat.input.value = prompt;
+      const what = { text: "Sending your message", action: "publish", resource: "/generations" };
+      showError(...explain(what, status, body && typeof body === "object" ? body : { error, detail: message }));
+      setChatState("refused");
+      return;
+    }
+    if (status === 401 || status === 403) {
+      const what = { text: "Following the answer", action: "subscribe", resource: `/generations/${generation.id}` };
+      const nodes = explain(what, status, body && typeof body === "object" ? body : { error, detail: message });
+      showError(...nodes);
+      finish("error", "refused: sign in, then reload the page to follow it again");
+      return;
+    }
     const code = typeof error === "string" ? error : error?.message;
     const what = [code, message].filter(Boolean).join(": ") || "the generation failed";
-    showError(what);
+    showError(`Error: ${what}`);
     finish("error", `error: ${what}`);
   });
   generation.addEventListener("reconnecting", ({ attempt, delay, error }) => {
@@ -216,9 +222,9 @@ function sendChat() {
   const messages = chat.messages.filter((m) => m.content).map(({ role, content }) => ({ role, content }));
   const options = { ...GENERATION_OPTIONS, meta: { messages: [...chat.messages] } };
   try {
-    followGeneration(Generation.start({ messages }, options), { sentAt: performance.now() });
+    followGeneration(Generation.start({ messages }, options), { sentAt: performance.now(), prompt: content });
   } catch (error) {
-    showError(error?.message ?? error);
+    showError(`Error: ${error?.message ?? error}`);
     setChatState("error");
   }
 }
@@ -234,7 +240,7 @@ chat.input.addEventListener("keydown", (ev) => {
 });
 chat.stop.addEventListener("click", () => {
   chat.stop.disabled = true;
-  chat.generation?.stop().catch((error) => console.warn("stop failed", error));
+  chat.generation?.stop().catch((error) => console.warn("stop failed", error?.message));
 });
 $("chat-clear").addEventListener("click", () => {
   if (chat.generation) return;
@@ -253,7 +259,7 @@ function startChat() {
   try {
     resumed = Generation.resume(GENERATION_OPTIONS);
   } catch (error) {
-    console.warn("could not resume", error);
+    console.warn("could not resume", error?.message);
   }
   // A reload mid-answer: the conversation as it was sent, then the answer so far, continued.
   if (Array.isArray(resumed?.meta?.messages)) chat.messages = resumed.meta.messages;
@@ -302,14 +308,22 @@ function setTopicStatus(state) {
   topics.status.dataset.state = state;
 }
 
-function showEvent({ type, data, lastEventId: id }) {
+/** The event's own id in its topic: its part of a cursor over several topics. */
+function ownId(cursor, topic) {
+  if (topics.names.length === 1 || !topic) return cursor;
+  return cursor.split(",")[topics.names.indexOf(topic)] ?? cursor;
+}
+
+function showEvent({ type, data, lastEventId: cursor }) {
   if (type.startsWith("sluiceway.")) return; // the hub's control events: "reset" shows them
   type = serverName(type);
-  const topic = id ? topicOf(id) : undefined;
-  if (id) topics.cursor = id;
-  topics.lastId.textContent = id || "—";
-  logLine(el("li", { class: "event", "data-id": id, "data-event": type, "data-topic": topic },
-    el("span", { class: "id" }, id), " ",
+  const topic = cursor ? topicOf(cursor) : undefined;
+  topics.lastId.textContent = cursor || "—";
+  // Each line shows the event's id in its topic; the stream's whole cursor (where a resume
+  // starts) is the "Cursor" above, and the line's data-cursor.
+  const id = cursor ? ownId(cursor, topic) : "";
+  logLine(el("li", { class: "event", "data-id": id, "data-cursor": cursor, "data-event": type, "data-topic": topic },
+    el("span", { class: "id", title: cursor !== id ? `cursor ${cursor}` : undefined }, id), " ",
     topic ? el("span", { class: "tag" }, topic) : "", topic ? " " : "",
     el("span", { class: "name" }, type), " ",
     el("span", { class: "data" }, data)));
@@ -317,7 +331,6 @@ function showEvent({ type, data, lastEventId: id }) {
 
 function showReset({ data, detail, lastEventId }) {
   const lost = Array.isArray(detail?.topics) ? detail.topics : [];
-  if (lastEventId) topics.cursor = lastEventId;
   const text = lost.length
     ? lost.map((t) => `topic ${t.topic} lost events (${t.reason}): requested ${t.requested || "—"}, `
       + `earliest ${t.earliest || "—"}, resumed at ${t.resumed_at || "—"}`).join("; ")
@@ -336,14 +349,15 @@ function stopFollowing() {
   setTopicStatus("closed");
 }
 
-function follow() {
-  const names = [...new Set(topics.input.value.split(/[\s,]+/).filter(Boolean))].sort();
+/** Follow the topics typed in (or `names`), from now (or from `lastEventId`). */
+function follow(names = [...new Set(topics.input.value.split(/[\s,]+/).filter(Boolean))].sort(), lastEventId = "") {
   const bad = names.find(topicError);
   if (!names.length || bad) return note("error", bad ? topicError(bad) : "enter at least one topic");
   stopFollowing();
   Object.assign(topics, { names, cursor: null, attempts: 0 });
   topics.reconnects.textContent = "0";
-  const stream = new EventStream("/events?" + names.map((n) => `topic=${encodeURIComponent(n)}`).join("&"));
+  const url = "/events?" + names.map((n) => `topic=${encodeURIComponent(n)}`).join("&");
+  const stream = new EventStream(url, streamOptions(lastEventId ? { lastEventId } : {}));
   topics.stream = stream;
   topics.follow.textContent = "Stop following";
   topics.follow.setAttribute("aria-pressed", "true");
@@ -353,6 +367,16 @@ function follow() {
   // Events of any name: EventStream dispatches each under its own type only, so watch every
   // dispatch rather than a fixed list of names.
   const dispatch = stream.dispatchEvent.bind(stream);
+  // Which topic an event is of: the part of the cursor it moved. The cursor before it may be
+  // that of the hub's position event, which is not dispatched: watch every change of the id.
+  let cursor = stream.lastEventId;
+  Object.defineProperty(stream, "lastEventId", {
+    configurable: true, enumerable: true, get: () => cursor,
+    set: (value) => {
+      if (value !== cursor && topics.stream === stream) topics.cursor = cursor || null;
+      cursor = value;
+    },
+  });
   stream.dispatchEvent = (ev) => {
     if (topics.stream === stream && ev.type !== "reset" && isServerEvent(ev)) showEvent(ev);
     return dispatch(ev);
@@ -373,8 +397,13 @@ function follow() {
   on("error", (ev) => {
     // A named "error" event is shown above; a passing failure by the "reconnecting" line.
     if (isServerEvent(ev) || !ev.fatal) return;
-    const body = ev.body && typeof ev.body === "object" ? describeError(ev.body, ev.status) : ev.body;
-    note("error", `error ${ev.status || ""}: ${body || ev.error?.message || "connection failed"}`);
+    const body = ev.body && typeof ev.body === "object" ? ev.body : null;
+    const what = { text: `Reading ${names.length > 1 ? "topics" : "topic"} ${names.map((n) => `“${n}”`).join(", ")}`,
+      action: "subscribe", resource: names.map(topicPath).join(", ") };
+    const plain = refusal(what, ev.status, body);
+    if (plain) return note("error refused", ...plain);
+    const text = body ? describeError(body, ev.status) : ev.body;
+    note("error", `error ${ev.status || ""}: ${text || ev.error?.message || "connection failed"}`);
   });
   on("close", (ev) => {
     stopFollowing();
@@ -399,9 +428,10 @@ $("publish-form").addEventListener("submit", async (ev) => {
   const topic = $("publish-topic").value.trim();
   const event = $("publish-event").value.trim();
   let data = $("publish-data").value;
-  const fail = (text) => {
+  const fail = (...nodes) => {
     result.className = "error";
-    result.textContent = text;
+    result.replaceChildren(...nodes);
+    delete result.dataset.id;
   };
   if (topicError(topic)) return fail(topicError(topic));
   if ($("publish-json").checked) {
@@ -411,7 +441,8 @@ $("publish-form").addEventListener("submit", async (ev) => {
   $("publish-send").disabled = true;
   const answer = await api("POST", topicPath(topic), event ? { data, event } : { data });
   $("publish-send").disabled = false;
-  if (!answer.ok) return fail(describeError(answer.data, answer.status));
+  const what = { text: `Publishing to topic “${topic}”`, action: "publish", resource: topicPath(topic) };
+  if (!answer.ok) return fail(...explain(what, answer.status, answer.data));
   result.className = "ok";
   result.textContent = `published ${answer.data.id}`;
   result.dataset.id = answer.data.id;
@@ -427,7 +458,8 @@ $("history-form").addEventListener("submit", async (ev) => {
   info.textContent = "";
   if (topicError(topic)) return (info.textContent = topicError(topic));
   const { ok, status, data } = await api("GET", `${topicPath(topic)}/history?limit=50`);
-  if (!ok) return (info.textContent = describeError(data, status));
+  const what = { text: `Reading the history of topic “${topic}”`, action: "subscribe", resource: topicPath(topic) };
+  if (!ok) return info.replaceChildren(...explain(what, status, data));
   info.className = "hint";
   info.textContent = `${data.events.length} event(s) · earliest ${data.earliest ?? "—"}`
     + ` · latest ${data.latest ?? "—"}`;
@@ -448,7 +480,7 @@ const job = {
   start: $("job-start"), cancel: $("job-cancel"), state: $("job-state"), progress: $("job-progress"),
   percent: $("job-percent"), eta: $("job-eta"), detail: $("job-detail"), error: $("job-error"),
   download: $("job-download"), result: $("job-result"), idText: $("job-id"),
-  id: null, stream: null,
+  id: null, stream: null, cancelling: false,
 };
 
 function setJobState(state) {
@@ -462,9 +494,12 @@ function resetJob() {
   const stream = job.stream;
   job.stream = null;
   stream?.close();
+  job.id = null;
+  job.cancelling = false;
+  job.idText.textContent = "—";
   job.progress.value = 0;
   job.percent.textContent = "0%";
-  for (const node of [job.eta, job.detail, job.error, job.result]) node.textContent = "";
+  for (const node of [job.eta, job.detail, job.error, job.result]) node.replaceChildren();
   job.download.hidden = true;
   job.download.removeAttribute("href");
 }
@@ -500,7 +535,8 @@ function followJob(id, eventsUrl, restored = false) {
   job.idText.textContent = id;
   store.set(JOB_KEY, { id, events: eventsUrl });
   setJobState("running");
-  const stream = new EventStream(eventsUrl); // a reconnect after the end gets 204: "close"
+  // A reconnect after the end gets 204: "close".
+  const stream = new EventStream(eventsUrl, streamOptions());
   job.stream = stream;
   const payload = (ev) => parseJSON(ev.data) ?? {};
   const end = () => {
@@ -513,22 +549,29 @@ function followJob(id, eventsUrl, restored = false) {
     end();
   });
   stream.addEventListener("error", (ev) => {
+    if (job.stream !== stream) return;
     if (isServerEvent(ev)) { // the job's own "error" event: {error, message, state}
       const error = payload(ev);
-      setJobState(error.state === "cancelled" ? "cancelled" : "failed");
       job.eta.textContent = "";
-      job.error.textContent = describeError(error);
+      if (error.state === "cancelled") {
+        // Cancelled: by the user here (their choice, no error), or by someone else.
+        setJobState("cancelled");
+        job.result.textContent = job.cancelling ? "Cancelled at your request." : `Cancelled elsewhere: ${describeError(error)}`;
+      } else {
+        setJobState("failed");
+        job.error.textContent = describeError(error);
+      }
       return end();
     }
     if (!ev.fatal) return; // EventStream reconnects by itself
     if (ev.status === 404) store.remove(JOB_KEY);
     if (ev.status === 404 && restored) { // finished long ago and forgotten: nothing to show
       resetJob();
-      job.idText.textContent = "—";
       return setJobState("—");
     }
-    job.error.textContent = describeError(typeof ev.body === "object" ? ev.body : null, ev.status);
-    setJobState("failed");
+    const what = { text: `Following job ${id}`, action: "subscribe", resource: `/jobs/${id}` };
+    job.error.replaceChildren(...explain(what, ev.status, typeof ev.body === "object" ? ev.body : null));
+    setJobState(ev.status === 401 || ev.status === 403 ? "refused" : "failed");
   });
 }
 
@@ -539,8 +582,14 @@ $("job-form").addEventListener("submit", async (ev) => {
   const params = { table: $("job-table").value.trim(), format: $("job-format").value };
   const { ok, status, data } = await api("POST", "/jobs", { kind: "export", params });
   if (!ok) {
-    setJobState("failed");
-    job.error.textContent = describeError(data, status);
+    // Refused before it existed: no job, no id (not the previous job's), nothing "failed".
+    store.remove(JOB_KEY);
+    setJobState("refused");
+    const table = params.table ? `“${params.table}”` : "(no table named)";
+    const what = { text: `Starting an export of table ${table}`, action: "publish", resource: "/jobs" };
+    if (status === 403 && data?.detail?.includes?.("subscribe")) what.action = "subscribe";
+    if (what.action === "subscribe") what.resource = `/exports/${params.table}`;
+    job.error.replaceChildren(...explain(what, status, data));
     return;
   }
   followJob(data.id, data.events ?? `/jobs/${encodeURIComponent(data.id)}/events`);
@@ -548,88 +597,61 @@ $("job-form").addEventListener("submit", async (ev) => {
 
 job.cancel.addEventListener("click", async () => {
   job.cancel.disabled = true;
+  job.cancelling = true;
   // The job's stream then ends with its "error" event, state "cancelled".
   const { ok, status, data } = await api("DELETE", `/jobs/${encodeURIComponent(job.id)}`);
-  if (!ok) job.error.textContent = describeError(data, status);
+  if (ok) return;
+  job.cancelling = false;
+  job.cancel.disabled = false;
+  const what = { text: `Cancelling job ${job.id}`, action: "publish", resource: `/jobs/${job.id}` };
+  job.error.replaceChildren(...explain(what, status, data));
+});
+
+// Signed in, the file is fetched with the token (a plain link cannot send a header) and
+// saved from memory; without a token the link works as it is.
+job.download.addEventListener("click", async (ev) => {
+  if (!signedIn() || !job.download.href || job.download.dataset.fetching) return;
+  ev.preventDefault();
+  const url = job.download.getAttribute("href");
+  job.download.dataset.fetching = "1";
+  try {
+    const response = await fetch(url, { headers: authHeaders() });
+    if (!response.ok) {
+      let body = null;
+      try { body = await response.json(); } catch { /* not JSON */ }
+      const what = { text: `Downloading ${job.download.download}`, action: "subscribe", resource: url };
+      job.error.replaceChildren(...explain(what, response.status, body));
+      return;
+    }
+    const blob = URL.createObjectURL(await response.blob());
+    const save = el("a", { href: blob, download: job.download.download, hidden: true });
+    document.body.append(save);
+    save.click();
+    save.remove();
+    setTimeout(() => URL.revokeObjectURL(blob), 60_000);
+  } catch (error) {
+    job.error.textContent = `Could not download: ${error?.message ?? error}`;
+  } finally {
+    delete job.download.dataset.fetching;
+  }
 });
 
 const savedJob = store.get(JOB_KEY, null);
 if (savedJob?.id) followJob(savedJob.id, savedJob.events ?? `/jobs/${encodeURIComponent(savedJob.id)}/events`, true);
 
+// ---------------------------------------------------------------- sign-in
+setupSignIn();
+onAuthChange((now) => {
+  // Streams opened with the previous token (or none) are opened again with the new one.
+  if (topics.stream) {
+    follow(topics.names, topics.stream.lastEventId);
+    note("info", now ? "signed in: following again with the token" : "signed out: following again without a token");
+  }
+  refreshStatus();
+});
+
 // ---------------------------------------------------------------- status
-const status = { timer: null, last: null, busy: false };
-
-/** Prometheus text format → [{name, labels, value}] */
-function parseMetrics(text) {
-  const samples = [];
-  for (const line of text.split("\n")) {
-    const match = /^([a-zA-Z_:][\w:]*)(?:\{(.*)\})?\s+(\S+)/.exec(line);
-    if (!match) continue; // comments (# HELP, # TYPE) and blank lines
-    const labels = {};
-    for (const [, key, value] of (match[2] ?? "").matchAll(/(\w+)="((?:[^"\\]|\\.)*)"/g)) labels[key] = value;
-    samples.push({ name: match[1], labels, value: Number(match[3]) });
-  }
-  return samples;
-}
-const sum = (samples, name) => samples.reduce((n, s) => (s.name === name ? n + s.value : n), 0);
-
-async function refreshStatus() {
-  // A slow server must not get a pile of polls: the next tick starts one only once this ends.
-  if (status.busy) return;
-  status.busy = true;
-  const problem = $("status-error");
-  try {
-    const [text, health] = await Promise.all([
-      fetch("/metrics").then((r) => (r.ok ? r.text() : Promise.reject(new Error(`/metrics: HTTP ${r.status}`)))),
-      api("GET", "/healthz"),
-    ]);
-    const samples = parseMetrics(text);
-    const now = performance.now();
-    const delivered = sum(samples, "sluiceway_events_delivered_total")
-      + sum(samples, "sluiceway_ws_publications_delivered_total");
-    const last = status.last;
-    const rate = last ? Math.max(0, (delivered - last.delivered) / ((now - last.at) / 1000)) : 0;
-    status.last = { at: now, delivered };
-    $("status-open-streams").textContent = fmt(sum(samples, "sluiceway_open_streams"));
-    $("status-deliveries").textContent = fmt(rate);
-    $("status-generations").textContent = fmt(sum(samples, "sluiceway_llm_active_generations"));
-    $("status-topics").textContent = fmt(sum(samples, "sluiceway_topics"));
-    $("status-ws").textContent = fmt(sum(samples, "sluiceway_ws_connections"));
-    const outcomes = new Map();
-    for (const s of samples.filter((s) => s.name === "sluiceway_llm_generations_total")) {
-      const outcome = s.labels.outcome ?? "?";
-      outcomes.set(outcome, (outcomes.get(outcome) ?? 0) + s.value);
-    }
-    const rows = [...outcomes].map(([outcome, n]) => el("tr", {}, el("td", {}, outcome), el("td", {}, fmt(n))));
-    if (!rows.length) rows.push(el("tr", {}, el("td", { colSpan: 2 }, "none yet")));
-    $("status-outcomes").tBodies[0].replaceChildren(...rows);
-    $("status-health").textContent = health.data?.status ?? `HTTP ${health.status}`;
-    $("status-backend").textContent = health.data?.backend ?? "—";
-    $("status-updated").textContent = clock();
-    $("status-updated").dateTime = new Date().toISOString();
-    problem.hidden = true;
-  } catch (error) {
-    problem.textContent = `Could not refresh: ${error?.message ?? error}`;
-    problem.hidden = false;
-  } finally {
-    status.busy = false;
-  }
-}
-
-/** Poll every second while the Status view is shown (and the page visible). */
-function pollStatus() {
-  const active = !document.hidden && !$("view-status").hidden;
-  if (active && !status.timer) {
-    status.last = null;
-    refreshStatus();
-    status.timer = setInterval(refreshStatus, 1000);
-  } else if (!active && status.timer) {
-    clearInterval(status.timer);
-    status.timer = null;
-  }
-}
-onView.push(pollStatus);
-document.addEventListener("visibilitychange", pollStatus);
+setupStatus(onView);
 
 // ---------------------------------------------------------------- start
 selectView(location.hash.slice(1));
