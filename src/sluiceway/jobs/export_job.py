@@ -27,7 +27,6 @@ from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
-from sqlalchemy.exc import SQLAlchemyError
 
 from sluiceway.jobs.progress import Progress
 from sluiceway.jobs.registry import JobFailed, JobRefused, JobRegistry
@@ -42,6 +41,8 @@ from sluiceway.transfer.exports import (
     reflect_table,
 )
 from sluiceway.transfer.row_formats import encoder_for
+
+# SQLAlchemy is imported where it is used: registering the kind must not load it.
 
 #: Subdirectory of ``files_dir`` that export jobs write to.
 EXPORTS_SUBDIR = "exports"
@@ -84,6 +85,8 @@ class ExportContext:
 
 async def check_export(context: ExportContext, params: ExportParams) -> None:
     """Refuse (422) a table that is not exportable or a query the table cannot answer."""
+    from sqlalchemy.exc import SQLAlchemyError
+
     try:
         check_table(params.table, context.tables)
         async with context.database.engine.connect() as connection:
@@ -98,6 +101,8 @@ async def check_export(context: ExportContext, params: ExportParams) -> None:
 
 async def run_export(progress: Progress, params: ExportParams) -> dict[str, Any]:
     """Write the export to ``files_dir/exports/<table>-<job id>.<format>``."""
+    from sqlalchemy.exc import SQLAlchemyError
+
     context: ExportContext = progress.context
     try:
         cursor = await open_export(

@@ -27,9 +27,10 @@ import decimal
 import operator
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import Column, Select, Table, select
+if TYPE_CHECKING:  # imported where used: parsing a query needs no SQLAlchemy
+    from sqlalchemy import Column, Select, Table
 
 OPERATORS: dict[str, Callable[[Any, Any], Any]] = {
     "eq": operator.eq,
@@ -150,6 +151,8 @@ def build_select(table: Table, query: ExportQuery) -> Select[Any]:
 
     Without ``order_by`` rows come in primary-key order (stable, and cheap to stream).
     """
+    from sqlalchemy import select
+
     known = table.columns
     names = query.columns if query.columns is not None else tuple(known.keys())
     if len(set(names)) != len(names):

@@ -29,11 +29,8 @@ import contextlib
 import logging
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import MetaData, Row, Table, func, select
-from sqlalchemy.exc import ArgumentError, NoSuchTableError, SQLAlchemyError
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncResult, create_async_engine
 from starlette.responses import StreamingResponse
 from starlette.types import Receive, Scope, Send
 
@@ -41,6 +38,13 @@ from sluiceway.asgi.shutdown import register
 from sluiceway.transfer.disposition import content_disposition
 from sluiceway.transfer.export_query import ExportQuery, build_select
 from sluiceway.transfer.row_formats import RowEncoder, encoder_for
+
+if TYPE_CHECKING:
+    from sqlalchemy import Row, Table
+    from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncResult
+
+# SQLAlchemy is imported where it is used, not here: a server that never exports never loads
+# it (about 0.5 s of every start, and of every `sluiceway` command).
 
 logger = logging.getLogger("sluiceway.exports")
 
@@ -90,6 +94,9 @@ class ExportDatabase:
     @property
     def engine(self) -> AsyncEngine:
         if self._engine is None:
+            from sqlalchemy.exc import ArgumentError
+            from sqlalchemy.ext.asyncio import create_async_engine
+
             try:
                 self._engine = create_async_engine(self.url)
             except (ArgumentError, ImportError) as exc:  # a bad URL, a driver not installed
@@ -139,6 +146,9 @@ class ExportCursor:
 
 async def reflect_table(connection: AsyncConnection, name: str) -> Table:
     """``name`` (or ``schema.name``) as the database describes it; 404 when it is missing."""
+    from sqlalchemy import MetaData, Table
+    from sqlalchemy.exc import NoSuchTableError
+
     schema, _, table = name.rpartition(".")
     try:
         return await connection.run_sync(
@@ -161,6 +171,9 @@ async def open_export(
     table cannot answer and :class:`ExportError` for a missing table or a database that
     cannot be reached. The table name must already be trusted (see :func:`check_table`).
     """
+    from sqlalchemy import func, select
+    from sqlalchemy.exc import SQLAlchemyError
+
     try:
         connection = await engine.connect()
     except (SQLAlchemyError, OSError) as exc:
@@ -261,6 +274,8 @@ async def with_error_marker(
     except ExportInterrupted as exc:
         yield encoder.take() + encoder.error_marker(exc.code, exc.detail)
     except Exception as exc:
+        from sqlalchemy.exc import SQLAlchemyError
+
         database = isinstance(exc, SQLAlchemyError | OSError)
         logger.error("export failed after %d rows", encoder.rows, exc_info=exc)
         code = "database_error" if database else "export_failed"
