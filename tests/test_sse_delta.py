@@ -22,13 +22,14 @@ from conftest import MakeHub, StartServer
 from fastapi import FastAPI, Request
 from playwright.async_api import async_playwright
 from serverproc import ServerProcess
-from sse_servers import ChaosProxy, Connection, ScriptedServer, UvicornThread
+from sse_servers import ChaosProxy, Connection, ScriptedServer
 
 from sluiceway import fossil
 from sluiceway.asgi import EventStreamResponse
 from sluiceway.client import EventSource
 from sluiceway.hub import Hub, HubConfig, Subscription, check_delta
 from sluiceway.sse import Event, Parser, encode_event
+from sluiceway.testing import client
 
 
 def dashboard(n: int, sensors: int = 90) -> dict[str, Any]:
@@ -392,9 +393,10 @@ def test_bad_delta_requests_are_refused(server: ServerProcess, path: str, error:
     assert httpx.get(f"{server.url}/healthz").json()["status"] == "ok"
 
 
-def test_a_fastapi_endpoint_of_the_users_streams_deltas() -> None:
-    """The library path (ASGI, not the server's native one): a user's own endpoint passes
-    ``delta`` to the hub, and the client rebuilds every state."""
+async def test_a_fastapi_endpoint_of_the_users_streams_deltas() -> None:
+    """The library path (ASGI, not the server's native one), tested in process as users test
+    theirs (``sluiceway.testing``): a user's own endpoint passes ``delta`` to the hub; the raw
+    stream carries deltas, and the client rebuilds every state, resuming too."""
     hub = Hub()
     app = FastAPI()
 
@@ -407,25 +409,28 @@ def test_a_fastapi_endpoint_of_the_users_streams_deltas() -> None:
         )
         return EventStreamResponse(sub)
 
-    with UvicornThread(app) as served:
-
-        def publish() -> None:
-            async def all_of_them() -> None:
-                for n in range(12):
-                    await hub.publish("dash", dashboard(n))
-
-            asyncio.run_coroutine_threadsafe(all_of_them(), served.loop).result(5)
-
-        client, _ = read_raw(f"{served.url}/dashboard?delta=fossil", publish, 12)
-        got = follow(f"{served.url}/dashboard", 11, use_async=False, last_event_id=hub_id(hub))
-    assert [json.loads(data) for data in client.data] == [dashboard(n) for n in range(12)]
-    assert [event.delta for event in client.events].count("fossil") == 11
+    raw = Rebuilder()
+    async with client(app) as http:
+        async with http.stream("GET", "/dashboard?delta=fossil") as response:
+            for n in range(12):
+                await hub.publish("dash", dashboard(n))
+            async for chunk in response.aiter_bytes():
+                raw.feed(chunk)
+                if len(raw.data) == 12:
+                    break
+        got: list[Event] = []
+        first = f"{hub._table.get('dash').epoch}-1"  # type: ignore[union-attr]
+        source = EventSource(
+            "http://localhost/dashboard", client=http, delta=True, last_event_id=first
+        )
+        async with source:
+            async for event in source:
+                got.append(event)
+                if len(got) == 11:
+                    break
+    assert [json.loads(data) for data in raw.data] == [dashboard(n) for n in range(12)]
+    assert [event.delta for event in raw.events].count("fossil") == 11
     assert [json.loads(event.data or "") for event in got] == [dashboard(n) for n in range(1, 12)]
-
-
-def hub_id(hub: Hub) -> str:
-    """The id of the first event of the hub's ``dash`` topic."""
-    return f"{hub._table.get('dash').epoch}-1"  # type: ignore[union-attr]
 
 
 def test_the_client_resumes_after_a_delta_that_does_not_apply() -> None:
