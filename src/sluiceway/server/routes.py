@@ -191,10 +191,18 @@ async def metrics(request: Request) -> Response:
     )
 
 
+async def slashed_topic(request: Request) -> Response:
+    """``/topics/a/b`` (or ``a%2Fb``): a topic name with ``/``, which names no topic."""
+    check_topic_name(request.path_params["topic"])  # raises InvalidTopic: 400 invalid_topic
+    raise APIError(404, "not_found", "no such endpoint")  # unreachable: "/" is never valid
+
+
 routes = [
     Route("/topics/{topic}", publish, methods=["POST"]),
     Route("/topics/{topic}", subscribe_topic, methods=["GET"]),
     Route("/topics/{topic}/history", history, methods=["GET"]),
+    # Last: a path below /topics/ that no route above takes has a "/" in the topic's place.
+    Route("/topics/{topic:path}", slashed_topic, methods=["GET", "POST", "HEAD"]),
     Route("/events", subscribe_many, methods=["GET"]),
     Route("/healthz", healthz, methods=["GET"]),
     Route("/metrics", metrics, methods=["GET"]),
