@@ -165,3 +165,57 @@ def test_tail_shows_the_json_error_of_a_refused_post(default_server: ServerProce
     invalid = sluiceway("tail", f"{default_server.url}/topics/x", "-d", "{nope")
     assert invalid.returncode == 2
     assert "not valid JSON" in invalid.stderr
+
+
+def test_tail_says_when_it_never_connected() -> None:
+    result = sluiceway(
+        "tail", "http://127.0.0.1:9/topics/x", "--max-attempts", "2", "--retry-delay", "0.05"
+    )
+    assert result.returncode == 1
+    assert "never connected to http://127.0.0.1:9/topics/x" in result.stderr
+    assert "Connection refused" in result.stderr
+    assert "reconnecting" not in result.stderr  # it never was connected
+
+
+def test_a_topic_with_a_slash_is_refused_as_invalid(default_server: ServerProcess) -> None:
+    for bad in ("a/b", "a/b/history/x"):
+        result = sluiceway("publish", bad, "x", "--server", default_server.url)
+        assert result.returncode == 1
+        assert "400 invalid_topic" in result.stderr, result.stderr
+    for path in ("/topics/a/b", "/topics/a%2Fb", "/topics/a/b/history"):
+        answer = httpx.get(default_server.url + path)
+        assert (answer.status_code, answer.json()["error"]) == (400, "invalid_topic"), path
+    answer = httpx.post(default_server.url + "/topics/a/history", json={"data": 1})
+    assert (answer.status_code, answer.json()["error"]) == (405, "method_not_allowed")
+
+
+def test_version_and_help_name_every_command() -> None:
+    version = sluiceway("--version")
+    assert version.returncode == 0
+    assert version.stdout.startswith("sluiceway ") and version.stdout.strip()[-1].isdigit()
+    listed = sluiceway("--help").stdout
+    for command in ("serve", "tail", "publish", "demo-data"):
+        assert command in listed
+
+
+def test_publish_and_tail_never_import_the_server() -> None:
+    """What keeps them fast (bench/cli_start.py measures it): neither loads the server, its
+    database layer, nor (publish) httpx."""
+    check = (
+        "import sys; from sluiceway.cli.commands import main; "
+        "main.get_command(None, 'publish'); main.get_command(None, 'tail'); "
+        "loaded = [m for m in ('sluiceway.server', 'sqlalchemy', 'uvicorn', 'starlette') "
+        "if m in sys.modules]; assert not loaded, loaded"
+    )
+    result = subprocess.run([sys.executable, "-c", check], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    publish_only = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "import sys; import sluiceway.cli.publish; assert 'httpx' not in sys.modules",
+        ],
+        capture_output=True,
+        text=True,
+    )
+    assert publish_only.returncode == 0, publish_only.stderr

@@ -1,27 +1,52 @@
-"""``sluiceway publish``: publish one event, or one event per line of stdin."""
+"""``sluiceway publish``: publish one event, or one event per line of stdin.
+
+It speaks HTTP with the standard library's ``http.client``: one POST per event on one
+keep-alive connection needs nothing more, and importing httpx would double the command's
+start time (``bench/cli_start.py``).
+"""
 
 from __future__ import annotations
 
+import http.client
 import sys
 from collections.abc import Iterable
 from typing import Any
+from urllib.parse import quote, urlsplit
 
 import click
-import httpx
 import orjson
 
 
-def _error_text(response: httpx.Response) -> str:
+def _error_text(status: int, reason: str, body: bytes) -> str:
     try:
-        body = response.json()
-        return f"{body['error']}: {body['detail']}"
-    except (ValueError, KeyError, TypeError):
-        return response.text.strip()[:500] or response.reason_phrase
+        found = orjson.loads(body)
+        return f"{found['error']}: {found['detail']}"
+    except (orjson.JSONDecodeError, KeyError, TypeError):
+        return body.decode("utf-8", "replace").strip()[:500] or reason or str(status)
 
 
 def _lines(stream: Iterable[str]) -> Iterable[str]:
     for line in stream:
         yield line.removesuffix("\n").removesuffix("\r")
+
+
+class _Server:
+    """One keep-alive connection to the server at ``base`` (http or https)."""
+
+    def __init__(self, base: str, timeout: float) -> None:
+        parts = urlsplit(base)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise click.BadParameter(f"not an http(s) URL: {base!r}", param_hint="--server")
+        kind = (
+            http.client.HTTPSConnection if parts.scheme == "https" else http.client.HTTPConnection
+        )
+        self.connection = kind(parts.hostname, parts.port, timeout=timeout)
+        self.path = parts.path.rstrip("/")
+
+    def post(self, path: str, body: bytes, headers: dict[str, str]) -> tuple[int, str, bytes]:
+        self.connection.request("POST", self.path + path, body=body, headers=headers)
+        response = self.connection.getresponse()
+        return response.status, response.reason, response.read()
 
 
 @click.command()
@@ -45,23 +70,28 @@ def publish(
     With DATA '-', publish one event per line of stdin, printing one id per line; the first
     failure stops it with the line number (the lines before it are published).
     """
-    headers = {"Authorization": f"Bearer {key}"} if key else {}
-    url = f"{server.rstrip('/')}/topics/{topic}"
+    headers = {"Content-Type": "application/json", "Accept": "application/json"}
+    if key:
+        headers["Authorization"] = f"Bearer {key}"
+    # Quoted, so that a name the server refuses ("a/b", "a b") reaches it as one segment and
+    # is answered "invalid_topic", not another route's 404.
+    path = f"/topics/{quote(topic, safe='')}"
     lines = _lines(sys.stdin) if data == "-" else [data]
+    target = _Server(server, timeout=30.0)
     try:
-        with httpx.Client(headers=headers, timeout=30.0) as http:
-            for number, line in enumerate(lines, start=1):
-                where = f"line {number}: " if data == "-" else ""
-                body: dict[str, Any] = {"data": _decode(line, where) if json_data else line}
-                if event is not None:
-                    body["event"] = event
-                response = http.post(url, json=body)
-                if response.status_code != 200:
-                    status = response.status_code
-                    raise click.ClickException(f"{where}{status} {_error_text(response)}")
-                click.echo(response.json()["id"])
-    except httpx.HTTPError as exc:
+        for number, line in enumerate(lines, start=1):
+            where = f"line {number}: " if data == "-" else ""
+            body: dict[str, Any] = {"data": _decode(line, where) if json_data else line}
+            if event is not None:
+                body["event"] = event
+            status, reason, answer = target.post(path, orjson.dumps(body), headers)
+            if status != 200:
+                raise click.ClickException(f"{where}{status} {_error_text(status, reason, answer)}")
+            click.echo(orjson.loads(answer)["id"])
+    except (OSError, http.client.HTTPException) as exc:
         raise click.ClickException(f"cannot reach {server}: {exc}") from None
+    finally:
+        target.connection.close()
 
 
 def _decode(line: str, where: str) -> Any:

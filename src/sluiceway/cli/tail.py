@@ -23,9 +23,26 @@ def _warn(message: str) -> None:
     click.echo(f"tail: {message}", err=True)
 
 
-def _report_retry(info: RetryInfo) -> None:
-    resume = f" from id {info.last_event_id}" if info.last_event_id else ""
-    _warn(f"reconnecting{resume} in {info.delay:.2f} s ({info.reason})")
+class _Reporter:
+    """Says on stderr what the stream does: a stream that never connected says so (a wrong
+    URL or a server that is not running), one that was connected says it reconnects."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.connected = False
+
+    def opened(self, response: object) -> None:
+        self.connected = True
+
+    def retry(self, info: RetryInfo) -> None:
+        if not self.connected:
+            _warn(
+                f"never connected to {self.url} ({info.reason}); "
+                f"trying again in {info.delay:.2f} s (attempt {info.failures + 1})"
+            )
+            return
+        resume = f" from id {info.last_event_id}" if info.last_event_id else ""
+        _warn(f"reconnecting{resume} in {info.delay:.2f} s ({info.reason})")
 
 
 def _report_reset(reset: Reset) -> None:
@@ -79,6 +96,7 @@ def tail(
             payload = orjson.loads(body)
         except orjson.JSONDecodeError as exc:
             raise click.BadParameter(f"not valid JSON: {exc}", param_hint="--data") from None
+    reporter = _Reporter(url)
     source = EventSource(
         url,
         method="POST" if body is not None else "GET",
@@ -88,7 +106,8 @@ def tail(
         idle_timeout=idle_timeout,
         retry_delay=retry_delay,
         max_attempts=max_attempts,
-        on_retry=_report_retry,
+        on_open=reporter.opened,
+        on_retry=reporter.retry,
         on_reset=_report_reset,
     )
     wanted = set(event_types)

@@ -11,6 +11,7 @@
 from sluiceway.hub.config import HubConfig, OverflowPolicy, TopicBounds
 from sluiceway.hub.core import (
     RESET_EVENT,
+    TOPIC_NAME,
     HistoryPage,
     Hub,
     check_delta,
@@ -36,6 +37,7 @@ from sluiceway.hub.topic import RetainedTopic, StoredEvent
 
 __all__ = [
     "RESET_EVENT",
+    "TOPIC_NAME",
     "BackendUnavailable",
     "ClaimTaken",
     "CloseReason",

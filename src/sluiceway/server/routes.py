@@ -14,6 +14,7 @@ from sluiceway.auth import AuthError
 from sluiceway.auth.resources import is_internal_topic
 from sluiceway.control import RESERVED_EVENT_PREFIX
 from sluiceway.hub import (
+    TOPIC_NAME,
     Hub,
     HubError,
     InvalidEventId,
@@ -193,7 +194,11 @@ async def metrics(request: Request) -> Response:
 
 async def slashed_topic(request: Request) -> Response:
     """``/topics/a/b`` (or ``a%2Fb``): a topic name with ``/``, which names no topic."""
-    check_topic_name(request.path_params["topic"])  # raises InvalidTopic: 400 invalid_topic
+    name = request.path_params["topic"]
+    history_of = name.removesuffix("/history")
+    if history_of != name and TOPIC_NAME.fullmatch(history_of):
+        raise APIError(405, "method_not_allowed", "history is read with GET")
+    check_topic_name(name)  # raises InvalidTopic: 400 invalid_topic
     raise APIError(404, "not_found", "no such endpoint")  # unreachable: "/" is never valid
 
 
