@@ -1,14 +1,18 @@
 """The web UI in a real browser: Chromium driven by Playwright against a real ``sluiceway serve``.
 
-Chat streams tokens from the fake upstream (and from the embedded local model), Stop cancels the
-upstream within a second (seen in the server's metrics and by the upstream itself), a reload
-mid-answer resumes with the exact text; an event published from Python appears in the topics
-view, the page's own publish form and history work; an export's progress bar reaches 100 % and
-its file downloads; a server restarted mid-stream (Redis keeps the history, and another process
-publishes while it is down) is reconnected to and resumed from without loss; the status view
-shows the server's metrics. Keyboard use, labels and a phone-sized screen are checked, and each
-view is saved as a screenshot (``docs/screenshots/``, shown in the README; another directory
-with ``SLUICEWAY_SCREENSHOTS``).
+Chat streams tokens from the fake upstream (and from the embedded local model), renders the
+model's markdown as elements (and its HTML as text), names the model, Stop cancels the
+upstream within a second (seen in the server's metrics and by the upstream itself) and is not
+shown as an error, a reload mid-answer resumes with the exact text; an event published from
+Python appears in the topics view with its own id (not the stream's whole cursor), the page's
+own publish form and history work; an export's progress bar reaches 100 % and its file
+downloads, a Cancel is the user's and not an error, a job refused at validation is not shown
+against the previous job; a server restarted mid-stream (Redis keeps the history, and another
+process publishes while it is down) is reconnected to and resumed from without loss; the
+status view shows the server's metrics and charts them as they change, internal topics apart.
+Keyboard use, labels and a phone-sized screen are checked, and each view is saved as a
+screenshot (``docs/screenshots/``, shown in the README; another directory with
+``SLUICEWAY_SCREENSHOTS``). Signing in with a token: ``test_web_ui_auth.py``.
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ from __future__ import annotations
 import csv
 import os
 import re
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -42,6 +47,8 @@ SCREENSHOTS = Path(
 )
 WAIT_MS = 10_000
 ANSWER = "#chat-log .message.assistant .text"
+#: The --bad colour of app.css (light scheme): what an error looks like.
+ERROR_RED = "rgb(192, 38, 45)"
 
 
 @pytest.fixture(scope="module")
@@ -76,9 +83,14 @@ def browser(server: ServerProcess) -> Iterator[Browser]:
 
 @pytest.fixture
 def page(browser: Browser) -> Iterator[Page]:
+    yield from checked_page(browser)
+
+
+def checked_page(browser: Browser, **options: Any) -> Iterator[Page]:
     """A fresh page (its own sessionStorage) that fails the test on any uncaught error or
     Content-Security-Policy violation."""
-    context = browser.new_context(viewport={"width": 1280, "height": 800}, accept_downloads=True)
+    options = {"viewport": {"width": 1280, "height": 800}, "accept_downloads": True, **options}
+    context = browser.new_context(**options)
     page = context.new_page()
     page.set_default_timeout(WAIT_MS)
     problems: list[str] = []
@@ -114,6 +126,10 @@ def metric(server: ServerProcess, name: str, **labels: str) -> float:
         if all(f'{key}="{value}"' in line for key, value in labels.items()):
             total += float(line.rsplit(" ", 1)[1])
     return total
+
+
+def background(page: Page, selector: str) -> str:
+    return str(page.eval_on_selector(selector, "(el) => getComputedStyle(el).backgroundColor"))
 
 
 def ask(page: Page, prompt: str) -> None:
@@ -152,7 +168,88 @@ def test_chat_streams_tokens_as_they_arrive(
     expect(page.locator("#chat-ttft")).to_contain_text(re.compile(r"\d+(\.\d+)?\s*ms"))
     expect(page.locator("#chat-rate")).to_contain_text(re.compile(r"\d+(\.\d+)?\s*tokens/s"))
     expect(page.locator("#chat-stop")).to_be_disabled()
+    # Which model answers: the generation's own start event says it.
+    expect(page.locator("#chat-log .message.assistant .who .model").last).to_have_text("fake-model")
+    expect(page.locator("#chat-model")).to_contain_text("fake-model")
+
+
+MARKDOWN = """**Steam Chamber:** the *hot* part, ~~cold~~ warm.
+
+- first item with `inline code`
+- second item
+  - nested item
+
+1. one
+2. two
+
+```python
+print("<b>not bold</b>")
+```
+
+> quoted
+
+| gauge | bar |
+|---|---:|
+| inlet | 3.5 |
+
+A [safe link](https://example.com/docs) and a [bad link](javascript:alert(1)) and
+<https://example.org/>.
+
+<img src=x onerror=alert(1)> and <script>window.pwned = 1</script> and <b>not bold</b>
+"""
+
+
+def test_markdown_from_the_model_renders_as_elements_and_its_html_as_text(
+    page: Page, server: ServerProcess, fake: FakeLLM
+) -> None:
+    # In small pieces, so that it renders half-written markdown on the way too.
+    fake.script = Script(
+        tokens=[MARKDOWN[i : i + 7] for i in range(0, len(MARKDOWN), 7)], token_interval=0.005
+    )
+    page.goto(f"{server.url}/#chat")
+    ask(page, "Describe the steam chamber, with markdown")
+    expect(page.locator("#chat-state")).to_contain_text("done")
+    answer = page.locator(ANSWER).last
+    expect(answer.locator("strong").first).to_have_text("Steam Chamber:")
+    expect(answer.locator("em")).to_have_text("hot")
+    expect(answer.locator("del")).to_have_text("cold")
+    expect(answer.locator(":scope > ul > li")).to_have_count(2)
+    expect(answer.locator("li > p")).to_have_count(0)  # a tight list: no paragraphs in it
+    expect(answer.locator("p:has(a) br")).to_have_count(1)  # a line break kept
+    expect(answer.locator("ul ul > li")).to_have_text("nested item")
+    expect(answer.locator("ol > li")).to_have_text(["one", "two"])
+    expect(answer.locator("li code")).to_have_text("inline code")
+    expect(answer.locator("pre code.language-python")).to_have_text('print("<b>not bold</b>")')
+    expect(answer.locator("blockquote")).to_have_text("quoted")
+    expect(answer.locator("table th")).to_have_text(["gauge", "bar"])
+    expect(answer.locator("table td")).to_have_text(["inlet", "3.5"])
+    link = answer.locator('a[href="https://example.com/docs"]')
+    expect(link).to_have_text("safe link")
+    expect(link).to_have_attribute("rel", "noopener noreferrer")
+    expect(answer.locator('a[href="https://example.org/"]')).to_have_count(1)
+    assert answer.locator("a").count() == 2  # javascript: makes no link: its label is text
+    expect(answer).to_contain_text("bad link")
+    text = answer.inner_text()
+    assert "**" not in text and "```" not in text
+    # The HTML of the answer is text on the screen, and no element of it exists.
+    assert "<img src=x onerror=alert(1)>" in text
+    assert "<script>window.pwned = 1</script>" in text
+    assert "<b>not bold</b>" in text
+    found = page.evaluate(
+        """() => ({
+            elements: document.querySelectorAll(
+                '#chat-log img, #chat-log script, #chat-log b, #chat-log [onerror]').length,
+            pwned: window.pwned ?? null,
+        })"""
+    )
+    assert found == {"elements": 0, "pwned": None}
+    page.set_viewport_size({"width": 1280, "height": 960})  # the question and the answer
+    page.locator("#chat-log .message.user").last.scroll_into_view_if_needed()
     screenshot(page, "chat")
+    # A reload shows the same rendering from the kept conversation.
+    page.reload()
+    expect(page.locator(ANSWER).last.locator("pre code")).to_have_text('print("<b>not bold</b>")')
+    expect(page.locator("#chat-model")).to_contain_text("fake-model")
 
 
 def test_stop_cancels_the_upstream_within_a_second(
@@ -175,6 +272,10 @@ def test_stop_cancels_the_upstream_within_a_second(
     expect(page.locator("#chat-state")).to_contain_text("cancelled")
     expect(page.locator("#chat-stop")).to_be_disabled()
     assert metric(server, "sluiceway_llm_active_generations") == 0
+    # The user's own Stop: said so, and not shown as an error.
+    expect(page.locator("#chat-log .message.assistant .meta").last).to_have_text("stopped by you")
+    expect(page.locator("#chat-error")).to_be_hidden()
+    assert background(page, "#chat-state") != ERROR_RED
 
 
 def test_a_reload_mid_answer_resumes_with_the_exact_text(
@@ -227,9 +328,18 @@ def test_topics_live_events_publish_and_history(page: Page, server: ServerProces
         f"{server.url}/topics/ui-alerts", json={"data": "from python", "event": "note"}
     ).json()["id"]
     # One stream follows both topics: its ids are cursors over both ("<a id>,<b id>").
-    from_python = page.locator(f'#topics-log li.event[data-id*="{published}"]')
+    from_python = page.locator(f'#topics-log li.event[data-id="{published}"]')
     expect(from_python).to_contain_text("from python")
     expect(from_python).to_have_attribute("data-event", "note")
+    expect(from_python).to_have_attribute("data-topic", "ui-alerts")
+    # The line shows the event's own id, not the stream's cursor over both topics.
+    expect(from_python.locator(".id")).to_have_text(published)
+    assert "," in (from_python.get_attribute("data-cursor") or "")
+    second = httpx.post(f"{server.url}/topics/ui-news", json={"data": "second"}).json()["id"]
+    from_news = page.locator(f'#topics-log li.event[data-id="{second}"]')
+    expect(from_news.locator(".id")).to_have_text(second)
+    expect(from_news).to_have_attribute("data-topic", "ui-news")
+    expect(page.locator("#topics-last-id")).to_contain_text(",")  # the cursor, shown once
 
     page.fill("#publish-topic", "ui-news")
     page.fill("#publish-data", "from the page")
@@ -331,6 +441,31 @@ def test_a_slow_export_shows_an_eta_and_can_be_cancelled(
     page.click("#job-cancel")
     expect(page.locator("#job-state")).to_contain_text("cancelled")
     expect(page.locator("#job-download")).to_be_hidden()
+    # The user's own Cancel: said so, no error, not in red.
+    expect(page.locator("#job-result")).to_have_text("Cancelled at your request.")
+    expect(page.locator("#job-error")).to_be_empty()
+    assert background(page, "#job-state") != ERROR_RED
+
+
+@pytest.mark.parametrize("table", ["ghost", "", "x" * 300])
+def test_an_export_refused_at_validation_is_not_the_previous_jobs_failure(
+    page: Page, server: ServerProcess, table: str
+) -> None:
+    page.goto(f"{server.url}/#jobs")
+    page.fill("#job-table", "demo")
+    page.click("#job-start")
+    expect(page.locator("#job-state")).to_have_text("completed", timeout=30_000)
+    previous = page.locator("#job-id").inner_text()
+    assert previous != "—"
+    statuses: list[int] = []
+    page.on("response", lambda r: statuses.append(r.status) if r.url.endswith("/jobs") else None)
+    page.fill("#job-table", table)
+    page.click("#job-start")
+    expect(page.locator("#job-state")).to_have_text("refused")
+    expect(page.locator("#job-id")).to_have_text("—")  # no job: not the previous one's id
+    expect(page.locator("#job-error")).to_contain_text("was refused")
+    expect(page.locator("#job-download")).to_be_hidden()
+    assert statuses and all(400 <= s < 500 for s in statuses), statuses
 
 
 def test_a_failing_export_says_why(page: Page, server: ServerProcess) -> None:
@@ -344,9 +479,10 @@ def test_a_failing_export_says_why(page: Page, server: ServerProcess) -> None:
 # -- status ----------------------------------------------------------------------------------
 
 
-def test_status_shows_streams_deliveries_and_generations(
-    browser: Browser, page: Page, server: ServerProcess
+def test_status_charts_streams_deliveries_and_generations(
+    browser: Browser, page: Page, server: ServerProcess, fake: FakeLLM
 ) -> None:
+    fake.script = Script(tokens=[f"w{i} " for i in range(12)], token_interval=0.02)
     follower = browser.new_page()
     try:
         follower.goto(f"{server.url}/#topics")
@@ -358,18 +494,70 @@ def test_status_shows_streams_deliveries_and_generations(
             "() => Number(document.querySelector('#status-open-streams').textContent"
             ".replace(/[^0-9.]/g, '')) >= 1"
         )
+        delivered = page.locator('#chart-deliveries path[data-series="delivered"]')
+        expect(delivered).to_have_attribute("data-count", re.compile(r"[1-9]"))
+        before = int(delivered.get_attribute("data-count") or 0)
+        generations = threading.Thread(target=generate, args=(server, 4), daemon=True)
+        generations.start()
         for n in range(50):
             httpx.post(f"{server.url}/topics/ui-status", json={"data": n})
+            time.sleep(0.04)  # spread over a few polls: a curve, not one spike
         page.wait_for_function(
             "() => Number(document.querySelector('#status-deliveries').textContent"
             ".replace(/[^0-9.]/g, '')) > 0"
         )
+        # The deliveries series grows, and its peak is the events just published.
+        page.wait_for_function(
+            """([selector, before]) => {
+                const path = document.querySelector(selector);
+                return Number(path.dataset.count) > before && Number(path.dataset.max) > 0;
+            }""",
+            arg=['#chart-deliveries path[data-series="delivered"]', before],
+        )
+        assert (delivered.get_attribute("d") or "").count("L") >= 1  # a line, not a dot
+        generations.join(timeout=30)
+        for series in ("ttft", "perGeneration"):  # TTFT and tokens/s of those generations
+            expect(page.locator(f'#status-charts path[data-series="{series}"]')).to_have_attribute(
+                "data-max", re.compile(r"^[0-9.]*[1-9]")
+            )
+        expect(page.locator('#chart-streams path[data-series="streams"]')).to_have_attribute(
+            "data-last", re.compile(r"^[1-9]")
+        )
+        # Axes and units labelled; the numbers readable as text too.
+        expect(page.locator("#chart-deliveries figcaption")).to_have_text("Deliveries (events/s)")
+        expect(page.locator("#chart-deliveries .axis-unit")).to_have_text("events/s")
+        expect(page.locator("#chart-ttft .axis-unit")).to_have_text("ms")
+        expect(page.locator("#chart-tokens .axis-unit")).to_have_text("tokens/s")
+        expect(page.locator("#chart-deliveries .tick", has_text="now")).to_have_count(1)
+        expect(page.locator("#chart-deliveries svg")).to_have_attribute("role", "img")
+        expect(page.locator("#chart-deliveries-summary")).to_contain_text(
+            re.compile(r"delivered: [0-9.,]+ events/s now, at most [0-9.,]*[1-9]")
+        )
         expect(page.locator("#status-generations")).to_contain_text(re.compile(r"\d"))
-        expect(page.locator("#status-topics")).to_contain_text(re.compile(r"[1-9]"))
         expect(page.locator("#status-updated")).not_to_be_empty()
+        # Topics: those people use; the generations' own streams are counted apart.
+        health = httpx.get(f"{server.url}/healthz").json()
+        assert health["internal_topics"] >= 1
+        assert metric(server, "sluiceway_topics") == health["topics"] + health["internal_topics"]
+        expect(page.locator("#status-topics")).to_have_text(str(health["topics"]))
+        expect(page.locator("#status-topics-internal")).to_have_text(
+            f"+ {health['internal_topics']} internal"
+        )
+        page.wait_for_timeout(1500)  # one more poll after the last generation, for the picture
         screenshot(page, "status")
     finally:
         follower.close()
+
+
+def generate(server: ServerProcess, count: int) -> None:
+    """``count`` chat completions through the server, one after another (for the charts)."""
+    with httpx.Client(base_url=server.url, timeout=30) as client:
+        for n in range(count):
+            client.post(
+                "/v1/chat/completions",
+                json={"model": "any", "messages": [{"role": "user", "content": f"hi {n}"}]},
+            ).raise_for_status()
+            time.sleep(1.2)
 
 
 # -- keyboard, labels, small screens ---------------------------------------------------------
@@ -405,16 +593,32 @@ def test_every_control_is_labelled(page: Page, server: ServerProcess) -> None:
     assert page.locator("html").get_attribute("lang")
 
 
-def test_readable_on_a_phone_sized_screen(browser: Browser, server: ServerProcess) -> None:
+def test_readable_on_a_phone_sized_screen(
+    browser: Browser, server: ServerProcess, fake: FakeLLM
+) -> None:
     context = browser.new_context(viewport={"width": 375, "height": 740})
     try:
         page = context.new_page()
+        page.set_default_timeout(WAIT_MS)
         for view in VIEWS:
             page.goto(f"{server.url}/#{view}")
             expect(page.locator(f"#view-{view}")).to_be_visible()
             width = page.evaluate("() => document.documentElement.scrollWidth")
             assert width <= 375, f"{view}: the page is {width}px wide on a 375px screen"
+        # An answer with a long code line: the block scrolls, not the page.
+        fake.script = Script(
+            tokens=[
+                "The **valve** opens in two steps:\n\n1. Check the `pressure`\n",
+                "2. Turn it\n\n```sh\nsluiceway serve --host 0.0.0.0 --port 8000 ",
+                "--no-anonymous-subscribe\n```\n",
+            ]
+        )
         page.goto(f"{server.url}/#chat")
+        ask(page, "How does the valve open?")
+        expect(page.locator("#chat-state")).to_have_text("done")
+        expect(page.locator(ANSWER).last.locator("pre code")).to_contain_text("sluiceway serve")
+        width = page.evaluate("() => document.documentElement.scrollWidth")
+        assert width <= 375, f"chat with code: the page is {width}px wide on a 375px screen"
         screenshot(page, "phone-chat")
     finally:
         context.close()

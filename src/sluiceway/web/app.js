@@ -12,8 +12,10 @@ import { $, api, clock, describeError, el, fmt, nearBottom, parseJSON, store } f
  * reconnects included, reads it). A signed-in tab keeps its streams to itself (no sharing of
  * one connection with other tabs, which may hold another token or none). */
 const streamOptions = (options = {}) => ({ ...options, headers: authHeaders, ...(signedIn() ? { share: false } : {}) });
-/** The sentence for a refusal (401/403), else "code: detail" as the server said it. */
-const explain = (what, status, body) => refusal(what, status, body) ?? [describeError(body, status)];
+/** What was refused or failed, and why: plain words for a 401/403, else the server's own
+ * "code: detail". `what`: see refusal() in auth.js. */
+const explain = (what, status, body) => refusal(what, status, body)
+  ?? [`${what.text} ${status >= 400 && status < 500 ? "was refused" : "failed"}: ${describeError(body, status)}`];
 
 /** An event the server sent (EventStream also dispatches "error" for a failed connection). */
 const isServerEvent = (ev) => typeof ev.data === "string" && "lastEventId" in ev;

@@ -6,7 +6,9 @@
 
 const SVG = "http://www.w3.org/2000/svg";
 const HEIGHT = 170;
-const PAD = { left: 52, right: 12, top: 10, bottom: 24 };
+const PAD = { left: 52, right: 14, top: 22, bottom: 24 };
+/** The time axis spans the samples kept, at least this (ms), at most the chart's window. */
+const MIN_SPAN_MS = 60 * 1000;
 /** Samples further apart than this (ms) are not joined by a line. */
 const GAP_MS = 5000;
 
@@ -56,7 +58,7 @@ export class TimeChart {
     }
     const caption = document.createElement("figcaption");
     caption.id = `${id}-title`;
-    caption.textContent = `${title} (${unit}, last ${Math.round(windowMs / 60000)} minutes)`;
+    caption.textContent = `${title} (${unit})`;
     this.summary = document.createElement("p");
     this.summary.id = `${id}-summary`;
     this.summary.className = "sr-only";
@@ -85,10 +87,13 @@ export class TimeChart {
     this.svg.setAttribute("width", width);
     const plotW = width - PAD.left - PAD.right;
     const plotH = HEIGHT - PAD.top - PAD.bottom;
-    const start = now - this.windowMs;
+    // From the first sample kept (a minute at least, the window at most) to now.
+    const first = Math.min(now, ...this.series.map((s) => s.points[0]?.at ?? now));
+    const span = Math.min(this.windowMs, Math.max(MIN_SPAN_MS, now - first));
+    const start = now - span;
     const values = this.series.flatMap((s) => s.points.map((p) => p.value).filter((v) => v !== null));
     const top = niceCeiling(Math.max(this.integer ? 4 : 0, ...values));
-    const x = (at) => PAD.left + ((at - start) / this.windowMs) * plotW;
+    const x = (at) => PAD.left + ((at - start) / span) * plotW;
     const y = (value) => PAD.top + plotH - (value / top) * plotH;
     const parts = [];
 
@@ -98,12 +103,12 @@ export class TimeChart {
       parts.push(svg("line", { class: "grid", x1: PAD.left, x2: PAD.left + plotW, y1: y(tick), y2: y(tick) }));
       parts.push(svg("text", { class: "tick", x: PAD.left - 6, y: y(tick) + 4, "text-anchor": "end" }, show(tick)));
     }
-    parts.push(svg("text", { class: "axis-unit", x: 4, y: PAD.top + 8 }, this.unit));
-    const minutes = Math.round(this.windowMs / 60000);
-    for (let m = minutes; m >= 0; m -= 1) {
-      const label = m === 0 ? "now" : `−${m} min`;
-      const anchor = m === minutes ? "start" : m === 0 ? "end" : "middle";
-      parts.push(svg("text", { class: "tick", x: x(now - m * 60000), y: HEIGHT - 6, "text-anchor": anchor }, label));
+    parts.push(svg("text", { class: "axis-unit", x: 4, y: 12 }, this.unit));
+    const step = span <= 75_000 ? 15_000 : span <= 150_000 ? 30_000 : 60_000;
+    for (let ago = 0; ago <= span; ago += step) {
+      const label = ago === 0 ? "now" : step < 60_000 ? `−${ago / 1000} s` : `−${ago / 60_000} min`;
+      const anchor = ago === 0 ? "end" : ago + step > span && x(now - ago) < PAD.left + 20 ? "start" : "middle";
+      parts.push(svg("text", { class: "tick", x: x(now - ago), y: HEIGHT - 6, "text-anchor": anchor }, label));
     }
     parts.push(svg("line", { class: "axis", x1: PAD.left, x2: PAD.left + plotW, y1: y(0), y2: y(0) }));
 

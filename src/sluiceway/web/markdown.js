@@ -121,7 +121,8 @@ function list(lines, start, out) {
         const next = lines[i + 1];
         if (next === undefined || BLANK.test(next)) break;
         const nextItem = ITEM.exec(next);
-        if ((nextItem && nextItem[1].length === indent) || leading(next) >= width) {
+        const sibling = nextItem && nextItem[1].length === indent && /\d/.test(nextItem[2]) === ordered;
+        if (sibling || leading(next) >= width) {
           loose = true;
           body.push("");
           continue;
