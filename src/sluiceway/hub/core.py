@@ -121,12 +121,36 @@ def to_data(value: Any) -> str:
 
 @dataclass(frozen=True, slots=True)
 class HistoryPage:
-    """Events of one topic after a position, oldest first."""
+    """Events of one topic after a position, oldest first (:meth:`Hub.history`).
+
+    ``earliest``: the position before the oldest event still held — resuming from it or later
+    is exact; ``latest``: the newest event's position (``None`` both for a topic the hub does
+    not hold). Each event (:class:`StoredEvent`) has its ``id`` (what a client resumes from),
+    ``event`` type (``None`` for a plain message), ``data`` (text) and ``published_at`` (Unix
+    time). :meth:`to_json` is the page as ``GET /topics/{topic}/history`` answers it.
+
+    >>> page = HistoryPage("news", [StoredEvent("news", "e1-1", 1, None, "hi", 1.5)],
+    ...                    Position("e1", 0), Position("e1", 1))
+    >>> page.to_json()["events"], page.to_json()["earliest"]
+    ([{'id': 'e1-1', 'event': None, 'data': 'hi', 'published_at': 1.5}], 'e1-0')
+    """
 
     topic: str
     events: list[StoredEvent]
-    earliest: Position | None  # resuming from here or later is exact; None: unknown topic
-    latest: Position | None  # the newest event's position; None: unknown topic
+    earliest: Position | None
+    latest: Position | None
+
+    def to_json(self) -> dict[str, Any]:
+        """The page as plain JSON values (positions as ids), ready for any JSON response."""
+        return {
+            "topic": self.topic,
+            "events": [
+                {"id": e.id, "event": e.event, "data": e.data, "published_at": e.published_at}
+                for e in self.events
+            ],
+            "earliest": str(self.earliest) if self.earliest else None,
+            "latest": str(self.latest) if self.latest else None,
+        }
 
 
 class Hub:

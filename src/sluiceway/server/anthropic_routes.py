@@ -16,6 +16,7 @@ from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
 from sluiceway.asgi import EventStreamResponse
+from sluiceway.asgi.errors import RETRY_SOON
 from sluiceway.auth.resources import GENERATIONS, owner_of
 from sluiceway.gateway.manager import GenerationRefused
 from sluiceway.llm.anthropic_format import (
@@ -29,7 +30,7 @@ from sluiceway.llm.chunks import ERROR_STATUS, UpstreamError
 from sluiceway.runs import run_events
 from sluiceway.runs.formats import anthropic_stream
 from sluiceway.server.access import PUBLISH, require
-from sluiceway.server.errors import RETRY_SOON, APIError, JSONResponse
+from sluiceway.server.errors import APIError, JSONResponse
 from sluiceway.server.generation_routes import generations_of, read_json, start_generation
 from sluiceway.server.services import services_of
 

@@ -151,7 +151,7 @@ def create_app(
         exception_handlers={
             APIError: api_error_handler,
             HTTPException: http_error_handler,
-            # The hub's errors, answered from one table (server.errors.HUB_ERRORS).
+            # The hub's errors, answered from one table (sluiceway.asgi.errors.HUB_ERRORS).
             HubError: hub_error_handler,
             InvalidEventId: hub_error_handler,
         },

@@ -9,20 +9,7 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
 
-from sluiceway.hub import (
-    BackendUnavailable,
-    HistoryGone,
-    HubClosed,
-    InvalidTopic,
-    TooManyTopics,
-    TopicFinished,
-    TopicNotReady,
-)
-from sluiceway.ids import InvalidEventId
-
-#: The headers of a 503 while shutting down: the clients' SDKs retry, and reach another
-#: process (or this one restarted).
-RETRY_SOON = {"retry-after": "1"}
+from sluiceway.asgi.errors import hub_error_answer
 
 
 class JSONResponse(Response):
@@ -64,32 +51,11 @@ async def api_error_handler(request: Request, exc: Exception) -> Response:
     return response
 
 
-#: The hub's errors as answers: a route lets them through, :func:`hub_error_handler` answers.
-HUB_ERRORS: dict[type[Exception], tuple[int, str]] = {
-    InvalidTopic: (400, "invalid_topic"),
-    InvalidEventId: (400, "invalid_last_event_id"),
-    HistoryGone: (410, "history_gone"),
-    TopicFinished: (409, "topic_finished"),  # ended by the application that owns it
-    HubClosed: (503, "shutting_down"),
-    TooManyTopics: (503, "too_many_topics"),
-    BackendUnavailable: (503, "backend_unavailable"),
-    TopicNotReady: (503, "backend_unavailable"),  # shared, not mirrored here
-}
-
-
 def hub_error(exc: Exception) -> APIError:
-    """The :class:`APIError` for one of the hub's errors (see :data:`HUB_ERRORS`)."""
-    for kind in type(exc).__mro__:
-        found = HUB_ERRORS.get(kind)
-        if found is not None:
-            status, code = found
-            break
-    else:
-        status, code = 503, "hub_unavailable"
-    error = APIError(status, code, str(exc))
-    if isinstance(exc, HistoryGone):  # where a client can resume from instead
-        error.extra["earliest"] = str(exc.earliest) if exc.earliest else None
-    return error
+    """The :class:`APIError` for one of the hub's errors (the table of
+    :data:`sluiceway.asgi.errors.HUB_ERRORS`, which apps of users answer from too)."""
+    status, code, extra = hub_error_answer(exc)
+    return APIError(status, code, str(exc), **extra)
 
 
 async def hub_error_handler(request: Request, exc: Exception) -> Response:

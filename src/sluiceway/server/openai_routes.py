@@ -8,6 +8,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from sluiceway.asgi import EventStreamResponse
+from sluiceway.asgi.errors import RETRY_SOON
 from sluiceway.auth.resources import GENERATIONS, owner_of
 from sluiceway.gateway.manager import GenerationRefused
 from sluiceway.llm.chunks import UpstreamError
@@ -15,7 +16,7 @@ from sluiceway.llm.openai_format import BadRequest, ChunkEncoder, error_body, pa
 from sluiceway.runs import run_events
 from sluiceway.runs.formats import openai_stream
 from sluiceway.server.access import PUBLISH, require
-from sluiceway.server.errors import RETRY_SOON, APIError, JSONResponse
+from sluiceway.server.errors import APIError, JSONResponse
 from sluiceway.server.generation_routes import generations_of, read_json, start_generation
 from sluiceway.server.services import services_of
 

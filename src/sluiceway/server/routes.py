@@ -137,18 +137,7 @@ async def history(request: Request) -> Response:
         page = await _hub(request).history(topic, after=after, limit=int(raw_limit))
     except InvalidEventId as exc:  # here it names the after= parameter
         raise APIError(400, "invalid_after", str(exc)) from None
-    events = [
-        {"id": e.id, "event": e.event, "data": e.data, "published_at": e.published_at}
-        for e in page.events
-    ]
-    return JSONResponse(
-        {
-            "topic": topic,
-            "events": events,
-            "earliest": str(page.earliest) if page.earliest else None,
-            "latest": str(page.latest) if page.latest else None,
-        }
-    )
+    return JSONResponse(page.to_json())
 
 
 async def healthz(request: Request) -> Response:
