@@ -252,6 +252,45 @@ def test_markdown_from_the_model_renders_as_elements_and_its_html_as_text(
     expect(page.locator("#chat-model")).to_contain_text("fake-model")
 
 
+@pytest.mark.parametrize(
+    "hostile",
+    [
+        "*a" * 5000,  # openers without closers
+        "_x " * 5000 + "`" * 300,
+        "[" * 10_000 + "](javascript:alert(1))",
+        ">" * 5000 + " deep",  # quotes in quotes
+        "- " * 3000 + "list in list",
+        "```\n" + "<script>alert(1)</script>\n" * 500,  # a fence never closed
+        "| a |\n|---|\n" + "| <img src=x onerror=alert(1)> |\n" * 500,
+    ],
+    ids=["stars", "underscores", "brackets", "quotes", "lists", "open-fence", "table"],
+)
+def test_hostile_markdown_renders_quickly_and_as_text(
+    page: Page, server: ServerProcess, fake: FakeLLM, hostile: str
+) -> None:
+    fake.script = Script(tokens=[hostile[i : i + 2000] for i in range(0, len(hostile), 2000)])
+    page.goto(f"{server.url}/#chat")
+    ask(page, "Break the renderer")
+    expect(page.locator("#chat-state")).to_have_text("done")
+    found = page.evaluate(
+        """() => ({
+            elements: document.querySelectorAll('#chat-log img, #chat-log script, '
+                + '#chat-log a[href^="javascript"], #chat-log [onerror]').length,
+            depth: Math.max(0, ...[...document.querySelectorAll('#chat-log *')].map((el) => {
+                let n = 0;
+                for (let at = el; at; at = at.parentElement) n += 1;
+                return n;
+            })),
+        })"""
+    )
+    assert found["elements"] == 0
+    assert found["depth"] < 64  # nesting is bounded
+    started = time.monotonic()
+    page.reload()  # the whole answer rendered at once, from the kept conversation
+    expect(page.locator("#chat-log .message.assistant")).to_have_count(1)
+    assert time.monotonic() - started < 5
+
+
 def test_stop_cancels_the_upstream_within_a_second(
     page: Page, server: ServerProcess, fake: FakeLLM
 ) -> None:

@@ -127,6 +127,14 @@ function followGeneration(generation, { sentAt = null, resumed = false, prompt =
 
   let firstAt = null; // live figures, measured here; the server's replace them at "done"
   let tokens = 0;
+  // The markdown is rendered again from the whole text at most once a frame, not per token.
+  let frame = null;
+  const draw = () => {
+    frame = null;
+    const stick = nearBottom(chat.log);
+    renderAnswer(text, generation.text); // the whole text: never a repeated or lost delta
+    if (stick) chat.log.scrollTop = chat.log.scrollHeight;
+  };
   generation.addEventListener("start", ({ model, provider }) => {
     if (!model || who.querySelector(".model")) return;
     who.append(" · ", el("span", { class: "model", title: provider ? `provider: ${provider}` : undefined }, model));
@@ -135,6 +143,8 @@ function followGeneration(generation, { sentAt = null, resumed = false, prompt =
   // The server could not resume the answer exactly: sluiceway.js dropped its text and replays
   // it from the start; show it anew (the tokens come again).
   generation.addEventListener("reset", () => {
+    if (frame !== null) cancelAnimationFrame(frame);
+    frame = null;
     renderAnswer(text, generation.text);
     firstAt = null;
     tokens = 0;
@@ -149,9 +159,7 @@ function followGeneration(generation, { sentAt = null, resumed = false, prompt =
     }
     tokens += 1;
     if (chat.notice.textContent) chat.notice.textContent = "";
-    const stick = nearBottom(chat.log);
-    renderAnswer(text, generation.text); // the whole text: never a repeated or lost delta
-    if (stick) chat.log.scrollTop = chat.log.scrollHeight;
+    frame ??= requestAnimationFrame(draw);
     const seconds = (now - firstAt) / 1000;
     if (seconds > 0.05) chat.rate.textContent = `${fmt(tokens / seconds)} tokens/s`;
   });
@@ -161,6 +169,8 @@ function followGeneration(generation, { sentAt = null, resumed = false, prompt =
     chat.generation = null;
     chat.notice.textContent = "";
     bubble.classList.remove("streaming");
+    if (frame !== null) cancelAnimationFrame(frame);
+    frame = null;
     renderAnswer(text, generation.text);
     if (note) bubble.append(el("div", { class: "meta" }, note));
     chat.messages.push({ role: "assistant", content: generation.text ?? "", note, model: generation.model ?? undefined });

@@ -15,6 +15,10 @@ const QUOTE = /^ {0,3}> ?/;
 const ITEM = /^( {0,12})([-*+]|\d{1,9}[.)])(?:[ \t]+(.*))?$/;
 const TABLE_RULE = /^ {0,3}\|?[ \t]*:?-+:?[ \t]*(\|[ \t]*:?-+:?[ \t]*)*\|?[ \t]*$/;
 const BLANK = /^\s*$/;
+/** Quotes and lists nest at most this deep; deeper lines are text (no stack to exhaust). */
+const MAX_DEPTH = 16;
+/** A link's label is at most this long (the search for its "]" stops there). */
+const MAX_LABEL = 1000;
 
 const h = (tag, attrs, ...children) => {
   const node = document.createElement(tag);
@@ -44,8 +48,9 @@ export function safeHref(url) {
 const startsBlock = (line) =>
   FENCE.test(line) || HEADING.test(line) || RULE.test(line) || QUOTE.test(line) || ITEM.test(line);
 
-function blocks(lines) {
+function blocks(lines, depth = 0) {
   const out = [];
+  const nested = depth < MAX_DEPTH;
   let i = 0;
   while (i < lines.length) {
     const line = lines[i];
@@ -74,17 +79,17 @@ function blocks(lines) {
     } else if (RULE.test(line)) {
       out.push(h("hr", {}));
       i += 1;
-    } else if (QUOTE.test(line)) {
+    } else if (nested && QUOTE.test(line)) {
       const body = [];
       for (; i < lines.length && QUOTE.test(lines[i]); i += 1) body.push(lines[i].replace(QUOTE, ""));
-      out.push(h("blockquote", {}, ...blocks(body)));
-    } else if (ITEM.test(line)) {
-      i = list(lines, i, out);
+      out.push(h("blockquote", {}, ...blocks(body, depth + 1)));
+    } else if (nested && ITEM.test(line)) {
+      i = list(lines, i, out, depth);
     } else if (line.includes("|") && i + 1 < lines.length && TABLE_RULE.test(lines[i + 1]) && lines[i + 1].includes("-")) {
       i = table(lines, i, out);
     } else {
       const body = [];
-      for (; i < lines.length && !BLANK.test(lines[i]) && (body.length === 0 || !startsBlock(lines[i])); i += 1) {
+      for (; i < lines.length && !BLANK.test(lines[i]) && (body.length === 0 || !(nested && startsBlock(lines[i]))); i += 1) {
         body.push(lines[i].trim());
       }
       const children = [];
@@ -100,7 +105,7 @@ function blocks(lines) {
 
 /** A list from lines[start]; its items' own lines (indented under the marker) are blocks
  * of their own, nested lists included. Returns the next line's index. */
-function list(lines, start, out) {
+function list(lines, start, out, depth) {
   const first = ITEM.exec(lines[start]);
   const indent = first[1].length;
   const ordered = /\d/.test(first[2]);
@@ -138,7 +143,7 @@ function list(lines, start, out) {
     items.push(body);
   }
   for (const body of items) {
-    const children = blocks(body);
+    const children = blocks(body, depth + 1);
     const li = h("li", {});
     // A tight item's paragraph goes straight into the item.
     if (!loose && children[0]?.tagName === "P") li.append(...children.shift().childNodes);
@@ -181,6 +186,9 @@ const isWord = (c) => c !== undefined && /[\p{L}\p{N}]/u.test(c);
 /** Inline markdown → an array of nodes and strings (strings become text nodes). */
 function inline(text) {
   const out = [];
+  // A marker whose closer was not found from some point has none after any later point: each
+  // is searched for once (else a line of 10 000 "*" would take 50 million steps).
+  const unclosed = new Set();
   let plain = "";
   const flush = () => {
     if (plain) out.push(plain);
@@ -195,8 +203,9 @@ function inline(text) {
       continue;
     }
     if (c === "`") {
-      const run = /^`+/.exec(text.slice(i))[0];
-      const end = findRun(text, run, i + run.length);
+      const run = /^`+/.exec(text.slice(i, i + 100))[0];
+      const end = unclosed.has(run) ? -1 : findRun(text, run, i + run.length);
+      if (end === -1) unclosed.add(run);
       if (end !== -1) {
         flush();
         let code = text.slice(i + run.length, end);
@@ -210,7 +219,7 @@ function inline(text) {
       continue;
     }
     if (c === "*" || c === "_" || c === "~") {
-      const span = emphasis(text, i);
+      const span = emphasis(text, i, unclosed);
       if (span) {
         flush();
         out.push(h(span.tag, {}, ...inline(span.inner)));
@@ -254,7 +263,7 @@ function findRun(text, run, from) {
 }
 
 /** **strong**, __strong__, *em*, _em_, ~~del~~ starting at `i`: {tag, inner, end} or null. */
-function emphasis(text, i) {
+function emphasis(text, i, unclosed) {
   const c = text[i];
   const double = text[i + 1] === c;
   if (c === "~" && !double) return null;
@@ -263,12 +272,14 @@ function emphasis(text, i) {
   const after = text[i + marker.length];
   if (isSpace(after) || after === c) return null; // "* item", "a * b", "***"
   if (c === "_" && isWord(text[i - 1])) return null; // snake_case stays as written
+  if (unclosed.has(marker)) return null;
   for (let j = text.indexOf(marker, i + marker.length + 1); j !== -1; j = text.indexOf(marker, j + 1)) {
     if (isSpace(text[j - 1]) || text[j - 1] === "\\") continue;
     if (!double && text[j + 1] === c) { j += 1; continue; } // part of a longer run
     if (c === "_" && isWord(text[j + marker.length])) continue;
     return { tag, inner: text.slice(i + marker.length, j), end: j + marker.length };
   }
+  unclosed.add(marker);
   return null;
 }
 
@@ -277,7 +288,7 @@ function emphasis(text, i) {
 function linkAt(text, i) {
   let depth = 0;
   let close = -1;
-  for (let j = i; j < text.length; j += 1) {
+  for (let j = i; j < text.length && j <= i + MAX_LABEL; j += 1) {
     if (text[j] === "\\") { j += 1; continue; }
     if (text[j] === "[") depth += 1;
     else if (text[j] === "]" && --depth === 0) { close = j; break; }
