@@ -19,6 +19,7 @@ import pytest
 from browserproc import CHROMIUM, launch_chromium
 from playwright.async_api import BrowserContext, Page, async_playwright
 from serverproc import ServerProcess
+from tokens import mint
 
 pytestmark = pytest.mark.skipif(
     not CHROMIUM.exists(), reason=f"{CHROMIUM} is missing: tab sharing is NOT tested"
@@ -36,9 +37,12 @@ OPEN_JS = """([path, options]) => {
 }"""
 
 
+SECRET = "tab-sharing-test-secret-long-enough-for-hs256"
+
+
 @pytest.fixture(scope="module")
 def server() -> AsyncIterator[ServerProcess]:
-    process = ServerProcess().start()
+    process = ServerProcess(env={"SLUICEWAY_TOKEN_HMAC_SECRET": SECRET}).start()
     yield process  # type: ignore[misc]
     process.stop()
 
@@ -86,8 +90,8 @@ async def received(page: Page) -> list[str]:
     return [data for _, data in await page.evaluate("window.got")]
 
 
-async def until(predicate: Any, timeout: float = 15.0) -> None:
-    deadline = time.monotonic() + timeout
+async def until(predicate: Any, within: float = 15.0) -> None:
+    deadline = time.monotonic() + within
     while not await predicate():
         assert time.monotonic() < deadline, "timed out"
         await asyncio.sleep(0.1)
@@ -183,7 +187,10 @@ async def ends_with(page: Page, texts: list[str]) -> bool:
 #: Stops the page's main thread for ``ms``, as a frozen (or hung) tab's is stopped: no timer,
 #: no message, no read of its connection runs meanwhile. (CDP's Page.setWebLifecycleState
 #: freezes only hidden pages, and headless pages are never hidden.)
-HANG_JS = """(ms) => setTimeout(() => { const end = Date.now() + ms; while (Date.now() < end); }, 0)"""
+HANG_JS = """(ms) => setTimeout(() => {
+  const end = Date.now() + ms;
+  while (Date.now() < end);
+}, 0)"""
 
 
 async def test_a_frozen_leader_is_taken_over_and_follows_when_it_wakes(
@@ -218,3 +225,24 @@ async def test_a_frozen_leader_is_taken_over_and_follows_when_it_wakes(
 
 async def open_streams_equal(server: ServerProcess, count: int) -> bool:
     return await open_streams(server) == count
+
+
+async def test_tabs_with_other_credentials_do_not_share(
+    server: ServerProcess, context: BrowserContext
+) -> None:
+    """The leader's request serves its group: a tab signed in as someone else, or not signed
+    in, must not read through it, so it has a connection (a group) of its own."""
+    topic = f"tabs.who{time.time_ns()}"
+    ana, bob = (
+        {"headers": {"Authorization": f"Bearer {mint(SECRET, subscribe=['*'], sub=who)}"}}
+        for who in ("ana", "bob")
+    )
+    pages = []
+    for options in (ana, ana, bob, {}):
+        pages += await open_tabs(context, server, topic, 1, **options)
+    await until(lambda: all_open(pages))
+    assert await roles(pages[:2]) in (["leader", "follower"], ["follower", "leader"])
+    assert await roles(pages[2:]) == ["leader", "leader"]
+    assert await open_streams(server) == 3
+    await publish(server, topic, ["hello"])
+    await until(lambda: all_have(pages, ["hello"]))

@@ -9,7 +9,7 @@ from typing import Any
 
 import orjson
 
-from sluiceway import fossil
+import sluiceway.fossil as fossil
 from sluiceway.asgi.shutdown import register
 from sluiceway.centrifugo import codes
 from sluiceway.centrifugo.codec import JSON, PROTOBUF_SUBPROTOCOL, Codec, for_subprotocols

@@ -33,11 +33,11 @@ import time
 import uuid
 from collections.abc import Callable, Generator
 from dataclasses import dataclass, field
+from importlib.metadata import version
 from typing import Any, Generic, TypeVar, cast
 
 import orjson
 
-from sluiceway import __version__
 from sluiceway.auth import AuthError, Grants, TokenError
 from sluiceway.auth.resources import is_internal_topic
 from sluiceway.centrifugo import codes, filters, frames
@@ -50,6 +50,9 @@ from sluiceway.centrifugo.stats import EndpointStats
 from sluiceway.ids import Position
 
 logger = logging.getLogger("sluiceway.centrifugo")
+
+#: What connect replies name as the server's version (Centrifugo's field).
+SERVER_VERSION = version("sluiceway")
 
 #: A channel name: the hub's topic names (``sluiceway.hub.core.TOPIC_NAME``, the same pattern;
 #: a test keeps them equal), checked here so that a bad name is answered without the hub.
@@ -543,7 +546,7 @@ class CentrifugoProtocol:
         self.next_ping = now + options.ping_interval
         result: dict[str, Any] = {
             "client": client.id,
-            "version": __version__,
+            "version": SERVER_VERSION,
             "ping": round(options.ping_interval),
             "pong": True,
         }
@@ -814,7 +817,7 @@ class CentrifugoProtocol:
         client.grants = self._grants(claims)
         expires = self._expiry(claims)
         self.expires_at = None if expires is None else self._now + expires
-        result: dict[str, Any] = {"client": client.id, "version": __version__}
+        result: dict[str, Any] = {"client": client.id, "version": SERVER_VERSION}
         if expires is not None:
             result.update(expires=True, ttl=int(expires))
         self._reply(command, result)

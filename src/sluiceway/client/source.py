@@ -15,7 +15,7 @@ from typing import Any, Self
 
 import httpx
 
-from sluiceway import fossil
+import sluiceway.fossil as fossil
 from sluiceway.client.errors import (
     ContentTypeError,
     DeltaMismatch,

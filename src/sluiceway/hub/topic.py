@@ -19,7 +19,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Generic, Protocol, TypeVar
 
-from sluiceway import fossil
+import sluiceway.fossil as fossil
 from sluiceway.hub.config import HubConfig
 from sluiceway.ids import Position, new_epoch
 from sluiceway.sse import LINE_END, encode_event

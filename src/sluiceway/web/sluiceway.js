@@ -465,22 +465,25 @@ export class EventStream extends EventTarget {
     this.#fetch = (...args) => fetchFn(...args);
     // A microtask, so that listeners attached right after `new` see every event.
     queueMicrotask(() => {
-      if (this.#closed) return;
-      if (this.#shareable()) {
-        this.#share = new TabShare(this, shareKey(this.url), this.#options, {
-          lead: () => this.#run(),
-          stop: () => this.#controller?.abort(),
-          dispatch: (event) => this.#take(event),
-          emit: (type, fields) => this.#emit(type, fields),
-          state: (state) => {
-            this.#state = state;
-          },
-          end: (reason, error, status, body) =>
-            error ? this.#fail(error, status, body) : this.#finish(reason),
-        });
-      } else {
-        this.#run().catch((error) => this.#fail(error, 0, null));
-      }
+      this.#start().catch((error) => this.#fail(error, 0, null));
+    });
+  }
+
+  async #start() {
+    if (this.#closed) return;
+    if (!this.#shareable()) return this.#run();
+    const key = await shareKey(this.url, this.#options.headers);
+    if (this.#closed) return;
+    this.#share = new TabShare(this, key, this.#options, {
+      lead: () => this.#run(),
+      stop: () => this.#controller?.abort(),
+      dispatch: (event) => this.#take(event),
+      emit: (type, fields) => this.#emit(type, fields),
+      state: (state) => {
+        this.#state = state;
+      },
+      end: (reason, error, status, body) =>
+        error ? this.#fail(error, status, body) : this.#finish(reason),
     });
   }
 
@@ -761,9 +764,20 @@ export class EventStream extends EventTarget {
 
 // ---------------------------------------------------------------------------- tab sharing
 
-/** The Web Lock and BroadcastChannel name of the streams of `url`, in every tab of the origin. */
-function shareKey(url) {
-  return `sluiceway.stream ${new URL(url, globalThis.location?.href).href}`;
+/**
+ * The Web Lock and BroadcastChannel name of the streams of `url` in every tab of the origin
+ * that sends the same credentials: the leader's request, its Authorization header included,
+ * serves every tab of the group, so a tab signed in as someone else (or not at all) is in
+ * another group. The header goes in as a hash: lock names show in developer tools.
+ */
+async function shareKey(url, headers) {
+  const authorization = new Headers(await resolveHeaders(headers)).get("authorization") ?? "";
+  let who = "anonymous";
+  if (authorization) {
+    const digest = new Uint8Array(await crypto.subtle.digest("SHA-256", utf8.encode(authorization)));
+    who = Array.from(digest.subarray(0, 16), (byte) => byte.toString(16).padStart(2, "0")).join("");
+  }
+  return `sluiceway.stream ${who} ${new URL(url, globalThis.location?.href).href}`;
 }
 
 /** How many ids a stream remembers having dispatched, to skip them when a new leader (or the
