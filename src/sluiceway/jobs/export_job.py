@@ -6,12 +6,14 @@
     {"kind": "export",
      "params": {"table": "demo", "format": "csv", "columns": ["id", "name"],
                 "where": {"active": true, "amount.gt": "100"}, "order_by": ["-id"],
-                "limit": 1000}}
+                "limit": 1000, "numeric": "string"}}
 
 The filters are those of ``GET /exports`` (:mod:`sluiceway.transfer.export_query`), as a JSON
-object. Progress counts rows, out of a ``COUNT(*)`` of the same query taken first. The rows
-are written to ``<name>.part`` and renamed when complete, so a file under its final name is
-always whole; a job that fails or is cancelled removes its partial file.
+object; ``numeric`` (``string``, the default, or ``number``) is how NDJSON writes decimals, as
+``?numeric=`` does for ``GET /exports/{table}.ndjson``. Progress counts rows, out of a
+``COUNT(*)`` of the same query taken first. The rows are written to ``<name>.part`` and renamed
+when complete, so a file under its final name is always whole; a job that fails or is
+cancelled removes its partial file.
 
 The result: ``{"path": "exports/<name>", "download": "/files/exports/<name>", "rows",
 "bytes", "sha256", "table", "format"}`` (``path`` is relative to ``files_dir``).
@@ -26,7 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from sluiceway.jobs.progress import Progress
 from sluiceway.jobs.registry import JobFailed, JobRefused, JobRegistry
@@ -36,9 +38,11 @@ from sluiceway.transfer.exports import (
     ExportError,
     check_table,
     describe_error,
+    is_database_error,
     iter_chunks,
     open_export,
     reflect_table,
+    refused_value,
 )
 from sluiceway.transfer.row_formats import encoder_for
 
@@ -63,11 +67,19 @@ class ExportParams(BaseModel):
     #: Column names, ``-`` first for descending (a comma-separated string works too).
     order_by: list[str] = Field(default_factory=list)
     limit: int | None = Field(default=None, ge=0)
+    #: How NDJSON writes decimals: exact strings, or JSON numbers with their exact text.
+    numeric: Literal["string", "number"] = "string"
 
     @field_validator("columns", "order_by", mode="before")
     @classmethod
     def _split(cls, value: Any) -> Any:
         return [name.strip() for name in value.split(",")] if isinstance(value, str) else value
+
+    @model_validator(mode="after")
+    def _numeric_is_for_ndjson(self) -> ExportParams:
+        if self.numeric != "string" and self.format != "ndjson":
+            raise ValueError("numeric applies to the ndjson format only")
+        return self
 
     def query(self) -> ExportQuery:
         return ExportQuery.from_values(self.columns, self.where, self.order_by, self.limit)
@@ -85,24 +97,29 @@ class ExportContext:
 
 async def check_export(context: ExportContext, params: ExportParams) -> None:
     """Refuse (422) a table that is not exportable or a query the table cannot answer."""
-    from sqlalchemy.exc import SQLAlchemyError
-
+    query = params.query()
     try:
         check_table(params.table, context.tables)
         async with context.database.engine.connect() as connection:
-            build_select(await reflect_table(connection, params.table), params.query())
+            statement = build_select(await reflect_table(connection, params.table), query)
+            # Run with no rows wanted: a value the database refuses (an integer too large for
+            # it, a malformed UUID) is a 422 now rather than a job that fails.
+            await connection.execute(statement.limit(0))
     except ExportQueryError as exc:
         raise JobRefused(422, exc.code, exc.detail) from None
     except ExportError as exc:
         raise JobRefused(422 if exc.status == 404 else exc.status, exc.code, exc.detail) from None
-    except (SQLAlchemyError, OSError) as exc:
+    except Exception as exc:
+        if not is_database_error(exc):
+            raise
+        refused = refused_value(exc, query)
+        if refused is not None:
+            raise JobRefused(422, refused.code, refused.detail) from None
         raise JobRefused(503, "database_unavailable", describe_error(exc)) from None
 
 
 async def run_export(progress: Progress, params: ExportParams) -> dict[str, Any]:
     """Write the export to ``files_dir/exports/<table>-<job id>.<format>``."""
-    from sqlalchemy.exc import SQLAlchemyError
-
     context: ExportContext = progress.context
     try:
         cursor = await open_export(
@@ -113,7 +130,7 @@ async def run_export(progress: Progress, params: ExportParams) -> dict[str, Any]
     except ExportError as exc:
         raise JobFailed(exc.code, exc.detail) from None
     progress.set_total(cursor.total)
-    encoder = encoder_for(params.format, cursor.columns)
+    encoder = encoder_for(params.format, cursor.columns, numeric=params.numeric)
     directory = context.files_dir / EXPORTS_SUBDIR
     name = f"{_safe(params.table)}-{progress.job_id}.{encoder.extension}"
     final, partial = directory / name, directory / (name + ".part")
@@ -130,10 +147,13 @@ async def run_export(progress: Progress, params: ExportParams) -> dict[str, Any]
                 size += len(chunk)
                 await progress.update(encoder.rows)
         os.replace(partial, final)
-    except (SQLAlchemyError, OSError) as exc:
+    except Exception as exc:
         partial.unlink(missing_ok=True)
-        code = "database_error" if isinstance(exc, SQLAlchemyError) else "write_failed"
-        raise JobFailed(code, describe_error(exc)) from None
+        if isinstance(exc, OSError):  # the file (SQLAlchemy wraps the database's own)
+            raise JobFailed("write_failed", describe_error(exc)) from None
+        if is_database_error(exc):
+            raise JobFailed("database_error", describe_error(exc)) from None
+        raise
     except BaseException:
         partial.unlink(missing_ok=True)  # cancelled (or a bug): no partial file stays behind
         raise

@@ -8,6 +8,8 @@ string — and every seventh email is NULL.
 >>> demo_row(5)["name"], demo_row(7)["email"], demo_row(1)["amount"]
 ('O\\'Brien, "Bob"', None, Decimal('0.37'))
 >>> await fill_demo("sqlite+aiosqlite:///demo.db", 1_000_000)       # doctest: +SKIP
+>>> await fill_demo("postgresql+asyncpg://app@db.internal/app", 10_000, table="reports.demo")
+... # doctest: +SKIP
 """
 
 from __future__ import annotations
@@ -42,7 +44,7 @@ EPOCH = dt.datetime(2024, 1, 1)
 BATCH_ROWS = 10_000
 
 
-def demo_table(metadata: MetaData, name: str = "demo") -> Table:
+def demo_table(metadata: MetaData, name: str = "demo", *, schema: str | None = None) -> Table:
     """The demo table's definition: id, name, email, amount, created_at, active."""
     return Table(
         name,
@@ -53,6 +55,7 @@ def demo_table(metadata: MetaData, name: str = "demo") -> Table:
         Column("amount", Numeric(12, 2), nullable=False),
         Column("created_at", DateTime, nullable=False),
         Column("active", Boolean, nullable=False),
+        schema=schema,
     )
 
 
@@ -77,12 +80,14 @@ def demo_rows(first: int, last: int) -> Iterator[dict[str, Any]]:
 async def fill_demo(
     database_url: str, rows: int, *, table: str = "demo", batch: int = BATCH_ROWS
 ) -> None:
-    """(Re)create ``table`` in the database at ``database_url`` and insert ``rows`` rows,
-    ``batch`` per ``executemany``, in one transaction. With SQLite the database is switched to
-    WAL mode, so that exports (readers) and writers do not block each other."""
+    """(Re)create ``table`` (or ``schema.table``, as ``/exports/schema.table.csv`` names it)
+    in the database at ``database_url`` and insert ``rows`` rows, ``batch`` per
+    ``executemany``, in one transaction. With SQLite the database is switched to WAL mode, so
+    that exports (readers) and writers do not block each other."""
+    schema, _, name = table.rpartition(".")
     engine = create_async_engine(database_url)
     try:
-        demo = demo_table(MetaData(), table)
+        demo = demo_table(MetaData(), name, schema=schema or None)
         async with engine.connect() as connection:
             if engine.dialect.name == "sqlite":  # before any transaction begins
                 await connection.exec_driver_sql("PRAGMA journal_mode=WAL")

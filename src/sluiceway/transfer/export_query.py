@@ -2,7 +2,12 @@
 
 Names from a request are only ever looked up among the table's reflected columns, never put
 into SQL text; values are bound parameters, converted to the column's Python type first (so
-``where.id.gt=9`` compares numbers, not strings).
+``where.id.gt=9`` compares numbers, not strings).  A value is bound with the column's type
+less its length, precision and scale (PostgreSQL's driver casts every parameter: compared as
+``NUMERIC(12, 2)``, ``9999.595`` would be rounded to ``9999.60``), and integers as ``BIGINT``.
+A time without an offset compared with a column ``WITH TIME ZONE`` is taken as UTC; a time with
+an offset compared with a column without one is refused (which zone its values are in is not
+known).
 
 The query-string form (``GET /exports/demo.csv?...``):
 
@@ -25,6 +30,7 @@ from __future__ import annotations
 import datetime as dt
 import decimal
 import operator
+import uuid
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -151,7 +157,7 @@ def build_select(table: Table, query: ExportQuery) -> Select[Any]:
 
     Without ``order_by`` rows come in primary-key order (stable, and cheap to stream).
     """
-    from sqlalchemy import select
+    from sqlalchemy import BigInteger, literal, select
 
     known = table.columns
     names = query.columns if query.columns is not None else tuple(known.keys())
@@ -167,7 +173,8 @@ def build_select(table: Table, query: ExportQuery) -> Select[Any]:
         column = _column(table, name.removeprefix("-"), "invalid_order_by")
         statement = statement.order_by(column.desc() if descending else column.asc())
     if query.limit is not None:
-        statement = statement.limit(query.limit)
+        # BIGINT: asyncpg would send an INTEGER, too small for a limit of 3,000,000,000.
+        statement = statement.limit(literal(query.limit, BigInteger()))
     return statement
 
 
@@ -194,7 +201,41 @@ def _condition(column: Column[Any], where: Filter) -> Any:
         detail = f"{column.name}.{where.op}: null cannot be ordered"
         raise ExportQueryError("invalid_filter", detail)
     value = coerce(where.value, _python_type(column), column.name)
-    return OPERATORS[where.op](column, value)
+    if isinstance(value, dt.datetime):
+        value = _in_zone_of(column, value)
+    return OPERATORS[where.op](column, _bind(column, value))
+
+
+def _bind(column: Column[Any], value: Any) -> Any:
+    """``value`` as a bound parameter of the column's type less its bounds (see the module's
+    docstring): a cast to ``NUMERIC(12, 2)`` or ``VARCHAR(3)`` would round or cut it."""
+    from sqlalchemy import BigInteger, Enum, Integer, String, Text, literal
+
+    kind = column.type
+    if isinstance(kind, Integer):
+        return literal(value, BigInteger())
+    if isinstance(kind, String) and not isinstance(kind, Enum):
+        return literal(value, Text())
+    bounded = [a for a in ("length", "precision", "scale") if getattr(kind, a, None) is not None]
+    if bounded:
+        kind = kind.copy()
+        for attribute in bounded:
+            setattr(kind, attribute, None)
+    return literal(value, kind)
+
+
+def _in_zone_of(column: Column[Any], value: dt.datetime) -> dt.datetime:
+    """A time comparable with the column: UTC when it has no offset and the column has a time
+    zone; refused when it has one and the column has none."""
+    zoned = bool(getattr(column.type, "timezone", False))
+    if zoned and value.tzinfo is None:
+        return value.replace(tzinfo=dt.UTC)
+    if not zoned and value.tzinfo is not None:
+        raise ExportQueryError(
+            "invalid_filter",
+            f"{column.name}: the column has no time zone: give the time without an offset",
+        )
+    return value
 
 
 def _python_type(column: Column[Any]) -> type | None:
@@ -212,7 +253,10 @@ def coerce(value: Any, kind: type | None, name: str = "value") -> Any:
     """
     if kind is None:
         return value
-    if isinstance(value, kind) and not (kind is not bool and isinstance(value, bool)):
+    checked = kind is int or kind is str  # a range, a NUL: checked even on the right type
+    if not checked and isinstance(value, kind) and not isinstance(value, bool):
+        return value
+    if kind is bool and isinstance(value, bool):
         return value
     text = str(value).strip()
     try:
@@ -224,7 +268,10 @@ def coerce(value: Any, kind: type | None, name: str = "value") -> Any:
                 return False
             raise ValueError("expected true or false")
         if kind is int:
-            return int(text)
+            number = int(text)
+            if not -(2**63) <= number < 2**63:  # what a database integer (BIGINT) can hold
+                raise ValueError("out of the range of a 64-bit integer")
+            return number
         if kind is float:
             return float(text)
         if kind is decimal.Decimal:
@@ -235,7 +282,11 @@ def coerce(value: Any, kind: type | None, name: str = "value") -> Any:
             return dt.date.fromisoformat(text)
         if kind is dt.time:
             return dt.time.fromisoformat(text)
+        if kind is uuid.UUID:
+            return uuid.UUID(text)
         if kind is str:
+            if "\x00" in str(value):  # PostgreSQL's text cannot hold NUL: it would fail later
+                raise ValueError("NUL is not allowed")
             return str(value)  # a JSON number for a text column
     except (ValueError, ArithmeticError) as exc:
         raise ExportQueryError(

@@ -36,7 +36,7 @@ from starlette.types import Receive, Scope, Send
 
 from sluiceway.asgi.shutdown import register
 from sluiceway.transfer.disposition import content_disposition
-from sluiceway.transfer.export_query import ExportQuery, build_select
+from sluiceway.transfer.export_query import ExportQuery, ExportQueryError, build_select
 from sluiceway.transfer.row_formats import RowEncoder, encoder_for
 
 if TYPE_CHECKING:
@@ -189,7 +189,10 @@ async def open_export(
     except BaseException as exc:
         with contextlib.suppress(Exception):
             await connection.close()
-        if isinstance(exc, SQLAlchemyError | OSError):
+        if is_database_error(exc):
+            refused = refused_value(exc, query)
+            if refused is not None:
+                raise refused from None
             raise _unavailable(exc) from None
         raise
     # Plain str: reflected names are a str subclass, which orjson refuses as a key.
@@ -202,10 +205,58 @@ def _unavailable(exc: BaseException) -> ExportError:
     return ExportError(503, "database_unavailable", f"the database failed: {describe_error(exc)}")
 
 
+#: Packages whose exceptions are the database's (a driver's error that SQLAlchemy did not wrap:
+#: asyncpg's, raised by a server-side cursor's fetch, reach us as they are).
+DRIVER_PACKAGES = frozenset(
+    {"asyncpg", "aiosqlite", "sqlite3", "psycopg", "psycopg2", "asyncmy", "aiomysql", "pymysql"}
+)
+
+#: SQLSTATEs that, before the first row, mean a filter's value does not suit its column: a
+#: value the driver cannot send (22000), text the type cannot read (22P02, 22007, 22008),
+#: bytes the encoding refuses (22021), no operator for the column's type and the value (42883).
+VALUE_SQLSTATES = frozenset({"22000", "22P02", "22007", "22008", "22021", "42883"})
+
+
+def is_database_error(exc: BaseException) -> bool:
+    """Whether ``exc`` comes from the database: SQLAlchemy's errors, the network's, and the
+    driver's own (see :data:`DRIVER_PACKAGES`)."""
+    from sqlalchemy.exc import SQLAlchemyError
+
+    if isinstance(exc, SQLAlchemyError | OSError):
+        return True
+    return type(exc).__module__.partition(".")[0] in DRIVER_PACKAGES
+
+
+def _driver_error(exc: BaseException) -> BaseException:
+    """The driver's own exception behind SQLAlchemy's wrapper and its DB-API adapter."""
+    found = getattr(exc, "orig", None) or exc
+    # SQLAlchemy's asyncpg adapter raises a generic "Error" from asyncpg's precise one.
+    while type(found).__module__.startswith("sqlalchemy") and found.__cause__ is not None:
+        found = found.__cause__
+    return found
+
+
+def _sqlstate(exc: BaseException) -> str | None:
+    for candidate in (exc, getattr(exc, "orig", None), _driver_error(exc)):
+        code = getattr(candidate, "sqlstate", None) or getattr(candidate, "pgcode", None)
+        if isinstance(code, str):
+            return code
+    return None
+
+
+def refused_value(exc: BaseException, query: ExportQuery) -> ExportQueryError | None:
+    """An :class:`ExportQueryError` (400 ``invalid_filter``) when a database error before the
+    first row says that one of the query's values does not suit its column; else ``None``."""
+    if not query.filters or _sqlstate(exc) not in VALUE_SQLSTATES:
+        return None
+    detail = f"the database refused a filter's value: {describe_error(exc)}"
+    return ExportQueryError("invalid_filter", detail)
+
+
 def describe_error(exc: BaseException) -> str:
     """A short, one-line account of a database error (the driver's message, without the SQL
     statement and the parameters SQLAlchemy adds to its own)."""
-    original = getattr(exc, "orig", None) or exc
+    original = _driver_error(exc)
     message = str(original).strip().splitlines()[0] if str(original).strip() else ""
     return f"{type(original).__name__}: {message}"[:300] if message else type(original).__name__
 
@@ -274,9 +325,7 @@ async def with_error_marker(
     except ExportInterrupted as exc:
         yield encoder.take() + encoder.error_marker(exc.code, exc.detail)
     except Exception as exc:
-        from sqlalchemy.exc import SQLAlchemyError
-
-        database = isinstance(exc, SQLAlchemyError | OSError)
+        database = is_database_error(exc)
         logger.error("export failed after %d rows", encoder.rows, exc_info=exc)
         code = "database_error" if database else "export_failed"
         detail = describe_error(exc) if database else "the export failed"
@@ -286,6 +335,8 @@ async def with_error_marker(
 class ExportResponse(StreamingResponse):
     """The rows of ``cursor`` as a ``format`` (``csv``/``ndjson``) download; it closes the
     cursor when it ends, however it ends, and stops with a marker when the server shuts down.
+    ``numeric`` (``string``, ``number``): how NDJSON writes decimals (see
+    :mod:`~sluiceway.transfer.row_formats`).
     """
 
     def __init__(
@@ -295,9 +346,10 @@ class ExportResponse(StreamingResponse):
         *,
         filename: str | None = None,
         headers: dict[str, str] | None = None,
+        numeric: str = "string",
     ) -> None:
         self.cursor = cursor
-        self.encoder = encoder_for(format, cursor.columns)
+        self.encoder = encoder_for(format, cursor.columns, numeric=numeric)
         self._stopping = False
         all_headers = {
             "content-disposition": content_disposition(
@@ -349,8 +401,10 @@ __all__ = [
     "ExportResponse",
     "check_table",
     "describe_error",
+    "is_database_error",
     "iter_chunks",
     "open_export",
     "reflect_table",
+    "refused_value",
     "with_error_marker",
 ]

@@ -11,6 +11,13 @@ marker that no data row can produce:
 * NDJSON: a last line ``{"error": "<code>", "detail": "<detail>"}``: the same shape as the
   server's JSON errors.
 
+Decimals (SQL ``NUMERIC``/``DECIMAL``) are never rounded: CSV writes their exact text; NDJSON
+writes them as strings by default (``"12.50"``: exact for every reader, JavaScript's included,
+whose numbers are doubles) or, with ``numeric="number"``, as JSON numbers whose literal is the
+exact decimal text (``12345678901234567890.12``; what a reader with exact decimals, such as
+Python's ``json.loads(..., parse_float=Decimal)``, gets back unchanged).  ``NaN`` and the
+infinities, which JSON numbers cannot write, stay strings either way.
+
 >>> encoder = CsvEncoder(["code", "note"])
 >>> encoder.add([("a1", 'say "hi", then\\nleave'), ("#2", None)])
 >>> encoder.take()
@@ -73,6 +80,8 @@ def csv_cell(value: Any) -> Any:
         return base64.b64encode(value).decode()
     if isinstance(value, _CSV_NATIVE):  # subclasses, e.g. an IntEnum
         return value
+    if isinstance(value, dict | list):  # a JSON column: its JSON text, not Python's repr
+        return orjson.dumps(value, default=json_default).decode()
     return str(value)
 
 
@@ -113,6 +122,22 @@ def json_default(value: Any) -> Any:
     if isinstance(value, uuid.UUID):  # pragma: no cover - orjson encodes UUIDs natively
         return str(value)
     return str(value)
+
+
+def json_number_default(value: Any) -> Any:
+    """:func:`json_default`, but finite decimals as JSON numbers written with their exact text
+    (an :class:`orjson.Fragment`: orjson copies it as it is, no float in between)."""
+    if isinstance(value, decimal.Decimal) and value.is_finite():
+        # str() of a finite Decimal is always a valid JSON number ("-1E-30", "0.00", "12.5").
+        return orjson.Fragment(str(value))
+    return json_default(value)
+
+
+#: NDJSON's ways of writing decimals (``numeric=``): the first is the default.
+NUMERIC_MODES: dict[str, Callable[[Any], Any]] = {
+    "string": json_default,
+    "number": json_number_default,
+}
 
 
 class CsvEncoder:
@@ -167,13 +192,19 @@ class CsvEncoder:
 
 
 class NdjsonEncoder:
-    """One JSON object per line, keys in column order; decimals as strings (see
-    :func:`json_default`), times as ISO 8601, bytes as base64."""
+    """One JSON object per line, keys in column order; decimals as exact strings, or as exact
+    JSON numbers with ``numeric="number"`` (see :data:`NUMERIC_MODES`); times as ISO 8601,
+    bytes as base64."""
 
     media_type = "application/x-ndjson"
     extension = "ndjson"
 
-    def __init__(self, columns: Sequence[str]) -> None:
+    def __init__(self, columns: Sequence[str], *, numeric: str = "string") -> None:
+        try:
+            self._default = NUMERIC_MODES[numeric]
+        except KeyError:
+            modes = ", ".join(NUMERIC_MODES)
+            raise ValueError(f"unknown numeric mode {numeric!r}: use one of {modes}") from None
         self.rows = 0
         self._keys = tuple(str(name) for name in columns)  # orjson refuses str subclasses
         self._buffer = bytearray()
@@ -181,11 +212,12 @@ class NdjsonEncoder:
     def add(self, rows: Iterable[Row]) -> None:
         keys = self._keys
         dumps: Callable[..., bytes] = orjson.dumps
+        default = self._default
         option = orjson.OPT_APPEND_NEWLINE
         buffer = self._buffer
         count = 0
         for row in rows:
-            buffer += dumps(dict(zip(keys, row, strict=True)), default=json_default, option=option)
+            buffer += dumps(dict(zip(keys, row, strict=True)), default=default, option=option)
             count += 1
         self.rows += count
 
@@ -208,12 +240,15 @@ FORMATS: dict[str, Callable[[Sequence[str]], RowEncoder]] = {
 }
 
 
-def encoder_for(format: str, columns: Sequence[str]) -> RowEncoder:
-    """A fresh encoder of ``format`` (``csv`` or ``ndjson``) for ``columns``.
+def encoder_for(format: str, columns: Sequence[str], *, numeric: str = "string") -> RowEncoder:
+    """A fresh encoder of ``format`` (``csv`` or ``ndjson``) for ``columns``; ``numeric``
+    (``string`` or ``number``) is how NDJSON writes decimals (CSV always writes their text).
 
     >>> encoder_for("ndjson", ["a"]).media_type
     'application/x-ndjson'
     """
+    if format == "ndjson":
+        return NdjsonEncoder(columns, numeric=numeric)
     try:
         return FORMATS[format](columns)
     except KeyError:
@@ -222,10 +257,12 @@ def encoder_for(format: str, columns: Sequence[str]) -> RowEncoder:
 
 __all__ = [
     "FORMATS",
+    "NUMERIC_MODES",
     "CsvEncoder",
     "NdjsonEncoder",
     "RowEncoder",
     "csv_cell",
     "encoder_for",
     "json_default",
+    "json_number_default",
 ]
