@@ -15,15 +15,19 @@ unless told to, even on the key-free development server.
 
 from __future__ import annotations
 
+import asyncio
 import re
+import socket
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 
 import httpx
 import pytest
+from conftest import StartServer
 from pydantic import ValidationError
-from serverproc import ServerProcess, wait_for
+from serverproc import ServerProcess, overfill_bytes, wait_for
 from websockets.asyncio.client import connect
 
 from sluiceway.server.settings import Settings
@@ -174,3 +178,63 @@ def test_anonymous_publishing_behind_a_proxy_only_when_asked_and_loudly() -> Non
         assert "anonymous publishing ON" in output
     finally:
         asked.stop()
+
+
+async def test_a_stuck_stream_behind_a_proxy_is_dropped_at_once(
+    start_server: StartServer,
+) -> None:
+    """Through the app (the ASGI path), the scope's client is the forwarded one, which names
+    no connection here; a subscriber past its buffer is still dropped by its socket at once,
+    not after the 30 s write timeout."""
+    server = start_server(
+        env={
+            "SLUICEWAY_NATIVE_STREAMS": "false",
+            "SLUICEWAY_FORWARDED_ALLOW_IPS": '["127.0.0.1"]',
+            "SLUICEWAY_BUFFER_EVENTS": "50",
+            "SLUICEWAY_ANONYMOUS_PUBLISH": "true",
+        }
+    )
+    loop = asyncio.get_running_loop()
+    stuck = []
+    for _ in range(3):  # subscribers that send their GET through "the proxy" and read nothing
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        sock.setblocking(False)
+        await loop.sock_connect(sock, ("127.0.0.1", server.port))
+        request = (
+            f"GET /topics/stuck HTTP/1.1\r\nHost: 127.0.0.1:{server.port}\r\n"
+            "X-Forwarded-For: 203.0.113.7\r\nAccept: text/event-stream\r\n\r\n"
+        )
+        await loop.sock_sendall(sock, request.encode())
+        stuck.append(sock)
+    ports = {sock.getsockname()[1] for sock in stuck}
+    try:
+        async with httpx.AsyncClient(base_url=server.url, timeout=10) as http:
+
+            async def all_open() -> bool:
+                return (await http.get("/healthz")).json()["open_streams"] == len(stuck)
+
+            await wait_for(all_open, 10, "the stuck streams are open")
+            payload = "x" * 4000
+            for n in range(overfill_bytes() // len(payload) + 200):
+                await http.post("/topics/stuck", json={"data": f"{n} {payload}"})
+            published = time.monotonic()
+            await wait_for(
+                lambda: not ports & server.connection_ports(),
+                5,
+                "the server drops the stuck connections",
+            )
+            assert time.monotonic() - published < 5  # not the write timeout
+    finally:
+        for sock in stuck:
+            sock.close()
+
+
+def test_the_peer_is_kept_under_one_name() -> None:
+    from sluiceway.asgi import shutdown
+    from sluiceway.uvicorn_adapter import http
+
+    assert http.PEER_EXTENSION == shutdown.PEER_EXTENSION
+    scope = {"client": ("203.0.113.7", 0), "extensions": {http.PEER_EXTENSION: ("127.0.0.1", 5)}}
+    assert shutdown.peer_of(scope) == ("127.0.0.1", 5)
+    assert shutdown.peer_of({"client": ("10.0.0.1", 9)}) == ("10.0.0.1", 9)

@@ -32,7 +32,7 @@ from typing import Any
 from starlette.responses import Response
 from starlette.types import Message, Receive, Scope, Send
 
-from sluiceway.asgi.shutdown import abort_connection, register
+from sluiceway.asgi.shutdown import abort_connection, peer_of, register
 from sluiceway.control import ERROR_EVENT
 from sluiceway.hub.core import to_data
 from sluiceway.hub.subscription import CloseReason, StreamState, Subscription
@@ -145,8 +145,8 @@ class EventStreamResponse(Response):
             await self._discard()  # nothing streams: what the content holds is let go now
             raise
         if isinstance(self.content, Subscription):
-            client = scope.get("client")
-            await _stream_subscription(self.content, receive, send, self.ends_at, client)
+            peer = peer_of(scope)
+            await _stream_subscription(self.content, receive, send, self.ends_at, peer)
         else:
             await _stream_iterable(self.content, self.ping_interval, receive, send, self.ends_at)
 

@@ -18,7 +18,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any
 
 # Each running stream's closer, and whether it streams a hub subscription (those are counted
 # by the hub itself).
@@ -44,6 +45,18 @@ def register(closer: Callable[[], object], *, hub_stream: bool = False) -> Calla
 #: Client addresses whose stream was aborted (its socket accepts nothing): an ASGI app cannot
 #: drop a connection itself, the server (``sluiceway serve``) does it for them.
 _aborted: set[tuple[str, int]] = set()
+
+
+#: A scope extension where ``sluiceway serve`` keeps the socket's peer: behind a trusted proxy
+#: ``scope["client"]`` names the forwarded client, which is no connection of this server's.
+PEER_EXTENSION = "sluiceway.peer"
+
+
+def peer_of(scope: Mapping[str, Any]) -> tuple[str, int] | None:
+    """The address of the connection that carries ``scope``'s request (for
+    :func:`abort_connection`): the socket's peer where the server kept it, else the client."""
+    peer = scope.get("extensions", {}).get(PEER_EXTENSION)
+    return peer if peer is not None else scope.get("client")
 
 
 def abort_connection(client: tuple[str, int] | None) -> None:

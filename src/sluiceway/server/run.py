@@ -110,8 +110,12 @@ def serve(settings: Settings) -> None:
         backlog=settings.backlog,
         # Hub streams written straight to the socket; everything else through ASGI.
         http=(
-            http.protocol_for(NativeStreams(hub, settings, services.admission))
-            if use_native
+            http.protocol_for(
+                NativeStreams(hub, settings, services.admission)
+                if use_native
+                else http.NoNativePath()
+            )
+            if http.AVAILABLE
             else None
         ),
         # uvicorn's sans-I/O implementation (the lightest per connection), writing frames

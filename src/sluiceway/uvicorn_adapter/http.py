@@ -28,6 +28,11 @@ from sluiceway.uvicorn_adapter.internals import (
 #: False if the installed uvicorn lacks the hook we use; ``serve`` then stays on pure ASGI.
 AVAILABLE = HAS_START_ASGI_TASK
 
+#: The scope extension holding the socket's peer (the same name as
+#: ``sluiceway.asgi.shutdown.PEER_EXTENSION``, which reads it; the packages import nothing of
+#: each other's at module level, and a test keeps the two equal).
+PEER_EXTENSION = "sluiceway.peer"
+
 
 class StreamOwner(Protocol):
     """The connection, as the sink of a native stream sees it."""
@@ -71,6 +76,18 @@ class NativePath(Protocol):
         """The request target as the access log may show it."""
 
 
+class NoNativePath:
+    """A :class:`NativePath` that takes nothing: every request goes to the app (``sluiceway
+    serve`` with ``native_streams=false``), on a connection that still keeps its socket's peer
+    for the app (:data:`PEER_EXTENSION`)."""
+
+    def open(self, scope: Any, **kwargs: Any) -> NativeSink | None:
+        return None
+
+    def redact(self, target: str) -> str:
+        return target
+
+
 class StreamingHttpProtocol(HttpToolsProtocol):
     """uvicorn's httptools protocol, with the requests ``native`` takes served natively.
 
@@ -86,6 +103,10 @@ class StreamingHttpProtocol(HttpToolsProtocol):
     def _start_asgi_task(self, cycle: RequestResponseCycle, app: Any) -> None:
         if self.sink is None and self._serve_natively(cycle):
             return
+        # The socket's peer, kept where the proxy-headers middleware (which rewrites
+        # scope["client"] to the forwarded client) leaves it: what abort_connection names.
+        scope: dict[str, Any] = cycle.scope  # type: ignore[assignment]
+        scope.setdefault("extensions", {})[PEER_EXTENSION] = scope.get("client")
         super()._start_asgi_task(cycle, app)
 
     def _serve_natively(self, cycle: RequestResponseCycle) -> bool:
