@@ -287,11 +287,12 @@ def check_sluiceway(args: list[str]) -> None:
 
     from sluiceway.cli.commands import main
 
-    with main.make_context("sluiceway", list(args)) as context:
-        name, command, rest = main.resolve_command(context, context.protected_args + context.args)
-        assert command is not None, name
+    name, rest = args[0], list(args[1:])
+    with click.Context(main, info_name="sluiceway") as context:
+        command = main.get_command(context, name)
+        assert command is not None, f"sluiceway has no command {name}"
         try:
-            command.make_context(name or "", rest, parent=context)
+            command.make_context(name, rest, parent=context)
         except click.UsageError as exc:  # pragma: no cover - the failure's message
             raise AssertionError(f"sluiceway {shlex.join(args)}: {exc.format_message()}") from exc
 
