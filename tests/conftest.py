@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import compileall
 import re
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping
+from pathlib import Path
 
 import httpx
 import pytest
@@ -16,6 +18,14 @@ from sluiceway.hub import Hub, HubConfig
 from sluiceway.hub.redis_backend import RedisBackend
 
 StartServer = Callable[..., ServerProcess]
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    """Compile the package to bytecode once: the suite starts hundreds of processes (servers,
+    CLI commands), and where bytecode is not written (PYTHONDONTWRITEBYTECODE) each would
+    compile every module it imports again (the dependencies are compiled when uv installs
+    them: ``compile-bytecode`` in pyproject.toml)."""
+    compileall.compile_dir(Path(__file__).parent.parent / "src" / "sluiceway", quiet=1)
 
 
 @pytest.fixture

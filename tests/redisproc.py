@@ -130,11 +130,15 @@ class RedisCluster:
         raise RuntimeError(f"redis-server (cluster node) did not start on port {node.port}")
 
     def start(self) -> RedisCluster:
-        for node in self.nodes:
-            self._start_node(node)
-        create_cluster([node.port for node in self.nodes], self.replicas)
-        self.wait_ok()
-        self.wait_replicating()
+        try:
+            for node in self.nodes:
+                self._start_node(node)
+            create_cluster([node.port for node in self.nodes], self.replicas)
+            self.wait_ok()
+            self.wait_replicating()
+        except BaseException:
+            self.close()  # no node of a cluster that never formed outlives the attempt
+            raise
         return self
 
     def wait_replicating(self, timeout: float = 30.0) -> None:

@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import random
 import signal
 import socket
 import struct
@@ -37,11 +38,24 @@ HOST = "127.0.0.1"
 START_TIMEOUT = 15.0
 
 
+#: Where test servers listen: below the kernel's ephemeral range (32768-60999 by default), so
+#: that no outgoing connection of the suite takes a port between its pick and its bind, and
+#: chosen at random, so that two test processes (pytest -n 2) rarely pick the same one.
+PORT_RANGE = (20000, 32000)
+_PORTS = random.Random()  # its own generator: a test that seeds `random` must not repeat ours
+
+
 def free_port() -> int:
-    """A port that was free a moment ago (the OS picked it for a socket bound to port 0)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((HOST, 0))
-        return int(sock.getsockname()[1])
+    """A random port of :data:`PORT_RANGE` that was free a moment ago."""
+    for _ in range(100):
+        port = _PORTS.randint(*PORT_RANGE)
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+            try:
+                sock.bind((HOST, port))
+            except OSError:
+                continue
+            return port
+    raise RuntimeError(f"no free port in {PORT_RANGE}")
 
 
 def overfill_bytes() -> int:

@@ -3,20 +3,14 @@
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
 import time
 
 import pytest
+from serverproc import free_port
 
 SLUICEWAY = [sys.executable, "-m", "sluiceway.cli"]
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def start_and_read_stderr(args: list[str], until: str, env: dict[str, str] | None = None) -> str:

@@ -32,7 +32,9 @@ def fresh_script(fake: FakeLLM) -> None:
 def pair(
     start_server: StartServer, shared_redis: RedisProcess | RedisCluster, fake: FakeLLM
 ) -> tuple[ServerProcess, ServerProcess]:
-    env = llm_env(fake, abandon_after="1")
+    # Two seconds: a reader on the other process attaches well within it, even on a loaded
+    # machine (with one second, a run under load once saw the generation abandoned).
+    env = llm_env(fake, abandon_after="2")
     return (
         start_server("--backend", shared_redis.url, env=env),
         start_server("--backend", shared_redis.url, env=env),
@@ -59,7 +61,7 @@ def test_a_reader_on_another_process_keeps_it_from_being_abandoned(
     pair: tuple[ServerProcess, ServerProcess], fake: FakeLLM
 ) -> None:
     first, second = pair
-    fake.script = Script(tokens=["x "] * 40, token_interval=0.1)  # 4 s, abandon_after is 1 s
+    fake.script = Script(tokens=["x "] * 40, token_interval=0.1)  # 4 s, abandon_after is 2 s
     with EventSource(f"{first.url}/v1/generations", method="POST", json=ASK_BODY) as source:
         start = next(iter(source))
     generation_id = start.json()["id"]  # the client on the first process left at once
