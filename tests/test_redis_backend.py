@@ -179,7 +179,9 @@ def test_a_killed_pubsub_connection_is_noticed_and_nothing_is_missed(
         events = reader.result(20)
     assert [e.data for e in events] == [f"{r}.{n}" for r in range(5) for n in range(10)]
     assert resets == []
-    assert b.metrics()["sluiceway_backend_refills_total"] >= 1  # it did miss, and caught up
+    # It noticed (whether a publish fell into the moment it was deaf is up to timing; when
+    # one did, the refill caught it up, which the events above show either way).
+    assert "Redis pub/sub at" in b.output() and "lost" in b.output()
     assert b.metrics()["sluiceway_backend_up"] == 1
 
 
