@@ -219,3 +219,34 @@ def test_publish_and_tail_never_import_the_server() -> None:
         text=True,
     )
     assert publish_only.returncode == 0, publish_only.stderr
+
+
+def test_publish_from_stdin_goes_on_after_the_server_closed_an_idle_connection(
+    default_server: ServerProcess, topic: str
+) -> None:
+    """`tail -f log | sluiceway publish t -`: lines may come minutes apart, and the server
+    closes a kept-alive connection idle for 5 s; the next line goes on a new one."""
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "sluiceway.cli",
+            "publish",
+            topic,
+            "-",
+            "--server",
+            default_server.url,
+        ],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    assert process.stdin is not None
+    process.stdin.write("one\n")
+    process.stdin.flush()
+    time.sleep(6.5)  # past uvicorn's keep-alive timeout
+    out, err = process.communicate("two\n", timeout=30)
+    assert process.returncode == 0, err
+    assert len(out.split()) == 2
+    assert [e["data"] for e in history(default_server, topic)] == ["one", "two"]

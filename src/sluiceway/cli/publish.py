@@ -44,9 +44,18 @@ class _Server:
         self.path = parts.path.rstrip("/")
 
     def post(self, path: str, body: bytes, headers: dict[str, str]) -> tuple[int, str, bytes]:
-        self.connection.request("POST", self.path + path, body=body, headers=headers)
-        response = self.connection.getresponse()
-        return response.status, response.reason, response.read()
+        for attempt in (1, 2):
+            try:
+                self.connection.request("POST", self.path + path, body=body, headers=headers)
+                response = self.connection.getresponse()
+                return response.status, response.reason, response.read()
+            except (http.client.RemoteDisconnected, BrokenPipeError, ConnectionResetError):
+                # The server closed the kept-alive connection while stdin was quiet (uvicorn
+                # does after 5 s): it never read this request, so it goes once more, anew.
+                self.connection.close()
+                if attempt == 2:
+                    raise
+        raise AssertionError("unreachable")
 
 
 @click.command()
