@@ -27,7 +27,7 @@ from sse_servers import ChaosProxy, Connection, ScriptedServer
 from sluiceway import fossil
 from sluiceway.asgi import EventStreamResponse
 from sluiceway.client import EventSource
-from sluiceway.hub import Hub, HubConfig, Subscription, check_delta
+from sluiceway.hub import Hub, HubConfig, InvalidDelta, Subscription, check_delta
 from sluiceway.sse import Event, Parser, encode_event
 from sluiceway.testing import client
 
@@ -457,3 +457,21 @@ def test_the_client_resumes_after_a_delta_that_does_not_apply() -> None:
         got = follow(scripted.url, 3, use_async=True, mismatches=1)
         assert [event.data for event in got] == [first, second, "after 2"]
         assert [request.path for request in scripted.requests] == ["/?delta=fossil"] * 2
+
+
+async def test_large_events_go_whole_and_bad_formats_are_hub_errors() -> None:
+    """Over ``MAX_DELTA_INPUT`` no delta is made (the encoder runs on the event loop); a bad
+    format is the hub's ``InvalidDelta``, which users' apps answer 400 (install_error_handlers)."""
+    hub = Hub()
+    sub = await hub.subscribe(["big"], delta="fossil")
+    client = Rebuilder()
+    big = "x" * (fossil.MAX_DELTA_INPUT + 1)
+    started = time.perf_counter()
+    for text in (big, big + "y", "small " * 40, "small " * 39 + "z"):
+        await hub.publish("big", text)
+        client.drain(sub)
+    assert time.perf_counter() - started < 1
+    assert [event.delta for event in client.events] == [None, None, None, "fossil"]
+    assert client.data[-1] == "small " * 39 + "z"
+    with pytest.raises(InvalidDelta):
+        await hub.subscribe(["big"], delta="vcdiff")

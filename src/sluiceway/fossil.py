@@ -30,6 +30,10 @@ _DIGITS = b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZ_abcdefghijklmnopqrstuvwxyz~"
 _VALUE = {digit: value for value, digit in enumerate(_DIGITS)}
 #: Candidate blocks looked at per position (Fossil's limit, against pathological inputs).
 _CANDIDATES = 250
+#: The largest origin or target a server makes a delta of: the encoder is Python and runs on
+#: the event loop (a 1 MiB repetitive text took 1.5 s); dashboards' states are far smaller,
+#: and larger events go whole.
+MAX_DELTA_INPUT = 64 * 1024
 
 
 def _int(value: int) -> bytes:
@@ -64,10 +68,11 @@ def create(origin: bytes, target: bytes) -> bytes:
     n_origin, n_target = len(origin), len(target)
     base = 0
     if n_origin > NHASH:
-        # Where each aligned block of the origin starts, by its bytes (latest first).
+        # Where each aligned block of the origin starts, by its bytes (in order: the latest are
+        # tried first).
         blocks: dict[bytes, list[int]] = {}
         for start in range(0, n_origin - NHASH + 1, NHASH):
-            blocks.setdefault(origin[start : start + NHASH], []).insert(0, start)
+            blocks.setdefault(origin[start : start + NHASH], []).append(start)
         while base + NHASH < n_target:
             found = _best_match(origin, target, base, blocks)
             if found is None:
@@ -94,7 +99,7 @@ def _best_match(
         if not starts:
             continue
         best: tuple[int, int, int] | None = None
-        for start in starts[:_CANDIDATES]:
+        for start in reversed(starts[-_CANDIDATES:]):
             # Grow the match forward (past the block) and backward (into the literal run).
             forward = NHASH + _common_forward(origin, start + NHASH, target, base + i + NHASH)
             back = _common_backward(origin, start, target, base + i, min(start, i))

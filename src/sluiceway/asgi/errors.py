@@ -26,6 +26,7 @@ from sluiceway.hub.errors import (
     HistoryGone,
     HubClosed,
     HubError,
+    InvalidDelta,
     InvalidTopic,
     TooManyTopics,
     TopicFinished,
@@ -36,6 +37,7 @@ from sluiceway.ids import InvalidEventId
 #: The hub's errors and their answers, (status, code); the first match along the error's MRO.
 HUB_ERRORS: dict[type[Exception], tuple[int, str]] = {
     InvalidTopic: (400, "invalid_topic"),
+    InvalidDelta: (400, "invalid_delta"),
     InvalidEventId: (400, "invalid_last_event_id"),
     HistoryGone: (410, "history_gone"),
     TopicFinished: (409, "topic_finished"),  # ended by the application that owns it

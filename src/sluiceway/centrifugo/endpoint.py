@@ -144,10 +144,10 @@ class CentrifugoEndpoint:
             event, data, _ = topic.record_at(offset)
             payload = codec.delta_data(data)
             made = False
-            if delta and offset - 1 >= topic.base:
-                difference = fossil.create(
-                    codec.delta_data(topic.record_at(offset - 1)[1]), payload
-                )
+            previous = topic.record_at(offset - 1)[1] if offset - 1 >= topic.base else None
+            big = previous is not None and max(len(data), len(previous)) > fossil.MAX_DELTA_INPUT
+            if delta and previous is not None and not big:
+                difference = fossil.create(codec.delta_data(previous), payload)
                 # JSON carries a delta as a string: it must be UTF-8 (a literal run may cut a
                 # character in two; such a publication goes whole).
                 if len(difference) < len(payload) and (codec.binary or _is_text(difference)):

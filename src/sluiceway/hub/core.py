@@ -21,6 +21,7 @@ from sluiceway.hub.errors import (
     ClaimTaken,
     HistoryGone,
     HubClosed,
+    InvalidDelta,
     InvalidTopic,
     TooManyTopics,
     TopicFinished,
@@ -78,20 +79,20 @@ def check_tags(tags: Mapping[str, str] | None) -> dict[str, str] | None:
 
 def check_delta(delta: str, topics: int = 1) -> str:
     """``delta`` if a stream of ``topics`` topics may be sent deltas of that format; raises
-    :class:`ValueError` otherwise (the one format is ``"fossil"``; one topic, since a delta
-    applies to the event the client got before, of the same topic).
+    :class:`InvalidDelta` (a ``ValueError``) otherwise (the one format is ``"fossil"``; one
+    topic, since a delta applies to the event the client got before, of the same topic).
 
     >>> check_delta("fossil")
     'fossil'
     >>> check_delta("fossil", topics=2)
     Traceback (most recent call last):
     ...
-    ValueError: deltas are sent on streams of one topic
+    sluiceway.hub.errors.InvalidDelta: deltas are sent on streams of one topic
     """
     if delta != FOSSIL:
-        raise ValueError(f"unknown delta format {delta[:40]!r}: the one format is {FOSSIL!r}")
+        raise InvalidDelta(f"unknown delta format {delta[:40]!r}: the one format is {FOSSIL!r}")
     if topics != 1:
-        raise ValueError("deltas are sent on streams of one topic")
+        raise InvalidDelta("deltas are sent on streams of one topic")
     return delta
 
 

@@ -9,6 +9,7 @@ __all__ = [
     "HistoryGone",
     "HubClosed",
     "HubError",
+    "InvalidDelta",
     "InvalidEventId",
     "InvalidTopic",
     "TooManyTopics",
@@ -23,6 +24,10 @@ class HubError(Exception):
 
 class InvalidTopic(HubError, ValueError):
     """A topic name outside the allowed alphabet or length."""
+
+
+class InvalidDelta(HubError, ValueError):
+    """A delta format the hub does not make, or deltas asked for on several topics."""
 
 
 class HubClosed(HubError):

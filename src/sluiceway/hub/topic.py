@@ -248,8 +248,11 @@ class Topic(Generic[F]):
         if offset - 1 < self.base:
             return whole
         event, data, _ = self._records[offset - self.base]
+        previous = self._records[offset - 1 - self.base][1]
+        if max(len(data), len(previous)) > fossil.MAX_DELTA_INPUT:
+            return whole  # characters, not bytes: a bound all the same
         # The texts the client holds: its parser turns every line end into LF.
-        origin = LINE_END.sub("\n", self._records[offset - 1 - self.base][1]).encode()
+        origin = LINE_END.sub("\n", previous).encode()
         target = LINE_END.sub("\n", data).encode()
         try:
             # SSE carries text: a literal run that cuts a character in two goes whole.
