@@ -165,3 +165,29 @@ async def test_request_bodies_errors_and_plain_responses() -> None:
             body = await response.aread()
         assert b"data: one" in body and b"producer_failed" in body  # the response's own end
         assert (await http.get("/plain")).json() == {"ok": True}
+
+
+async def test_a_plain_asgi_app_without_lifespan_and_a_request_given_up_before_its_answer() -> None:
+    started = asyncio.Event()
+    cancelled = asyncio.Event()
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            return  # no lifespan support, the common way: uvicorn takes it as none
+        if scope["path"] == "/slow":
+            started.set()
+            try:
+                await asyncio.sleep(30)  # never answers in time
+            except asyncio.CancelledError:
+                cancelled.set()
+                raise
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b"ok"})
+
+    async with asyncio.timeout(10), client(app) as http:
+        assert (await http.get("/")).text == "ok"
+        with pytest.raises(TimeoutError):
+            async with asyncio.timeout(0.2):
+                await http.get("/slow")
+        assert started.is_set()
+        await asyncio.wait_for(cancelled.wait(), 6)  # the app's task did not run on

@@ -116,7 +116,11 @@ class StreamingASGITransport(httpx.AsyncBaseTransport):
         }
         exchange = _Exchange(body, self.disconnect_timeout)
         exchange.task = asyncio.create_task(exchange.run(self.app, scope))
-        status, headers = await exchange.started()
+        try:
+            status, headers = await exchange.started()
+        except BaseException:
+            await exchange.close()  # cancelled while waiting (a timeout): the app must not run on
+            raise
         return httpx.Response(status, headers=headers, stream=_Body(exchange), request=request)
 
 
@@ -244,6 +248,10 @@ async def app_lifespan(app: ASGIApp) -> AsyncIterator[None]:
             )
         except Exception as exc:  # an app without lifespan support raises here
             await from_app.put({"type": "lifespan.unsupported", "error": exc})
+        else:
+            # Returned without a word (`if scope["type"] != "http": return`): no lifespan,
+            # as uvicorn reads it. After a complete shutdown, nobody reads this any more.
+            await from_app.put({"type": "lifespan.unsupported"})
 
     task = asyncio.create_task(run())
     await to_app.put({"type": "lifespan.startup"})
