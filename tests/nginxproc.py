@@ -49,7 +49,14 @@ def make_certificate(directory: Path) -> tuple[Path, Path]:
 
 
 def render_site(
-    *, upstream_port: int, https_port: int, http_port: int, cert: Path, key: Path, log: Path
+    *,
+    upstream_port: int,
+    https_port: int,
+    http_port: int,
+    cert: Path,
+    key: Path,
+    log: Path,
+    error_log: Path,
 ) -> str:
     """``deploy/nginx/sluiceway.conf`` with what its reader is told to change, changed."""
     text = SITE.read_text()
@@ -62,6 +69,7 @@ def render_site(
         ("/etc/letsencrypt/live/sluiceway.example.com/fullchain.pem", str(cert)),
         ("/etc/letsencrypt/live/sluiceway.example.com/privkey.pem", str(key)),
         ("/var/log/nginx/sluiceway.access.log", str(log)),
+        ("/var/log/nginx/sluiceway.error.log", str(error_log)),
         ("server_name sluiceway.example.com;", f"server_name {SERVER_NAME};"),
     ]
     for old, new in replacements:
@@ -101,6 +109,7 @@ class NginxProcess:
                 cert=self.cert,
                 key=self.key,
                 log=self.access_log,
+                error_log=self.dir / "site-error.log",
             )
         )
         temp = {name: self.dir / name for name in ("body", "proxy", "fastcgi", "uwsgi", "scgi")}

@@ -27,7 +27,7 @@ import pytest
 from browserproc import CHROMIUM, launch_chromium
 from nginxproc import NGINX, OPENSSL, SERVER_NAME, NginxProcess
 from playwright.sync_api import sync_playwright
-from serverproc import ServerProcess, SSEStream, open_stream, wait_for
+from serverproc import HOST, ServerProcess, SSEStream, open_stream, wait_for
 from websockets.asyncio.client import connect
 from wsclient import RawClient
 
@@ -327,3 +327,18 @@ def test_chromium_opens_20_streams_to_one_origin_over_http2(
             assert page.evaluate("window.opened") == 6
         finally:
             browser.close()
+
+
+async def test_no_token_reaches_nginxs_logs(deployed: tuple[ServerProcess, NginxProcess]) -> None:
+    """A token in the query (browsers' EventSource and WebSocket clients put it there) is in
+    neither of nginx's access logs — the HTTPS site's nor the port-80 redirect's."""
+    _, nginx = deployed
+    secret = "not-a-real-token-but-secret"
+    async with httpx.AsyncClient(base_url=f"http://{HOST}:{nginx.http_port}") as plain:
+        redirected = await plain.get(f"/topics/x?access_token={secret}")
+        assert redirected.status_code == 301
+    async with through(nginx) as edge:
+        assert (await edge.get(f"/healthz?access_token={secret}")).status_code in (200, 401)
+    logged = nginx.access_log.read_text()
+    assert "/topics/x" in logged and "/healthz" in logged  # both requests were logged
+    assert secret not in logged
