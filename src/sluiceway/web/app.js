@@ -9,9 +9,9 @@ import { $, api, clock, describeError, el, fmt, nearBottom, parseJSON, store } f
 
 // ---------------------------------------------------------------- helpers
 /** Options of every stream: the token of the moment as a header (a function: each request,
- * reconnects included, reads it). A signed-in tab keeps its streams to itself (no sharing of
- * one connection with other tabs, which may hold another token or none). */
-const streamOptions = (options = {}) => ({ ...options, headers: authHeaders, ...(signedIn() ? { share: false } : {}) });
+ * reconnects included, reads it). Tabs share a stream's connection only with tabs sending the
+ * same token (sluiceway.js keys the sharing by it), so signed-in tabs share too. */
+const streamOptions = (options = {}) => ({ ...options, headers: authHeaders });
 /** What was refused or failed, and why: plain words for a 401/403, else the server's own
  * "code: detail". `what`: see refusal() in auth.js. */
 const explain = (what, status, body) => refusal(what, status, body)

@@ -768,16 +768,14 @@ export class EventStream extends EventTarget {
  * The Web Lock and BroadcastChannel name of the streams of `url` in every tab of the origin
  * that sends the same credentials: the leader's request, its Authorization header included,
  * serves every tab of the group, so a tab signed in as someone else (or not at all) is in
- * another group. The header goes in as a hash: lock names show in developer tools.
+ * another group. Header and URL go in as a hash: lock names show in developer tools.
  */
 async function shareKey(url, headers) {
   const authorization = new Headers(await resolveHeaders(headers)).get("authorization") ?? "";
-  let who = "anonymous";
-  if (authorization) {
-    const digest = new Uint8Array(await crypto.subtle.digest("SHA-256", utf8.encode(authorization)));
-    who = Array.from(digest.subarray(0, 16), (byte) => byte.toString(16).padStart(2, "0")).join("");
-  }
-  return `sluiceway.stream ${who} ${new URL(url, globalThis.location?.href).href}`;
+  // The URL may carry a token too (?access_token=): the whole key goes in hashed.
+  const absolute = new URL(url, globalThis.location?.href).href;
+  const digest = new Uint8Array(await crypto.subtle.digest("SHA-256", utf8.encode(`${authorization}\n${absolute}`)));
+  return `sluiceway.stream ${Array.from(digest, (byte) => byte.toString(16).padStart(2, "0")).join("")}`;
 }
 
 /** How many ids a stream remembers having dispatched, to skip them when a new leader (or the
@@ -932,7 +930,10 @@ class TabShare {
     const before = this.#stream.readyState;
     this.#hooks.state(state);
     if (state === "open" && before !== "open") this.#hooks.emit("open", { response: null, reconnected: false, shared: true });
-    if (state === "connecting") this.#hooks.emit("reconnecting", { ...fields, error: null, shared: true });
+    // The leader's own first connect is no reconnect: only a retry of its has an attempt.
+    if (state === "connecting" && fields.attempt !== undefined) {
+      this.#hooks.emit("reconnecting", { ...fields, error: null, shared: true });
+    }
   }
 
   #post(message) {
