@@ -9,7 +9,7 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
 
-from sluiceway.asgi.errors import hub_error_answer
+from sluiceway.asgi.errors import hub_error_answer, hub_error_response
 
 
 class JSONResponse(Response):
@@ -59,7 +59,9 @@ def hub_error(exc: Exception) -> APIError:
 
 
 async def hub_error_handler(request: Request, exc: Exception) -> Response:
-    return await api_error_handler(request, hub_error(exc))
+    """The hub's errors that reach the app: answered as in users' apps (the same table, the
+    same ``retry-after`` on a 503)."""
+    return await hub_error_response(request, exc)
 
 
 _HTTP_CODES = {404: "not_found", 405: "method_not_allowed"}
