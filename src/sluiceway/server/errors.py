@@ -9,7 +9,7 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
 
-from sluiceway.asgi.errors import hub_error_answer, hub_error_response
+from sluiceway.asgi.errors import hub_error_response
 
 
 class JSONResponse(Response):
@@ -49,13 +49,6 @@ async def api_error_handler(request: Request, exc: Exception) -> Response:
     response = error_response(exc.status, exc.code, exc.detail, **exc.extra)
     response.headers.update(exc.headers)
     return response
-
-
-def hub_error(exc: Exception) -> APIError:
-    """The :class:`APIError` for one of the hub's errors (the table of
-    :data:`sluiceway.asgi.errors.HUB_ERRORS`, which apps of users answer from too)."""
-    status, code, extra = hub_error_answer(exc)
-    return APIError(status, code, str(exc), **extra)
 
 
 async def hub_error_handler(request: Request, exc: Exception) -> Response:
